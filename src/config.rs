@@ -1,0 +1,508 @@
+//! Configuration: one optional TOML file, then `SWITCHBOARD_*` environment overrides, then
+//! validation into a typed [`Config`].
+//!
+//! Every key is optional and has a documented default, so `switchboard serve` runs with no file
+//! at all. The file is parsed with `deny_unknown_fields`: a misspelt key is an error, not a
+//! silently ignored setting. Validation errors name the key (and where the value came from) so an
+//! operator can fix the right line.
+//!
+//! This module owns parsing and validation only; it must not open sockets or files other than the
+//! config file itself.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variables read on top of the file. These names are a contract with the
+/// groupware's deployment scripts and `docker-compose.yml`.
+pub const ENV_DATA_DIR: &str = "SWITCHBOARD_DATA_DIR";
+pub const ENV_DATABASE_URL: &str = "SWITCHBOARD_DATABASE_URL";
+pub const ENV_HTTP_LISTEN: &str = "SWITCHBOARD_HTTP_LISTEN";
+pub const ENV_SIP_LISTEN: &str = "SWITCHBOARD_SIP_LISTEN";
+pub const ENV_LOG_FORMAT: &str = "SWITCHBOARD_LOG_FORMAT";
+pub const ENV_SIP_REALM: &str = "SWITCHBOARD_SIP_REALM";
+
+/// A configuration error, always naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid value for `{key}` (from {origin}): {reason}")]
+    Invalid {
+        key: &'static str,
+        origin: Origin,
+        reason: String,
+    },
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    Env(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("the built-in default"),
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Env(name) => write!(f, "environment variable {name}"),
+        }
+    }
+}
+
+/// The file as written: every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    log_format: Option<String>,
+    http: Option<RawHttp>,
+    sip: Option<RawSip>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSip {
+    /// Either a TOML array of `transport:addr` strings or one comma-separated string.
+    listen: Option<ListenList>,
+    realm: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ListenList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl ListenList {
+    fn items(&self) -> Vec<String> {
+        match self {
+            ListenList::One(s) => split_list(s),
+            ListenList::Many(v) => v.iter().map(|s| s.trim().to_owned()).collect(),
+        }
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// A SIP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One SIP listening socket: `udp:0.0.0.0:5060`, `tls:[::]:5061`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipListen {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for SipListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (proto, addr) = s
+            .split_once(':')
+            .ok_or_else(|| format!("`{s}` is not of the form transport:address:port"))?;
+        let transport = match proto.to_ascii_lowercase().as_str() {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            "tls" => Transport::Tls,
+            other => {
+                return Err(format!(
+                    "`{s}`: unknown transport `{other}` (expected udp, tcp or tls)"
+                ))
+            }
+        };
+        let addr = addr
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("`{s}`: `{addr}` is not an address:port ({e})"))?;
+        Ok(SipListen { transport, addr })
+    }
+}
+
+impl fmt::Display for SipListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.transport, self.addr)
+    }
+}
+
+impl Serialize for SipListen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Directory for the SQLite database, received faxes and spooled mail. Default `./data`.
+    pub data_dir: PathBuf,
+    /// `postgres://…` selects PostgreSQL; anything else (or nothing) is SQLite.
+    /// Default `sqlite://<data_dir>/switchboard.db`.
+    pub database_url: String,
+    /// `human` (default) or `json`.
+    pub log_format: LogFormat,
+    pub http: HttpConfig,
+    pub sip: SipConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpConfig {
+    /// Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SipConfig {
+    /// Default `udp:0.0.0.0:5060, tcp:0.0.0.0:5060`.
+    pub listen: Vec<SipListen>,
+    /// Digest realm offered to phones. Phone passwords are stored as digests bound to this realm,
+    /// so changing it means setting the phones' passwords again. Default `switchboard`.
+    pub realm: String,
+}
+
+impl Config {
+    /// Loads the file (if any) and the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, |k| std::env::var(k).ok())
+    }
+
+    /// Like [`Config::load`], with the environment supplied by the caller (tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let (raw, file_origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                (Self::parse_raw(&text, p)?, Origin::File(p.to_owned()))
+            }
+            None => (RawConfig::default(), Origin::Default),
+        };
+        Self::resolve(raw, file_origin, env)
+    }
+
+    /// Parses TOML text as if it were the file at `path`, with no environment (tests).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let p = Path::new("<inline>");
+        let raw = Self::parse_raw(text, p)?;
+        Self::resolve(raw, Origin::File(p.to_owned()), |_| None)
+    }
+
+    fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    fn resolve(
+        raw: RawConfig,
+        file: Origin,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        // Pick a value: environment first, then file, then default; remember where it came from.
+        let pick = |name: &'static str, file_value: Option<String>| -> (Option<String>, Origin) {
+            match env(name).filter(|v| !v.trim().is_empty()) {
+                Some(v) => (Some(v), Origin::Env(name)),
+                None => match file_value {
+                    Some(v) => (Some(v), file.clone()),
+                    None => (None, Origin::Default),
+                },
+            }
+        };
+
+        let (data_dir, _) = pick(
+            ENV_DATA_DIR,
+            raw.data_dir.map(|p| p.to_string_lossy().into_owned()),
+        );
+        let data_dir = PathBuf::from(data_dir.unwrap_or_else(|| "./data".into()));
+
+        let (database_url, db_origin) = pick(ENV_DATABASE_URL, raw.database_url);
+        let database_url = match database_url {
+            Some(url) => {
+                validate_database_url(&url).map_err(|reason| ConfigError::Invalid {
+                    key: "database_url",
+                    origin: db_origin,
+                    reason,
+                })?;
+                url
+            }
+            None => format!("sqlite://{}", data_dir.join("switchboard.db").display()),
+        };
+
+        let (log_format, origin) = pick(ENV_LOG_FORMAT, raw.log_format);
+        let log_format = match log_format.as_deref().map(str::trim) {
+            None | Some("human") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "log_format",
+                    origin,
+                    reason: format!("`{other}` is neither `human` nor `json`"),
+                })
+            }
+        };
+
+        let raw_http = raw.http.unwrap_or_default();
+        let (http_listen, origin) = pick(ENV_HTTP_LISTEN, raw_http.listen);
+        let http_listen = http_listen
+            .as_deref()
+            .unwrap_or("0.0.0.0:8080")
+            .trim()
+            .parse::<SocketAddr>()
+            .map_err(|e| ConfigError::Invalid {
+                key: "http.listen",
+                origin,
+                reason: format!("not an address:port ({e})"),
+            })?;
+
+        let raw_sip = raw.sip.unwrap_or_default();
+        let (sip_listen, origin) = match env(ENV_SIP_LISTEN).filter(|v| !v.trim().is_empty()) {
+            Some(v) => (Some(split_list(&v)), Origin::Env(ENV_SIP_LISTEN)),
+            None => match raw_sip.listen {
+                Some(l) => (Some(l.items()), file.clone()),
+                None => (None, Origin::Default),
+            },
+        };
+        let sip_listen = sip_listen
+            .unwrap_or_else(|| vec!["udp:0.0.0.0:5060".into(), "tcp:0.0.0.0:5060".into()]);
+        if sip_listen.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "sip.listen",
+                origin,
+                reason: "at least one listen address is needed".into(),
+            });
+        }
+        let sip_listen = sip_listen
+            .iter()
+            .map(|s| s.parse::<SipListen>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| ConfigError::Invalid {
+                key: "sip.listen",
+                origin: origin.clone(),
+                reason,
+            })?;
+
+        let (realm, origin) = pick(ENV_SIP_REALM, raw_sip.realm);
+        let realm = realm.unwrap_or_else(|| "switchboard".into());
+        if realm.is_empty()
+            || realm
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            return Err(ConfigError::Invalid {
+                key: "sip.realm",
+                origin,
+                reason: "must be non-empty, without quotes, backslashes or control characters"
+                    .into(),
+            });
+        }
+
+        Ok(Config {
+            data_dir,
+            database_url,
+            log_format,
+            http: HttpConfig {
+                listen: http_listen,
+            },
+            sip: SipConfig {
+                listen: sip_listen,
+                realm,
+            },
+        })
+    }
+
+    /// The effective configuration as TOML, as `check-config` prints it.
+    pub fn to_toml(&self) -> String {
+        // Serialising our own plain structs cannot fail; fall back to Debug just in case.
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n{self:?}"))
+    }
+
+    /// True when the store is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        is_postgres_url(&self.database_url)
+    }
+}
+
+/// `postgres://` or `postgresql://`.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+fn validate_database_url(url: &str) -> Result<(), String> {
+    let url = url.trim();
+    if is_postgres_url(url) || url.starts_with("sqlite:") {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{url}` must start with postgres://, postgresql:// or sqlite:"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load_with_env(None, |_| None).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.database_url, "sqlite://./data/switchboard.db");
+        assert_eq!(c.http.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.sip.listen.len(), 2);
+        assert_eq!(c.sip.listen[0].transport, Transport::Udp);
+        assert_eq!(c.sip.listen[1].transport, Transport::Tcp);
+        assert_eq!(c.sip.realm, "switchboard");
+        assert!(!c.is_postgres());
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/var/lib/sb\"\n[http]\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(
+            Some(&path),
+            env_of(&[
+                (ENV_HTTP_LISTEN, "127.0.0.1:9090"),
+                (
+                    ENV_SIP_LISTEN,
+                    "udp:0.0.0.0:5060, tcp:0.0.0.0:5060,tls:[::]:5061",
+                ),
+                (ENV_DATABASE_URL, "postgres://u@h/db"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/sb"));
+        assert_eq!(c.http.listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(c.sip.listen.len(), 3);
+        assert_eq!(c.sip.listen[2].transport, Transport::Tls);
+        assert_eq!(c.sip.listen[2].addr, "[::]:5061".parse().unwrap());
+        assert!(c.is_postgres());
+    }
+
+    #[test]
+    fn data_dir_moves_the_default_database() {
+        let c = Config::load_with_env(None, env_of(&[(ENV_DATA_DIR, "/srv/sb")])).unwrap();
+        assert_eq!(c.database_url, "sqlite:///srv/sb/switchboard.db");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Config::load_with_env(None, env_of(&[(ENV_SIP_LISTEN, "udpx:1.2.3.4:5060")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sip.listen"), "{e}");
+        assert!(e.contains("SWITCHBOARD_SIP_LISTEN"), "{e}");
+        assert!(e.contains("unknown transport"), "{e}");
+
+        let e = Config::from_toml("[http]\nlisten = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.listen"), "{e}");
+
+        let e = Config::from_toml("log_format = \"xml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log_format"), "{e}");
+
+        let e = Config::from_toml("database_url = \"mysql://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database_url"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = Config::from_toml("htp_listen = \"1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("htp_listen"), "{e}");
+    }
+
+    #[test]
+    fn sip_listen_accepts_a_toml_array() {
+        let c = Config::from_toml("[sip]\nlisten = [\"udp:127.0.0.1:5070\"]\n").unwrap();
+        assert_eq!(c.sip.listen, vec!["udp:127.0.0.1:5070".parse().unwrap()]);
+    }
+
+    #[test]
+    fn effective_config_renders_as_toml() {
+        let c = Config::load_with_env(None, |_| None).unwrap();
+        let text = c.to_toml();
+        assert!(text.contains("listen = \"0.0.0.0:8080\""), "{text}");
+        assert!(text.contains("udp:0.0.0.0:5060"), "{text}");
+    }
+}

@@ -1,0 +1,139 @@
+//! Switchboard: a self-hosted PBX.
+//!
+//! This file wires the services together ([`Server::start`]) and has no logic of its own; the
+//! module tree is the map described in ARCHITECTURE.md.
+
+pub mod api;
+pub mod config;
+pub mod directory;
+pub mod metrics;
+pub mod sip;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::task::JoinSet;
+
+use crate::config::{Config, SipListen};
+use crate::directory::Scope;
+use crate::store::Store;
+
+/// A running server: the HTTP API and the SIP sockets, on the tokio runtime it was started on.
+pub struct Server {
+    http_addr: SocketAddr,
+    sip_addrs: Vec<SipListen>,
+    store: Store,
+    initial_admin_token: Option<String>,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Opens the store (migrating it), binds every socket and starts serving.
+    ///
+    /// On a store with no admin token, one is created; [`Server::initial_admin_token`] gives it so
+    /// the caller can show it once.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let store = Store::open(&config.database_url)
+            .await
+            .with_context(|| format!("opening the store at {}", redact(&config.database_url)))?;
+
+        let initial_admin_token = if store.admin_token_count().await? == 0 {
+            Some(
+                store
+                    .create_token(Scope::Admin, None, "initial admin token")
+                    .await?,
+            )
+        } else {
+            None
+        };
+
+        let mut tasks = JoinSet::new();
+        let bound = sip::transport::bind(&config.sip.listen, &mut tasks).await?;
+
+        let state = api::AppState {
+            store: store.clone(),
+            realm: Arc::from(config.sip.realm.as_str()),
+            metrics: Arc::new(metrics::Metrics::default()),
+        };
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
+        let http_addr = listener.local_addr()?;
+        let app = api::router(state);
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+
+        tracing::info!(
+            http = %http_addr,
+            sip = %sip::transport::describe(&bound.addrs),
+            database = %redact(&config.database_url),
+            "switchboard started"
+        );
+        Ok(Server {
+            http_addr,
+            sip_addrs: bound.addrs,
+            store,
+            initial_admin_token,
+            tasks,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn sip_addrs(&self) -> &[SipListen] {
+        &self.sip_addrs
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The admin token created at this start, when the store had none.
+    pub fn initial_admin_token(&self) -> Option<&str> {
+        self.initial_admin_token.as_deref()
+    }
+
+    /// Stops every service and closes the store. Acknowledged writes are already committed, so
+    /// nothing is lost by stopping at any moment.
+    pub async fn shutdown(mut self) {
+        self.tasks.shutdown().await;
+        self.store.close().await;
+    }
+}
+
+/// A database URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            super::redact("sqlite://./data/x.db"),
+            "sqlite://./data/x.db"
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! The `switchboard` command: run the server, migrate, administer the directory, check config.
+//!
+//! Every subcommand reads the same config file and `SWITCHBOARD_*` environment as the server, so
+//! `switchboard user add` works on exactly the store `switchboard serve` uses. Logs go to stderr;
+//! stdout carries only what a script may want to capture (tokens, passwords, lists).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use switchboard::config::{Config, LogFormat};
+use switchboard::directory::{ExternalNumber, NewPhone, NewUser, Scope};
+use switchboard::store::{Page, Store};
+use switchboard::Server;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "A self-hosted PBX")]
+struct Cli {
+    /// TOML config file; every key is optional.
+    #[arg(long, global = true, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the PBX (SIP, HTTP API) until interrupted.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the effective configuration (file + environment + defaults) and exit.
+    CheckConfig,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage phones.
+    #[command(subcommand)]
+    Phone(PhoneCmd),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user.
+    Add {
+        /// Extension: digits, unique.
+        extension: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        fax: Option<String>,
+        /// An external number as LABEL=NUMBER (e.g. mobile=+491701234567); repeatable.
+        #[arg(long = "number")]
+        numbers: Vec<String>,
+    },
+    /// List users.
+    List,
+    /// Remove a user with their phones, locations and tokens.
+    Remove { extension: String },
+}
+
+#[derive(Subcommand)]
+enum PhoneCmd {
+    /// Add a phone to a user; prints the SIP password when it was generated.
+    Add {
+        /// The owner's extension.
+        #[arg(long)]
+        user: String,
+        /// SIP username the phone authenticates with.
+        #[arg(long)]
+        username: String,
+        /// A label such as "Desk phone".
+        #[arg(long, default_value = "Phone")]
+        name: String,
+        /// SIP password; generated when absent.
+        #[arg(long)]
+        password: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an API token and print it (only the token, for scripts).
+    Create(TokenArgs),
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct TokenArgs {
+    /// An admin token.
+    #[arg(long)]
+    admin: bool,
+    /// A token for the user with this extension.
+    #[arg(long, value_name = "EXTENSION")]
+    user: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(if cli.log_json {
+        LogFormat::Json
+    } else {
+        config.log_format
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchboard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::CheckConfig => {
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+        Command::Migrate => {
+            Store::open(&config.database_url).await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::User(cmd) => user(cmd, &config).await,
+        Command::Phone(cmd) => phone(cmd, &config).await,
+        Command::Token(TokenCmd::Create(args)) => {
+            let store = Store::open(&config.database_url).await?;
+            let token = if args.admin {
+                store.create_token(Scope::Admin, None, "cli").await?
+            } else {
+                let ext = args.user.unwrap_or_default();
+                let user = find_user(&store, &ext).await?;
+                store.create_token(Scope::User, Some(user), "cli").await?
+            };
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::start(config).await?;
+    if let Some(token) = server.initial_admin_token() {
+        // Shown once: only its hash is stored.
+        println!("Created the first admin token (it is shown only this once):\n\n    {token}\n");
+        println!("Create more with: switchboard token create --admin");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn find_user(store: &Store, extension: &str) -> anyhow::Result<i64> {
+    match store.user_by_extension(extension).await? {
+        Some(u) => Ok(u.id),
+        None => bail!("no user with extension {extension}"),
+    }
+}
+
+async fn user(cmd: UserCmd, config: &Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.database_url).await?;
+    match cmd {
+        UserCmd::Add {
+            extension,
+            name,
+            email,
+            fax,
+            numbers,
+        } => {
+            let external_numbers = numbers
+                .iter()
+                .map(|n| {
+                    let (label, number) = n
+                        .split_once('=')
+                        .with_context(|| format!("--number {n}: expected LABEL=NUMBER"))?;
+                    Ok(ExternalNumber {
+                        label: label.into(),
+                        number: number.into(),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let user = store
+                .create_user(&NewUser {
+                    extension,
+                    display_name: name,
+                    email,
+                    fax_number: fax,
+                    external_numbers,
+                })
+                .await?;
+            println!("{}\t{}\t{}", user.id, user.extension, user.display_name);
+        }
+        UserCmd::List => {
+            let mut page = Page {
+                after: 0,
+                limit: switchboard::store::MAX_PAGE,
+            };
+            loop {
+                let p = store.list_users(page).await?;
+                for u in &p.items {
+                    println!("{}\t{}\t{}\t{}", u.id, u.extension, u.display_name, u.email);
+                }
+                match p.next {
+                    Some(n) => page.after = n,
+                    None => break,
+                }
+            }
+        }
+        UserCmd::Remove { extension } => {
+            let id = find_user(&store, &extension).await?;
+            store.delete_user(id).await?;
+            eprintln!("removed user {extension}");
+        }
+    }
+    Ok(())
+}
+
+async fn phone(cmd: PhoneCmd, config: &Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.database_url).await?;
+    match cmd {
+        PhoneCmd::Add {
+            user,
+            username,
+            name,
+            password,
+        } => {
+            let uid = find_user(&store, &user).await?;
+            let generated = password.is_none();
+            let (phone, password) = store
+                .create_phone(
+                    uid,
+                    &NewPhone {
+                        sip_username: username,
+                        name,
+                        password,
+                    },
+                    &config.sip.realm,
+                )
+                .await?;
+            eprintln!("phone {} ({}) added", phone.id, phone.sip_username);
+            if generated {
+                println!("{password}");
+            }
+        }
+    }
+    Ok(())
+}
