@@ -12,7 +12,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{created, ApiError, AppState, Auth, JsonBody, List, PageQuery, Path, Problem, Query};
+use super::{
+    created, Admin, ApiError, AppState, Auth, JsonBody, List, PageQuery, Path, Problem, Query,
+};
 use crate::directory::{
     Location, LocationPatch, NewLocation, NewPhone, NewUser, Phone, PhonePatch, Scope, User,
     UserPatch,
@@ -111,10 +113,9 @@ async fn existing_user(state: &AppState, id: i64) -> ApiResult<User> {
         (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create_user(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     JsonBody(new): JsonBody<NewUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    auth.admin()?;
     Ok(created(state.store.create_user(&new).await?))
 }
 
@@ -123,10 +124,9 @@ async fn create_user(
     responses((status = 200, body = List<User>), (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn list_users(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<List<User>>> {
-    auth.admin()?;
     Ok(Json(state.store.list_users(q.page()?).await?.into()))
 }
 
@@ -135,10 +135,9 @@ async fn list_users(
     responses((status = 200, body = User), (status = 404, body = Problem)))]
 async fn get_user(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<User>> {
-    auth.admin()?;
     Ok(Json(existing_user(&state, id).await?))
 }
 
@@ -150,11 +149,10 @@ async fn get_user(
         (status = 422, body = Problem)))]
 async fn update_user(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path(id): Path<i64>,
     JsonBody(patch): JsonBody<UserPatch>,
 ) -> ApiResult<Json<User>> {
-    auth.admin()?;
     Ok(Json(state.store.update_user(id, &patch).await?))
 }
 
@@ -163,10 +161,9 @@ async fn update_user(
     responses((status = 204), (status = 404, body = Problem)))]
 async fn delete_user(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    auth.admin()?;
     state.store.delete_user(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -182,11 +179,10 @@ async fn delete_user(
         (status = 422, body = Problem)))]
 async fn create_phone(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path(id): Path<i64>,
     JsonBody(new): JsonBody<NewPhone>,
 ) -> ApiResult<(StatusCode, Json<PhoneCreated>)> {
-    auth.admin()?;
     let (phone, password) = state.store.create_phone(id, &new, &state.realm).await?;
     Ok(created(PhoneCreated { phone, password }))
 }
@@ -197,11 +193,10 @@ async fn create_phone(
     responses((status = 200, body = List<Phone>), (status = 404, body = Problem)))]
 async fn list_user_phones(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path(id): Path<i64>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<List<Phone>>> {
-    auth.admin()?;
     existing_user(&state, id).await?;
     Ok(Json(state.store.list_phones(id, q.page()?).await?.into()))
 }
@@ -211,10 +206,9 @@ async fn list_user_phones(
     responses((status = 200, body = Phone), (status = 404, body = Problem)))]
 async fn get_phone(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Phone>> {
-    auth.admin()?;
     Ok(Json(
         state
             .store
@@ -231,11 +225,10 @@ async fn get_phone(
         (status = 422, body = Problem)))]
 async fn update_phone(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path(id): Path<i64>,
     JsonBody(patch): JsonBody<PhonePatch>,
 ) -> ApiResult<Json<Phone>> {
-    auth.admin()?;
     Ok(Json(
         state.store.update_phone(id, &patch, &state.realm).await?,
     ))
@@ -246,10 +239,9 @@ async fn update_phone(
     responses((status = 204), (status = 404, body = Problem)))]
 async fn delete_phone(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    auth.admin()?;
     state.store.delete_phone(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -263,11 +255,10 @@ async fn delete_phone(
     responses((status = 201, body = TokenCreated), (status = 404, body = Problem)))]
 async fn create_token(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path(id): Path<i64>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
-    auth.admin()?;
     // The body is optional: an empty one means no label.
     let new: NewToken = if body.iter().all(u8::is_ascii_whitespace) {
         NewToken::default()
@@ -472,11 +463,10 @@ async fn me_put_current(
     responses((status = 200, body = List<Location>), (status = 404, body = Problem)))]
 async fn user_list_locations(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path(id): Path<i64>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<List<Location>>> {
-    auth.admin()?;
     existing_user(&state, id).await?;
     list_locations(&state, id, q.page()?).await
 }
@@ -488,11 +478,10 @@ async fn user_list_locations(
         (status = 422, body = Problem)))]
 async fn user_create_location(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path(id): Path<i64>,
     JsonBody(new): JsonBody<NewLocation>,
 ) -> ApiResult<(StatusCode, Json<Location>)> {
-    auth.admin()?;
     existing_user(&state, id).await?;
     Ok(created(state.store.create_location(id, &new).await?))
 }
@@ -503,10 +492,9 @@ async fn user_create_location(
     responses((status = 200, body = Location), (status = 404, body = Problem)))]
 async fn user_get_location(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path((id, lid)): Path<(i64, i64)>,
 ) -> ApiResult<Json<Location>> {
-    auth.admin()?;
     get_location(&state, id, lid).await
 }
 
@@ -517,11 +505,10 @@ async fn user_get_location(
         (status = 422, body = Problem)))]
 async fn user_update_location(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path((id, lid)): Path<(i64, i64)>,
     JsonBody(patch): JsonBody<LocationPatch>,
 ) -> ApiResult<Json<Location>> {
-    auth.admin()?;
     Ok(Json(state.store.update_location(id, lid, &patch).await?))
 }
 
@@ -531,10 +518,9 @@ async fn user_update_location(
     responses((status = 204), (status = 404, body = Problem)))]
 async fn user_delete_location(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path((id, lid)): Path<(i64, i64)>,
 ) -> ApiResult<StatusCode> {
-    auth.admin()?;
     state.store.delete_location(id, lid).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -545,10 +531,9 @@ async fn user_delete_location(
     responses((status = 200, body = CurrentLocation), (status = 404, body = Problem)))]
 async fn user_get_current(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<CurrentLocation>> {
-    auth.admin()?;
     current(&state, id).await
 }
 
@@ -558,11 +543,10 @@ async fn user_get_current(
     responses((status = 200, body = CurrentLocation), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn user_put_current(
     State(state): State<AppState>,
-    auth: Auth,
+    _admin: Admin,
     Path(id): Path<i64>,
     JsonBody(body): JsonBody<SelectLocation>,
 ) -> ApiResult<Json<CurrentLocation>> {
-    auth.admin()?;
     existing_user(&state, id).await?;
     select(&state, id, body).await
 }

@@ -126,6 +126,20 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// An admin token, checked before the body is read: a user token on an admin route is a 403
+/// whatever it sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Auth::from_request_parts(parts, state).await?.admin()?;
+        Ok(Admin)
+    }
+}
+
 /// A JSON body. Unlike `axum::Json` it ignores `Content-Type` (some HTTP clients in the
 /// groupware's stack forget it) and reports bad JSON as a 400 problem naming the field when serde
 /// can tell.

@@ -1,0 +1,310 @@
+//! Lexical building blocks shared by the URI and header grammars (RFC 3261
+//! §25.1): character classes, quoted strings, percent escapes, unfolding and
+//! quote/angle-aware list splitting.
+//!
+//! Hand-written rather than taken from a SIP crate: `rsip`, the obvious
+//! candidate, is unmaintained and gets compact forms, folded lines, IPv6 Via
+//! hosts and `tel:` URIs wrong, and every other module here leans on these
+//! few primitives being exactly right.
+
+use std::borrow::Cow;
+
+/// `token` characters (RFC 3261 §25.1).
+pub(crate) fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+pub(crate) fn is_token_str(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token)
+}
+
+/// `unreserved` = alphanum / mark.
+pub(crate) fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
+}
+
+pub(crate) fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+pub(crate) fn trim_ws(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
+pub(crate) fn trim_ws_start(s: &str) -> &str {
+    s.trim_start_matches([' ', '\t'])
+}
+
+/// Length of the leading run of ASCII bytes satisfying `pred`. Stopping at
+/// the first non-ASCII byte keeps every split on a char boundary whatever
+/// the predicate says.
+pub(crate) fn span(s: &str, pred: impl Fn(u8) -> bool) -> usize {
+    s.bytes()
+        .position(|b| !b.is_ascii() || !pred(b))
+        .unwrap_or(s.len())
+}
+
+/// Splits off the leading run of ASCII bytes satisfying `pred`.
+pub(crate) fn take_while(s: &str, pred: impl Fn(u8) -> bool) -> (&str, &str) {
+    s.split_at(span(s, pred))
+}
+
+/// Replaces every line fold (optional WS, CRLF, WS) by a single SP, which is
+/// what RFC 3261 §7.3.1 says a fold is semantically equivalent to.
+pub(crate) fn unfold(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut pending_space = false;
+    for c in s.chars() {
+        match c {
+            '\r' | '\n' => {
+                while out.ends_with([' ', '\t']) {
+                    out.pop();
+                }
+                pending_space = true;
+            }
+            ' ' | '\t' if pending_space => {}
+            _ => {
+                if pending_space {
+                    out.push(' ');
+                    pending_space = false;
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Checks that every `%` starts a well-formed `escaped` triplet and every
+/// other byte satisfies `allowed`.
+pub(crate) fn valid_escaped(s: &str, allowed: impl Fn(u8) -> bool) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let ok = matches!(
+                (
+                    b.get(i + 1).copied().and_then(hex_val),
+                    b.get(i + 2).copied().and_then(hex_val)
+                ),
+                (Some(_), Some(_))
+            );
+            if !ok {
+                return false;
+            }
+            i += 3;
+        } else if allowed(c) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Decodes `%HH` escapes exactly once. Borrows when there is nothing to
+/// decode, which is the overwhelmingly common case. Returns `None` for a
+/// truncated or non-hex escape.
+pub(crate) fn percent_decode(s: &str) -> Option<Cow<'_, [u8]>> {
+    if !s.contains('%') {
+        return Some(Cow::Borrowed(s.as_bytes()));
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hi = b.get(i + 1).copied().and_then(hex_val)?;
+            let lo = b.get(i + 2).copied().and_then(hex_val)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    Some(Cow::Owned(out))
+}
+
+/// Percent-encodes every byte for which `keep` is false.
+pub(crate) fn percent_encode(out: &mut String, s: &[u8], keep: impl Fn(u8) -> bool) {
+    use std::fmt::Write;
+    for &b in s {
+        if keep(b) {
+            out.push(char::from(b));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// Parses a `quoted-string` at the start of `s` (which must begin with `"`),
+/// returning its unescaped content and the text after the closing quote.
+/// `None` when the quote is never closed: RFC 4475 §3.1.2.6 warns that
+/// guessing where it should have ended is how parsers go wrong.
+pub(crate) fn parse_quoted(s: &str) -> Option<(String, &str)> {
+    let body = s.strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((out, body.get(i + 1..).unwrap_or(""))),
+            // quoted-pair excludes CR and LF (RFC 3261 §25.1).
+            '\\' => match chars.next() {
+                Some((_, e)) if e.is_ascii() && e != '\r' && e != '\n' => out.push(e),
+                _ => return None,
+            },
+            _ => out.push(c),
+        }
+    }
+    None
+}
+
+/// Writes `s` as a quoted-string, escaping what must be escaped. CR and LF
+/// cannot be represented even as quoted-pairs, so they degrade to spaces
+/// rather than breaking the header line.
+pub(crate) fn write_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\r' | '\n' => out.push(' '),
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_ascii_control() && c != '\t' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Iterator over the elements of a separated list, ignoring separators that
+/// sit inside quoted strings or `<...>`: display names and URIs may both
+/// contain commas (RFC 3261 §7.3.1). Elements are WS-trimmed and may be
+/// empty; callers decide whether that is an error.
+/// With `sep == None` the whole value is one element, which lets callers
+/// treat list and non-list headers through one iterator type.
+pub(crate) struct ListIter<'a> {
+    rest: Option<&'a str>,
+    sep: Option<u8>,
+}
+
+pub(crate) fn split_list(s: &str, sep: u8) -> ListIter<'_> {
+    ListIter {
+        rest: Some(s),
+        sep: Some(sep),
+    }
+}
+
+pub(crate) fn split_maybe(s: &str, sep: Option<u8>) -> ListIter<'_> {
+    ListIter { rest: Some(s), sep }
+}
+
+impl<'a> Iterator for ListIter<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.rest?;
+        if self.sep.is_none() {
+            self.rest = None;
+            return Some(trim_ws(s));
+        }
+        let mut in_quote = false;
+        let mut escaped = false;
+        let mut in_angle = false;
+        for (i, b) in s.bytes().enumerate() {
+            if in_quote {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_quote = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_quote = true,
+                b'<' => in_angle = true,
+                b'>' => in_angle = false,
+                _ if Some(b) == self.sep && !in_angle => {
+                    let (item, tail) = s.split_at(i);
+                    self.rest = Some(tail.get(1..).unwrap_or(""));
+                    return Some(trim_ws(item));
+                }
+                _ => {}
+            }
+        }
+        self.rest = None;
+        Some(trim_ws(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_charset() {
+        assert!(is_token_str("!interesting-Method0123456789_*+`.%indeed'~"));
+        assert!(!is_token_str("a,b"));
+        assert!(!is_token_str(""));
+    }
+
+    #[test]
+    fn unfold_collapses_folds() {
+        assert_eq!(unfold("a  \r\n   b\r\n\tc"), "a b c");
+        assert_eq!(unfold("\r\n sip:x"), " sip:x");
+    }
+
+    #[test]
+    fn quoted_strings() {
+        let (s, rest) = parse_quoted(r#""J Rosenberg \\\""  <x>"#).unwrap();
+        assert_eq!(s, r#"J Rosenberg \""#);
+        assert_eq!(rest, "  <x>");
+        assert!(parse_quoted("\"unterminated <sip:a@b>").is_none());
+        let mut out = String::new();
+        write_quoted(&mut out, "a\"b\\c\u{0}");
+        assert_eq!(out, "\"a\\\"b\\\\c\\\u{0}\"");
+    }
+
+    #[test]
+    fn percent_decoding_once_and_keeps_nul() {
+        assert_eq!(&*percent_decode("null-%00-null").unwrap(), b"null-\0-null");
+        assert_eq!(&*percent_decode("v%61lue%25%34%31").unwrap(), b"value%41");
+        assert!(percent_decode("%4").is_none());
+        assert!(percent_decode("%zz").is_none());
+        assert!(valid_escaped("a%20b", is_unreserved));
+        assert!(!valid_escaped("a%2", is_unreserved));
+    }
+
+    #[test]
+    fn list_splitting_respects_quotes_and_angles() {
+        let v: Vec<_> = split_list(r#""a,b" <sip:x,y@h>;p=1 , <sip:z@h>"#, b',').collect();
+        assert_eq!(v, vec![r#""a,b" <sip:x,y@h>;p=1"#, "<sip:z@h>"]);
+        let v: Vec<_> = split_list(";;,,", b',').collect();
+        assert_eq!(v, vec![";;", "", ""]);
+    }
+}

@@ -1,0 +1,162 @@
+//! Test support: a fresh, isolated store on SQLite (a temp file) or PostgreSQL (a schema of its
+//! own in the `test` database), and helpers to call the HTTP API in-process.
+//!
+//! PostgreSQL is expected at `SWITCHBOARD_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). When it is unreachable the tests fail: a silent
+//! skip would let the PostgreSQL half of the store go untested.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use switchboard::store::Store;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub fn postgres_base() -> String {
+    std::env::var("SWITCHBOARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// An isolated database; dropped with the test.
+pub struct TestDb {
+    pub url: String,
+    schema: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub async fn new(db: Db) -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match db {
+            Db::Sqlite => TestDb {
+                url: format!("sqlite://{}", dir.path().join("test.db").display()),
+                schema: None,
+                _dir: dir,
+            },
+            Db::Postgres => {
+                static N: AtomicU32 = AtomicU32::new(0);
+                let schema = format!(
+                    "sbt_{}_{}_{}_{}",
+                    unix_secs(),
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed),
+                    rand_suffix()
+                );
+                let base = postgres_base();
+                let admin = Store::connect(&base).await.unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is required for these tests and is unreachable at {base}: {e}"
+                    )
+                });
+                sweep_stale_schemas(&admin).await;
+                sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                    .execute(admin.pool())
+                    .await
+                    .expect("create schema");
+                admin.close().await;
+                let sep = if base.contains('?') { '&' } else { '?' };
+                TestDb {
+                    url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+                    schema: Some(schema),
+                    _dir: dir,
+                }
+            }
+        }
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::open(&self.url).await.expect("open store")
+    }
+}
+
+fn unix_secs() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Drops test schemas more than an hour old, left by runs that were killed.
+async fn sweep_stale_schemas(admin: &Store) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'sbt_%'")
+            .fetch_all(admin.pool())
+            .await
+            .unwrap_or_default();
+    let cutoff = unix_secs().saturating_sub(3600);
+    for name in names {
+        let born = name
+            .split('_')
+            .nth(1)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        if born < cutoff {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .execute(admin.pool())
+                .await;
+        }
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
+        // Drop runs outside async context; a short-lived runtime on its own thread cleans up.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let store = Store::connect(&postgres_base()).await.ok()?;
+                // Never hang a test run on cleanup: a schema whose drop would wait is left to
+                // the sweep of stale schemas in `TestDb::new`.
+                let mut tx = store.pool().begin().await.ok()?;
+                let _ = sqlx::query("SET LOCAL lock_timeout = '3s'")
+                    .execute(&mut *tx)
+                    .await;
+                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .execute(&mut *tx)
+                    .await;
+                let _ = tx.commit().await;
+                store.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// Generates one `#[tokio::test]` per database for an `async fn(Db)`.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::Db::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::Db::Postgres).await
+                }
+            }
+        )*
+    };
+}
