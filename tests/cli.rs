@@ -1,0 +1,347 @@
+//! The `switchboard` binary as an operator uses it: `check-config`, the directory commands, and
+//! `serve` stopped and started again on the same store (SQLite and PostgreSQL), losing nothing.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Db, TestDb};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+fn switchboard(db_url: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SWITCHBOARD_DATABASE_URL", db_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run switchboard")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn check_config_prints_the_effective_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchboard.toml");
+    std::fs::write(&file, "[sip]\nrealm = \"pbx.example\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", file.to_str().unwrap(), "check-config"])
+        .env_clear()
+        .env("SWITCHBOARD_HTTP_LISTEN", "127.0.0.1:9999")
+        .env(
+            "SWITCHBOARD_SIP_LISTEN",
+            "udp:0.0.0.0:5060,tcp:0.0.0.0:5060,tls:0.0.0.0:5061",
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let parsed: toml::Value = toml::from_str(&text).expect("check-config prints TOML");
+    assert_eq!(parsed["http"]["listen"].as_str(), Some("127.0.0.1:9999"));
+    assert_eq!(parsed["sip"]["realm"].as_str(), Some("pbx.example"));
+    assert_eq!(
+        parsed["sip"]["listen"].as_array().map(|a| a.len()),
+        Some(3),
+        "{text}"
+    );
+    assert_eq!(parsed["data_dir"].as_str(), Some("./data"));
+}
+
+#[test]
+fn bad_config_is_rejected_naming_the_key() {
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .env_clear()
+        .env("SWITCHBOARD_HTTP_LISTEN", "localhost")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("http.listen"), "{err}");
+    assert!(err.contains("SWITCHBOARD_HTTP_LISTEN"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[sip]\nlisten = [\"sctp:0.0.0.0:5060\"]\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", file.to_str().unwrap(), "serve"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("sip.listen") && err.contains("sctp"), "{err}");
+}
+
+#[test]
+fn directory_commands_work_on_the_configured_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sb.db").display());
+
+    let out = switchboard(
+        &url,
+        &[
+            "user",
+            "add",
+            "100",
+            "--name",
+            "Alice",
+            "--email",
+            "alice@example.com",
+            "--number",
+            "mobile=+491701111",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("100\tAlice"));
+
+    // Duplicate extension: a clear error, non-zero exit.
+    let out = switchboard(
+        &url,
+        &["user", "add", "100", "--name", "B", "--email", "b@example.com"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("extension"), "{}", stderr(&out));
+
+    // A phone with a generated password: printed alone on stdout.
+    let out = switchboard(
+        &url,
+        &["phone", "add", "--user", "100", "--username", "alice-desk"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let password = stdout(&out).trim().to_owned();
+    assert!(password.len() >= 16 && !password.contains(char::is_whitespace));
+
+    // Tokens: only the token on stdout, so scripts can capture it.
+    let out = switchboard(&url, &["token", "create", "--user", "100"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let user_token = stdout(&out).trim().to_owned();
+    assert!(user_token.starts_with("sb_") && !user_token.contains('\n'));
+    let out = switchboard(&url, &["token", "create", "--admin"]);
+    assert!(stdout(&out).trim().starts_with("sb_"));
+    let out = switchboard(&url, &["token", "create", "--user", "999"]);
+    assert!(!out.status.success());
+
+    let out = switchboard(&url, &["user", "list"]);
+    assert!(stdout(&out).contains("\t100\tAlice\talice@example.com"));
+
+    let out = switchboard(&url, &["user", "remove", "100"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = switchboard(&url, &["user", "list"]);
+    assert_eq!(stdout(&out), "");
+}
+
+/// A running `switchboard serve`.
+struct Served {
+    child: Child,
+    http: SocketAddr,
+    stdout: String,
+}
+
+fn serve(db_url: &str, data_dir: &std::path::Path) -> Served {
+    let mut child = Command::new(BIN)
+        .args(["--log-json", "serve"])
+        .env_clear()
+        .env("SWITCHBOARD_DATA_DIR", data_dir)
+        .env("SWITCHBOARD_DATABASE_URL", db_url)
+        .env("SWITCHBOARD_HTTP_LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_SIP_LISTEN", "udp:127.0.0.1:0,tcp:127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+
+    // stdout: the first-start banner, if any; stderr: JSON logs with the bound addresses.
+    let (tx, rx) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["fields"]["message"] == "switchboard started" {
+                    let _ = tx.send(v["fields"]["http"].as_str().unwrap_or("").to_owned());
+                }
+            }
+        }
+    });
+    let http: SocketAddr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server did not start")
+        .parse()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (otx, orx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let mut buf = [0u8; 4096];
+        // The banner is printed right after start; collect what comes in the first moment.
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            s.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if s.contains("token create --admin") {
+                break;
+            }
+        }
+        let _ = otx.send(s);
+    });
+    let stdout = orx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+    Served {
+        child,
+        http,
+        stdout,
+    }
+}
+
+impl Served {
+    /// Stops the server the way an init system does (SIGTERM) and waits for it.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        panic!("server did not stop on SIGTERM within 10 s");
+    }
+}
+
+/// A minimal HTTP/1.1 client: enough for a test, and no extra dependency.
+fn http(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn extract_token(banner: &str) -> Option<String> {
+    banner
+        .split_whitespace()
+        .find(|w| w.starts_with("sb_"))
+        .map(str::to_owned)
+}
+
+async fn restart_loses_nothing(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let data = tempfile::tempdir().unwrap();
+    let url = match db {
+        Db::Sqlite => format!("sqlite://{}", data.path().join("switchboard.db").display()),
+        Db::Postgres => tdb.url.clone(),
+    };
+    let url2 = url.clone();
+    let data_dir = data.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let first = serve(&url2, &data_dir);
+        let token = extract_token(&first.stdout)
+            .unwrap_or_else(|| panic!("no admin token on first start: {:?}", first.stdout));
+        assert!(first.stdout.contains("switchboard token create --admin"));
+
+        let (status, user) = http(
+            first.http,
+            "POST",
+            "/api/v1/users",
+            &token,
+            r#"{"extension":"100","display_name":"Alice","email":"alice@example.com"}"#,
+        );
+        assert_eq!(status, 201, "{user}");
+        let id = user["id"].as_i64().unwrap();
+        let (status, _) = http(
+            first.http,
+            "POST",
+            &format!("/api/v1/users/{id}/phones"),
+            &token,
+            r#"{"sip_username":"alice-desk","name":"Desk"}"#,
+        );
+        assert_eq!(status, 201);
+        let (status, _) = http(first.http, "GET", "/healthz", "", "");
+        assert_eq!(status, 200);
+        first.stop();
+
+        // Second start: no new token is minted, the old one still works, the data is there.
+        let second = serve(&url2, &data_dir);
+        assert!(
+            extract_token(&second.stdout).is_none(),
+            "a second admin token was printed: {}",
+            second.stdout
+        );
+        let (status, user) = http(second.http, "GET", &format!("/api/v1/users/{id}"), &token, "");
+        assert_eq!(status, 200, "{user}");
+        assert_eq!(user["extension"], "100");
+        let (status, phones) = http(
+            second.http,
+            "GET",
+            &format!("/api/v1/users/{id}/phones"),
+            &token,
+            "",
+        );
+        assert_eq!(status, 200);
+        assert_eq!(phones["items"][0]["sip_username"], "alice-desk");
+        second.stop();
+    })
+    .await
+    .unwrap();
+
+    if db == Db::Sqlite {
+        // Zero setup: the database file landed in the data dir.
+        assert!(data.path().join("switchboard.db").exists());
+    }
+}
+
+on_both_databases!(restart_loses_nothing);
+
+#[test]
+fn serve_with_no_setup_creates_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fresh").join("data");
+    let mut child = Command::new(BIN)
+        .args(["serve"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("SWITCHBOARD_DATA_DIR", &data)
+        .env("SWITCHBOARD_HTTP_LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_SIP_LISTEN", "udp:127.0.0.1:0,tcp:127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.contains("admin token"), "{first}");
+    assert!(data.join("switchboard.db").exists());
+}
