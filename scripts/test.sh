@@ -16,6 +16,7 @@ as_root() {
 # Debian packages the tests need, by the command that proves each is installed.
 need=()
 command -v psql >/dev/null 2>&1 || need+=(postgresql postgresql-client)
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   as_root apt-get update -qq

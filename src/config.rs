@@ -70,6 +70,24 @@ struct RawConfig {
     log_format: Option<String>,
     http: Option<RawHttp>,
     sip: Option<RawSip>,
+    registrar: Option<RawRegistrar>,
+    security: Option<RawSecurity>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistrar {
+    min_expires: Option<u32>,
+    max_expires: Option<u32>,
+    default_expires: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    ban_failures: Option<u32>,
+    ban_window_secs: Option<u64>,
+    ban_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +102,9 @@ struct RawSip {
     /// Either a TOML array of `transport:addr` strings or one comma-separated string.
     listen: Option<ListenList>,
     realm: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    digest_algorithms: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +219,28 @@ pub struct Config {
     pub log_format: LogFormat,
     pub http: HttpConfig,
     pub sip: SipConfig,
+    pub registrar: RegistrarConfig,
+    pub security: SecurityConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistrarConfig {
+    /// Shortest registration accepted; shorter gets 423 with Min-Expires. Default 60 s.
+    pub min_expires: u32,
+    /// Longest registration granted; longer is shortened to this. Default 3600 s.
+    pub max_expires: u32,
+    /// Used when a REGISTER names no expiry. Default 3600 s.
+    pub default_expires: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SecurityConfig {
+    /// Failed authentications from one address that trigger a ban. Default 5.
+    pub ban_failures: u32,
+    /// Window in which those failures must fall. Default 60 s.
+    pub ban_window_secs: u64,
+    /// How long a ban lasts. Default 600 s.
+    pub ban_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,6 +253,16 @@ pub struct HttpConfig {
 pub struct SipConfig {
     /// Default `udp:0.0.0.0:5060, tcp:0.0.0.0:5060`.
     pub listen: Vec<SipListen>,
+    /// TLS certificate (PEM) for `tls:` listeners; with `tls_key`. When neither is set, a
+    /// self-signed pair is generated into `<data_dir>/tls/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Digest algorithms offered in challenges, preferred first: `SHA-256`, `MD5`. Default
+    /// `["SHA-256", "MD5"]` (RFC 8760). Phones that read only the first challenge and know only
+    /// MD5 (SIPp 3.6, some older desk phones) need `["MD5", "SHA-256"]`.
+    pub digest_algorithms: Vec<String>,
     /// Digest realm offered to phones. Phone passwords are stored as digests bound to this realm,
     /// so changing it means setting the phones' passwords again. Default `switchboard`.
     pub realm: String,
@@ -356,6 +409,65 @@ impl Config {
             });
         }
 
+        if raw_sip.tls_cert.is_some() != raw_sip.tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "sip.tls_cert",
+                origin: file.clone(),
+                reason: "sip.tls_cert and sip.tls_key must be set together".into(),
+            });
+        }
+
+        let digest_algorithms = raw_sip
+            .digest_algorithms
+            .unwrap_or_else(|| vec!["SHA-256".into(), "MD5".into()]);
+        if digest_algorithms.is_empty()
+            || digest_algorithms
+                .iter()
+                .any(|a| crate::sip::auth::Algorithm::parse(a).is_none())
+        {
+            return Err(ConfigError::Invalid {
+                key: "sip.digest_algorithms",
+                origin: file.clone(),
+                reason: "must list one or both of \"SHA-256\" and \"MD5\"".into(),
+            });
+        }
+
+        let r = raw.registrar.unwrap_or_default();
+        let registrar = RegistrarConfig {
+            min_expires: r.min_expires.unwrap_or(60),
+            max_expires: r.max_expires.unwrap_or(3600),
+            default_expires: r.default_expires.unwrap_or(3600),
+        };
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            origin: file.clone(),
+            reason: reason.into(),
+        };
+        if registrar.min_expires == 0 || registrar.min_expires > registrar.max_expires {
+            return Err(invalid(
+                "registrar.min_expires",
+                "must be at least 1 and at most registrar.max_expires",
+            ));
+        }
+        if !(registrar.min_expires..=registrar.max_expires).contains(&registrar.default_expires) {
+            return Err(invalid(
+                "registrar.default_expires",
+                "must lie between registrar.min_expires and registrar.max_expires",
+            ));
+        }
+        let sec = raw.security.unwrap_or_default();
+        let security = SecurityConfig {
+            ban_failures: sec.ban_failures.unwrap_or(5),
+            ban_window_secs: sec.ban_window_secs.unwrap_or(60),
+            ban_secs: sec.ban_secs.unwrap_or(600),
+        };
+        if security.ban_failures == 0 {
+            return Err(invalid("security.ban_failures", "must be at least 1"));
+        }
+        if security.ban_window_secs == 0 {
+            return Err(invalid("security.ban_window_secs", "must be at least 1"));
+        }
+
         Ok(Config {
             data_dir,
             database_url,
@@ -366,7 +478,12 @@ impl Config {
             sip: SipConfig {
                 listen: sip_listen,
                 realm,
+                tls_cert: raw_sip.tls_cert,
+                tls_key: raw_sip.tls_key,
+                digest_algorithms,
             },
+            registrar,
+            security,
         })
     }
 

@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod directory;
 pub mod metrics;
+pub mod registrar;
 pub mod sip;
 pub mod store;
 
@@ -26,6 +27,7 @@ pub struct Server {
     sip_addrs: Vec<SipListen>,
     store: Store,
     initial_admin_token: Option<String>,
+    registrar: registrar::service::Handle,
     tasks: JoinSet<()>,
 }
 
@@ -50,12 +52,44 @@ impl Server {
         };
 
         let mut tasks = JoinSet::new();
-        let bound = sip::transport::bind(&config.sip.listen, &mut tasks).await?;
+        let (incoming_tx, incoming_rx) = tokio::sync::mpsc::channel(16384);
+        let transports = sip::transport::Transports::bind(
+            &config.sip.listen,
+            sip::transport::TlsFiles {
+                cert: config.sip.tls_cert.as_deref(),
+                key: config.sip.tls_key.as_deref(),
+                data_dir: &config.data_dir,
+            },
+            incoming_tx,
+            &mut tasks,
+        )
+        .await?;
+        let (register_tx, register_rx) = tokio::sync::mpsc::channel(16384);
+        let (endpoint, endpoint_task) = sip::endpoint::Endpoint::start(
+            transports.clone(),
+            incoming_rx,
+            sip::endpoint::Services {
+                register: register_tx,
+            },
+            rand::random(),
+        );
+        tasks.spawn(async move {
+            let _ = endpoint_task.await;
+        });
+        let registrar = registrar::service::start(
+            store.clone(),
+            &config,
+            register_rx,
+            endpoint.commands(),
+            &mut tasks,
+        )
+        .await?;
 
         let state = api::AppState {
             store: store.clone(),
             realm: Arc::from(config.sip.realm.as_str()),
             metrics: Arc::new(metrics::Metrics::default()),
+            registrar: registrar.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -70,13 +104,14 @@ impl Server {
 
         tracing::info!(
             http = %http_addr,
-            sip = %sip::transport::describe(&bound.addrs),
+            sip = %sip::transport::describe(transports.bound()),
             database = %redact(&config.database_url),
             "switchboard started"
         );
         Ok(Server {
             http_addr,
-            sip_addrs: bound.addrs,
+            sip_addrs: transports.bound().to_vec(),
+            registrar,
             store,
             initial_admin_token,
             tasks,
@@ -93,6 +128,11 @@ impl Server {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Live registrations and bans.
+    pub fn registrar(&self) -> &registrar::service::Handle {
+        &self.registrar
     }
 
     /// The admin token created at this start, when the store had none.

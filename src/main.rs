@@ -44,6 +44,17 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Brute-force bans of source addresses.
+    #[command(subcommand)]
+    Ban(BanCmd),
+}
+
+#[derive(Subcommand)]
+enum BanCmd {
+    /// List bans in force: address, end (unix ms), failures.
+    List,
+    /// Lift the ban of an address (a running server notices within seconds).
+    Remove { ip: std::net::IpAddr },
 }
 
 #[derive(Subcommand)]
@@ -162,6 +173,23 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(cmd) => user(cmd, &config).await,
+        Command::Ban(cmd) => {
+            let store = Store::open(&config.database_url).await?;
+            match cmd {
+                BanCmd::List => {
+                    for b in store.active_bans(switchboard::store::now_ms()).await? {
+                        println!("{}\t{}\t{}", b.ip, b.until_ms, b.failures);
+                    }
+                }
+                BanCmd::Remove { ip } => {
+                    if !store.remove_ban(&ip.to_string()).await? {
+                        bail!("{ip} is not banned");
+                    }
+                    eprintln!("ban of {ip} lifted");
+                }
+            }
+            Ok(())
+        }
         Command::Phone(cmd) => phone(cmd, &config).await,
         Command::Token(TokenCmd::Create(args)) => {
             let store = Store::open(&config.database_url).await?;

@@ -63,10 +63,15 @@ impl Api {
             .create_token(Scope::Admin, None, "test")
             .await
             .unwrap();
+        let config = switchboard::config::Config::from_toml("").unwrap();
+        let registrar = switchboard::registrar::service::Handle::idle(store.clone(), &config)
+            .await
+            .unwrap();
         let app = api::router(AppState {
             store: store.clone(),
             realm: Arc::from("test.example"),
             metrics: Arc::new(Metrics::default()),
+            registrar,
         });
         Api {
             app,
@@ -1112,6 +1117,8 @@ async fn openapi_lists_every_route() {
             &["get", "patch", "delete"],
         ),
         ("/api/v1/users/{id}/location", &["get", "put"]),
+        ("/api/v1/bans", &["get"]),
+        ("/api/v1/bans/{ip}", &["delete"]),
         ("/healthz", &["get"]),
         ("/metrics", &["get"]),
     ];

@@ -112,7 +112,15 @@ fn directory_commands_work_on_the_configured_store() {
     // Duplicate extension: a clear error, non-zero exit.
     let out = switchboard(
         &url,
-        &["user", "add", "100", "--name", "B", "--email", "b@example.com"],
+        &[
+            "user",
+            "add",
+            "100",
+            "--name",
+            "B",
+            "--email",
+            "b@example.com",
+        ],
     );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("extension"), "{}", stderr(&out));
@@ -297,7 +305,13 @@ async fn restart_loses_nothing(db: Db) {
             "a second admin token was printed: {}",
             second.stdout
         );
-        let (status, user) = http(second.http, "GET", &format!("/api/v1/users/{id}"), &token, "");
+        let (status, user) = http(
+            second.http,
+            "GET",
+            &format!("/api/v1/users/{id}"),
+            &token,
+            "",
+        );
         assert_eq!(status, 200, "{user}");
         assert_eq!(user["extension"], "100");
         let (status, phones) = http(

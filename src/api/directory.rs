@@ -56,6 +56,71 @@ pub struct PhoneCreated {
     pub password: String,
 }
 
+/// A phone with its registration state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PhoneView {
+    #[serde(flatten)]
+    pub phone: Phone,
+    /// True when at least one contact is registered now.
+    pub registered: bool,
+    /// Registered contacts, best (highest q) first.
+    pub contacts: Vec<ContactView>,
+}
+
+/// One registered contact of a phone.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactView {
+    /// The Contact URI the phone registered.
+    pub contact: String,
+    /// Address the REGISTER really came from (what NAT made of it); calls go there.
+    pub source: String,
+    /// `udp`, `tcp` or `tls`.
+    pub transport: String,
+    pub user_agent: Option<String>,
+    /// Unix milliseconds when the binding expires unless refreshed.
+    pub expires_at: i64,
+    /// Seconds left.
+    pub expires_in: u64,
+    /// q-value in thousandths, when the phone gave one.
+    pub q: Option<u16>,
+}
+
+fn view(state: &AppState, phone: Phone) -> PhoneView {
+    let now = crate::store::now_ms().max(0) as u64;
+    let contacts: Vec<ContactView> = state
+        .registrar
+        .bindings_for(&phone.sip_username)
+        .into_iter()
+        .filter(|b| b.phone_id == phone.id)
+        .map(|b| ContactView {
+            contact: b.contact.clone(),
+            source: b.source.addr.to_string(),
+            transport: match b.source.transport {
+                crate::registrar::Transport::Udp => "udp",
+                crate::registrar::Transport::Tcp => "tcp",
+                crate::registrar::Transport::Tls => "tls",
+            }
+            .into(),
+            user_agent: b.user_agent.clone(),
+            expires_at: b.expires_at_ms as i64,
+            expires_in: b.remaining_secs(now),
+            q: b.q,
+        })
+        .collect();
+    PhoneView {
+        phone,
+        registered: !contacts.is_empty(),
+        contacts,
+    }
+}
+
+fn view_list(state: &AppState, list: crate::store::Paged<Phone>) -> List<PhoneView> {
+    List {
+        next_cursor: list.next.map(|n| n.to_string()),
+        items: list.items.into_iter().map(|p| view(state, p)).collect(),
+    }
+}
+
 /// Body of `POST /users/{id}/tokens`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -294,16 +359,18 @@ async fn me(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<User>> 
     Ok(Json(existing_user(&state, auth.me()?).await?))
 }
 
-/// My phones.
+/// My phones, each with whether it is registered, its contacts, source address, transport,
+/// user agent and expiry.
 #[utoipa::path(get, path = "/api/v1/me/phones", tag = "me", params(PageQuery),
-    responses((status = 200, body = List<Phone>), (status = 401, body = Problem)))]
+    responses((status = 200, body = List<PhoneView>), (status = 401, body = Problem)))]
 async fn me_phones(
     State(state): State<AppState>,
     auth: Auth,
     Query(q): Query<PageQuery>,
-) -> ApiResult<Json<List<Phone>>> {
+) -> ApiResult<Json<List<PhoneView>>> {
     let uid = auth.me()?;
-    Ok(Json(state.store.list_phones(uid, q.page()?).await?.into()))
+    let list = state.store.list_phones(uid, q.page()?).await?;
+    Ok(Json(view_list(&state, list)))
 }
 
 // Shared bodies of the `/me/...` routes and their `/users/{id}/...` mirrors.

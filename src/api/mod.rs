@@ -5,6 +5,7 @@
 //! to the user acted for, and rendering results. Rules live in [`crate::directory`], SQL in
 //! [`crate::store`].
 
+mod bans;
 mod directory;
 mod error;
 mod ops;
@@ -34,6 +35,8 @@ pub struct AppState {
     /// Digest realm that new phone passwords are bound to.
     pub realm: Arc<str>,
     pub metrics: Arc<Metrics>,
+    /// Live registrations and bans.
+    pub registrar: crate::registrar::service::Handle,
 }
 
 #[derive(OpenApi)]
@@ -67,6 +70,7 @@ impl Modify for BearerAuth {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(directory::routes())
+        .merge(bans::routes())
         .merge(ops::routes())
         .split_for_parts();
     let doc = Arc::new(doc);

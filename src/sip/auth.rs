@@ -1,13 +1,28 @@
-//! Digest authentication (RFC 3261 §22, RFC 8760): credentials at rest and the hash helpers.
+//! HTTP Digest authentication for SIP (RFC 3261 §22, RFC 7616, RFC 8760):
+//! the hash helpers shared by the client and server sides, and
+//! [`DigestServer`], which issues nonces and checks `Authorization` /
+//! `Proxy-Authorization` credentials.
 //!
-//! Phones' passwords are never stored. We keep HA1 = H(username ":" realm ":" password) for each
-//! algorithm we offer (MD5 and SHA-256), which is all a digest server needs and useless for
-//! logging in anywhere else with another realm.
+//! Owns: nonce format and lifetime, the per-nonce `nc` replay record, the
+//! challenge header values. Does not own: which realm a request belongs
+//! to, where HA1 values come from (the store), what to answer on failure,
+//! or ban counting; those are the caller's (the registrar's) business.
+//! Sans-IO: time comes in as unix milliseconds and the secret key as
+//! bytes, so nothing here reads a clock or a random source.
+//!
+//! Nothing here panics on any input.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use md5::Md5;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
-/// Digest algorithms offered in challenges, strongest first (RFC 8760 §2.4 says order matters).
+use crate::sip::header::Credentials;
+
+/// Digest hash algorithm (RFC 7616 §3.3, RFC 8760). The `-sess` variants
+/// are not supported: no SIP phone we know of needs them, and they only
+/// matter for third-party authentication servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     Sha256,
@@ -22,38 +37,467 @@ impl Algorithm {
         }
     }
 
-    /// Hex digest of `data` with this algorithm.
+    /// The `algorithm` parameter value, case-insensitively; `-sess` and
+    /// unknown algorithms are `None`.
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        if s.eq_ignore_ascii_case("SHA-256") {
+            Some(Algorithm::Sha256)
+        } else if s.eq_ignore_ascii_case("MD5") {
+            Some(Algorithm::Md5)
+        } else {
+            None
+        }
+    }
+
+    /// Lowercase hex of H(data).
     pub fn hash_hex(self, data: &[u8]) -> String {
         match self {
-            Algorithm::Md5 => hex(&Md5::digest(data)),
             Algorithm::Sha256 => hex(&Sha256::digest(data)),
+            Algorithm::Md5 => hex(&Md5::digest(data)),
         }
     }
 }
 
-/// HA1 for one algorithm.
+/// HA1 = H(username ":" realm ":" password), lowercase hex.
 pub fn ha1(alg: Algorithm, username: &str, realm: &str, password: &str) -> String {
     alg.hash_hex(format!("{username}:{realm}:{password}").as_bytes())
 }
 
-/// Lower-case hex.
+/// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 0xf) as usize] as char);
+        let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+/// The `response` value of RFC 7616 §3.4.1 for the qop `auth` (when `qop`
+/// is `Some((nc, cnonce))`) or, when `qop` is `None`, the RFC 2069 form
+/// `H(HA1:nonce:HA2)`. HA2 = H(method:uri); `auth-int` is not supported.
+pub fn response(
+    alg: Algorithm,
+    ha1: &str,
+    nonce: &str,
+    qop: Option<(&str, &str)>,
+    method: &str,
+    uri: &str,
+) -> String {
+    let ha2 = alg.hash_hex(format!("{method}:{uri}").as_bytes());
+    let data = match qop {
+        Some((nc, cnonce)) => format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"),
+        None => format!("{ha1}:{nonce}:{ha2}"),
+    };
+    alg.hash_hex(data.as_bytes())
+}
+
+/// HMAC-SHA256 (RFC 2104) over the concatenation of `parts`, with the key
+/// already padded to a block. Written out rather than taking the `hmac`
+/// crate: it is a dozen lines over `sha2`, which we need anyway. A plain
+/// H(key || data) would also be unforgeable here (nonces are short, fixed
+/// layout, and SHA-256 length extension only lets an attacker append to
+/// the data, which the fixed-width parse rejects), but HMAC removes the
+/// need for that argument.
+fn hmac_sha256(key_block: &[u8; 64], parts: &[&[u8]]) -> [u8; 32] {
+    let mut inner = Sha256::new();
+    inner.update(key_block.map(|b| b ^ 0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let mut outer = Sha256::new();
+    outer.update(key_block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+fn key_block(secret: &[u8]) -> [u8; 64] {
+    let mut block = [0u8; 64];
+    if secret.len() > block.len() {
+        block[..32].copy_from_slice(&Sha256::digest(secret));
+    } else {
+        block[..secret.len()].copy_from_slice(secret);
+    }
+    block
+}
+
+/// Equality whose running time does not depend on where the inputs differ,
+/// so the response cannot be guessed byte by byte through timing. Lengths
+/// are public (they follow from the algorithm).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Why credentials were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The response does not match: wrong password, or unknown user (the
+    /// caller passes no HA1). The only failure that is a password guess.
+    Response,
+    /// A correct response with an `nc` not higher than one already
+    /// accepted for this nonce.
+    Replay,
+    /// The nonce was not issued by us (tampered, other realm, or from a
+    /// previous secret key). The response is not even checked, so this
+    /// tells an attacker nothing about the password.
+    Nonce,
+    /// The realm parameter is not the expected realm.
+    Realm,
+    /// `-sess` or an unknown algorithm.
+    Algorithm,
+    /// No qop, or a qop other than `auth` (see [`DigestServer::verify`]).
+    Qop,
+}
+
+impl Failure {
+    /// Whether this failure means someone tried a password and got it
+    /// wrong: the only kind that brute-force protection should count.
+    pub fn is_password_guess(self) -> bool {
+        self == Failure::Response
+    }
+}
+
+/// Outcome of checking credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// Correct response for a nonce of ours that has expired (or whose
+    /// replay record was evicted): challenge again with `stale=true` so
+    /// the phone retries without asking its user (RFC 7616 §3.3).
+    Stale,
+    Failed(Failure),
+    /// Not Digest, or a required parameter is missing or ill-formed.
+    Malformed,
+}
+
+/// Default nonce lifetime: long enough for a phone to answer a challenge
+/// and reuse the nonce for a few quick requests, short enough that a
+/// captured nonce is soon useless.
+pub const DEFAULT_NONCE_LIFETIME_MS: u64 = 300_000;
+
+/// Default bound on the replay record; each entry is ~40 bytes of map.
+pub const DEFAULT_MAX_TRACKED_NONCES: usize = 100_000;
+
+/// Hex digits of a nonce: 16 (issue time) + 16 (counter) + 32 (MAC).
+const NONCE_LEN: usize = 64;
+
+/// Stateless nonce issuer and credential checker.
+///
+/// A nonce is `hex(issued_ms) hex(counter) hex(HMAC(key, time, counter,
+/// realm)[..16])`: authenticity and age are checked without storing
+/// anything per challenge, so a flood of unauthenticated REGISTERs cannot
+/// grow memory. The counter makes every nonce unique even within one
+/// millisecond, which the per-nonce `nc` record below relies on (two
+/// phones sharing a nonce would otherwise trip each other's replay check).
+///
+/// The only state is, for nonces that have actually been *used* with a
+/// correct response, the highest `nc` accepted: a bounded ordered map,
+/// pruned of expired nonces as it goes.
+#[derive(Clone)]
+pub struct DigestServer {
+    key: [u8; 64],
+    lifetime_ms: u64,
+    max_tracked: usize,
+    counter: u64,
+    /// (issued_ms, counter) → highest nc accepted. Ordered by issue time,
+    /// so expiry and eviction take from the front.
+    seen: BTreeMap<(u64, u64), u32>,
+    /// Highest key evicted for lack of room while still valid: a nonce at
+    /// or below it that is no longer in `seen` has lost its replay record
+    /// and is answered `Stale` rather than trusted afresh.
+    evicted_upto: Option<(u64, u64)>,
+    /// Algorithms offered, in order of preference; only these are accepted.
+    algorithms: Vec<Algorithm>,
+}
+
+/// By hand so that the key never reaches a log.
+impl std::fmt::Debug for DigestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DigestServer")
+            .field("key", &"<redacted>")
+            .field("lifetime_ms", &self.lifetime_ms)
+            .field("max_tracked", &self.max_tracked)
+            .field("counter", &self.counter)
+            .field("tracked", &self.seen.len())
+            .finish()
+    }
+}
+
+/// The parts of one of our nonces.
+struct NonceParts {
+    issued_ms: u64,
+    counter: u64,
+}
+
+impl DigestServer {
+    /// `secret` should be at least 32 random bytes, kept across restarts
+    /// (otherwise every outstanding nonce fails as [`Failure::Nonce`]
+    /// and phones see a plain 401 instead of a stale one).
+    pub fn new(secret: &[u8]) -> DigestServer {
+        DigestServer {
+            key: key_block(secret),
+            lifetime_ms: DEFAULT_NONCE_LIFETIME_MS,
+            max_tracked: DEFAULT_MAX_TRACKED_NONCES,
+            counter: 0,
+            seen: BTreeMap::new(),
+            evicted_upto: None,
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+        }
+    }
+
+    /// Offers (and accepts) exactly `algs`, in this order of preference. RFC 8760 §2.4 puts the
+    /// preferred one first; phones that only read the first challenge (SIPp 3.6, some old desk
+    /// phones) need MD5 first. An empty list keeps the default (SHA-256, MD5).
+    pub fn with_algorithms(mut self, algs: &[Algorithm]) -> DigestServer {
+        if !algs.is_empty() {
+            self.algorithms = algs.to_vec();
+        }
+        self
+    }
+
+    pub fn with_lifetime_ms(mut self, ms: u64) -> DigestServer {
+        self.lifetime_ms = ms.max(1);
+        self
+    }
+
+    pub fn with_max_tracked(mut self, n: usize) -> DigestServer {
+        self.max_tracked = n.max(1);
+        self
+    }
+
+    pub fn lifetime_ms(&self) -> u64 {
+        self.lifetime_ms
+    }
+
+    /// Number of nonces with a replay record.
+    pub fn tracked(&self) -> usize {
+        self.seen.len()
+    }
+
+    fn mac(&self, issued_ms: u64, counter: u64, realm: &str) -> [u8; 32] {
+        hmac_sha256(
+            &self.key,
+            &[
+                b"nonce\0",
+                &issued_ms.to_be_bytes(),
+                &counter.to_be_bytes(),
+                realm.as_bytes(),
+            ],
+        )
+    }
+
+    /// A fresh nonce for `realm`.
+    pub fn nonce(&mut self, realm: &str, now_ms: u64) -> String {
+        self.counter = self.counter.wrapping_add(1);
+        let mac = self.mac(now_ms, self.counter, realm);
+        format!(
+            "{now_ms:016x}{:016x}{}",
+            self.counter,
+            hex(mac.get(..16).unwrap_or(&mac))
+        )
+    }
+
+    fn check_nonce(&self, nonce: &str, realm: &str) -> Option<NonceParts> {
+        if nonce.len() != NONCE_LEN || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let issued_ms = u64::from_str_radix(nonce.get(..16)?, 16).ok()?;
+        let counter = u64::from_str_radix(nonce.get(16..32)?, 16).ok()?;
+        let mac = self.mac(issued_ms, counter, realm);
+        let expected = hex(mac.get(..16)?);
+        let given = nonce.get(32..)?.to_ascii_lowercase();
+        constant_time_eq(expected.as_bytes(), given.as_bytes())
+            .then_some(NonceParts { issued_ms, counter })
+    }
+
+    /// A short token derived from the secret (domain-separated from
+    /// nonces by `label`), e.g. a To tag that is unpredictable without a
+    /// random source: 16 hex digits.
+    pub fn token(&self, label: &str, data: &[u8]) -> String {
+        let mac = hmac_sha256(&self.key, &[b"token\0", label.as_bytes(), b"\0", data]);
+        hex(mac.get(..8).unwrap_or(&mac))
+    }
+
+    /// Values for WWW-Authenticate (or Proxy-Authenticate), one field
+    /// each: SHA-256 first, then MD5, sharing one nonce (RFC 8760 §2.4:
+    /// the client picks the first algorithm it supports, so preference
+    /// order is list order). MD5 stays because most deployed phones still
+    /// only do MD5. `qop="auth"` is always offered; no `opaque` (it adds
+    /// nothing when the nonce is already authenticated).
+    pub fn challenge(&mut self, realm: &str, stale: bool, now_ms: u64) -> Vec<String> {
+        let nonce = self.nonce(realm, now_ms);
+        let realm = quote(realm);
+        let stale = if stale { ", stale=true" } else { "" };
+        self.algorithms
+            .iter()
+            .map(|alg| {
+                format!(
+                    "Digest realm={realm}, nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{stale}",
+                    alg.as_str()
+                )
+            })
+            .collect()
+    }
+
+    /// Checks `creds` for a request with `method` against the HA1 that
+    /// `ha1_for` returns for the algorithm the client chose (`None`:
+    /// unknown user; the full check still runs against a dummy so that
+    /// the answer and its timing match a wrong password).
+    ///
+    /// Order matters: a nonce that is not ours fails before the response
+    /// is looked at; a wrong response fails as a password guess even on
+    /// an expired nonce; only a correct response can be `Stale` (RFC 7616
+    /// §3.3) or a replay.
+    ///
+    /// qop is required. We always offer `qop="auth"`, RFC 7616 makes it
+    /// mandatory, and without `nc` there is no replay protection within
+    /// the nonce lifetime; RFC 2069-only phones are long gone, so a PBX
+    /// gains nothing by accepting them. `uri` must be present but is not
+    /// compared with the Request-URI: phones differ on what they put there
+    /// (AOR, registrar, with or without port) and the value is covered by
+    /// the response anyway.
+    pub fn verify(
+        &mut self,
+        creds: &Credentials,
+        method: &str,
+        ha1_for: impl Fn(Algorithm) -> Option<String>,
+        realm: &str,
+        now_ms: u64,
+    ) -> Verdict {
+        if !creds.is_digest() {
+            return Verdict::Malformed;
+        }
+        let (Some(_user), Some(c_realm), Some(nonce), Some(uri), Some(resp)) = (
+            creds.username(),
+            creds.realm(),
+            creds.nonce(),
+            creds.uri(),
+            creds.response(),
+        ) else {
+            return Verdict::Malformed;
+        };
+        let alg = match creds.algorithm() {
+            None => Algorithm::Md5,
+            Some(a) => match Algorithm::parse(a) {
+                Some(alg) => alg,
+                None => return Verdict::Failed(Failure::Algorithm),
+            },
+        };
+        if !self.algorithms.contains(&alg) {
+            return Verdict::Failed(Failure::Algorithm);
+        }
+        let (nc_text, cnonce, nc) = match creds.qop() {
+            None => return Verdict::Failed(Failure::Qop),
+            Some(q) if !q.eq_ignore_ascii_case("auth") => {
+                return Verdict::Failed(Failure::Qop);
+            }
+            Some(_) => {
+                let (Some(nc_text), Some(cnonce)) = (creds.nc(), creds.cnonce()) else {
+                    return Verdict::Malformed;
+                };
+                match parse_nc(nc_text) {
+                    Some(nc) if !cnonce.is_empty() => (nc_text, cnonce, nc),
+                    _ => return Verdict::Malformed,
+                }
+            }
+        };
+        if c_realm != realm {
+            return Verdict::Failed(Failure::Realm);
+        }
+        let Some(parts) = self.check_nonce(nonce, realm) else {
+            return Verdict::Failed(Failure::Nonce);
+        };
+
+        // A dummy that is not hex never matches, but costs the same work.
+        let (ha1, known) = match ha1_for(alg) {
+            Some(h) => (h.to_ascii_lowercase(), true),
+            None => ("-".repeat(64), false),
+        };
+        let expected = response(alg, &ha1, nonce, Some((nc_text, cnonce)), method, uri);
+        let given = resp.to_ascii_lowercase();
+        if !(constant_time_eq(expected.as_bytes(), given.as_bytes()) && known) {
+            return Verdict::Failed(Failure::Response);
+        }
+
+        if self.expired(parts.issued_ms, now_ms) {
+            return Verdict::Stale;
+        }
+        self.prune(now_ms);
+        let key = (parts.issued_ms, parts.counter);
+        match self.seen.get_mut(&key) {
+            Some(highest) if nc <= *highest => return Verdict::Failed(Failure::Replay),
+            Some(highest) => *highest = nc,
+            None if self.evicted_upto.is_some_and(|w| key <= w) => return Verdict::Stale,
+            None => {
+                self.seen.insert(key, nc);
+                while self.seen.len() > self.max_tracked {
+                    if let Some((k, _)) = self.seen.pop_first() {
+                        self.evicted_upto = Some(self.evicted_upto.map_or(k, |w| w.max(k)));
+                    }
+                }
+            }
+        }
+        Verdict::Ok
+    }
+
+    fn expired(&self, issued_ms: u64, now_ms: u64) -> bool {
+        // A nonce from far in the future means the clock was set back a
+        // lot; treat it as expired rather than valid for ages.
+        now_ms >= issued_ms.saturating_add(self.lifetime_ms)
+            || issued_ms > now_ms.saturating_add(self.lifetime_ms)
+    }
+
+    /// Drops replay records of expired nonces (they can only ever be
+    /// `Stale` now). Called by `verify`; callers may also run it on a
+    /// timer.
+    pub fn prune(&mut self, now_ms: u64) {
+        while let Some((&(issued, _), _)) = self.seen.first_key_value() {
+            if now_ms >= issued.saturating_add(self.lifetime_ms) {
+                self.seen.pop_first();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// `nc` is exactly 8 hex digits (RFC 7616 §3.4); 0 is never valid.
+fn parse_nc(s: &str) -> Option<u32> {
+    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(s, 16).ok().filter(|&n| n > 0)
+}
+
+/// A quoted-string with `"` and `\` escaped; control characters (which a
+/// configured realm should never hold) are dropped so the header cannot
+/// be split.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::header::Challenge;
 
     #[test]
-    fn ha1_matches_rfc_2617_example() {
-        // RFC 2617 §3.5: Mufasa / testrealm@host.com / Circle Of Life.
+    fn md5_ha1_rfc2617() {
         assert_eq!(
             ha1(
                 Algorithm::Md5,
@@ -66,8 +510,7 @@ mod tests {
     }
 
     #[test]
-    fn sha256_ha1_matches_rfc_7616_example() {
-        // RFC 7616 §3.9.1 uses the same triple with realm http-auth@example.org.
+    fn sha256_ha1_rfc7616() {
         assert_eq!(
             ha1(
                 Algorithm::Sha256,
@@ -77,5 +520,418 @@ mod tests {
             ),
             "7987c64c30e25f1b74be53f966b49b90f2808aa92faf9a00262392d7b4794232"
         );
+    }
+
+    /// RFC 7616 §3.9.1, both algorithms.
+    #[test]
+    fn rfc7616_responses() {
+        let nonce = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v";
+        let cnonce = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ";
+        let realm = "http-auth@example.org";
+        let sha = ha1(Algorithm::Sha256, "Mufasa", realm, "Circle of Life");
+        assert_eq!(
+            response(
+                Algorithm::Sha256,
+                &sha,
+                nonce,
+                Some(("00000001", cnonce)),
+                "GET",
+                "/dir/index.html"
+            ),
+            "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+        );
+        let md5 = ha1(Algorithm::Md5, "Mufasa", realm, "Circle of Life");
+        assert_eq!(
+            response(
+                Algorithm::Md5,
+                &md5,
+                nonce,
+                Some(("00000001", cnonce)),
+                "GET",
+                "/dir/index.html"
+            ),
+            "8ca523f5e9506fed4657c9700eebdbec"
+        );
+    }
+
+    /// RFC 2617 §3.5 (MD5, qop=auth).
+    #[test]
+    fn rfc2617_response() {
+        let h = ha1(
+            Algorithm::Md5,
+            "Mufasa",
+            "testrealm@host.com",
+            "Circle Of Life",
+        );
+        assert_eq!(
+            response(
+                Algorithm::Md5,
+                &h,
+                "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+                Some(("00000001", "0a4f113b")),
+                "GET",
+                "/dir/index.html"
+            ),
+            "6629fae49393a05397450978507c4ef1"
+        );
+    }
+
+    /// RFC 4231 test case 2.
+    #[test]
+    fn hmac_sha256_rfc4231() {
+        let mac = hmac_sha256(&key_block(b"Jefe"), &[b"what do ya ", b"want for nothing?"]);
+        assert_eq!(
+            hex(&mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Keys longer than a block are hashed first (test case 6).
+        let key = [0xaau8; 131];
+        let mac = hmac_sha256(
+            &key_block(&key),
+            &[b"Test Using Larger Than Block-Size Key - Hash Key First"],
+        );
+        assert_eq!(
+            hex(&mac),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    const REALM: &str = "pbx.example.com";
+    const PASS: &str = "s3cret";
+    const T0: u64 = 1_700_000_000_000;
+
+    struct Client<'a> {
+        user: &'a str,
+        realm: &'a str,
+        password: &'a str,
+        alg: Option<Algorithm>,
+    }
+
+    impl Client<'_> {
+        fn creds(&self, nonce: &str, nc: u32, method: &str) -> Credentials {
+            let alg = self.alg.unwrap_or(Algorithm::Md5);
+            let h = ha1(alg, self.user, self.realm, self.password);
+            let nc = format!("{nc:08x}");
+            let uri = "sip:pbx.example.com";
+            let r = response(alg, &h, nonce, Some((&nc, "abc123")), method, uri);
+            let mut c = Credentials::new("Digest");
+            c.push("username", self.user, true)
+                .push("realm", self.realm, true)
+                .push("nonce", nonce, true)
+                .push("uri", uri, true)
+                .push("response", &r, true)
+                .push("qop", "auth", false)
+                .push("nc", &nc, false)
+                .push("cnonce", "abc123", true);
+            if let Some(a) = self.alg {
+                c.push("algorithm", a.as_str(), false);
+            }
+            c
+        }
+    }
+
+    fn alice(alg: Option<Algorithm>) -> Client<'static> {
+        Client {
+            user: "alice",
+            realm: REALM,
+            password: PASS,
+            alg,
+        }
+    }
+
+    fn store(alg: Algorithm) -> Option<String> {
+        Some(ha1(alg, "alice", REALM, PASS))
+    }
+
+    fn server() -> DigestServer {
+        DigestServer::new(b"0123456789abcdef0123456789abcdef")
+    }
+
+    fn nonce_of(header: &str) -> String {
+        Challenge::parse(header)
+            .ok()
+            .and_then(|c| c.nonce().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn challenge_shape() {
+        let mut s = server();
+        let ch = s.challenge(REALM, false, T0);
+        assert_eq!(ch.len(), 2);
+        let a = Challenge::parse(&ch[0]).unwrap();
+        let b = Challenge::parse(&ch[1]).unwrap();
+        assert!(a.is_digest());
+        assert_eq!(a.algorithm(), Some("SHA-256"));
+        assert_eq!(b.algorithm(), Some("MD5"));
+        assert_eq!(a.realm(), Some(REALM));
+        assert_eq!(a.nonce(), b.nonce());
+        assert_eq!(a.qop_options().collect::<Vec<_>>(), ["auth"]);
+        assert!(!a.stale());
+        let st = s.challenge(REALM, true, T0);
+        assert!(Challenge::parse(&st[0]).unwrap().stale());
+        assert!(Challenge::parse(&st[1]).unwrap().stale());
+        // Nonces are unique even within one millisecond.
+        assert_ne!(nonce_of(&ch[0]), nonce_of(&st[0]));
+        // Realms with quotes cannot break out of the quoted-string.
+        let odd = s.challenge("a\"b\\c\r\n", false, T0);
+        assert_eq!(Challenge::parse(&odd[0]).unwrap().realm(), Some("a\"b\\c"));
+    }
+
+    #[test]
+    fn accepts_both_algorithms_and_missing_algorithm_is_md5() {
+        for alg in [Some(Algorithm::Sha256), Some(Algorithm::Md5), None] {
+            let mut s = server();
+            let n = s.nonce(REALM, T0);
+            let c = alice(alg).creds(&n, 1, "REGISTER");
+            assert_eq!(
+                s.verify(&c, "REGISTER", store, REALM, T0 + 10),
+                Verdict::Ok,
+                "{alg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn nonce_count_replay() {
+        let mut s = server();
+        let n = s.nonce(REALM, T0);
+        let v = |s: &mut DigestServer, nc| {
+            s.verify(
+                &alice(None).creds(&n, nc, "REGISTER"),
+                "REGISTER",
+                store,
+                REALM,
+                T0 + 1,
+            )
+        };
+        assert_eq!(v(&mut s, 1), Verdict::Ok);
+        assert_eq!(v(&mut s, 1), Verdict::Failed(Failure::Replay));
+        assert_eq!(v(&mut s, 3), Verdict::Ok);
+        assert_eq!(v(&mut s, 2), Verdict::Failed(Failure::Replay));
+        assert_eq!(v(&mut s, 4), Verdict::Ok);
+        // A second nonce has its own count.
+        let n2 = s.nonce(REALM, T0);
+        let c = alice(None).creds(&n2, 1, "REGISTER");
+        assert_eq!(s.verify(&c, "REGISTER", store, REALM, T0 + 2), Verdict::Ok);
+    }
+
+    #[test]
+    fn stale_only_with_correct_response() {
+        let mut s = server().with_lifetime_ms(1000);
+        let n = s.nonce(REALM, T0);
+        let good = alice(None).creds(&n, 1, "REGISTER");
+        assert_eq!(
+            s.verify(&good, "REGISTER", store, REALM, T0 + 1000),
+            Verdict::Stale
+        );
+        let bad = Client {
+            password: "guess",
+            ..alice(None)
+        }
+        .creds(&n, 1, "REGISTER");
+        assert_eq!(
+            s.verify(&bad, "REGISTER", store, REALM, T0 + 1000),
+            Verdict::Failed(Failure::Response)
+        );
+        // Still valid just before expiry.
+        let n = s.nonce(REALM, T0);
+        let good = alice(None).creds(&n, 1, "REGISTER");
+        assert_eq!(
+            s.verify(&good, "REGISTER", store, REALM, T0 + 999),
+            Verdict::Ok
+        );
+    }
+
+    #[test]
+    fn default_lifetime_is_300s() {
+        let mut s = server();
+        let n = s.nonce(REALM, T0);
+        let c = alice(None).creds(&n, 1, "REGISTER");
+        assert_eq!(
+            s.verify(&c, "REGISTER", store, REALM, T0 + 300_000),
+            Verdict::Stale
+        );
+    }
+
+    #[test]
+    fn tampered_and_foreign_nonces() {
+        let mut s = server();
+        let n = s.nonce(REALM, T0);
+        // Flip the issue time (to extend its life) and one MAC digit.
+        let later = format!("{:016x}{}", T0 + 1_000_000, &n[16..]);
+        let mut mac_flip = n.clone().into_bytes();
+        mac_flip[40] = if mac_flip[40] == b'0' { b'1' } else { b'0' };
+        let mac_flip = String::from_utf8(mac_flip).unwrap();
+        for bad in [later.as_str(), &mac_flip, "abc", "", &format!("{n}0")] {
+            let c = alice(None).creds(bad, 1, "REGISTER");
+            assert_eq!(
+                s.verify(&c, "REGISTER", store, REALM, T0 + 1),
+                Verdict::Failed(Failure::Nonce),
+                "{bad}"
+            );
+        }
+        // Another key's nonce, and our nonce for another realm.
+        let mut other = DigestServer::new(b"other key");
+        let n = other.nonce(REALM, T0);
+        let c = alice(None).creds(&n, 1, "REGISTER");
+        assert_eq!(
+            s.verify(&c, "REGISTER", store, REALM, T0 + 1),
+            Verdict::Failed(Failure::Nonce)
+        );
+        let n = s.nonce("other.realm", T0);
+        let c = alice(None).creds(&n, 1, "REGISTER");
+        assert_eq!(
+            s.verify(&c, "REGISTER", store, REALM, T0 + 1),
+            Verdict::Failed(Failure::Nonce)
+        );
+    }
+
+    #[test]
+    fn wrong_password_unknown_user_wrong_realm_wrong_method() {
+        let mut s = server();
+        let n = s.nonce(REALM, T0);
+        let bad = Client {
+            password: "nope",
+            ..alice(Some(Algorithm::Sha256))
+        };
+        let v = s.verify(&bad.creds(&n, 1, "REGISTER"), "REGISTER", store, REALM, T0);
+        assert_eq!(v, Verdict::Failed(Failure::Response));
+        assert!(Failure::Response.is_password_guess());
+        assert!(!Failure::Replay.is_password_guess());
+
+        let c = alice(None).creds(&n, 2, "REGISTER");
+        let v = s.verify(&c, "REGISTER", |_| None, REALM, T0);
+        assert_eq!(v, Verdict::Failed(Failure::Response));
+
+        let other = Client {
+            realm: "evil.example.com",
+            ..alice(None)
+        };
+        let v = s.verify(
+            &other.creds(&n, 3, "REGISTER"),
+            "REGISTER",
+            store,
+            REALM,
+            T0,
+        );
+        assert_eq!(v, Verdict::Failed(Failure::Realm));
+
+        // The method is part of HA2.
+        let c = alice(None).creds(&n, 4, "INVITE");
+        let v = s.verify(&c, "REGISTER", store, REALM, T0);
+        assert_eq!(v, Verdict::Failed(Failure::Response));
+    }
+
+    #[test]
+    fn missing_and_bad_fields() {
+        let mut s = server();
+        let n = s.nonce(REALM, T0);
+        let good = alice(None).creds(&n, 1, "REGISTER");
+        for name in [
+            "username", "realm", "nonce", "uri", "response", "nc", "cnonce",
+        ] {
+            let mut c = good.clone();
+            c.params.retain(|p| p.name != name);
+            assert_eq!(
+                s.verify(&c, "REGISTER", store, REALM, T0),
+                Verdict::Malformed,
+                "{name}"
+            );
+        }
+        let mut c = good.clone();
+        c.params.retain(|p| p.name != "qop");
+        assert_eq!(
+            s.verify(&c, "REGISTER", store, REALM, T0),
+            Verdict::Failed(Failure::Qop)
+        );
+        let set = |name: &str, value: &str| {
+            let mut c = good.clone();
+            for p in c.params.iter_mut().filter(|p| p.name == name) {
+                p.value = value.to_owned();
+            }
+            c
+        };
+        for nc in ["1", "0000000g", "+0000001", "00000000", "000000001"] {
+            assert_eq!(
+                s.verify(&set("nc", nc), "REGISTER", store, REALM, T0),
+                Verdict::Malformed,
+                "{nc}"
+            );
+        }
+        assert_eq!(
+            s.verify(&set("qop", "auth-int"), "REGISTER", store, REALM, T0),
+            Verdict::Failed(Failure::Qop)
+        );
+        let mut c = good.clone();
+        c.push("algorithm", "MD5-sess", false);
+        assert_eq!(
+            s.verify(&c, "REGISTER", store, REALM, T0),
+            Verdict::Failed(Failure::Algorithm)
+        );
+        let mut basic = good.clone();
+        basic.scheme = "Basic".into();
+        assert_eq!(
+            s.verify(&basic, "REGISTER", store, REALM, T0),
+            Verdict::Malformed
+        );
+        // None of that consumed the nonce count.
+        assert_eq!(s.verify(&good, "REGISTER", store, REALM, T0), Verdict::Ok);
+    }
+
+    #[test]
+    fn uppercase_hex_response_is_accepted() {
+        let mut s = server();
+        let n = s.nonce(REALM, T0);
+        let mut c = alice(None).creds(&n, 1, "REGISTER");
+        for p in c.params.iter_mut().filter(|p| p.name == "response") {
+            p.value = p.value.to_ascii_uppercase();
+        }
+        assert_eq!(s.verify(&c, "REGISTER", store, REALM, T0), Verdict::Ok);
+    }
+
+    #[test]
+    fn replay_record_is_bounded_and_pruned() {
+        let mut s = server().with_max_tracked(2).with_lifetime_ms(10_000);
+        let nonces: Vec<String> = (0..3).map(|i| s.nonce(REALM, T0 + i)).collect();
+        for n in &nonces {
+            let c = alice(None).creds(n, 1, "REGISTER");
+            assert_eq!(s.verify(&c, "REGISTER", store, REALM, T0 + 5), Verdict::Ok);
+        }
+        assert_eq!(s.tracked(), 2);
+        // The evicted (oldest) nonce lost its record: stale, not trusted.
+        let c = alice(None).creds(&nonces[0], 2, "REGISTER");
+        assert_eq!(
+            s.verify(&c, "REGISTER", store, REALM, T0 + 6),
+            Verdict::Stale
+        );
+        s.prune(T0 + 20_000);
+        assert_eq!(s.tracked(), 0);
+    }
+
+    #[test]
+    fn tokens_are_keyed_and_labelled() {
+        let s = server();
+        let t = s.token("tag", b"x");
+        assert_eq!(t.len(), 16);
+        assert_eq!(t, s.token("tag", b"x"));
+        assert_ne!(t, s.token("tag", b"y"));
+        assert_ne!(t, s.token("other", b"x"));
+        assert_ne!(t, DigestServer::new(b"k2").token("tag", b"x"));
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let s = DigestServer::new(b"supersecretkey");
+        let text = format!("{s:?}");
+        assert!(text.contains("redacted"));
+        assert!(!text.contains("115, 117")); // "su" as bytes
+    }
+
+    #[test]
+    fn constant_time_eq_basics() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

@@ -1023,6 +1023,45 @@ impl Message {
         }
     }
 
+    /// Replaces the topmost Via value, even when it shares a field with
+    /// others (`Via: a, b`): how a server records `received` and `rport`
+    /// on an incoming request (RFC 3261 §18.2.1, RFC 3581 §4). `via` must
+    /// render as exactly one valid Via value.
+    pub fn set_top_via(&mut self, via: &Via) -> Result<&mut Message, HeaderError> {
+        let text = via.to_string();
+        if text.contains(['\r', '\n']) {
+            return Err(HeaderError::LineBreak);
+        }
+        // Re-typed from its own wire form, so that `core` agrees with what
+        // `to_bytes` will write.
+        let mut parsed = header::parse_vias(&text)?;
+        let typed = match (parsed.pop(), parsed.is_empty()) {
+            (Some(v), true) => v,
+            _ => return Err(HeaderError::Syntax),
+        };
+        let i = self
+            .fields
+            .iter()
+            .position(|f| f.name == HeaderName::Via)
+            .ok_or(HeaderError::Empty)?;
+        let field = self.fields.get(i).ok_or(HeaderError::Empty)?;
+        let mut joined = text;
+        let mut items = lex::split_list(field.text(&self.head), b',');
+        items.next();
+        for rest in items {
+            joined.push_str(", ");
+            joined.push_str(rest);
+        }
+        if let Some(f) = self.fields.get_mut(i) {
+            f.value = FieldValue::Owned(joined.into());
+        }
+        match self.core.vias.first_mut() {
+            Some(top) => *top = typed,
+            None => self.core.vias.push(typed),
+        }
+        Ok(self)
+    }
+
     /// Adds `;tag=` to To unless it already has one (a UAS answering
     /// outside a dialog, RFC 3261 §8.2.6.2). `tag` should come from
     /// [`new_tag`].

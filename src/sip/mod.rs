@@ -10,8 +10,11 @@
 //! which knows the status to answer with.
 
 pub mod auth;
+pub mod endpoint;
 pub mod header;
 mod lex;
 pub mod message;
+pub mod tls;
+pub mod transaction;
 pub mod transport;
 pub mod uri;

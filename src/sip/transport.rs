@@ -1,83 +1,414 @@
-//! SIP transports: the UDP sockets and TCP listeners of `sip.listen`.
+//! SIP transports (RFC 3261 §18): UDP sockets, TCP and TLS listeners and their connections.
 //!
-//! For now this binds every configured socket (so a misconfigured port fails the start, and
-//! phones see the port open) and reads and discards what arrives: the message layer and the
-//! registrar are not wired in yet. It owns sockets only; no SIP logic belongs here.
+//! This is the I/O edge of the SIP stack. It owns sockets and connections, frames stream input by
+//! Content-Length ([`message::frame`]), answers CRLF keep-alives (RFC 5626 §3.5.1), and hands
+//! every complete message to the SIP core as an [`Incoming`] with the flow it arrived on. It
+//! sends bytes to a [`Peer`]: over UDP from the socket the peer talks to, over TCP/TLS through the
+//! peer's own connection (which is how we reach phones behind NAT). It knows nothing of
+//! transactions, dialogs or registrations.
+//!
+//! Streams that send garbage are answered (when a 400 can be built) and closed; a stream that
+//! stalls in the middle of a message for [`STALL_TIMEOUT`] is closed, as is one idle for
+//! [`IDLE_TIMEOUT`] (phones keep theirs alive with CRLF pings or re-registrations).
 
-use tokio::io::AsyncReadExt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::message::{self, Frame, MAX_MESSAGE_SIZE};
 use crate::config::{SipListen, Transport};
 
-/// Sockets bound, with the addresses they really got (port 0 resolves to a free port).
-pub struct Bound {
-    pub addrs: Vec<SipListen>,
+/// A stream that stops in the middle of a message for this long is closed.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A stream with no traffic at all for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Where a message came from, or goes to: address, transport and the flow (the UDP socket or the
+/// stream connection) that carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+    pub flow: u64,
+}
+
+impl Peer {
+    pub fn is_reliable(&self) -> bool {
+        self.transport != Transport::Udp
+    }
+}
+
+/// A complete message off the wire (not parsed yet: parsing happens on the core's side so a
+/// flood of garbage costs the sender's flow, not the reader's).
+#[derive(Debug)]
+pub struct Incoming {
+    pub bytes: Vec<u8>,
+    pub from: Peer,
+    /// The local address it arrived at (for Via and Contact of what we send back).
+    pub local: SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {listen}: {source}")]
-pub struct BindError {
-    listen: SipListen,
-    source: std::io::Error,
+pub enum TransportError {
+    #[error("cannot listen on {listen}: {source}")]
+    Bind {
+        listen: SipListen,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
-/// Binds every listen address and spawns its reader onto `tasks`.
-pub async fn bind(listen: &[SipListen], tasks: &mut JoinSet<()>) -> Result<Bound, BindError> {
-    let mut addrs = Vec::new();
-    for l in listen {
-        let err = |source| BindError { listen: *l, source };
-        match l.transport {
-            Transport::Udp => {
-                let sock = UdpSocket::bind(l.addr).await.map_err(err)?;
-                let addr = sock.local_addr().map_err(err)?;
-                addrs.push(SipListen {
-                    transport: l.transport,
-                    addr,
-                });
-                tasks.spawn(discard_udp(sock));
-            }
-            // TLS needs the certificate handling of the SIP stack; until then it is a TCP port
-            // that accepts and closes, so a configured TLS address is at least bound and checked.
-            Transport::Tcp | Transport::Tls => {
-                let listener = TcpListener::bind(l.addr).await.map_err(err)?;
-                let addr = listener.local_addr().map_err(err)?;
-                addrs.push(SipListen {
-                    transport: l.transport,
-                    addr,
-                });
-                tasks.spawn(discard_tcp(listener));
+/// TLS material: configured files, or a self-signed pair generated into the data dir.
+pub struct TlsFiles<'a> {
+    pub cert: Option<&'a Path>,
+    pub key: Option<&'a Path>,
+    pub data_dir: &'a Path,
+}
+
+enum Sender {
+    Udp(Arc<UdpSocket>),
+    Stream(mpsc::Sender<Vec<u8>>),
+}
+
+/// The bound transports. Cheap to share (`Arc`); `send` never blocks.
+pub struct Transports {
+    flows: DashMap<u64, (Sender, Transport)>,
+    /// One UDP socket per address family, for sending to peers we have no flow with.
+    udp_default: Vec<(u64, Arc<UdpSocket>)>,
+    next_flow: AtomicU64,
+    bound: Vec<SipListen>,
+}
+
+impl Transports {
+    /// Binds every listen address; incoming messages go to `sink`.
+    pub async fn bind(
+        listen: &[SipListen],
+        tls: TlsFiles<'_>,
+        sink: mpsc::Sender<Incoming>,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<Arc<Transports>, TransportError> {
+        let needs_tls = listen.iter().any(|l| l.transport == Transport::Tls);
+        let acceptor = if needs_tls {
+            Some(
+                super::tls::acceptor(tls.cert, tls.key, tls.data_dir)
+                    .map_err(TransportError::Tls)?,
+            )
+        } else {
+            None
+        };
+
+        let mut udp = Vec::new();
+        let mut streams = Vec::new();
+        let mut bound = Vec::new();
+        for l in listen {
+            let err = |source| TransportError::Bind { listen: *l, source };
+            match l.transport {
+                Transport::Udp => {
+                    let sock = UdpSocket::bind(l.addr).await.map_err(err)?;
+                    let addr = sock.local_addr().map_err(err)?;
+                    bound.push(SipListen {
+                        transport: l.transport,
+                        addr,
+                    });
+                    udp.push((addr, Arc::new(sock)));
+                }
+                Transport::Tcp | Transport::Tls => {
+                    let listener = TcpListener::bind(l.addr).await.map_err(err)?;
+                    let addr = listener.local_addr().map_err(err)?;
+                    bound.push(SipListen {
+                        transport: l.transport,
+                        addr,
+                    });
+                    streams.push((l.transport, addr, listener));
+                }
             }
         }
+
+        // UDP sockets get the first flow ids, before anything can arrive.
+        let flows = DashMap::new();
+        let mut udp_default = Vec::new();
+        for (i, (_, sock)) in udp.iter().enumerate() {
+            let flow = i as u64 + 1;
+            flows.insert(flow, (Sender::Udp(sock.clone()), Transport::Udp));
+            udp_default.push((flow, sock.clone()));
+        }
+        let this = Arc::new(Transports {
+            flows,
+            next_flow: AtomicU64::new(udp_default.len() as u64 + 1),
+            udp_default,
+            bound,
+        });
+
+        for (flow, sock) in this.udp_default.clone() {
+            let local = sock.local_addr().ok();
+            if let Some(local) = local {
+                tasks.spawn(udp_reader(sock, flow, local, sink.clone()));
+            }
+        }
+        for (transport, local, listener) in streams {
+            tasks.spawn(accept_loop(
+                this.clone(),
+                listener,
+                transport,
+                local,
+                acceptor.clone(),
+                sink.clone(),
+            ));
+        }
+        Ok(this)
     }
-    Ok(Bound { addrs })
+
+    /// What was bound (port 0 resolved).
+    pub fn bound(&self) -> &[SipListen] {
+        &self.bound
+    }
+
+    /// The first bound address of a transport, for Via and Contact headers.
+    pub fn local(&self, transport: Transport) -> Option<SocketAddr> {
+        self.bound
+            .iter()
+            .find(|l| l.transport == transport)
+            .map(|l| l.addr)
+    }
+
+    /// Sends `bytes` to `to`. UDP goes out of the flow's socket (or a default one); a stream
+    /// goes through the peer's connection. Returns false when the flow is gone (a closed TCP
+    /// connection): the caller treats that as a transport error.
+    pub fn send(&self, to: &Peer, bytes: Vec<u8>) -> bool {
+        match self.flows.get(&to.flow).map(|f| match &f.0 {
+            Sender::Udp(s) => Sender::Udp(s.clone()),
+            Sender::Stream(tx) => Sender::Stream(tx.clone()),
+        }) {
+            Some(Sender::Udp(sock)) => {
+                send_udp(sock, to.addr, bytes);
+                true
+            }
+            Some(Sender::Stream(tx)) => tx.try_send(bytes).is_ok(),
+            None if to.transport == Transport::Udp => {
+                let family_ok = |s: &Arc<UdpSocket>| {
+                    s.local_addr()
+                        .map(|a| a.is_ipv4() == to.addr.is_ipv4())
+                        .unwrap_or(false)
+                };
+                match self.udp_default.iter().find(|(_, s)| family_ok(s)) {
+                    Some((_, sock)) => {
+                        send_udp(sock.clone(), to.addr, bytes);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            None => false,
+        }
+    }
+
+    /// The peer behind a flow, with its real transport (TLS and TCP look alike to the
+    /// transaction layer, which only knows "reliable").
+    pub fn peer(&self, addr: SocketAddr, flow: u64, reliable: bool) -> Peer {
+        let transport = self.flows.get(&flow).map(|f| f.1).unwrap_or(if reliable {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        });
+        Peer {
+            addr,
+            transport,
+            flow,
+        }
+    }
+
+    /// Number of open stream connections, for metrics.
+    pub fn streams(&self) -> usize {
+        self.flows.len().saturating_sub(self.udp_default.len())
+    }
 }
 
-async fn discard_udp(sock: UdpSocket) {
+fn send_udp(sock: Arc<UdpSocket>, to: SocketAddr, bytes: Vec<u8>) {
+    match sock.try_send_to(&bytes, to) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            // The socket buffer is full: finish this one asynchronously rather than drop it.
+            tokio::spawn(async move {
+                if let Err(e) = sock.send_to(&bytes, to).await {
+                    tracing::debug!(%to, error = %e, "sip/udp send failed");
+                }
+            });
+        }
+        Err(e) => tracing::debug!(%to, error = %e, "sip/udp send failed"),
+    }
+}
+
+async fn udp_reader(
+    sock: Arc<UdpSocket>,
+    flow: u64,
+    local: SocketAddr,
+    sink: mpsc::Sender<Incoming>,
+) {
     let mut buf = vec![0u8; 65536];
     loop {
-        match sock.recv_from(&mut buf).await {
-            Ok((n, from)) => tracing::debug!(%from, bytes = n, "sip/udp: not handled yet"),
-            Err(e) => tracing::debug!(error = %e, "sip/udp receive error"),
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            // ICMP errors from earlier sends surface here on some systems; keep reading.
+            Err(e) => {
+                tracing::trace!(error = %e, "sip/udp receive error");
+                continue;
+            }
+        };
+        let bytes = &buf[..n];
+        // Keep-alives (RFC 5626 §4.4.1 uses STUN on UDP; plain CRLF is common too): ignore.
+        if bytes.iter().all(|b| *b == b'\r' || *b == b'\n' || *b == 0) {
+            continue;
+        }
+        let msg = Incoming {
+            bytes: bytes.to_vec(),
+            from: Peer {
+                addr: from,
+                transport: Transport::Udp,
+                flow,
+            },
+            local,
+        };
+        if sink.send(msg).await.is_err() {
+            return;
         }
     }
 }
 
-async fn discard_tcp(listener: TcpListener) {
+async fn accept_loop(
+    transports: Arc<Transports>,
+    listener: TcpListener,
+    transport: Transport,
+    local: SocketAddr,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    sink: mpsc::Sender<Incoming>,
+) {
     loop {
-        let Ok((mut stream, from)) = listener.accept().await else {
-            continue;
+        let (stream, from) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "sip: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
+        let _ = stream.set_nodelay(true);
+        let transports = transports.clone();
+        let sink = sink.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 16384];
-            while let Ok(n) = stream.read(&mut buf).await {
-                if n == 0 {
-                    break;
+            match (transport, acceptor) {
+                (Transport::Tls, Some(acc)) => {
+                    let tls =
+                        tokio::time::timeout(Duration::from_secs(10), acc.accept(stream)).await;
+                    match tls {
+                        Ok(Ok(s)) => run_stream(transports, s, from, local, transport, sink).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%from, error = %e, "sip/tls handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%from, "sip/tls handshake timed out"),
+                    }
                 }
-                tracing::debug!(%from, bytes = n, "sip/tcp: not handled yet");
+                _ => run_stream(transports, stream, from, local, transport, sink).await,
             }
         });
     }
+}
+
+/// Reads and writes one stream connection until either side closes it.
+async fn run_stream<S>(
+    transports: Arc<Transports>,
+    stream: S,
+    from: SocketAddr,
+    local: SocketAddr,
+    transport: Transport,
+    sink: mpsc::Sender<Incoming>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let flow = transports.next_flow.fetch_add(1, Ordering::Relaxed);
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    transports
+        .flows
+        .insert(flow, (Sender::Stream(tx.clone()), transport));
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+
+    let peer = Peer {
+        addr: from,
+        transport,
+        flow,
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 16384];
+    'conn: loop {
+        // Frame everything already buffered.
+        loop {
+            match message::frame(&buf, MAX_MESSAGE_SIZE) {
+                Frame::Message(len) => {
+                    let bytes: Vec<u8> = buf.drain(..len).collect();
+                    if sink
+                        .send(Incoming {
+                            bytes,
+                            from: peer,
+                            local,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break 'conn;
+                    }
+                }
+                Frame::KeepAlive(len) => {
+                    buf.drain(..len);
+                    // A double-CRLF ping gets a single-CRLF pong (RFC 5626 §3.5.1).
+                    if len >= 4 {
+                        let _ = tx.try_send(b"\r\n".to_vec());
+                    }
+                }
+                Frame::Incomplete => break,
+                Frame::Invalid(err) => {
+                    tracing::debug!(%from, error = %err, "sip: unframeable stream input, closing");
+                    if let Some(resp) = err.response_bytes() {
+                        let _ = tx.send(resp).await;
+                    }
+                    break 'conn;
+                }
+            }
+        }
+        let timeout = if buf.is_empty() {
+            IDLE_TIMEOUT
+        } else {
+            STALL_TIMEOUT
+        };
+        match tokio::time::timeout(timeout, rd.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => {
+                tracing::debug!(%from, stalled = !buf.is_empty(), "sip: stream timed out, closing");
+                break;
+            }
+        }
+    }
+    transports.flows.remove(&flow);
+    drop(tx);
+    let _ = writer.await;
 }
 
 /// For logs.

@@ -240,6 +240,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.credentials.retain(|_, c| c.user_id != id);
         Ok(())
     }
 
@@ -334,6 +335,7 @@ impl Store {
             .map_err(|e| conflict_or(e, PHONE_UNIQUE))?;
         }
         tx.commit().await?;
+        self.credentials.retain(|_, c| c.phone_id != id);
         self.get_phone(id).await?.ok_or(StoreError::NotFound)
     }
 
@@ -359,10 +361,18 @@ impl Store {
             .await?;
         prune_empty_locations(&mut tx, user_id).await?;
         tx.commit().await?;
+        self.credentials.retain(|_, c| c.phone_id != id);
         Ok(())
     }
 
-    /// The stored digests for a SIP username, for the registrar and the B2BUA.
+    /// Credentials from the in-memory cache only (see [`Store::phone_credentials`]).
+    pub fn cached_phone_credentials(&self, sip_username: &str) -> Option<PhoneCredentials> {
+        self.credentials.get(sip_username).map(|c| c.clone())
+    }
+
+    /// The stored digests for a SIP username, for the registrar and the B2BUA. Found ones are
+    /// cached until the phone changes; unknown names are not, so a phone added by another process
+    /// (the CLI) is found on its first REGISTER.
     pub async fn phone_credentials(&self, sip_username: &str) -> Result<Option<PhoneCredentials>> {
         let row = sqlx::query(
             "SELECT id, user_id, realm, ha1_md5, ha1_sha256 FROM phones WHERE sip_username = $1",
@@ -371,13 +381,16 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        Ok(Some(PhoneCredentials {
+        let creds = PhoneCredentials {
             phone_id: row.try_get("id")?,
             user_id: row.try_get("user_id")?,
             realm: row.try_get("realm")?,
             ha1_md5: row.try_get("ha1_md5")?,
             ha1_sha256: row.try_get("ha1_sha256")?,
-        }))
+        };
+        self.credentials
+            .insert(sip_username.to_owned(), creds.clone());
+        Ok(Some(creds))
     }
 
     // ----------------------------------------------------------------------------------------

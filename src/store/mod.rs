@@ -10,9 +10,12 @@
 //! This module owns SQL and transactions. It must not validate input beyond what integrity needs
 //! (that is [`crate::directory`]) nor know about HTTP.
 
+mod bans;
 mod directory;
+mod registrations;
 mod tokens;
 
+pub use bans::BanRecord;
 pub use directory::PhoneCredentials;
 
 use std::path::Path;
@@ -87,6 +90,9 @@ pub struct Paged<T> {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Phone credentials by SIP username, filled on lookup and dropped on any change to the
+    /// phone: the registrar's hot path must not wait on the database for every REGISTER.
+    credentials: std::sync::Arc<dashmap::DashMap<String, PhoneCredentials>>,
 }
 
 impl Store {
@@ -123,7 +129,11 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            credentials: Default::default(),
+        })
     }
 
     /// Applies pending migrations for this database.

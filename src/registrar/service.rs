@@ -1,0 +1,349 @@
+//! The registrar's driver: feeds REGISTER requests from the SIP endpoint to the sans-IO
+//! [`Registrar`], fetches credentials, persists binding changes before the 200 OK leaves, keeps
+//! bindings expiring on time, and applies the brute-force [`Guard`].
+//!
+//! Writes are batched: every change waiting when the writer wakes goes into one transaction, and
+//! the responses for all of them are released after the commit. Under load that turns thousands
+//! of REGISTERs per second into a few hundred commits, without ever answering before the binding
+//! is durable. Bans are persisted too and re-read every few seconds, so a ban lifted from the CLI
+//! (another process) or by another node takes effect here.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::guard::{Ban, Guard, GuardConfig};
+use super::{Binding, BindingChange, Registrar, RegistrarConfig, Source, Transport};
+use crate::config::{self, Config};
+use crate::sip::auth::{Algorithm, DigestServer};
+use crate::sip::endpoint::{Command, Request};
+use crate::sip::message::Message;
+use crate::sip::transaction::ServerTxId;
+use crate::store::{now_ms, PhoneCredentials, Store};
+
+/// How often expired bindings are swept and bans re-read from the store.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const BAN_SYNC_EVERY: Duration = Duration::from_secs(5);
+/// The most changes one commit carries.
+const MAX_BATCH: usize = 2048;
+
+struct Shared {
+    registrar: Mutex<Registrar>,
+    guard: Mutex<Guard>,
+    store: Store,
+}
+
+/// A shared view of the registrar for the API: bindings, bans.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+/// A write waiting for the batch writer, with the response it releases.
+struct Pending {
+    changes: Vec<BindingChange>,
+    reply: Option<(ServerTxId, Message)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the table half-updated in a way that matters
+    // more than stopping registrations altogether would.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now() -> u64 {
+    now_ms().max(0) as u64
+}
+
+impl Handle {
+    /// Current bindings of a phone (by SIP username), best first.
+    pub fn bindings_for(&self, aor: &str) -> Vec<Binding> {
+        let now = now();
+        lock(&self.shared.registrar)
+            .lookup(aor, now)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Number of live bindings.
+    pub fn binding_count(&self) -> usize {
+        lock(&self.shared.registrar).len()
+    }
+
+    /// Bans in force.
+    pub fn bans(&self) -> Vec<Ban> {
+        lock(&self.shared.guard).bans(now())
+    }
+
+    /// Lifts a ban here and in the store; false when there was none.
+    pub async fn unban(&self, ip: IpAddr) -> crate::store::Result<bool> {
+        let here = lock(&self.shared.guard).unban(ip);
+        let stored = self.shared.store.remove_ban(&ip.to_string()).await?;
+        Ok(here || stored)
+    }
+}
+
+/// Builds the registrar from the store and starts its tasks.
+pub async fn start(
+    store: Store,
+    config: &Config,
+    requests: mpsc::Receiver<Request>,
+    endpoint: mpsc::Sender<Command>,
+    tasks: &mut JoinSet<()>,
+) -> crate::store::Result<Handle> {
+    let shared = build(store.clone(), config).await?;
+    let (writes_tx, writes_rx) = mpsc::channel::<Pending>(65536);
+    tasks.spawn(writer(store, writes_rx, endpoint.clone()));
+    tasks.spawn(sweeper(shared.clone(), writes_tx.clone()));
+    tasks.spawn(handle_requests(
+        shared.clone(),
+        requests,
+        writes_tx,
+        endpoint,
+    ));
+    Ok(Handle { shared })
+}
+
+impl Handle {
+    /// The registrar's state loaded from the store, with no SIP traffic and no background
+    /// tasks: for tools and for API tests that exercise the HTTP side alone.
+    pub async fn idle(store: Store, config: &Config) -> crate::store::Result<Handle> {
+        Ok(Handle {
+            shared: build(store, config).await?,
+        })
+    }
+}
+
+async fn build(store: Store, config: &Config) -> crate::store::Result<Arc<Shared>> {
+    let mut reg_config = RegistrarConfig::new(&config.sip.realm);
+    reg_config.min_expires = config.registrar.min_expires;
+    reg_config.max_expires = config.registrar.max_expires;
+    reg_config.default_expires = config.registrar.default_expires;
+    let secret: [u8; 32] = rand::random();
+    let algorithms: Vec<Algorithm> = config
+        .sip
+        .digest_algorithms
+        .iter()
+        .filter_map(|a| Algorithm::parse(a))
+        .collect();
+    let digest = DigestServer::new(&secret).with_algorithms(&algorithms);
+    let mut registrar = Registrar::new(reg_config, &secret).with_digest(digest);
+    let now = now();
+    let restored = store.load_bindings(now).await?;
+    let count = restored.len();
+    registrar.restore(restored);
+    store.delete_expired_bindings(now).await?;
+
+    let mut guard = Guard::new(guard_config(&config.security));
+    guard.restore(stored_bans(&store, now).await?);
+    tracing::info!(bindings = count, "registrar ready");
+    Ok(Arc::new(Shared {
+        registrar: Mutex::new(registrar),
+        guard: Mutex::new(guard),
+        store,
+    }))
+}
+
+fn guard_config(c: &config::SecurityConfig) -> GuardConfig {
+    GuardConfig {
+        max_failures: c.ban_failures,
+        window_ms: c.ban_window_secs.saturating_mul(1000),
+        ban_ms: c.ban_secs.saturating_mul(1000),
+        ..GuardConfig::default()
+    }
+}
+
+async fn stored_bans(store: &Store, now: u64) -> crate::store::Result<Vec<Ban>> {
+    Ok(store
+        .active_bans(now as i64)
+        .await?
+        .into_iter()
+        .filter_map(|b| {
+            Some(Ban {
+                ip: b.ip.parse().ok()?,
+                until_ms: b.until_ms.max(0) as u64,
+                failures: u32::try_from(b.failures).unwrap_or(u32::MAX),
+            })
+        })
+        .collect())
+}
+
+fn source_of(req: &Request) -> Source {
+    Source {
+        addr: req.source.addr,
+        transport: match req.source.transport {
+            config::Transport::Udp => Transport::Udp,
+            config::Transport::Tcp => Transport::Tcp,
+            config::Transport::Tls => Transport::Tls,
+        },
+        flow: req.source.flow,
+    }
+}
+
+async fn handle_requests(
+    shared: Arc<Shared>,
+    mut requests: mpsc::Receiver<Request>,
+    writes: mpsc::Sender<Pending>,
+    endpoint: mpsc::Sender<Command>,
+) {
+    // Requests whose credentials had to come from the database come back through here, so a
+    // slow lookup never holds up the REGISTERs behind it.
+    let (resolved_tx, mut resolved_rx) = mpsc::channel::<(Request, Option<PhoneCredentials>)>(4096);
+    loop {
+        let (req, creds) = tokio::select! {
+            req = requests.recv() => {
+                let Some(req) = req else { return };
+                let ip = req.source.addr.ip();
+                if lock(&shared.guard).is_banned(ip, now()) {
+                    // A banned source gets no answer at all: answering costs us and tells it
+                    // the ban's length.
+                    tracing::debug!(%ip, "REGISTER from a banned address dropped");
+                    continue;
+                }
+                match Registrar::auth_username(&req.msg) {
+                    None => (req, None),
+                    Some(user) => match shared.store.cached_phone_credentials(&user) {
+                        Some(c) => (req, Some(c)),
+                        None => {
+                            let store = shared.store.clone();
+                            let back = resolved_tx.clone();
+                            tokio::spawn(async move {
+                                let creds = match store.phone_credentials(&user).await {
+                                    Ok(c) => c,
+                                    Err(e) => {
+                                        tracing::error!(error = %e, "credentials lookup failed");
+                                        None
+                                    }
+                                };
+                                let _ = back.send((req, creds)).await;
+                            });
+                            continue;
+                        }
+                    },
+                }
+            }
+            r = resolved_rx.recv() => match r {
+                Some(x) => x,
+                None => return,
+            },
+        };
+        decide(&shared, req, creds, &writes, &endpoint).await;
+    }
+}
+
+async fn decide(
+    shared: &Shared,
+    req: Request,
+    creds: Option<PhoneCredentials>,
+    writes: &mpsc::Sender<Pending>,
+    endpoint: &mpsc::Sender<Command>,
+) {
+    let now = now();
+    let source = source_of(&req);
+    let outcome = lock(&shared.registrar).handle_register(&req.msg, source, creds.as_ref(), now);
+    if outcome.auth_failure {
+        let ip = source.addr.ip();
+        let ban = lock(&shared.guard).record_failure(ip, now);
+        if let Some(ban) = ban {
+            tracing::warn!(%ip, failures = ban.failures, until_ms = ban.until_ms,
+                "banning a source address after repeated failed authentications");
+            let store = shared.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store
+                    .save_ban(
+                        &ban.ip.to_string(),
+                        ban.until_ms as i64,
+                        i64::from(ban.failures),
+                    )
+                    .await
+                {
+                    tracing::error!(error = %e, "could not persist a ban");
+                }
+            });
+        }
+    }
+    let reply = (req.tx, outcome.response);
+    if outcome.changes.is_empty() {
+        let _ = endpoint
+            .send(Command::Respond {
+                tx: reply.0,
+                response: reply.1,
+            })
+            .await;
+    } else {
+        let _ = writes
+            .send(Pending {
+                changes: outcome.changes,
+                reply: Some(reply),
+            })
+            .await;
+    }
+}
+
+/// Commits waiting changes in batches, then releases their responses.
+async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, endpoint: mpsc::Sender<Command>) {
+    let mut batch: Vec<Pending> = Vec::new();
+    let mut changes: Vec<BindingChange> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        changes.clear();
+        for p in &batch {
+            changes.extend(p.changes.iter().cloned());
+        }
+        let result = store.apply_binding_changes(&changes).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, changes = changes.len(), "persisting bindings failed");
+        }
+        for p in batch.drain(..) {
+            let Some((tx, mut response)) = p.reply else {
+                continue;
+            };
+            if result.is_err() {
+                // Not durable, so not acknowledged: the phone retries.
+                response = Message::response_to(&response, 500, "Server Internal Error");
+                let _ = response.push_header(crate::sip::header::HeaderName::RetryAfter, "5");
+            }
+            let _ = endpoint.send(Command::Respond { tx, response }).await;
+        }
+    }
+}
+
+/// Expires bindings on time and keeps bans in step with the store.
+async fn sweeper(shared: Arc<Shared>, writes: mpsc::Sender<Pending>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    let mut since_sync = Duration::ZERO;
+    loop {
+        tick.tick().await;
+        let now = now();
+        let expired = lock(&shared.registrar).expire(now);
+        if !expired.is_empty() {
+            tracing::debug!(count = expired.len(), "bindings expired");
+            let _ = writes
+                .send(Pending {
+                    changes: expired,
+                    reply: None,
+                })
+                .await;
+        }
+        lock(&shared.guard).prune(now);
+        since_sync += SWEEP_EVERY;
+        if since_sync >= BAN_SYNC_EVERY {
+            since_sync = Duration::ZERO;
+            match stored_bans(&shared.store, now).await {
+                // The store is the truth for bans: one lifted elsewhere is lifted here.
+                Ok(bans) => lock(&shared.guard).sync(bans, now),
+                Err(e) => tracing::warn!(error = %e, "could not re-read bans"),
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The SIP endpoint: the driver that runs the sans-IO transaction layer over the transports and
+//! routes each new request to the service that owns it (registrar, later the B2BUA).
+//!
+//! One task owns the [`TransactionLayer`]: it parses what the transports deliver, feeds the
+//! layer, carries out its outputs (transmissions, timers) and hands requests on. Services answer
+//! asynchronously by sending [`Command::Respond`] back; nothing here waits on a database. It owns
+//! no protocol rules of its own beyond the RFC 3261 §8.2 checks a UAS applies before any service
+//! sees a request (OPTIONS, unsupported methods).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::header::HeaderName;
+use super::message::{self, Message, Method};
+use super::transaction::{self, Output, ServerTxId, TransactionLayer};
+use super::transport::{Incoming, Peer, Transports};
+
+/// Methods the server accepts outside a dialog today; listed in `Allow`.
+pub const ALLOW: &str = "REGISTER, OPTIONS";
+
+/// What a service hands to the endpoint.
+#[derive(Debug)]
+pub enum Command {
+    /// Send a final (or provisional) response on a server transaction.
+    Respond { tx: ServerTxId, response: Message },
+}
+
+/// A new request for a service, with what it needs to answer.
+#[derive(Debug)]
+pub struct Request {
+    pub tx: ServerTxId,
+    pub msg: Message,
+    /// The transport-level source: address, transport and flow (for NAT and connection reuse).
+    pub source: Peer,
+}
+
+/// Where the endpoint sends the requests it does not answer itself.
+#[derive(Clone)]
+pub struct Services {
+    pub register: mpsc::Sender<Request>,
+}
+
+/// Handle to the running endpoint.
+#[derive(Clone)]
+pub struct Endpoint {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Endpoint {
+    /// Starts the endpoint task over `incoming`.
+    pub fn start(
+        transports: Arc<Transports>,
+        incoming: mpsc::Receiver<Incoming>,
+        services: Services,
+        seed: u64,
+    ) -> (Endpoint, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(8192);
+        let layer = TransactionLayer::new(transaction::Config {
+            tag_seed: seed,
+            ..transaction::Config::default()
+        });
+        let task = tokio::spawn(run(layer, transports, incoming, rx, services, seed));
+        (Endpoint { commands: tx }, task)
+    }
+
+    /// The channel services answer on.
+    pub fn commands(&self) -> mpsc::Sender<Command> {
+        self.commands.clone()
+    }
+}
+
+async fn run(
+    mut layer: TransactionLayer,
+    transports: Arc<Transports>,
+    mut incoming: mpsc::Receiver<Incoming>,
+    mut commands: mpsc::Receiver<Command>,
+    services: Services,
+    seed: u64,
+) {
+    let mut tags = seed;
+    loop {
+        let deadline = layer.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = incoming.recv() => {
+                let Some(msg) = msg else { return };
+                on_incoming(&mut layer, &transports, msg);
+                // Drain what is already queued before looking at timers again: cheaper under load.
+                while let Ok(msg) = incoming.try_recv() {
+                    on_incoming(&mut layer, &transports, msg);
+                    drain(&mut layer, &transports, &services, &mut tags);
+                }
+            }
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { return };
+                on_command(&mut layer, cmd);
+                while let Ok(cmd) = commands.try_recv() {
+                    on_command(&mut layer, cmd);
+                    drain(&mut layer, &transports, &services, &mut tags);
+                }
+            }
+            _ = sleep => layer.handle_timeout(Instant::now()),
+        }
+        drain(&mut layer, &transports, &services, &mut tags);
+    }
+}
+
+fn on_command(layer: &mut TransactionLayer, cmd: Command) {
+    match cmd {
+        Command::Respond { tx, response } => {
+            if let Err(e) = layer.send_response(tx, response, Instant::now()) {
+                // The transaction ended meanwhile (e.g. Timer H); nothing to answer any more.
+                tracing::debug!(error = ?e, "sip: response for a finished transaction dropped");
+            }
+        }
+    }
+}
+
+fn on_incoming(layer: &mut TransactionLayer, transports: &Transports, msg: Incoming) {
+    match message::parse(&msg.bytes) {
+        Ok(parsed) => {
+            let from = transaction::Peer {
+                addr: msg.from.addr,
+                reliable: msg.from.is_reliable(),
+                flow: msg.from.flow,
+            };
+            layer.handle_incoming(parsed, from, Instant::now());
+        }
+        Err(err) => {
+            tracing::debug!(from = %msg.from.addr, error = %err, "sip: malformed message");
+            // A request we can still answer gets its 400/505 statelessly; responses and
+            // garbage are dropped (never answer a response).
+            if let Some(bytes) = err.response_bytes() {
+                transports.send(&msg.from, bytes);
+            }
+        }
+    }
+}
+
+/// Carries out everything the layer has to say.
+fn drain(
+    layer: &mut TransactionLayer,
+    transports: &Transports,
+    services: &Services,
+    tags: &mut u64,
+) {
+    while let Some(out) = layer.poll_output() {
+        match out {
+            Output::Transmit { to, bytes, tx } => {
+                let peer = transports.peer(to.addr, to.flow, to.reliable);
+                if !transports.send(&peer, bytes.to_vec()) {
+                    if let Some(tx) = tx {
+                        layer.transport_error(tx, Instant::now());
+                    }
+                }
+            }
+            Output::Request { tx, msg, from } => {
+                let source = transports.peer(from.addr, from.flow, from.reliable);
+                if let Some(response) = screen(&msg, tags) {
+                    let _ = layer.send_response(tx, response, Instant::now());
+                    continue;
+                }
+                let req = Request { tx, msg, source };
+                if let Err(e) = services.register.try_send(req) {
+                    // The registrar is saturated: shed load rather than queue without bound.
+                    let req = match e {
+                        mpsc::error::TrySendError::Full(r)
+                        | mpsc::error::TrySendError::Closed(r) => r,
+                    };
+                    let mut resp = Message::response_to(&req.msg, 503, "Service Unavailable");
+                    let _ = resp.push_header(HeaderName::RetryAfter, "1");
+                    add_to_tag(&mut resp, tags);
+                    let _ = layer.send_response(req.tx, resp, Instant::now());
+                }
+            }
+            Output::Cancel {
+                tx, invite, msg, ..
+            } => {
+                // No INVITE is held open yet, so there is nothing to cancel but the transaction.
+                let mut ok = Message::response_to(&msg, 200, "OK");
+                add_to_tag(&mut ok, tags);
+                let _ = layer.send_response(tx, ok, Instant::now());
+                let _ = invite;
+            }
+            Output::Response { .. }
+            | Output::Ack2xx { .. }
+            | Output::StrayResponse { .. }
+            | Output::Timeout { .. }
+            | Output::TransportError { .. }
+            | Output::Terminated { .. } => {}
+        }
+    }
+}
+
+/// Answers what no service needs to see: OPTIONS to the server, methods we do not handle.
+fn screen(msg: &Message, tags: &mut u64) -> Option<Message> {
+    let method = msg.method()?;
+    let mut resp = match method {
+        Method::Register => return None,
+        Method::Options => {
+            let mut r = Message::response_to(msg, 200, "OK");
+            let _ = r.push_header(HeaderName::Allow, ALLOW);
+            let _ = r.push_header(HeaderName::Accept, "application/sdp");
+            let _ = r.push_header(HeaderName::Supported, "path, outbound");
+            r
+        }
+        Method::Extension(_) => {
+            let mut r = Message::response_to(msg, 501, "Not Implemented");
+            let _ = r.push_header(HeaderName::Allow, ALLOW);
+            r
+        }
+        _ => {
+            let mut r = Message::response_to(msg, 405, "Method Not Allowed");
+            let _ = r.push_header(HeaderName::Allow, ALLOW);
+            r
+        }
+    };
+    let _ = resp.push_header(HeaderName::Server, SERVER);
+    add_to_tag(&mut resp, tags);
+    Some(resp)
+}
+
+/// `Server` / `User-Agent` value.
+pub const SERVER: &str = concat!("Switchboard/", env!("CARGO_PKG_VERSION"));
+
+/// A final response outside a dialog needs a To tag (RFC 3261 §8.2.6.2) unless it has one.
+pub fn add_to_tag(resp: &mut Message, counter: &mut u64) {
+    if resp.to().and_then(|t| t.tag()).is_none() {
+        *counter = counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let _ = resp.set_to_tag(&message::new_tag(*counter));
+    }
+}

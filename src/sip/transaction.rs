@@ -1,0 +1,2170 @@
+//! The SIP transaction layer (RFC 3261 §17, as corrected by RFC 6026),
+//! written sans-IO.
+//!
+//! # What it owns
+//!
+//! Client and server transactions, their matching rules (§17.1.3,
+//! §17.2.3, with the RFC 2543 fallback for branches without the
+//! `z9hG4bK` cookie) and their timers: A/B/D (client INVITE), E/F/K
+//! (client non-INVITE), G/H/I (server INVITE), J (server non-INVITE), the
+//! RFC 6026 Accepted-state timers L and M, and the automatic 100 Trying.
+//! It also generates the ACK for a non-2xx final response (§17.1.1.3),
+//! picks where a response goes (§18.2.2 and the server side of RFC 3581:
+//! `received` and `rport` are filled in on the incoming request), and
+//! answers a CANCEL that matches nothing with 481 (§9.2).
+//!
+//! # What it must not touch
+//!
+//! Dialogs (the ACK for a 2xx and the retransmission of a 2xx belong to
+//! the dialog layer, RFC 6026), sockets and DNS (the driver turns
+//! [`Output::Transmit`] into writes and picks the [`Peer`] for a new
+//! request), authentication, and the Timer C of proxies.
+//!
+//! # How it is driven
+//!
+//! Like quinn-proto or str0m there is no I/O and no clock in here: the
+//! driver passes the current [`Instant`] to every call that can start or
+//! fire a timer, calls [`TransactionLayer::handle_timeout`] once
+//! [`TransactionLayer::poll_timeout`] is due, and drains
+//! [`TransactionLayer::poll_output`] after every call. Because time only
+//! moves when the caller says so, tests drive every timer with a virtual
+//! clock.
+//!
+//! Limitations: `maddr` in a Via is ignored when routing responses (no
+//! multicast); branches are compared case-sensitively, as every
+//! implementation that generates them does; the transport checks of
+//! §18.1.2 (response sent-by is ours) are left to the driver.
+
+use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::header::{HeaderName, Via};
+use super::message::{self, Message, Method};
+use super::uri::{Host, Uri};
+
+/// The RFC 3261 timer base values (§17.1.1.1, table 4 of appendix A).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// RTT estimate: first retransmission interval; 64*T1 is the
+    /// transaction timeout (B, F, H) and the RFC 6026 timers L and M.
+    pub t1: Duration,
+    /// Cap on the retransmission interval of non-INVITE requests (E) and
+    /// of non-2xx final responses to INVITE (G).
+    pub t2: Duration,
+    /// Maximum time a message stays in the network: timers I and K.
+    pub t4: Duration,
+    /// Timer D on unreliable transports (at least 32 s, §17.1.1.2).
+    pub d: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Timers {
+        Timers {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+            d: Duration::from_secs(32),
+        }
+    }
+}
+
+impl Timers {
+    fn t1x64(&self) -> Duration {
+        self.t1.saturating_mul(64)
+    }
+}
+
+/// Layer configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    pub timers: Timers,
+    /// Delay after which a server INVITE transaction sends 100 Trying on
+    /// its own if the TU has not sent a provisional response (§17.2.1);
+    /// `None` when the TU always answers quickly itself.
+    pub trying_delay: Option<Duration>,
+    /// Random bits (from the caller's RNG) mixed into the To tags of the
+    /// responses the layer generates itself (481 to a stray CANCEL).
+    pub tag_seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            timers: Timers::default(),
+            trying_delay: Some(Duration::from_millis(200)),
+            tag_seed: 0x5eed_0f5a_17c4_b0a2,
+        }
+    }
+}
+
+/// The far end of a message: who sent it, or where it goes.
+///
+/// `flow` is opaque to the layer: the driver's id for the socket (UDP) or
+/// connection (TCP/TLS/WS) a request arrived on, echoed back in the
+/// [`Output::Transmit`] of its responses so they leave over the same
+/// connection (§18.2.2) or socket. `reliable` decides which timers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub reliable: bool,
+    pub flow: u64,
+}
+
+/// A client transaction (a request we sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientTxId(u64);
+
+/// A server transaction (a request we received).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerTxId(u64);
+
+/// Either kind of transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxId {
+    Client(ClientTxId),
+    Server(ServerTxId),
+}
+
+/// What the layer asks of the driver and the TU.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send `bytes` to `to.addr`, over `to.flow` when it still exists.
+    /// `tx` is the transaction to blame in
+    /// [`TransactionLayer::transport_error`] if that fails.
+    Transmit {
+        to: Peer,
+        bytes: Arc<[u8]>,
+        tx: Option<TxId>,
+    },
+    /// A new request (not a retransmission). The top Via already carries
+    /// `received`/`rport` (RFC 3581). Answer with
+    /// [`TransactionLayer::send_response`].
+    Request {
+        tx: ServerTxId,
+        msg: Message,
+        from: Peer,
+    },
+    /// A CANCEL matching the INVITE server transaction `invite` (§9.2).
+    /// The TU answers the CANCEL (`tx`) with 200 and, if it has not sent a
+    /// final response yet, the INVITE with 487. A CANCEL matching nothing
+    /// never shows up here: the layer answers it 481 itself.
+    Cancel {
+        tx: ServerTxId,
+        invite: ServerTxId,
+        msg: Message,
+        from: Peer,
+    },
+    /// A provisional or final response for a client transaction,
+    /// including 2xx retransmissions in the RFC 6026 Accepted state.
+    Response { tx: ClientTxId, msg: Message },
+    /// An ACK that belongs to no transaction (the ACK for a 2xx, §17):
+    /// for the dialog layer.
+    Ack2xx { msg: Message, from: Peer },
+    /// A response that matches no client transaction (RFC 6026 §7.1.1:
+    /// a proxy must not forward it).
+    StrayResponse { msg: Message, from: Peer },
+    /// Timer B or F (client: the TU acts as on 408) or H (server: no ACK
+    /// for a non-2xx final response) fired.
+    Timeout { tx: TxId },
+    /// The driver reported a failed send (§8.1.3.1: the TU acts as on 503).
+    TransportError { tx: TxId },
+    /// The transaction is gone; its id will never be reported again.
+    Terminated { tx: TxId },
+}
+
+/// Why a call from the TU was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    #[error("message is not a request")]
+    NotARequest,
+    #[error("message is not a response")]
+    NotAResponse,
+    #[error("ACK has no client transaction; use send_stateless")]
+    Ack,
+    #[error("request has no top Via branch")]
+    NoBranch,
+    #[error("a client transaction with this branch and method exists")]
+    Duplicate,
+    #[error("no such transaction (terminated or never existed)")]
+    UnknownTransaction,
+    #[error("status code outside 100-699")]
+    BadStatus,
+    #[error("response not allowed in the transaction's state")]
+    WrongState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    A,
+    B,
+    D,
+    E,
+    F,
+    K,
+    M,
+    G,
+    H,
+    I,
+    J,
+    L,
+    Trying,
+}
+
+/// Each transaction holds at most one deadline per slot; a heap entry is
+/// live only while its slot still holds its deadline (lazy deletion).
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Retransmit,
+    Timeout,
+    Linger,
+    Trying,
+}
+
+impl TimerKind {
+    fn slot(self) -> Slot {
+        use TimerKind::*;
+        match self {
+            A | E | G => Slot::Retransmit,
+            B | F | H => Slot::Timeout,
+            D | K | M | I | J | L => Slot::Linger,
+            Trying => Slot::Trying,
+        }
+    }
+
+    fn is_client(self) -> bool {
+        use TimerKind::*;
+        matches!(self, A | B | D | E | F | K | M)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    retransmit: Option<Instant>,
+    timeout: Option<Instant>,
+    linger: Option<Instant>,
+    trying: Option<Instant>,
+}
+
+impl Slots {
+    fn get(&self, slot: Slot) -> Option<Instant> {
+        match slot {
+            Slot::Retransmit => self.retransmit,
+            Slot::Timeout => self.timeout,
+            Slot::Linger => self.linger,
+            Slot::Trying => self.trying,
+        }
+    }
+
+    fn get_mut(&mut self, slot: Slot) -> &mut Option<Instant> {
+        match slot {
+            Slot::Retransmit => &mut self.retransmit,
+            Slot::Timeout => &mut self.timeout,
+            Slot::Linger => &mut self.linger,
+            Slot::Trying => &mut self.trying,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    at: Instant,
+    id: u64,
+    kind: TimerKind,
+}
+
+type Heap = BinaryHeap<Reverse<Entry>>;
+
+/// Arms `kind` for `id` at `now + after`. A deadline past the end of
+/// `Instant` (absurd configuration) leaves the timer unarmed instead of
+/// panicking.
+fn arm(
+    heap: &mut Heap,
+    slots: &mut Slots,
+    id: u64,
+    kind: TimerKind,
+    now: Instant,
+    after: Duration,
+) {
+    let at = now.checked_add(after);
+    *slots.get_mut(kind.slot()) = at;
+    if let Some(at) = at {
+        heap.push(Reverse(Entry { at, id, kind }));
+    }
+}
+
+/// Transaction ids sharing one index key: almost always one (an INVITE
+/// and its CANCEL share a branch), so no Vec for the common case.
+#[derive(Debug)]
+enum Ids {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Ids {
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Ids::One(id) => std::slice::from_ref(id),
+            Ids::Many(v) => v,
+        }
+    }
+}
+
+/// Keys are `Arc<str>` shared with the transaction (one allocation per
+/// transaction) and looked up by `&str` (none per message).
+type Index = HashMap<Arc<str>, Ids>;
+
+fn index_insert(index: &mut Index, key: Arc<str>, id: u64) {
+    match index.get_mut(&*key) {
+        None => {
+            index.insert(key, Ids::One(id));
+        }
+        Some(ids) => {
+            let mut v = ids.as_slice().to_vec();
+            v.push(id);
+            *ids = Ids::Many(v);
+        }
+    }
+}
+
+fn index_remove(index: &mut Index, key: &str, id: u64) {
+    let empty = match index.get_mut(key) {
+        None => false,
+        Some(Ids::One(x)) => *x == id,
+        Some(Ids::Many(v)) => {
+            v.retain(|x| *x != id);
+            if let [only] = v[..] {
+                if let Some(ids) = index.get_mut(key) {
+                    *ids = Ids::One(only);
+                }
+                false
+            } else {
+                v.is_empty()
+            }
+        }
+    };
+    if empty {
+        index.remove(key);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientState {
+    /// INVITE before any response.
+    Calling,
+    /// Non-INVITE before any response.
+    Trying,
+    Proceeding,
+    Completed,
+    /// RFC 6026: INVITE after a 2xx, absorbing nothing but passing 2xx up.
+    Accepted,
+}
+
+#[derive(Debug)]
+struct ClientTx {
+    invite: bool,
+    method: Method,
+    branch: Arc<str>,
+    state: ClientState,
+    to: Peer,
+    /// Wire form for retransmissions; dropped once no longer needed.
+    request: Option<Arc<[u8]>>,
+    /// INVITE only: the request the ACK for a non-2xx is built from.
+    original: Option<Message>,
+    ack: Option<Arc<[u8]>>,
+    interval: Duration,
+    slots: Slots,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerState {
+    /// Non-INVITE before any response.
+    Trying,
+    Proceeding,
+    Completed,
+    Confirmed,
+    /// RFC 6026: INVITE after a 2xx.
+    Accepted,
+}
+
+/// What RFC 2543 matching (§17.2.3, no cookie) compares beyond the
+/// index key (Call-ID, CSeq number, From tag, branch).
+#[derive(Debug)]
+struct Legacy {
+    uri: Option<Uri>,
+    /// Top Via as received, before `received`/`rport` were added.
+    via: Via,
+    to_tag: Option<Box<str>>,
+    /// To tag of the last response sent, which an ACK must carry.
+    response_to_tag: Option<Box<str>>,
+}
+
+#[derive(Debug)]
+struct ServerTx {
+    method: Method,
+    key: Arc<str>,
+    sent_by: (Host, u16),
+    legacy: Option<Box<Legacy>>,
+    state: ServerState,
+    reply_to: Peer,
+    last_response: Option<Arc<[u8]>>,
+    /// Pre-built 100 Trying for the automatic one (INVITE only).
+    trying: Option<Arc<[u8]>>,
+    interval: Duration,
+    slots: Slots,
+    /// Whether the TU was told about it (not so for a CANCEL answered 481
+    /// by the layer), and so must hear of its end.
+    visible: bool,
+}
+
+impl ServerTx {
+    fn invite(&self) -> bool {
+        self.method == Method::Invite
+    }
+}
+
+/// The transaction layer. See the module documentation.
+#[derive(Debug)]
+pub struct TransactionLayer {
+    config: Config,
+    next_id: u64,
+    clients: HashMap<u64, ClientTx>,
+    servers: HashMap<u64, ServerTx>,
+    /// By branch; the CSeq method tells an INVITE from its CANCEL.
+    client_index: Index,
+    /// By branch (cookie) or by a legacy key starting with a space, which
+    /// no branch token can contain.
+    server_index: Index,
+    timers: Heap,
+    outputs: VecDeque<Output>,
+}
+
+fn class(status: u16) -> u16 {
+    status / 100
+}
+
+/// Where a response to a request from `from` with top Via `via` goes
+/// (§18.2.2, RFC 3581 §4): back over the connection when reliable,
+/// otherwise to `received` (or the sent-by IP) at `rport` (or the sent-by
+/// port).
+fn response_peer(via: &Via, from: Peer) -> Peer {
+    if from.reliable {
+        return from;
+    }
+    let ip = via
+        .received()
+        .or_else(|| via.host.ip())
+        .unwrap_or(from.addr.ip());
+    let port = match via.rport() {
+        Some(Some(p)) => p,
+        _ => via.sent_by_port(),
+    };
+    Peer {
+        addr: SocketAddr::new(ip, port),
+        ..from
+    }
+}
+
+/// The server side of RFC 3581 and §18.2.1: `received` when the sent-by
+/// is not the source address (always when `rport` is asked for), and the
+/// source port into an empty `rport`.
+fn stamp_received(msg: &mut Message, from: Peer) {
+    let Some(via) = msg.top_via() else {
+        return;
+    };
+    let src: IpAddr = from.addr.ip().to_canonical();
+    let wants_rport = matches!(via.rport(), Some(None));
+    let differs = via.host.ip().map(|ip| ip.to_canonical()) != Some(src);
+    let has_received = via.received().map(|ip| ip.to_canonical()) == Some(src);
+    if !wants_rport && (!differs || has_received) {
+        return;
+    }
+    let mut via = via.clone();
+    via.params.set("received", Some(src.to_string()));
+    if wants_rport {
+        via.params.set("rport", Some(from.addr.port().to_string()));
+    }
+    // Cannot fail for a Via that parsed; if it somehow did, the request
+    // still goes up unchanged rather than being lost.
+    let _ = msg.set_top_via(&via);
+}
+
+/// RFC 2543 index key: the parts of §17.2.3 that are the same for a
+/// request, its retransmissions, its ACK and its CANCEL.
+fn legacy_key(msg: &Message) -> String {
+    let call_id = msg.call_id().unwrap_or("");
+    let seq = msg.cseq().map_or(0, |c| c.seq);
+    let from_tag = msg.from().and_then(|f| f.tag()).unwrap_or("");
+    let branch = msg.top_via().and_then(Via::branch).unwrap_or("");
+    format!(" {call_id} {seq} {from_tag} {branch}")
+}
+
+fn to_tag(msg: &Message) -> Option<&str> {
+    msg.to().and_then(|t| t.tag())
+}
+
+/// splitmix64: spreads the seed and id into tag bits.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The ACK for a non-2xx final response (§17.1.1.3): Request-URI, top
+/// Via, Call-ID, From, CSeq number and Route of the INVITE, To of the
+/// response. `None` only if the INVITE lacked those headers.
+fn build_ack(invite: &Message, resp: &Message) -> Option<Message> {
+    let via = invite.top_via()?.to_string();
+    let cseq = format!("{} ACK", invite.cseq()?.seq);
+    let max_forwards = invite.max_forwards().unwrap_or(70).to_string();
+    let mut ack = Message::request(Method::Ack, invite.uri()?.clone());
+    ack.push_header(HeaderName::Via, &via).ok()?;
+    ack.push_header(HeaderName::MaxForwards, &max_forwards)
+        .ok()?;
+    ack.push_header(HeaderName::From, invite.header(&HeaderName::From)?)
+        .ok()?;
+    ack.push_header(HeaderName::To, resp.header(&HeaderName::To)?)
+        .ok()?;
+    ack.push_header(HeaderName::CallId, invite.call_id()?)
+        .ok()?;
+    ack.push_header(HeaderName::CSeq, &cseq).ok()?;
+    for (name, value) in invite.fields() {
+        if *name == HeaderName::Route {
+            ack.push_header(HeaderName::Route, value).ok()?;
+        }
+    }
+    Some(ack)
+}
+
+impl TransactionLayer {
+    pub fn new(config: Config) -> TransactionLayer {
+        let mut config = config;
+        // A zero retransmission interval would make handle_timeout spin.
+        let floor = Duration::from_millis(1);
+        config.timers.t1 = config.timers.t1.max(floor);
+        config.timers.t2 = config.timers.t2.max(floor);
+        TransactionLayer {
+            config,
+            next_id: 1,
+            clients: HashMap::new(),
+            servers: HashMap::new(),
+            client_index: HashMap::new(),
+            server_index: HashMap::new(),
+            timers: BinaryHeap::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Live transactions, client and server.
+    pub fn len(&self) -> usize {
+        self.clients.len() + self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next thing to do, in order. Drain after every call.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest armed timer: call [`Self::handle_timeout`] then.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        // Drop dead entries first so a cancelled timer does not cause a
+        // spurious wake-up.
+        while let Some(Reverse(e)) = self.timers.peek() {
+            if self.is_live(e) {
+                return Some(e.at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Fires every timer due at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse(e)) = self.timers.peek() {
+            if e.at > now {
+                break;
+            }
+            if let Some(Reverse(e)) = self.timers.pop() {
+                self.fire(e, now);
+            }
+        }
+        self.maybe_compact();
+    }
+
+    /// A message from the network, already parsed and framed.
+    pub fn handle_incoming(&mut self, msg: Message, from: Peer, now: Instant) {
+        if msg.is_request() {
+            self.incoming_request(msg, from, now);
+        } else {
+            self.incoming_response(msg, from, now);
+        }
+        self.maybe_compact();
+    }
+
+    /// Starts a client transaction for `req` (not ACK) towards `to`. The
+    /// top Via must carry a fresh branch ([`message::new_branch`]); a
+    /// CANCEL reuses its INVITE's branch (§9.1).
+    pub fn send_request(
+        &mut self,
+        req: Message,
+        to: Peer,
+        now: Instant,
+    ) -> Result<ClientTxId, TxError> {
+        let method = req.method().cloned().ok_or(TxError::NotARequest)?;
+        if method == Method::Ack {
+            return Err(TxError::Ack);
+        }
+        let branch = req
+            .top_via()
+            .and_then(Via::branch)
+            .ok_or(TxError::NoBranch)?;
+        if self.find_client(branch, &method).is_some() {
+            return Err(TxError::Duplicate);
+        }
+        let branch: Arc<str> = Arc::from(branch);
+        let id = self.next_id;
+        self.next_id += 1;
+        let invite = method == Method::Invite;
+        let bytes: Arc<[u8]> = Arc::from(req.to_bytes());
+        let t = self.config.timers;
+        let mut tx = ClientTx {
+            invite,
+            method,
+            branch: branch.clone(),
+            state: if invite {
+                ClientState::Calling
+            } else {
+                ClientState::Trying
+            },
+            to,
+            request: (!to.reliable).then(|| bytes.clone()),
+            original: invite.then_some(req),
+            ack: None,
+            interval: t.t1,
+            slots: Slots::default(),
+        };
+        let (retransmit, timeout) = if invite {
+            (TimerKind::A, TimerKind::B)
+        } else {
+            (TimerKind::E, TimerKind::F)
+        };
+        if !to.reliable {
+            arm(&mut self.timers, &mut tx.slots, id, retransmit, now, t.t1);
+        }
+        arm(&mut self.timers, &mut tx.slots, id, timeout, now, t.t1x64());
+        self.clients.insert(id, tx);
+        index_insert(&mut self.client_index, branch, id);
+        let txid = ClientTxId(id);
+        self.outputs.push_back(Output::Transmit {
+            to,
+            bytes,
+            tx: Some(TxId::Client(txid)),
+        });
+        Ok(txid)
+    }
+
+    /// Sends a response on a server transaction. For an INVITE, a 2xx
+    /// moves it to Accepted (RFC 6026) where further 2xx (the dialog
+    /// layer's retransmissions) are still accepted until Timer L; after
+    /// that, use [`Self::send_stateless`].
+    pub fn send_response(
+        &mut self,
+        tx: ServerTxId,
+        resp: Message,
+        now: Instant,
+    ) -> Result<(), TxError> {
+        let id = tx.0;
+        let status = resp.status().ok_or(TxError::NotAResponse)?;
+        if !(100..=699).contains(&status) {
+            return Err(TxError::BadStatus);
+        }
+        let t = self.config.timers;
+        let s = self
+            .servers
+            .get_mut(&id)
+            .ok_or(TxError::UnknownTransaction)?;
+        let class = class(status);
+        let mut terminate = false;
+        if s.invite() {
+            match (s.state, class) {
+                (ServerState::Proceeding, 1) => {}
+                (ServerState::Proceeding, 2) => {
+                    s.state = ServerState::Accepted;
+                    arm(
+                        &mut self.timers,
+                        &mut s.slots,
+                        id,
+                        TimerKind::L,
+                        now,
+                        t.t1x64(),
+                    );
+                }
+                (ServerState::Proceeding, _) => {
+                    s.state = ServerState::Completed;
+                    if !s.reply_to.reliable {
+                        s.interval = t.t1;
+                        arm(&mut self.timers, &mut s.slots, id, TimerKind::G, now, t.t1);
+                    }
+                    arm(
+                        &mut self.timers,
+                        &mut s.slots,
+                        id,
+                        TimerKind::H,
+                        now,
+                        t.t1x64(),
+                    );
+                }
+                (ServerState::Accepted, 2) => {}
+                _ => return Err(TxError::WrongState),
+            }
+            s.slots.trying = None;
+            if let Some(l) = s.legacy.as_mut() {
+                l.response_to_tag = to_tag(&resp).map(Box::from);
+            }
+        } else {
+            match (s.state, class) {
+                (ServerState::Trying | ServerState::Proceeding, 1) => {
+                    s.state = ServerState::Proceeding;
+                }
+                (ServerState::Trying | ServerState::Proceeding, _) => {
+                    s.state = ServerState::Completed;
+                    if s.reply_to.reliable {
+                        terminate = true;
+                    } else {
+                        arm(
+                            &mut self.timers,
+                            &mut s.slots,
+                            id,
+                            TimerKind::J,
+                            now,
+                            t.t1x64(),
+                        );
+                    }
+                }
+                _ => return Err(TxError::WrongState),
+            }
+        }
+        let bytes: Arc<[u8]> = Arc::from(resp.to_bytes());
+        s.last_response = Some(bytes.clone());
+        self.outputs.push_back(Output::Transmit {
+            to: s.reply_to,
+            bytes,
+            tx: Some(TxId::Server(tx)),
+        });
+        if terminate {
+            self.remove_server(id);
+        }
+        Ok(())
+    }
+
+    /// Sends a message outside any transaction: the ACK for a 2xx and 2xx
+    /// retransmissions after Timer L, both the dialog layer's business.
+    pub fn send_stateless(&mut self, msg: &Message, to: Peer) {
+        self.outputs.push_back(Output::Transmit {
+            to,
+            bytes: Arc::from(msg.to_bytes()),
+            tx: None,
+        });
+    }
+
+    /// The driver could not send a [`Output::Transmit`] of `tx`: the
+    /// transaction ends (§17.1.4, §17.2.4) and the TU hears of it.
+    pub fn transport_error(&mut self, tx: TxId, _now: Instant) {
+        match tx {
+            TxId::Client(c) => {
+                if self.clients.contains_key(&c.0) {
+                    self.outputs.push_back(Output::TransportError { tx });
+                    self.remove_client(c.0);
+                }
+            }
+            TxId::Server(s) => {
+                if let Some(visible) = self.servers.get(&s.0).map(|s| s.visible) {
+                    if visible {
+                        self.outputs.push_back(Output::TransportError { tx });
+                    }
+                    self.remove_server(s.0);
+                }
+            }
+        }
+    }
+
+    // ---- client side -------------------------------------------------
+
+    fn find_client(&self, branch: &str, method: &Method) -> Option<u64> {
+        let ids = self.client_index.get(branch)?;
+        ids.as_slice()
+            .iter()
+            .copied()
+            .find(|id| self.clients.get(id).is_some_and(|c| &c.method == method))
+    }
+
+    fn incoming_response(&mut self, msg: Message, from: Peer, now: Instant) {
+        let found = match (msg.top_via().and_then(Via::branch), msg.cseq()) {
+            (Some(branch), Some(cseq)) => self.find_client(branch, &cseq.method),
+            _ => None,
+        };
+        let (Some(id), Some(status)) = (found, msg.status()) else {
+            self.outputs.push_back(Output::StrayResponse { msg, from });
+            return;
+        };
+        let t = self.config.timers;
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let txid = ClientTxId(id);
+        let class = class(status);
+        let mut terminate = false;
+        let mut pass_up = true;
+        if c.invite {
+            match (c.state, class) {
+                (ClientState::Calling | ClientState::Proceeding, 1) => {
+                    c.state = ClientState::Proceeding;
+                    c.slots.retransmit = None;
+                    c.slots.timeout = None;
+                }
+                (ClientState::Calling | ClientState::Proceeding, 2) => {
+                    c.state = ClientState::Accepted;
+                    c.slots.retransmit = None;
+                    c.slots.timeout = None;
+                    c.request = None;
+                    c.original = None;
+                    arm(
+                        &mut self.timers,
+                        &mut c.slots,
+                        id,
+                        TimerKind::M,
+                        now,
+                        t.t1x64(),
+                    );
+                }
+                (ClientState::Calling | ClientState::Proceeding, _) => {
+                    c.state = ClientState::Completed;
+                    c.slots.retransmit = None;
+                    c.slots.timeout = None;
+                    c.request = None;
+                    let ack = c.original.take().and_then(|inv| build_ack(&inv, &msg));
+                    c.ack = ack.map(|a| Arc::from(a.to_bytes()));
+                    if let Some(bytes) = c.ack.clone() {
+                        self.outputs.push_back(Output::Transmit {
+                            to: c.to,
+                            bytes,
+                            tx: Some(TxId::Client(txid)),
+                        });
+                    }
+                    if c.to.reliable {
+                        terminate = true;
+                    } else {
+                        arm(&mut self.timers, &mut c.slots, id, TimerKind::D, now, t.d);
+                    }
+                }
+                (ClientState::Accepted, 2) => {}
+                (ClientState::Completed, 3..) => {
+                    // The ACK got lost: resend it, the TU already knows.
+                    pass_up = false;
+                    if let Some(bytes) = c.ack.clone() {
+                        self.outputs.push_back(Output::Transmit {
+                            to: c.to,
+                            bytes,
+                            tx: Some(TxId::Client(txid)),
+                        });
+                    }
+                }
+                _ => pass_up = false,
+            }
+        } else {
+            match (c.state, class) {
+                (ClientState::Trying | ClientState::Proceeding, 1) => {
+                    // Timer E keeps running; it switches to T2 when it
+                    // next fires (§17.1.2.2).
+                    c.state = ClientState::Proceeding;
+                }
+                (ClientState::Trying | ClientState::Proceeding, _) => {
+                    c.state = ClientState::Completed;
+                    c.slots.retransmit = None;
+                    c.slots.timeout = None;
+                    c.request = None;
+                    if c.to.reliable {
+                        terminate = true;
+                    } else {
+                        arm(&mut self.timers, &mut c.slots, id, TimerKind::K, now, t.t4);
+                    }
+                }
+                _ => pass_up = false,
+            }
+        }
+        if pass_up {
+            self.outputs.push_back(Output::Response { tx: txid, msg });
+        }
+        if terminate {
+            self.remove_client(id);
+        }
+    }
+
+    fn remove_client(&mut self, id: u64) {
+        if let Some(c) = self.clients.remove(&id) {
+            index_remove(&mut self.client_index, &c.branch, id);
+            self.outputs.push_back(Output::Terminated {
+                tx: TxId::Client(ClientTxId(id)),
+            });
+        }
+    }
+
+    // ---- server side -------------------------------------------------
+
+    /// The server transaction `msg` belongs to, looking for `method`
+    /// (INVITE for an ACK or for the target of a CANCEL).
+    fn find_server(&self, key: &str, method: &Method, msg: &Message, ack: bool) -> Option<u64> {
+        let ids = self.server_index.get(key)?;
+        let via = msg.top_via()?;
+        ids.as_slice().iter().copied().find(|id| {
+            let Some(s) = self.servers.get(id) else {
+                return false;
+            };
+            if &s.method != method
+                || !s.sent_by.0.matches(&via.host)
+                || s.sent_by.1 != via.sent_by_port()
+            {
+                return false;
+            }
+            match &s.legacy {
+                None => true,
+                Some(l) => {
+                    let want = if ack {
+                        l.response_to_tag.as_deref()
+                    } else {
+                        l.to_tag.as_deref()
+                    };
+                    msg.uri() == l.uri.as_ref() && via == &l.via && to_tag(msg) == want
+                }
+            }
+        })
+    }
+
+    fn incoming_request(&mut self, mut msg: Message, from: Peer, now: Instant) {
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
+        let Some(via) = msg.top_via() else {
+            // No Via: no transaction id and nowhere to answer; drop it.
+            return;
+        };
+        let rfc3261 = via.is_rfc3261_branch();
+        let key: Cow<'_, str> = match via.branch() {
+            Some(b) if rfc3261 => Cow::Borrowed(b),
+            _ => Cow::Owned(legacy_key(&msg)),
+        };
+        let is_ack = method == Method::Ack;
+        let wanted = if is_ack { &Method::Invite } else { &method };
+        let found = self.find_server(&key, wanted, &msg, is_ack);
+        if is_ack {
+            self.incoming_ack(found, msg, from, now);
+            return;
+        }
+        if let Some(id) = found {
+            self.retransmitted_request(id);
+            return;
+        }
+        let cancelled = if method == Method::Cancel {
+            Some(self.find_server(&key, &Method::Invite, &msg, false))
+        } else {
+            None
+        };
+        let key: Arc<str> = Arc::from(&*key);
+        let legacy = (!rfc3261).then(|| {
+            Box::new(Legacy {
+                uri: msg.uri().cloned(),
+                via: via.clone(),
+                to_tag: to_tag(&msg).map(Box::from),
+                response_to_tag: None,
+            })
+        });
+        let sent_by = (via.host.clone(), via.sent_by_port());
+        stamp_received(&mut msg, from);
+        let Some(via) = msg.top_via() else {
+            return;
+        };
+        let reply_to = response_peer(via, from);
+        let id = self.next_id;
+        self.next_id += 1;
+        let invite = method == Method::Invite;
+        let mut s = ServerTx {
+            method,
+            key: key.clone(),
+            sent_by,
+            legacy,
+            state: if invite {
+                ServerState::Proceeding
+            } else {
+                ServerState::Trying
+            },
+            reply_to,
+            last_response: None,
+            trying: None,
+            interval: self.config.timers.t1,
+            slots: Slots::default(),
+            visible: true,
+        };
+        let txid = ServerTxId(id);
+        if invite {
+            if let Some(delay) = self.config.trying_delay {
+                let trying: Arc<[u8]> =
+                    Arc::from(Message::response_to(&msg, 100, "Trying").to_bytes());
+                if delay.is_zero() {
+                    self.outputs.push_back(Output::Transmit {
+                        to: reply_to,
+                        bytes: trying.clone(),
+                        tx: Some(TxId::Server(txid)),
+                    });
+                    s.last_response = Some(trying);
+                } else {
+                    s.trying = Some(trying);
+                    arm(
+                        &mut self.timers,
+                        &mut s.slots,
+                        id,
+                        TimerKind::Trying,
+                        now,
+                        delay,
+                    );
+                }
+            }
+        }
+        match cancelled {
+            None => self.outputs.push_back(Output::Request {
+                tx: txid,
+                msg,
+                from,
+            }),
+            Some(Some(invite)) => self.outputs.push_back(Output::Cancel {
+                tx: txid,
+                invite: ServerTxId(invite),
+                msg,
+                from,
+            }),
+            Some(None) => {
+                // §9.2: nothing to cancel. Answered here so the TU never
+                // sees it; the transaction stays to absorb retransmissions.
+                s.visible = false;
+                let mut rsp = Message::response_to(&msg, 481, message::reason_phrase(481));
+                let tag = message::new_tag(mix(self.config.tag_seed ^ id));
+                let _ = rsp.set_to_tag(&tag);
+                self.servers.insert(id, s);
+                index_insert(&mut self.server_index, key, id);
+                let _ = self.send_response(txid, rsp, now);
+                return;
+            }
+        }
+        self.servers.insert(id, s);
+        index_insert(&mut self.server_index, key, id);
+    }
+
+    fn retransmitted_request(&mut self, id: u64) {
+        let Some(s) = self.servers.get(&id) else {
+            return;
+        };
+        // Proceeding/Completed resend the last response; Trying has none
+        // yet and Confirmed/Accepted absorb (RFC 6026 §8.5: the TU
+        // retransmits 2xx, not us).
+        let resend = match s.state {
+            ServerState::Proceeding | ServerState::Completed => s.last_response.clone(),
+            _ => None,
+        };
+        if let Some(bytes) = resend {
+            self.outputs.push_back(Output::Transmit {
+                to: s.reply_to,
+                bytes,
+                tx: Some(TxId::Server(ServerTxId(id))),
+            });
+        }
+    }
+
+    fn incoming_ack(&mut self, found: Option<u64>, msg: Message, from: Peer, now: Instant) {
+        let Some(id) = found else {
+            self.outputs.push_back(Output::Ack2xx { msg, from });
+            return;
+        };
+        let t4 = self.config.timers.t4;
+        let Some(s) = self.servers.get_mut(&id) else {
+            return;
+        };
+        match s.state {
+            ServerState::Completed => {
+                s.state = ServerState::Confirmed;
+                s.slots.retransmit = None;
+                s.slots.timeout = None;
+                s.last_response = None;
+                if s.reply_to.reliable {
+                    self.remove_server(id);
+                } else {
+                    arm(&mut self.timers, &mut s.slots, id, TimerKind::I, now, t4);
+                }
+            }
+            // RFC 6026 §8.5: an ACK in Accepted is the 2xx's, for the TU.
+            ServerState::Accepted => self.outputs.push_back(Output::Ack2xx { msg, from }),
+            // Retransmitted ACK, or an ACK before any final response.
+            _ => {}
+        }
+    }
+
+    fn remove_server(&mut self, id: u64) {
+        if let Some(s) = self.servers.remove(&id) {
+            index_remove(&mut self.server_index, &s.key, id);
+            if s.visible {
+                self.outputs.push_back(Output::Terminated {
+                    tx: TxId::Server(ServerTxId(id)),
+                });
+            }
+        }
+    }
+
+    // ---- timers ------------------------------------------------------
+
+    fn is_live(&self, e: &Entry) -> bool {
+        let slots = if e.kind.is_client() {
+            self.clients.get(&e.id).map(|c| &c.slots)
+        } else {
+            self.servers.get(&e.id).map(|s| &s.slots)
+        };
+        slots.is_some_and(|s| s.get(e.kind.slot()) == Some(e.at))
+    }
+
+    fn fire(&mut self, e: Entry, now: Instant) {
+        if !self.is_live(&e) {
+            return;
+        }
+        if e.kind.is_client() {
+            self.fire_client(e, now);
+        } else {
+            self.fire_server(e, now);
+        }
+    }
+
+    fn fire_client(&mut self, e: Entry, now: Instant) {
+        let t = self.config.timers;
+        let id = e.id;
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        *c.slots.get_mut(e.kind.slot()) = None;
+        let txid = TxId::Client(ClientTxId(id));
+        match e.kind {
+            TimerKind::A | TimerKind::E => {
+                c.interval = match (e.kind, c.state) {
+                    // INVITE doubles without a cap (§17.1.1.2).
+                    (TimerKind::A, _) => c.interval.saturating_mul(2),
+                    (_, ClientState::Proceeding) => t.t2,
+                    _ => c.interval.saturating_mul(2).min(t.t2),
+                };
+                if let Some(bytes) = c.request.clone() {
+                    self.outputs.push_back(Output::Transmit {
+                        to: c.to,
+                        bytes,
+                        tx: Some(txid),
+                    });
+                }
+                arm(&mut self.timers, &mut c.slots, id, e.kind, now, c.interval);
+            }
+            TimerKind::B | TimerKind::F => {
+                self.outputs.push_back(Output::Timeout { tx: txid });
+                self.remove_client(id);
+            }
+            _ => self.remove_client(id),
+        }
+    }
+
+    fn fire_server(&mut self, e: Entry, now: Instant) {
+        let t = self.config.timers;
+        let id = e.id;
+        let Some(s) = self.servers.get_mut(&id) else {
+            return;
+        };
+        *s.slots.get_mut(e.kind.slot()) = None;
+        let txid = TxId::Server(ServerTxId(id));
+        match e.kind {
+            TimerKind::Trying => {
+                if s.state == ServerState::Proceeding && s.last_response.is_none() {
+                    if let Some(bytes) = s.trying.take() {
+                        s.last_response = Some(bytes.clone());
+                        self.outputs.push_back(Output::Transmit {
+                            to: s.reply_to,
+                            bytes,
+                            tx: Some(txid),
+                        });
+                    }
+                }
+            }
+            TimerKind::G => {
+                s.interval = s.interval.saturating_mul(2).min(t.t2);
+                if let Some(bytes) = s.last_response.clone() {
+                    self.outputs.push_back(Output::Transmit {
+                        to: s.reply_to,
+                        bytes,
+                        tx: Some(txid),
+                    });
+                }
+                arm(
+                    &mut self.timers,
+                    &mut s.slots,
+                    id,
+                    TimerKind::G,
+                    now,
+                    s.interval,
+                );
+            }
+            TimerKind::H => {
+                if s.visible {
+                    self.outputs.push_back(Output::Timeout { tx: txid });
+                }
+                self.remove_server(id);
+            }
+            _ => self.remove_server(id),
+        }
+    }
+
+    /// Cancelled timers stay in the heap until they come due; with
+    /// thousands of transactions a second ending early (every answered
+    /// request leaves its 32 s timeout behind) that would grow large, so
+    /// rebuild once dead entries clearly dominate. Amortised O(1).
+    fn maybe_compact(&mut self) {
+        let live_bound = 4 * self.len() + 64;
+        if self.timers.len() > 2 * live_bound {
+            let heap = std::mem::take(&mut self.timers);
+            self.timers = heap
+                .into_iter()
+                .filter(|Reverse(e)| self.is_live(e))
+                .collect();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::parse;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    /// A virtual clock: every test starts at its own epoch and moves by
+    /// adding durations, never by sleeping.
+    struct Clock(Instant);
+
+    impl Clock {
+        fn at(&self, s: f64) -> Instant {
+            self.0 + secs(s)
+        }
+        fn since(&self, t: Instant) -> f64 {
+            (t - self.0).as_secs_f64()
+        }
+    }
+
+    fn clock() -> Clock {
+        Clock(Instant::now())
+    }
+
+    fn udp() -> Peer {
+        Peer {
+            addr: "192.0.2.20:5060".parse().expect("addr"),
+            reliable: false,
+            flow: 7,
+        }
+    }
+
+    fn tcp() -> Peer {
+        Peer {
+            addr: "192.0.2.20:5060".parse().expect("addr"),
+            reliable: true,
+            flow: 9,
+        }
+    }
+
+    fn msg(text: &str) -> Message {
+        parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// A request as a phone would send it: `via` is the whole top Via.
+    fn request_via(method: &str, via: &str) -> Message {
+        msg(&format!(
+            "{method} sip:bob@example.com SIP/2.0\r\n\
+             Via: {via}\r\n\
+             Max-Forwards: 70\r\n\
+             Route: <sip:p1.example.com;lr>\r\n\
+             Route: <sip:p2.example.com;lr>\r\n\
+             To: Bob <sip:bob@example.com>\r\n\
+             From: Alice <sip:alice@example.com>;tag=a1\r\n\
+             Call-ID: call-1@example.com\r\n\
+             CSeq: 1 {method}\r\n\
+             Content-Length: 0\r\n\r\n"
+        ))
+    }
+
+    fn request(method: &str, branch: &str) -> Message {
+        request_via(
+            method,
+            &format!("SIP/2.0/UDP 192.0.2.20:5060;branch={branch}"),
+        )
+    }
+
+    /// A response as it comes back over the wire (round-tripped).
+    fn response(req: &Message, status: u16, tag: Option<&str>) -> Message {
+        let mut r = Message::response_to(req, status, message::reason_phrase(status));
+        if let Some(tag) = tag {
+            r.set_to_tag(tag).expect("tag");
+        }
+        msg(&String::from_utf8_lossy(&r.to_bytes()))
+    }
+
+    /// Runs every timer up to `until` in deadline order, recording when
+    /// each output appeared.
+    fn run(l: &mut TransactionLayer, until: Instant) -> Vec<(Instant, Output)> {
+        let mut out = Vec::new();
+        while let Some(at) = l.poll_timeout() {
+            if at > until {
+                break;
+            }
+            l.handle_timeout(at);
+            while let Some(o) = l.poll_output() {
+                out.push((at, o));
+            }
+        }
+        out
+    }
+
+    fn drain(l: &mut TransactionLayer) -> Vec<Output> {
+        std::iter::from_fn(|| l.poll_output()).collect()
+    }
+
+    fn transmit_times(c: &Clock, outs: &[(Instant, Output)]) -> Vec<f64> {
+        outs.iter()
+            .filter(|(_, o)| matches!(o, Output::Transmit { .. }))
+            .map(|(t, _)| c.since(*t))
+            .collect()
+    }
+
+    fn transmitted(o: &Output) -> Option<Message> {
+        match o {
+            Output::Transmit { bytes, .. } => parse(bytes).ok(),
+            _ => None,
+        }
+    }
+
+    fn close(a: &[f64], b: &[f64]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6)
+    }
+
+    fn layer() -> TransactionLayer {
+        TransactionLayer::new(Config::default())
+    }
+
+    // ---- client INVITE -----------------------------------------------
+
+    #[test]
+    fn invite_over_udp_retransmits_doubling_then_timer_b() {
+        let c = clock();
+        let mut l = layer();
+        let id = l
+            .send_request(request("INVITE", "z9hG4bKinv1"), udp(), c.at(0.0))
+            .expect("send");
+        let first = drain(&mut l);
+        assert!(
+            matches!(&first[..], [Output::Transmit { tx: Some(TxId::Client(t)), .. }] if *t == id)
+        );
+        let outs = run(&mut l, c.at(60.0));
+        // Intervals 0.5, 1, 2, 4, 8, 16 s; B at 64*T1 = 32 s.
+        assert!(close(
+            &transmit_times(&c, &outs),
+            &[0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+        ));
+        let tail: Vec<_> = outs
+            .iter()
+            .filter(|(_, o)| !matches!(o, Output::Transmit { .. }))
+            .collect();
+        assert!(matches!(tail[..], [
+            (t1, Output::Timeout { tx: TxId::Client(a) }),
+            (_, Output::Terminated { tx: TxId::Client(b) }),
+        ] if *a == id && *b == id && (c.since(*t1) - 32.0).abs() < 1e-6));
+        assert!(l.is_empty());
+        assert_eq!(l.poll_timeout(), None);
+    }
+
+    #[test]
+    fn invite_over_tcp_is_never_retransmitted() {
+        let c = clock();
+        let mut l = layer();
+        l.send_request(request("INVITE", "z9hG4bKinv2"), tcp(), c.at(0.0))
+            .expect("send");
+        assert_eq!(drain(&mut l).len(), 1);
+        let outs = run(&mut l, c.at(60.0));
+        assert!(transmit_times(&c, &outs).is_empty());
+        assert!(matches!(outs[0].1, Output::Timeout { .. }));
+        assert!((c.since(outs[0].0) - 32.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn provisional_stops_timer_a_and_b() {
+        let c = clock();
+        let mut l = layer();
+        let req = request("INVITE", "z9hG4bKinv3");
+        let id = l.send_request(req.clone(), udp(), c.at(0.0)).expect("send");
+        drain(&mut l);
+        let mut outs = run(&mut l, c.at(0.7));
+        assert_eq!(transmit_times(&c, &outs), vec![0.5]);
+        l.handle_incoming(response(&req, 180, Some("b1")), udp(), c.at(0.8));
+        let got = drain(&mut l);
+        assert!(
+            matches!(&got[..], [Output::Response { tx, msg }] if *tx == id && msg.status() == Some(180))
+        );
+        outs = run(&mut l, c.at(300.0));
+        assert!(outs.is_empty(), "{outs:?}");
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn non_2xx_is_acked_once_per_response_then_timer_d() {
+        let c = clock();
+        let mut l = layer();
+        let req = request("INVITE", "z9hG4bKinv4");
+        let id = l.send_request(req.clone(), udp(), c.at(0.0)).expect("send");
+        drain(&mut l);
+        let busy = response(&req, 486, Some("callee"));
+        l.handle_incoming(busy.clone(), udp(), c.at(0.2));
+        let got = drain(&mut l);
+        assert_eq!(got.len(), 2, "{got:?}");
+        let ack = transmitted(&got[0]).expect("ACK");
+        assert!(
+            matches!(&got[1], Output::Response { tx, msg } if *tx == id && msg.status() == Some(486))
+        );
+
+        assert_eq!(ack.method(), Some(&Method::Ack));
+        assert_eq!(ack.uri(), req.uri());
+        assert_eq!(ack.via_headers().len(), 1);
+        assert_eq!(ack.top_via().and_then(Via::branch), Some("z9hG4bKinv4"));
+        let cseq = ack.cseq().expect("cseq");
+        assert_eq!((cseq.seq, &cseq.method), (1, &Method::Ack));
+        assert_eq!(ack.to().and_then(|t| t.tag()), Some("callee"));
+        assert_eq!(ack.from().and_then(|t| t.tag()), Some("a1"));
+        assert_eq!(ack.call_id(), Some("call-1@example.com"));
+        let routes: Vec<_> = ack.headers(&HeaderName::Route).collect();
+        assert_eq!(
+            routes,
+            ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+        );
+        assert!(ack.body().is_empty());
+
+        // Retransmitted 486: ACK again, TU not bothered.
+        l.handle_incoming(busy.clone(), udp(), c.at(1.0));
+        let got = drain(&mut l);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            transmitted(&got[0]).map(|m| m.to_bytes()),
+            Some(ack.to_bytes())
+        );
+        // No more INVITE retransmissions; D ends it 32 s after the 486.
+        let outs = run(&mut l, c.at(100.0));
+        assert!(
+            matches!(&outs[..], [(t, Output::Terminated { .. })] if (c.since(*t) - 32.2).abs() < 1e-6),
+            "{outs:?}"
+        );
+        assert!(l.is_empty());
+        // Now it is a stray.
+        l.handle_incoming(busy, udp(), c.at(101.0));
+        assert!(matches!(&drain(&mut l)[..], [Output::StrayResponse { .. }]));
+    }
+
+    #[test]
+    fn non_2xx_over_tcp_terminates_at_once() {
+        let c = clock();
+        let mut l = layer();
+        let req = request("INVITE", "z9hG4bKinv5");
+        l.send_request(req.clone(), tcp(), c.at(0.0)).expect("send");
+        drain(&mut l);
+        l.handle_incoming(response(&req, 603, Some("x")), tcp(), c.at(0.1));
+        let got = drain(&mut l);
+        assert!(matches!(
+            &got[..],
+            [
+                Output::Transmit { .. },
+                Output::Response { .. },
+                Output::Terminated { .. }
+            ]
+        ));
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn invite_2xx_accepted_passes_retransmissions_until_timer_m() {
+        let c = clock();
+        let mut l = layer();
+        let req = request("INVITE", "z9hG4bKinv6");
+        let id = l.send_request(req.clone(), udp(), c.at(0.0)).expect("send");
+        drain(&mut l);
+        let ok = response(&req, 200, Some("b2"));
+        l.handle_incoming(ok.clone(), udp(), c.at(1.0));
+        // No ACK from the layer for a 2xx.
+        assert!(matches!(&drain(&mut l)[..], [Output::Response { tx, .. }] if *tx == id));
+        l.handle_incoming(ok.clone(), udp(), c.at(2.0));
+        assert!(matches!(&drain(&mut l)[..], [Output::Response { tx, .. }] if *tx == id));
+        // A forked 2xx with another tag goes up too.
+        l.handle_incoming(response(&req, 200, Some("b3")), udp(), c.at(3.0));
+        assert_eq!(drain(&mut l).len(), 1);
+        let outs = run(&mut l, c.at(100.0));
+        assert!(
+            matches!(&outs[..], [(t, Output::Terminated { .. })] if (c.since(*t) - 33.0).abs() < 1e-6),
+            "{outs:?}"
+        );
+        l.handle_incoming(ok, udp(), c.at(101.0));
+        assert!(matches!(&drain(&mut l)[..], [Output::StrayResponse { .. }]));
+    }
+
+    // ---- client non-INVITE -------------------------------------------
+
+    #[test]
+    fn non_invite_timer_e_caps_at_t2_and_f_times_out() {
+        let c = clock();
+        let mut l = layer();
+        let id = l
+            .send_request(request("REGISTER", "z9hG4bKreg1"), udp(), c.at(0.0))
+            .expect("send");
+        drain(&mut l);
+        let outs = run(&mut l, c.at(40.0));
+        assert!(close(
+            &transmit_times(&c, &outs),
+            &[0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+        ));
+        let last: Vec<_> = outs.iter().rev().take(2).collect();
+        assert!(
+            matches!(last[1], (t, Output::Timeout { tx: TxId::Client(x) }) if *x == id && (c.since(*t) - 32.0).abs() < 1e-6)
+        );
+        assert!(matches!(last[0].1, Output::Terminated { .. }));
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn non_invite_provisional_switches_e_to_t2() {
+        let c = clock();
+        let mut l = layer();
+        let req = request("OPTIONS", "z9hG4bKopt1");
+        l.send_request(req.clone(), udp(), c.at(0.0)).expect("send");
+        drain(&mut l);
+        l.handle_incoming(response(&req, 100, None), udp(), c.at(0.1));
+        assert!(matches!(&drain(&mut l)[..], [Output::Response { .. }]));
+        let outs = run(&mut l, c.at(13.0));
+        // E already armed for 0.5 s fires, then every T2.
+        assert!(close(&transmit_times(&c, &outs), &[0.5, 4.5, 8.5, 12.5]));
+    }
+
+    #[test]
+    fn non_invite_final_then_timer_k() {
+        let c = clock();
+        let mut l = layer();
+        let req = request("REGISTER", "z9hG4bKreg2");
+        l.send_request(req.clone(), udp(), c.at(0.0)).expect("send");
+        drain(&mut l);
+        let ok = response(&req, 200, Some("r"));
+        l.handle_incoming(ok.clone(), udp(), c.at(0.2));
+        assert!(matches!(&drain(&mut l)[..], [Output::Response { .. }]));
+        // Retransmitted final absorbed in Completed.
+        l.handle_incoming(ok, udp(), c.at(0.3));
+        assert!(drain(&mut l).is_empty());
+        let outs = run(&mut l, c.at(60.0));
+        assert!(
+            matches!(&outs[..], [(t, Output::Terminated { .. })] if (c.since(*t) - 5.2).abs() < 1e-6),
+            "{outs:?}"
+        );
+    }
+
+    #[test]
+    fn non_invite_timer_k_is_zero_over_tcp() {
+        let c = clock();
+        let mut l = layer();
+        let req = request("REGISTER", "z9hG4bKreg3");
+        l.send_request(req.clone(), tcp(), c.at(0.0)).expect("send");
+        drain(&mut l);
+        assert!(run(&mut l, c.at(10.0)).is_empty());
+        l.handle_incoming(response(&req, 401, Some("r")), tcp(), c.at(10.0));
+        assert!(matches!(
+            &drain(&mut l)[..],
+            [Output::Response { .. }, Output::Terminated { .. }]
+        ));
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn cancel_is_its_own_client_transaction() {
+        let c = clock();
+        let mut l = layer();
+        let inv = request("INVITE", "z9hG4bKinv7");
+        let inv_id = l.send_request(inv.clone(), udp(), c.at(0.0)).expect("send");
+        let cancel = request("CANCEL", "z9hG4bKinv7");
+        let cancel_id = l
+            .send_request(cancel.clone(), udp(), c.at(0.1))
+            .expect("send");
+        assert_ne!(inv_id, cancel_id);
+        assert_eq!(
+            l.send_request(cancel.clone(), udp(), c.at(0.1)),
+            Err(TxError::Duplicate)
+        );
+        drain(&mut l);
+        l.handle_incoming(response(&cancel, 200, Some("t")), udp(), c.at(0.2));
+        assert!(matches!(&drain(&mut l)[..], [Output::Response { tx, .. }] if *tx == cancel_id));
+        l.handle_incoming(response(&inv, 487, Some("t")), udp(), c.at(0.3));
+        let got = drain(&mut l);
+        assert!(matches!(&got[1], Output::Response { tx, .. } if *tx == inv_id));
+    }
+
+    #[test]
+    fn send_request_refuses_what_it_cannot_handle() {
+        let c = clock();
+        let mut l = layer();
+        assert_eq!(
+            l.send_request(request("ACK", "z9hG4bKa"), udp(), c.at(0.0)),
+            Err(TxError::Ack)
+        );
+        let resp = response(&request("INVITE", "z9hG4bKb"), 200, None);
+        assert_eq!(
+            l.send_request(resp, udp(), c.at(0.0)),
+            Err(TxError::NotARequest)
+        );
+        let bare = Message::request(
+            Method::Options,
+            Uri::parse("sip:x@example.com").expect("uri"),
+        );
+        assert_eq!(
+            l.send_request(bare, udp(), c.at(0.0)),
+            Err(TxError::NoBranch)
+        );
+        assert!(l.is_empty());
+    }
+
+    // ---- server non-INVITE -------------------------------------------
+
+    fn expect_request(l: &mut TransactionLayer) -> (ServerTxId, Message) {
+        match &drain(l)[..] {
+            [Output::Request { tx, msg, .. }] => (*tx, msg.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_non_invite_absorbs_retransmission_and_ends_with_j() {
+        let c = clock();
+        let mut l = layer();
+        let reg = request("REGISTER", "z9hG4bKsreg1");
+        l.handle_incoming(reg.clone(), udp(), c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        // Retransmission before any response: absorbed, nothing to send.
+        l.handle_incoming(reg.clone(), udp(), c.at(0.5));
+        assert!(drain(&mut l).is_empty());
+        l.send_response(tx, Message::response_to(&got, 200, "OK"), c.at(0.6))
+            .expect("respond");
+        let sent = drain(&mut l);
+        let [Output::Transmit { to, bytes, .. }] = &sent[..] else {
+            panic!("{sent:?}");
+        };
+        assert_eq!(*to, udp());
+        let first = bytes.clone();
+        l.handle_incoming(reg.clone(), udp(), c.at(1.5));
+        let again = drain(&mut l);
+        assert!(matches!(&again[..], [Output::Transmit { bytes, .. }] if *bytes == first));
+        // Second final refused.
+        assert_eq!(
+            l.send_response(tx, Message::response_to(&got, 500, "x"), c.at(2.0)),
+            Err(TxError::WrongState)
+        );
+        let outs = run(&mut l, c.at(100.0));
+        assert!(
+            matches!(&outs[..], [(t, Output::Terminated { tx: TxId::Server(x) })] if *x == tx && (c.since(*t) - 32.6).abs() < 1e-6),
+            "{outs:?}"
+        );
+        // After J, the same request is new again.
+        l.handle_incoming(reg, udp(), c.at(101.0));
+        expect_request(&mut l);
+    }
+
+    #[test]
+    fn server_non_invite_provisional_is_resent() {
+        let c = clock();
+        let mut l = layer();
+        let req = request("MESSAGE", "z9hG4bKsmsg");
+        l.handle_incoming(req.clone(), udp(), c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        l.send_response(tx, Message::response_to(&got, 100, "Trying"), c.at(0.1))
+            .expect("respond");
+        drain(&mut l);
+        l.handle_incoming(req, udp(), c.at(0.5));
+        let again = drain(&mut l);
+        assert_eq!(
+            again.first().and_then(transmitted).and_then(|m| m.status()),
+            Some(100)
+        );
+    }
+
+    #[test]
+    fn server_non_invite_timer_j_is_zero_over_tcp() {
+        let c = clock();
+        let mut l = layer();
+        l.handle_incoming(request("REGISTER", "z9hG4bKsreg2"), tcp(), c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        l.send_response(tx, Message::response_to(&got, 200, "OK"), c.at(0.1))
+            .expect("respond");
+        let sent = drain(&mut l);
+        assert!(
+            matches!(&sent[..], [Output::Transmit { to, .. }, Output::Terminated { .. }] if *to == tcp())
+        );
+        assert!(l.is_empty());
+        assert_eq!(
+            l.send_response(tx, Message::response_to(&got, 200, "OK"), c.at(0.2)),
+            Err(TxError::UnknownTransaction)
+        );
+    }
+
+    // ---- server INVITE -----------------------------------------------
+
+    #[test]
+    fn server_invite_sends_100_trying_after_200ms() {
+        let c = clock();
+        let mut l = layer();
+        let inv = request("INVITE", "z9hG4bKsinv1");
+        l.handle_incoming(inv.clone(), udp(), c.at(0.0));
+        expect_request(&mut l);
+        assert_eq!(l.poll_timeout(), Some(c.at(0.2)));
+        let outs = run(&mut l, c.at(0.5));
+        assert_eq!(outs.len(), 1);
+        assert!((c.since(outs[0].0) - 0.2).abs() < 1e-6);
+        let trying = transmitted(&outs[0].1).expect("100");
+        assert_eq!(trying.status(), Some(100));
+        assert_eq!(trying.to().and_then(|t| t.tag()), None);
+        // The INVITE retransmission gets the 100 again.
+        l.handle_incoming(inv, udp(), c.at(0.5));
+        assert_eq!(
+            drain(&mut l)
+                .first()
+                .and_then(transmitted)
+                .and_then(|m| m.status()),
+            Some(100)
+        );
+    }
+
+    #[test]
+    fn server_invite_no_auto_trying_when_tu_is_quick() {
+        let c = clock();
+        let mut l = layer();
+        l.handle_incoming(request("INVITE", "z9hG4bKsinv2"), udp(), c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        let mut ringing = Message::response_to(&got, 180, "Ringing");
+        ringing.set_to_tag("uas").expect("tag");
+        l.send_response(tx, ringing, c.at(0.1)).expect("respond");
+        assert_eq!(drain(&mut l).len(), 1);
+        assert!(run(&mut l, c.at(10.0)).is_empty());
+    }
+
+    #[test]
+    fn server_invite_g_retransmits_404_then_h_times_out() {
+        let c = clock();
+        let mut l = layer();
+        l.handle_incoming(request("INVITE", "z9hG4bKsinv3"), udp(), c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        let mut nf = Message::response_to(&got, 404, "Not Found");
+        nf.set_to_tag("uas").expect("tag");
+        l.send_response(tx, nf, c.at(0.1)).expect("respond");
+        assert_eq!(drain(&mut l).len(), 1);
+        let outs = run(&mut l, c.at(60.0));
+        // G: 0.5, 1, 2, 4, 4, ... from 0.1 s; H at 0.1 + 32 s.
+        assert!(close(
+            &transmit_times(&c, &outs),
+            &[0.6, 1.6, 3.6, 7.6, 11.6, 15.6, 19.6, 23.6, 27.6, 31.6]
+        ));
+        let tail: Vec<_> = outs
+            .iter()
+            .filter(|(_, o)| !matches!(o, Output::Transmit { .. }))
+            .collect();
+        assert!(
+            matches!(tail[..], [
+            (t, Output::Timeout { tx: TxId::Server(a) }),
+            (_, Output::Terminated { tx: TxId::Server(b) }),
+        ] if *a == tx && *b == tx && (c.since(*t) - 32.1).abs() < 1e-6),
+            "{tail:?}"
+        );
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn server_invite_absorbs_ack_for_non_2xx_then_timer_i() {
+        let c = clock();
+        let mut l = layer();
+        let inv = request("INVITE", "z9hG4bKsinv4");
+        l.handle_incoming(inv.clone(), udp(), c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        let mut busy = Message::response_to(&got, 486, "Busy Here");
+        busy.set_to_tag("uas").expect("tag");
+        l.send_response(tx, busy, c.at(0.1)).expect("respond");
+        drain(&mut l);
+        // INVITE retransmission in Completed: the 486 again.
+        l.handle_incoming(inv.clone(), udp(), c.at(0.3));
+        assert_eq!(
+            drain(&mut l)
+                .first()
+                .and_then(transmitted)
+                .and_then(|m| m.status()),
+            Some(486)
+        );
+        let mut ack = request("ACK", "z9hG4bKsinv4");
+        ack.set_to_tag("uas").expect("tag");
+        l.handle_incoming(ack.clone(), udp(), c.at(0.4));
+        assert!(drain(&mut l).is_empty());
+        l.handle_incoming(ack, udp(), c.at(0.5));
+        assert!(drain(&mut l).is_empty());
+        let outs = run(&mut l, c.at(60.0));
+        // No G retransmissions after the ACK; I = T4 after it.
+        assert!(
+            matches!(&outs[..], [(t, Output::Terminated { .. })] if (c.since(*t) - 5.4).abs() < 1e-6),
+            "{outs:?}"
+        );
+    }
+
+    #[test]
+    fn server_invite_ack_over_tcp_terminates_at_once() {
+        let c = clock();
+        let mut l = layer();
+        l.handle_incoming(request("INVITE", "z9hG4bKsinv5"), tcp(), c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        l.send_response(tx, Message::response_to(&got, 480, "x"), c.at(0.1))
+            .expect("respond");
+        drain(&mut l);
+        assert!(run(&mut l, c.at(1.0)).is_empty());
+        l.handle_incoming(request("ACK", "z9hG4bKsinv5"), tcp(), c.at(1.0));
+        assert!(matches!(&drain(&mut l)[..], [Output::Terminated { .. }]));
+    }
+
+    #[test]
+    fn server_invite_2xx_accepted_passes_ack_up_until_timer_l() {
+        let c = clock();
+        let mut l = layer();
+        let inv = request("INVITE", "z9hG4bKsinv6");
+        l.handle_incoming(inv.clone(), udp(), c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        let mut ok = Message::response_to(&got, 200, "OK");
+        ok.set_to_tag("uas").expect("tag");
+        l.send_response(tx, ok.clone(), c.at(0.1)).expect("respond");
+        assert_eq!(drain(&mut l).len(), 1);
+        // The layer does not retransmit the 2xx; the TU may.
+        assert!(run(&mut l, c.at(5.0)).is_empty());
+        l.send_response(tx, ok, c.at(5.0))
+            .expect("2xx retransmission");
+        assert_eq!(drain(&mut l).len(), 1);
+        // INVITE retransmission absorbed in Accepted.
+        l.handle_incoming(inv, udp(), c.at(5.1));
+        assert!(drain(&mut l).is_empty());
+        // The 2xx ACK has its own branch: no transaction, up it goes.
+        let mut ack = request("ACK", "z9hG4bKother");
+        ack.set_to_tag("uas").expect("tag");
+        l.handle_incoming(ack, udp(), c.at(5.2));
+        assert!(
+            matches!(&drain(&mut l)[..], [Output::Ack2xx { msg, from }] if msg.method() == Some(&Method::Ack) && *from == udp())
+        );
+        // Even one reusing the INVITE branch (RFC 6026 §8.5).
+        l.handle_incoming(request("ACK", "z9hG4bKsinv6"), udp(), c.at(5.3));
+        assert!(matches!(&drain(&mut l)[..], [Output::Ack2xx { .. }]));
+        let outs = run(&mut l, c.at(60.0));
+        assert!(
+            matches!(&outs[..], [(t, Output::Terminated { .. })] if (c.since(*t) - 32.1).abs() < 1e-6),
+            "{outs:?}"
+        );
+    }
+
+    #[test]
+    fn cancel_is_matched_to_its_invite() {
+        let c = clock();
+        let mut l = layer();
+        l.handle_incoming(request("INVITE", "z9hG4bKsinv7"), udp(), c.at(0.0));
+        let (inv_tx, _) = expect_request(&mut l);
+        let cancel = request("CANCEL", "z9hG4bKsinv7");
+        l.handle_incoming(cancel.clone(), udp(), c.at(0.1));
+        let got = drain(&mut l);
+        let [Output::Cancel {
+            tx, invite, msg, ..
+        }] = &got[..]
+        else {
+            panic!("{got:?}");
+        };
+        assert_eq!(*invite, inv_tx);
+        assert_ne!(*tx, inv_tx);
+        let cancel_tx = *tx;
+        l.send_response(cancel_tx, Message::response_to(msg, 200, "OK"), c.at(0.2))
+            .expect("200 to CANCEL");
+        assert_eq!(drain(&mut l).len(), 1);
+        // The CANCEL's retransmission gets its 200, the INVITE is untouched.
+        l.handle_incoming(cancel, udp(), c.at(0.6));
+        let got = drain(&mut l);
+        assert!(
+            matches!(&got[..], [Output::Transmit { tx: Some(TxId::Server(t)), .. }] if *t == cancel_tx)
+        );
+        assert_eq!(
+            got.first().and_then(transmitted).and_then(|m| m.status()),
+            Some(200)
+        );
+    }
+
+    #[test]
+    fn unmatched_cancel_is_answered_481_by_the_layer() {
+        let c = clock();
+        let mut l = layer();
+        l.handle_incoming(request("CANCEL", "z9hG4bKnothing"), udp(), c.at(0.0));
+        let got = drain(&mut l);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let rsp = transmitted(&got[0]).expect("481");
+        assert_eq!(rsp.status(), Some(481));
+        assert!(rsp.to().and_then(|t| t.tag()).is_some());
+        // Never shown to the TU, so its end is silent too.
+        assert!(run(&mut l, c.at(60.0)).is_empty());
+        assert!(l.is_empty());
+    }
+
+    // ---- RFC 3581, legacy, robustness --------------------------------
+
+    #[test]
+    fn rport_and_received_are_filled_in_and_used() {
+        let c = clock();
+        let mut l = layer();
+        let nat = Peer {
+            addr: "203.0.113.5:40000".parse().expect("addr"),
+            reliable: false,
+            flow: 3,
+        };
+        let req = request_via(
+            "REGISTER",
+            "SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bKnat1",
+        );
+        l.handle_incoming(req, nat, c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        let via = got.top_via().expect("via");
+        assert_eq!(via.received(), Some("203.0.113.5".parse().expect("ip")));
+        assert_eq!(via.rport(), Some(Some(40000)));
+        assert_eq!(via.branch(), Some("z9hG4bKnat1"));
+        l.send_response(tx, Message::response_to(&got, 200, "OK"), c.at(0.1))
+            .expect("respond");
+        let sent = drain(&mut l);
+        let [Output::Transmit { to, bytes, .. }] = &sent[..] else {
+            panic!("{sent:?}");
+        };
+        assert_eq!(*to, nat);
+        let text = String::from_utf8_lossy(bytes);
+        assert!(text.contains("received=203.0.113.5"), "{text}");
+        assert!(text.contains("rport=40000"), "{text}");
+
+        // No rport: received only, and the sent-by port.
+        let req = request_via("OPTIONS", "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKnat2");
+        l.handle_incoming(req, nat, c.at(1.0));
+        let (tx, got) = expect_request(&mut l);
+        let via = got.top_via().expect("via");
+        assert_eq!(via.received(), Some("203.0.113.5".parse().expect("ip")));
+        assert_eq!(via.rport(), None);
+        l.send_response(tx, Message::response_to(&got, 200, "OK"), c.at(1.1))
+            .expect("respond");
+        let sent = drain(&mut l);
+        assert!(
+            matches!(&sent[..], [Output::Transmit { to, .. }] if to.addr == "203.0.113.5:5070".parse().expect("addr") && to.flow == 3)
+        );
+
+        // sent-by already right: the Via is left alone.
+        let req = request("OPTIONS", "z9hG4bKnat3");
+        l.handle_incoming(req, udp(), c.at(2.0));
+        let (_, got) = expect_request(&mut l);
+        assert!(got
+            .top_via()
+            .is_some_and(|v| !v.params.contains("received")));
+    }
+
+    #[test]
+    fn rport_with_multiple_vias_in_one_field() {
+        let c = clock();
+        let mut l = layer();
+        let nat = Peer {
+            addr: "203.0.113.9:1234".parse().expect("addr"),
+            reliable: false,
+            flow: 1,
+        };
+        let req = request_via(
+            "OPTIONS",
+            "SIP/2.0/UDP proxy.example.com;rport;branch=z9hG4bKtwo, SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKfirst",
+        );
+        l.handle_incoming(req, nat, c.at(0.0));
+        let (_, got) = expect_request(&mut l);
+        assert_eq!(got.via_headers().len(), 2);
+        assert_eq!(got.via_headers()[0].rport(), Some(Some(1234)));
+        assert_eq!(got.via_headers()[1].branch(), Some("z9hG4bKfirst"));
+        let reparsed = parse(&got.to_bytes()).expect("reparse");
+        assert_eq!(reparsed.via_headers(), got.via_headers());
+    }
+
+    #[test]
+    fn rport_over_ipv6() {
+        let c = clock();
+        let mut l = layer();
+        let src = Peer {
+            addr: "[2001:db8::7]:5999".parse().expect("addr"),
+            reliable: false,
+            flow: 2,
+        };
+        let req = request_via(
+            "OPTIONS",
+            "SIP/2.0/UDP [2001:db8::1]:5060;rport;branch=z9hG4bKv6",
+        );
+        l.handle_incoming(req, src, c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        let via = got.top_via().expect("via");
+        assert_eq!(via.received(), Some("2001:db8::7".parse().expect("ip")));
+        assert_eq!(via.rport(), Some(Some(5999)));
+        l.send_response(tx, Message::response_to(&got, 200, "OK"), c.at(0.1))
+            .expect("respond");
+        let sent = drain(&mut l);
+        assert!(matches!(&sent[..], [Output::Transmit { to, .. }] if *to == src));
+        let reparsed = sent.first().and_then(transmitted).expect("reparse");
+        assert_eq!(reparsed.top_via(), got.top_via());
+    }
+
+    #[test]
+    fn legacy_branch_requests_match_by_rfc2543_rules() {
+        let c = clock();
+        let mut l = layer();
+        // An RFC 2543 phone: branch without the cookie.
+        let inv = request("INVITE", "oldphone1");
+        l.handle_incoming(inv.clone(), udp(), c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        l.handle_incoming(inv.clone(), udp(), c.at(0.5));
+        // Retransmission: the auto 100, no second Request.
+        let again = drain(&mut l);
+        assert!(
+            again.iter().all(|o| matches!(o, Output::Transmit { .. })),
+            "{again:?}"
+        );
+        let mut busy = Message::response_to(&got, 486, "Busy Here");
+        busy.set_to_tag("uas9").expect("tag");
+        l.send_response(tx, busy, c.at(0.6)).expect("respond");
+        drain(&mut l);
+        // ACK with the wrong To tag does not match: it goes up as a 2xx ACK.
+        let mut wrong = request("ACK", "oldphone1");
+        wrong.set_to_tag("other").expect("tag");
+        l.handle_incoming(wrong, udp(), c.at(0.7));
+        assert!(matches!(&drain(&mut l)[..], [Output::Ack2xx { .. }]));
+        // The right ACK is absorbed and stops G.
+        let mut ack = request("ACK", "oldphone1");
+        ack.set_to_tag("uas9").expect("tag");
+        l.handle_incoming(ack, udp(), c.at(0.8));
+        assert!(drain(&mut l).is_empty());
+        let outs = run(&mut l, c.at(60.0));
+        assert!(
+            matches!(&outs[..], [(_, Output::Terminated { .. })]),
+            "{outs:?}"
+        );
+
+        // A Via without any branch at all works too.
+        let req = request_via("OPTIONS", "SIP/2.0/UDP 192.0.2.20:5060");
+        l.handle_incoming(req.clone(), udp(), c.at(61.0));
+        let (tx, got) = expect_request(&mut l);
+        l.send_response(tx, Message::response_to(&got, 200, "OK"), c.at(61.1))
+            .expect("respond");
+        drain(&mut l);
+        l.handle_incoming(req, udp(), c.at(61.5));
+        assert!(matches!(&drain(&mut l)[..], [Output::Transmit { .. }]));
+    }
+
+    #[test]
+    fn same_branch_from_another_sent_by_is_another_transaction() {
+        let c = clock();
+        let mut l = layer();
+        l.handle_incoming(request("OPTIONS", "z9hG4bKdup"), udp(), c.at(0.0));
+        expect_request(&mut l);
+        let other = request_via("OPTIONS", "SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bKdup");
+        l.handle_incoming(other, udp(), c.at(0.1));
+        expect_request(&mut l);
+        assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn stray_response_and_transport_error() {
+        let c = clock();
+        let mut l = layer();
+        let req = request("OPTIONS", "z9hG4bKte");
+        l.handle_incoming(response(&req, 200, None), udp(), c.at(0.0));
+        assert!(matches!(&drain(&mut l)[..], [Output::StrayResponse { .. }]));
+        let id = l.send_request(req, udp(), c.at(0.0)).expect("send");
+        drain(&mut l);
+        l.transport_error(TxId::Client(id), c.at(0.1));
+        let got = drain(&mut l);
+        assert!(matches!(
+            &got[..],
+            [Output::TransportError { .. }, Output::Terminated { .. }]
+        ));
+        assert!(l.is_empty());
+        assert!(run(&mut l, c.at(100.0)).is_empty());
+    }
+
+    #[test]
+    fn built_messages_missing_headers_do_not_panic() {
+        let c = clock();
+        let mut l = layer();
+        let uri = Uri::parse("sip:x@example.com").expect("uri");
+        l.handle_incoming(
+            Message::request(Method::Invite, uri.clone()),
+            udp(),
+            c.at(0.0),
+        );
+        l.handle_incoming(Message::request(Method::Ack, uri.clone()), udp(), c.at(0.0));
+        l.handle_incoming(Message::response(200, "OK"), udp(), c.at(0.0));
+        let mut via_only = Message::request(Method::Cancel, uri);
+        via_only
+            .push_header(HeaderName::Via, "SIP/2.0/UDP h;branch=z9hG4bKx")
+            .expect("via");
+        l.handle_incoming(via_only, udp(), c.at(0.0));
+        drain(&mut l);
+        run(&mut l, c.at(100.0));
+        assert_eq!(
+            l.send_response(ServerTxId(999), Message::response(200, "OK"), c.at(0.0)),
+            Err(TxError::UnknownTransaction)
+        );
+    }
+
+    #[test]
+    fn many_transactions_leave_nothing_behind() {
+        let c = clock();
+        let mut l = layer();
+        for i in 0..2000 {
+            let req = request("REGISTER", &format!("z9hG4bKbulk{i}"));
+            l.send_request(req.clone(), udp(), c.at(0.0)).expect("send");
+            l.handle_incoming(response(&req, 200, Some("t")), udp(), c.at(0.1));
+            let srv = request("REGISTER", &format!("z9hG4bKin{i}"));
+            l.handle_incoming(srv, udp(), c.at(0.1));
+        }
+        let ids: Vec<_> = drain(&mut l)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Request { tx, msg, .. } => Some((tx, msg)),
+                _ => None,
+            })
+            .collect();
+        for (tx, msg) in ids {
+            l.send_response(tx, Message::response_to(&msg, 200, "OK"), c.at(0.2))
+                .expect("respond");
+        }
+        assert_eq!(l.len(), 4000);
+        run(&mut l, c.at(100.0));
+        assert!(l.is_empty());
+        assert!(l.client_index.is_empty() && l.server_index.is_empty());
+        assert_eq!(l.poll_timeout(), None);
+        assert!(l.timers.is_empty());
+    }
+}

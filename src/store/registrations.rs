@@ -1,0 +1,130 @@
+//! Registrar bindings at rest. The registrar keeps the live table in memory; this is the copy
+//! that makes a 200 OK to REGISTER a promise: changes are written (in batches, one transaction
+//! each) before the responses go out, and the table is reloaded at start.
+
+use std::net::SocketAddr;
+
+use sqlx::Row;
+
+use super::{Result, Store};
+use crate::registrar::{Binding, BindingChange, Source, Transport};
+
+fn transport_str(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
+        Transport::Tls => "tls",
+    }
+}
+
+fn parse_transport(s: &str) -> Transport {
+    match s {
+        "tcp" => Transport::Tcp,
+        "tls" => Transport::Tls,
+        _ => Transport::Udp,
+    }
+}
+
+impl Store {
+    /// Applies a batch of binding changes in one transaction, in order.
+    pub async fn apply_binding_changes(&self, changes: &[BindingChange]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for change in changes {
+            match change {
+                BindingChange::Upsert(b) => {
+                    sqlx::query(
+                        "INSERT INTO registrations (aor, contact, phone_id, user_id, expires_at, q, \
+                           call_id, cseq, source, transport, user_agent, instance, reg_id, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                         ON CONFLICT (aor, contact) DO UPDATE SET phone_id = $3, user_id = $4, \
+                           expires_at = $5, q = $6, call_id = $7, cseq = $8, source = $9, \
+                           transport = $10, user_agent = $11, instance = $12, reg_id = $13, \
+                           updated_at = $14",
+                    )
+                    .bind(&b.aor)
+                    .bind(&b.contact)
+                    .bind(b.phone_id)
+                    .bind(b.user_id)
+                    .bind(b.expires_at_ms as i64)
+                    .bind(b.q.map(i64::from))
+                    .bind(&b.call_id)
+                    .bind(i64::from(b.cseq))
+                    .bind(b.source.addr.to_string())
+                    .bind(transport_str(b.source.transport))
+                    .bind(&b.user_agent)
+                    .bind(&b.instance)
+                    .bind(b.reg_id.map(i64::from))
+                    .bind(b.updated_ms as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                BindingChange::Remove { aor, contact } => {
+                    sqlx::query("DELETE FROM registrations WHERE aor = $1 AND contact = $2")
+                        .bind(aor)
+                        .bind(contact)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Bindings still valid at `now_ms`, to rebuild the registrar at start. Rows whose phone is
+    /// gone are removed by the foreign key; rows that no longer parse are skipped and logged.
+    pub async fn load_bindings(&self, now_ms: u64) -> Result<Vec<Binding>> {
+        let rows = sqlx::query(
+            "SELECT aor, contact, phone_id, user_id, expires_at, q, call_id, cseq, source, \
+               transport, user_agent, instance, reg_id, updated_at \
+             FROM registrations WHERE expires_at > $1",
+        )
+        .bind(now_ms as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let source: String = r.try_get("source")?;
+            let Ok(addr) = source.parse::<SocketAddr>() else {
+                tracing::warn!(%source, "skipping a stored binding with a bad source address");
+                continue;
+            };
+            let transport: String = r.try_get("transport")?;
+            let q: Option<i64> = r.try_get("q")?;
+            let reg_id: Option<i64> = r.try_get("reg_id")?;
+            out.push(Binding {
+                aor: r.try_get("aor")?,
+                contact: r.try_get("contact")?,
+                phone_id: r.try_get("phone_id")?,
+                user_id: r.try_get("user_id")?,
+                q: q.and_then(|q| u16::try_from(q).ok()),
+                expires_at_ms: r.try_get::<i64, _>("expires_at")?.max(0) as u64,
+                call_id: r.try_get("call_id")?,
+                cseq: u32::try_from(r.try_get::<i64, _>("cseq")?).unwrap_or(0),
+                source: Source {
+                    addr,
+                    transport: parse_transport(&transport),
+                    // Connections do not survive a restart; flow 0 names none.
+                    flow: 0,
+                },
+                user_agent: r.try_get("user_agent")?,
+                instance: r.try_get("instance")?,
+                reg_id: reg_id.and_then(|v| u32::try_from(v).ok()),
+                updated_ms: r.try_get::<i64, _>("updated_at")?.max(0) as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes bindings that expired before `now_ms`.
+    pub async fn delete_expired_bindings(&self, now_ms: u64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM registrations WHERE expires_at <= $1")
+            .bind(now_ms as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
