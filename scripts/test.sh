@@ -17,6 +17,7 @@ as_root() {
 need=()
 command -v psql >/dev/null 2>&1 || need+=(postgresql postgresql-client)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v baresip >/dev/null 2>&1 || need+=(baresip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   as_root apt-get update -qq

@@ -252,35 +252,35 @@ async fn create_phone(
     Ok(created(PhoneCreated { phone, password }))
 }
 
-/// List a user's phones.
+/// List a user's phones, each with its registration state.
 #[utoipa::path(get, path = "/api/v1/users/{id}/phones", tag = "phones",
     params(("id" = i64, Path), PageQuery),
-    responses((status = 200, body = List<Phone>), (status = 404, body = Problem)))]
+    responses((status = 200, body = List<PhoneView>), (status = 404, body = Problem)))]
 async fn list_user_phones(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<i64>,
     Query(q): Query<PageQuery>,
-) -> ApiResult<Json<List<Phone>>> {
+) -> ApiResult<Json<List<PhoneView>>> {
     existing_user(&state, id).await?;
-    Ok(Json(state.store.list_phones(id, q.page()?).await?.into()))
+    let list = state.store.list_phones(id, q.page()?).await?;
+    Ok(Json(view_list(&state, list)))
 }
 
-/// Get a phone.
+/// Get a phone with its registration state.
 #[utoipa::path(get, path = "/api/v1/phones/{id}", tag = "phones", params(("id" = i64, Path)),
-    responses((status = 200, body = Phone), (status = 404, body = Problem)))]
+    responses((status = 200, body = PhoneView), (status = 404, body = Problem)))]
 async fn get_phone(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<i64>,
-) -> ApiResult<Json<Phone>> {
-    Ok(Json(
-        state
-            .store
-            .get_phone(id)
-            .await?
-            .ok_or_else(ApiError::not_found)?,
-    ))
+) -> ApiResult<Json<PhoneView>> {
+    let phone = state
+        .store
+        .get_phone(id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(view(&state, phone)))
 }
 
 /// Change a phone's name, or its credentials (a new `sip_username` needs a new `password`).

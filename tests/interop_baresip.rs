@@ -1,0 +1,175 @@
+//! baresip (Debian package `baresip`, libre's SIP stack) registers to Switchboard over UDP and TCP,
+//! and the binding shows in the HTTP API with its transport, source and user agent; when baresip
+//! quits it unregisters and the binding goes.
+//!
+//! baresip 1.0 (libre 1.0) gives up with "Function not implemented" on any 401 that lists a
+//! SHA-256 challenge, even after an MD5 one, so these runs configure `digest_algorithms = ["MD5"]`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Db, TestDb};
+use serde_json::Value;
+use switchboard::config::{Config, Transport};
+use switchboard::directory::{NewPhone, NewUser, Scope};
+use switchboard::Server;
+
+async fn server(db: &TestDb) -> (Server, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "data_dir = {:?}\ndatabase_url = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
+         digest_algorithms = [\"MD5\"]\n",
+        data.path().display().to_string(),
+        db.url
+    );
+    let server = Server::start(Config::from_toml(&toml).unwrap())
+        .await
+        .expect("server starts");
+    (server, data)
+}
+
+fn http_get(addr: SocketAddr, path: &str, token: &str) -> Value {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+async fn baresip_registers(db: Db, transport: Transport) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data) = server(&tdb).await;
+    let store = server.store().clone();
+    let user = store
+        .create_user(&NewUser {
+            extension: "100".into(),
+            display_name: "Alice".into(),
+            email: "alice@example.com".into(),
+            fax_number: None,
+            external_numbers: vec![],
+        })
+        .await
+        .unwrap();
+    store
+        .create_phone(
+            user.id,
+            &NewPhone {
+                sip_username: "alice".into(),
+                name: "Softphone".into(),
+                password: Some("alice-secret".into()),
+            },
+            "test.example",
+        )
+        .await
+        .unwrap();
+    let token = store.create_token(Scope::Admin, None, "t").await.unwrap();
+
+    let sip = server
+        .sip_addrs()
+        .iter()
+        .find(|l| l.transport == transport)
+        .unwrap()
+        .addr;
+    let t = transport.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config"),
+        format!(
+            "module_path /usr/lib/baresip/modules\nsip_listen 127.0.0.1:{}\n\
+             module g711.so\nmodule_app account.so\nsip_trans_def {t}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("accounts"),
+        format!("<sip:alice@{sip};transport={t}>;auth_pass=alice-secret;regint=600\n"),
+    )
+    .unwrap();
+    let mut child = Command::new("baresip")
+        .arg("-f")
+        .arg(dir.path())
+        .args(["-t", "5"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("baresip is installed (Debian package baresip)");
+
+    // Registered: visible through the API with where it came from.
+    let http = server.http_addr();
+    let path = format!("/api/v1/users/{}/phones", user.id);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut phone = Value::Null;
+    while Instant::now() < deadline {
+        let h = http;
+        let p = path.clone();
+        let tk = token.clone();
+        let v = tokio::task::spawn_blocking(move || http_get(h, &p, &tk))
+            .await
+            .unwrap();
+        phone = v["items"][0].clone();
+        if phone["registered"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        phone["registered"], true,
+        "baresip did not register: {phone}"
+    );
+    let contact = &phone["contacts"][0];
+    assert_eq!(contact["transport"], t, "{phone}");
+    assert!(
+        contact["source"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("127.0.0.1:"),
+        "{phone}"
+    );
+    assert!(
+        contact["user_agent"]
+            .as_str()
+            .unwrap_or("")
+            .contains("baresip"),
+        "{phone}"
+    );
+    assert!(contact["expires_in"].as_u64().unwrap_or(0) > 500, "{phone}");
+
+    // baresip unregisters when it quits.
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && !server.registrar().bindings_for("alice").is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.registrar().bindings_for("alice").is_empty());
+    server.shutdown().await;
+}
+
+async fn over_udp(db: Db) {
+    baresip_registers(db, Transport::Udp).await
+}
+
+async fn over_tcp(db: Db) {
+    baresip_registers(db, Transport::Tcp).await
+}
+
+on_both_databases!(over_udp, over_tcp);
