@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,20 +30,6 @@ async fn server(db: &TestDb) -> (Server, tempfile::TempDir) {
         .await
         .expect("server starts");
     (server, data)
-}
-
-fn http_get(addr: SocketAddr, path: &str, token: &str) -> Value {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
 fn free_port() -> u16 {
@@ -123,7 +108,7 @@ async fn baresip_registers(db: Db, transport: Transport) {
         let h = http;
         let p = path.clone();
         let tk = token.clone();
-        let v = tokio::task::spawn_blocking(move || http_get(h, &p, &tk))
+        let (_, v) = tokio::task::spawn_blocking(move || common::http(h, "GET", &p, &tk, ""))
             .await
             .unwrap();
         phone = v["items"][0].clone();

@@ -447,6 +447,21 @@ async fn brute_force_ends_banned(db: Db) {
     let bans = server.registrar().bans();
     assert_eq!(bans.len(), 1);
     assert_eq!(bans[0].ip.to_string(), "127.0.0.1");
+
+    // The ban is logged in the API for an admin, and not for a user.
+    let admin = server
+        .store()
+        .create_token(switchboard::directory::Scope::Admin, None, "t")
+        .await
+        .unwrap();
+    let http = server.http_addr();
+    let (status, list) =
+        tokio::task::spawn_blocking(move || common::http(http, "GET", "/api/v1/bans", &admin, ""))
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["ip"], "127.0.0.1", "{list}");
+    assert_eq!(list[0]["failures"], 3, "{list}");
     // Banned: even the right password gets no answer now.
     let run = sipp(
         "register.xml",

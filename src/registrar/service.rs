@@ -123,6 +123,9 @@ async fn build(store: Store, config: &Config) -> crate::store::Result<Arc<Shared
     reg_config.min_expires = config.registrar.min_expires;
     reg_config.max_expires = config.registrar.max_expires;
     reg_config.default_expires = config.registrar.default_expires;
+    // A fresh key per process, on purpose: the nonce-count replay records live in memory, so
+    // nonces from before a restart must not verify afterwards (phones get one `stale=true`
+    // challenge and retry silently).
     let secret: [u8; 32] = rand::random();
     let algorithms: Vec<Algorithm> = config
         .sip
