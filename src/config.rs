@@ -616,6 +616,23 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_shows_the_defaults() {
+        let example = Config::from_toml(include_str!("../switchboard.example.toml")).unwrap();
+        let defaults = Config::load_with_env(None, |_| None).unwrap();
+        assert_eq!(example.to_toml(), defaults.to_toml());
+    }
+
+    #[test]
+    fn digest_algorithms_are_checked() {
+        let e = Config::from_toml("[sip]\ndigest_algorithms = [\"SHA-512\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sip.digest_algorithms"), "{e}");
+        let c = Config::from_toml("[sip]\ndigest_algorithms = [\"MD5\"]\n").unwrap();
+        assert_eq!(c.sip.digest_algorithms, ["MD5"]);
+    }
+
+    #[test]
     fn effective_config_renders_as_toml() {
         let c = Config::load_with_env(None, |_| None).unwrap();
         let text = c.to_toml();
