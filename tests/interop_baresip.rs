@@ -7,41 +7,23 @@
 
 mod common;
 
-use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Db, TestDb};
 use serde_json::Value;
-use switchboard::config::{Config, Transport};
+use switchboard::config::Transport;
 use switchboard::directory::{NewPhone, NewUser, Scope};
-use switchboard::Server;
-
-async fn server(db: &TestDb) -> (Server, tempfile::TempDir) {
-    let data = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "data_dir = {:?}\ndatabase_url = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n\
-         [sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
-         digest_algorithms = [\"MD5\"]\n",
-        data.path().display().to_string(),
-        db.url
-    );
-    let server = Server::start(Config::from_toml(&toml).unwrap())
-        .await
-        .expect("server starts");
-    (server, data)
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
 
 async fn baresip_registers(db: Db, transport: Transport) {
     let tdb = TestDb::new(db).await;
-    let (server, _data) = server(&tdb).await;
+    let (server, _data) = common::start_server(
+        &tdb,
+        "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
+         digest_algorithms = [\"MD5\"]",
+        "",
+    )
+    .await;
     let store = server.store().clone();
     let user = store
         .create_user(&NewUser {
@@ -67,12 +49,7 @@ async fn baresip_registers(db: Db, transport: Transport) {
         .unwrap();
     let token = store.create_token(Scope::Admin, None, "t").await.unwrap();
 
-    let sip = server
-        .sip_addrs()
-        .iter()
-        .find(|l| l.transport == transport)
-        .unwrap()
-        .addr;
+    let sip = common::sip_addr(&server, transport);
     let t = transport.as_str();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -80,7 +57,7 @@ async fn baresip_registers(db: Db, transport: Transport) {
         format!(
             "module_path /usr/lib/baresip/modules\nsip_listen 127.0.0.1:{}\n\
              module g711.so\nmodule_app account.so\nsip_trans_def {t}\n",
-            free_port()
+            common::free_udp_port()
         ),
     )
     .unwrap();

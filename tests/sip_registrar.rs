@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Db, TestDb};
-use switchboard::config::{Config, Transport};
+use common::{free_udp_port, sip_addr, Db, TestDb};
+use switchboard::config::Transport;
 use switchboard::directory::{NewPhone, NewUser};
 use switchboard::Server;
 
@@ -18,28 +18,16 @@ fn sipp_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp")
 }
 
-/// A server on loopback with free ports, on the given store.
+/// A server on loopback with free ports, on the given store. SIPp 3.6 reads only the first
+/// challenge and knows only MD5.
 async fn server(db: &TestDb, extra: &str) -> (Server, tempfile::TempDir) {
-    let data = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "data_dir = {data:?}\ndatabase_url = {url:?}\n[http]\nlisten = \"127.0.0.1:0\"\n\
-         [sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
-         digest_algorithms = [\"MD5\", \"SHA-256\"]\n{extra}",
-        data = data.path().display().to_string(),
-        url = db.url,
-    );
-    let config = Config::from_toml(&toml).expect("test config");
-    let server = Server::start(config).await.expect("server starts");
-    (server, data)
-}
-
-fn sip_addr(server: &Server, t: Transport) -> SocketAddr {
-    server
-        .sip_addrs()
-        .iter()
-        .find(|l| l.transport == t)
-        .expect("transport bound")
-        .addr
+    common::start_server(
+        db,
+        "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
+         digest_algorithms = [\"MD5\", \"SHA-256\"]",
+        extra,
+    )
+    .await
 }
 
 /// Adds a user with one phone; returns the user id.
@@ -68,13 +56,6 @@ async fn phone(server: &Server, ext: &str, username: &str, password: &str) -> i6
         .await
         .unwrap();
     user.id
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .unwrap()
 }
 
 struct SippRun {

@@ -16,26 +16,7 @@ use switchboard::config::{Config, Transport};
 use switchboard::Server;
 
 async fn server(db: &TestDb, listen: &str) -> (Server, tempfile::TempDir) {
-    let data = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "data_dir = {:?}\ndatabase_url = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n\
-         [sip]\nlisten = [{listen}]\n",
-        data.path().display().to_string(),
-        db.url
-    );
-    let server = Server::start(Config::from_toml(&toml).unwrap())
-        .await
-        .expect("server starts");
-    (server, data)
-}
-
-fn addr(server: &Server, t: Transport) -> SocketAddr {
-    server
-        .sip_addrs()
-        .iter()
-        .find(|l| l.transport == t)
-        .unwrap()
-        .addr
+    common::start_server(db, &format!("listen = [{listen}]"), "").await
 }
 
 fn torture_dir() -> PathBuf {
@@ -159,7 +140,7 @@ fn expected(file: &str, valid: bool, is_response: bool) -> Want {
 async fn torture_messages_get_the_right_answer(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data) = server(&tdb, "\"udp:127.0.0.1:0\"").await;
-    let to = addr(&server, Transport::Udp);
+    let to = common::sip_addr(&server, Transport::Udp);
     let results = tokio::task::spawn_blocking(move || {
         // A socket per message: an unacknowledged INVITE's final response is retransmitted
         // (Timer G), and those copies must not be taken for the next message's answer.
@@ -243,7 +224,7 @@ async fn torture_messages_get_the_right_answer(db: Db) {
 async fn streams_are_framed_kept_alive_and_closed_on_garbage(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data) = server(&tdb, "\"tcp:127.0.0.1:0\"").await;
-    let to = addr(&server, Transport::Tcp);
+    let to = common::sip_addr(&server, Transport::Tcp);
     tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(to).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -320,7 +301,7 @@ async fn streams_are_framed_kept_alive_and_closed_on_garbage(db: Db) {
 async fn tls_with_the_generated_certificate(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, data) = server(&tdb, "\"tls:127.0.0.1:0\"").await;
-    let to = addr(&server, Transport::Tls);
+    let to = common::sip_addr(&server, Transport::Tls);
     // The certificate was generated into the data dir; trust exactly it.
     let cert_path = data.path().join("tls/sip.crt");
     use rustls::pki_types::pem::PemObject;
@@ -375,7 +356,7 @@ async fn ipv6_loopback(db: Db) {
         panic!("this machine has no IPv6 loopback; the IPv6 transport cannot be tested");
     }
     let (server, _data) = server(&tdb, "\"udp:[::1]:0\"").await;
-    let to = addr(&server, Transport::Udp);
+    let to = common::sip_addr(&server, Transport::Udp);
     let code = tokio::task::spawn_blocking(move || {
         let sock = UdpSocket::bind("[::1]:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

@@ -194,3 +194,44 @@ pub fn http(
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// A server on the given store, its HTTP API on a free loopback port; `sip` is the `[sip]`
+/// section's body (listen addresses and the like) and `extra` any further TOML.
+pub async fn start_server(
+    db: &TestDb,
+    sip: &str,
+    extra: &str,
+) -> (switchboard::Server, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "data_dir = {:?}\ndatabase_url = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[sip]\n{sip}\n{extra}",
+        data.path().display().to_string(),
+        db.url
+    );
+    let config = switchboard::config::Config::from_toml(&toml).expect("test config");
+    let server = switchboard::Server::start(config)
+        .await
+        .expect("server starts");
+    (server, data)
+}
+
+/// The address a transport of `server` is bound to.
+pub fn sip_addr(
+    server: &switchboard::Server,
+    t: switchboard::config::Transport,
+) -> std::net::SocketAddr {
+    server
+        .sip_addrs()
+        .iter()
+        .find(|l| l.transport == t)
+        .expect("transport bound")
+        .addr
+}
+
+/// A loopback UDP port free right now.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
