@@ -303,15 +303,28 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, endpoint: mpsc::S
         for p in &batch {
             changes.extend(p.changes.iter().cloned());
         }
-        let result = store.apply_binding_changes(&changes).await;
-        if let Err(e) = &result {
-            tracing::error!(error = %e, changes = changes.len(), "persisting bindings failed");
-        }
+        let all_ok = match store.apply_binding_changes(&changes).await {
+            Ok(()) => true,
+            Err(e) => {
+                // One bad change (say, a phone deleted between its REGISTER and this commit)
+                // must not fail everybody else's: retry each request's changes on their own.
+                tracing::warn!(error = %e, changes = changes.len(), "batch failed; retrying one by one");
+                false
+            }
+        };
         for p in batch.drain(..) {
+            let durable = all_ok
+                || match store.apply_binding_changes(&p.changes).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "persisting a binding change failed");
+                        false
+                    }
+                };
             let Some((tx, mut response)) = p.reply else {
                 continue;
             };
-            if result.is_err() {
+            if !durable {
                 // Not durable, so not acknowledged: the phone retries.
                 response = Message::response_to(&response, 500, "Server Internal Error");
                 let _ = response.push_header(crate::sip::header::HeaderName::RetryAfter, "5");
