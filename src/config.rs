@@ -25,6 +25,9 @@ pub const ENV_SIP_LISTEN: &str = "SWITCHBOARD_SIP_LISTEN";
 pub const ENV_LOG_FORMAT: &str = "SWITCHBOARD_LOG_FORMAT";
 pub const ENV_SIP_REALM: &str = "SWITCHBOARD_SIP_REALM";
 
+/// Where the dialplan is read from unless `dialplan` says otherwise.
+pub const DEFAULT_DIALPLAN_PATH: &str = "dialplans/default.toml";
+
 /// A configuration error, always naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -68,6 +71,7 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     log_format: Option<String>,
+    dialplan: Option<PathBuf>,
     http: Option<RawHttp>,
     sip: Option<RawSip>,
     registrar: Option<RawRegistrar>,
@@ -217,6 +221,9 @@ pub struct Config {
     pub database_url: String,
     /// `human` (default) or `json`.
     pub log_format: LogFormat,
+    /// The dialplan file. Default `dialplans/default.toml`; when that default file is absent the
+    /// built-in copy of it is used.
+    pub dialplan: PathBuf,
     pub http: HttpConfig,
     pub sip: SipConfig,
     pub registrar: RegistrarConfig,
@@ -468,10 +475,15 @@ impl Config {
             return Err(invalid("security.ban_window_secs", "must be at least 1"));
         }
 
+        let dialplan = raw
+            .dialplan
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DIALPLAN_PATH));
+
         Ok(Config {
             data_dir,
             database_url,
             log_format,
+            dialplan,
             http: HttpConfig {
                 listen: http_listen,
             },
@@ -491,6 +503,14 @@ impl Config {
     pub fn to_toml(&self) -> String {
         // Serialising our own plain structs cannot fail; fall back to Debug just in case.
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n{self:?}"))
+    }
+
+    /// Loads the configured dialplan (see [`Config::dialplan`]).
+    pub fn open_dialplan(&self) -> Result<crate::routing::DialplanFile, crate::routing::LoadError> {
+        crate::routing::DialplanFile::open(
+            &self.dialplan,
+            self.dialplan == Path::new(DEFAULT_DIALPLAN_PATH),
+        )
     }
 
     /// True when the store is PostgreSQL.

@@ -8,6 +8,7 @@ pub mod config;
 pub mod directory;
 pub mod metrics;
 pub mod registrar;
+pub mod routing;
 pub mod sip;
 pub mod store;
 
@@ -28,6 +29,7 @@ pub struct Server {
     store: Store,
     initial_admin_token: Option<String>,
     registrar: registrar::service::Handle,
+    dialplan: Arc<routing::DialplanFile>,
     tasks: JoinSet<()>,
 }
 
@@ -37,6 +39,9 @@ impl Server {
     /// On a store with no admin token, one is created; [`Server::initial_admin_token`] gives it so
     /// the caller can show it once.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        // A broken dialplan stops the start, naming the line, before anything is bound.
+        let dialplan = Arc::new(config.open_dialplan()?);
+
         let store = Store::open(&config.database_url)
             .await
             .with_context(|| format!("opening the store at {}", redact(&config.database_url)))?;
@@ -90,6 +95,7 @@ impl Server {
             realm: Arc::from(config.sip.realm.as_str()),
             metrics: Arc::new(metrics::Metrics::default()),
             registrar: registrar.clone(),
+            dialplan: dialplan.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -112,6 +118,7 @@ impl Server {
             http_addr,
             sip_addrs: transports.bound().to_vec(),
             registrar,
+            dialplan,
             store,
             initial_admin_token,
             tasks,
@@ -133,6 +140,11 @@ impl Server {
     /// Live registrations and bans.
     pub fn registrar(&self) -> &registrar::service::Handle {
         &self.registrar
+    }
+
+    /// The dialplan: the plan in force, and reloading it (SIGHUP, the admin API).
+    pub fn dialplan(&self) -> &routing::DialplanFile {
+        &self.dialplan
     }
 
     /// The admin token created at this start, when the store had none.

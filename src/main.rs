@@ -164,7 +164,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(config).await,
         Command::CheckConfig => {
+            // The dialplan is part of the configuration: an error in it fails the check.
+            let plan = config.open_dialplan()?.current();
             print!("{}", config.to_toml());
+            eprintln!(
+                "dialplan {}: {} routes",
+                config.dialplan.display(),
+                plan.routes().len()
+            );
             Ok(())
         }
         Command::Migrate => {
@@ -213,10 +220,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("Created the first admin token (it is shown only this once):\n\n    {token}\n");
         println!("Create more with: switchboard token create --admin");
     }
-    shutdown_signal().await;
+    wait_for_stop(&server).await;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+/// Serves until SIGINT/SIGTERM; SIGHUP reloads the dialplan.
+async fn wait_for_stop(server: &Server) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let stop = shutdown_signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = hup.recv() => match server.dialplan().reload() {
+                        Ok(plan) => tracing::info!(routes = plan.routes().len(), "dialplan reloaded"),
+                        Err(e) => tracing::error!(error = %e, "dialplan not reloaded; the running one stays"),
+                    },
+                }
+            }
+        }
+    }
+    shutdown_signal().await;
 }
 
 async fn shutdown_signal() {

@@ -72,6 +72,13 @@ impl Api {
             realm: Arc::from("test.example"),
             metrics: Arc::new(Metrics::default()),
             registrar,
+            dialplan: Arc::new(
+                switchboard::routing::DialplanFile::open(
+                    std::path::Path::new(switchboard::config::DEFAULT_DIALPLAN_PATH),
+                    true,
+                )
+                .unwrap(),
+            ),
         });
         Api {
             app,
@@ -1118,6 +1125,8 @@ async fn openapi_lists_every_route() {
         ),
         ("/api/v1/users/{id}/location", &["get", "put"]),
         ("/api/v1/bans", &["get"]),
+        ("/api/v1/dialplan", &["get"]),
+        ("/api/v1/dialplan/reload", &["post"]),
         ("/api/v1/bans/{ip}", &["delete"]),
         ("/healthz", &["get"]),
         ("/metrics", &["get"]),

@@ -339,3 +339,136 @@ fn serve_with_no_setup_creates_the_data_dir() {
     assert!(first.contains("admin token"), "{first}");
     assert!(data.join("switchboard.db").exists());
 }
+
+const PLAN_A: &str = "[[route]]\nname = \"users\"\nmatch = \"{ext:3}\"\naction = \"user\"\n";
+const PLAN_B: &str = "[[route]]\nname = \"echo\"\nmatch = \"*43\"\naction = \"echo\"\n\n\
+                      [[route]]\nname = \"users\"\nmatch = \"{ext:3}\"\naction = \"user\"\n";
+const PLAN_BROKEN: &str = "[[route]]\nname = \"users\"\nmatch = \"{ext:3}\"\naction = \"user\"\n\n\
+                           [[route]]\nname = \"out\"\nmatch = \"0{n}\"\naction = \"trunkk\"\n";
+
+#[test]
+fn a_broken_dialplan_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, PLAN_BROKEN).unwrap();
+    let cfg = dir.path().join("sb.toml");
+    std::fs::write(
+        &cfg,
+        format!("dialplan = {:?}\n", plan.display().to_string()),
+    )
+    .unwrap();
+    for cmd in ["check-config", "serve"] {
+        let out = Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), cmd])
+            .env_clear()
+            .env("SWITCHBOARD_DATA_DIR", dir.path())
+            .env("SWITCHBOARD_HTTP_LISTEN", "127.0.0.1:0")
+            .env("SWITCHBOARD_SIP_LISTEN", "udp:127.0.0.1:0")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{cmd} accepted a broken dialplan");
+        let err = stderr(&out);
+        assert!(
+            err.contains("line 9") && err.contains("trunkk"),
+            "{cmd}: {err}"
+        );
+    }
+    std::fs::write(&plan, PLAN_A).unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "check-config"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_dialplan_reloads_on_sighup_and_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, PLAN_A).unwrap();
+    let cfg = dir.path().join("sb.toml");
+    std::fs::write(
+        &cfg,
+        format!("dialplan = {:?}\n", plan.display().to_string()),
+    )
+    .unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sb.db").display());
+    let token = stdout(&switchboard(&url, &["token", "create", "--admin"]))
+        .trim()
+        .to_owned();
+
+    let mut child = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--log-json", "serve"])
+        .env_clear()
+        .env("SWITCHBOARD_DATA_DIR", dir.path())
+        .env("SWITCHBOARD_DATABASE_URL", &url)
+        .env("SWITCHBOARD_HTTP_LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_SIP_LISTEN", "udp:127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["fields"]["message"] == "switchboard started" {
+                    let _ = tx.send(v["fields"]["http"].as_str().unwrap_or("").to_owned());
+                }
+            }
+        }
+    });
+    let http_addr: SocketAddr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let names = |v: &Value| -> Vec<String> {
+        v["routes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| r["name"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (_, v) = http(http_addr, "GET", "/api/v1/dialplan", &token, "");
+    assert_eq!(names(&v), ["users"]);
+
+    // SIGHUP picks up the edited file.
+    std::fs::write(&plan, PLAN_B).unwrap();
+    let _ = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status();
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let (_, v) = http(http_addr, "GET", "/api/v1/dialplan", &token, "");
+        got = names(&v);
+        if got.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(got, ["echo", "users"]);
+
+    // A broken file is refused with its line; the running plan stays.
+    std::fs::write(&plan, PLAN_BROKEN).unwrap();
+    let (status, problem) = http(http_addr, "POST", "/api/v1/dialplan/reload", &token, "");
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["field"], "line 9", "{problem}");
+    let (_, v) = http(http_addr, "GET", "/api/v1/dialplan", &token, "");
+    assert_eq!(names(&v), ["echo", "users"]);
+
+    // Fixed again, reloaded through the API.
+    std::fs::write(&plan, PLAN_A).unwrap();
+    let (status, v) = http(http_addr, "POST", "/api/v1/dialplan/reload", &token, "");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(names(&v), ["users"]);
+
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -6,6 +6,7 @@
 //! [`crate::store`].
 
 mod bans;
+mod dialplan;
 mod directory;
 mod error;
 mod ops;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Live registrations and bans.
     pub registrar: crate::registrar::service::Handle,
+    /// The dialplan in force, reloadable.
+    pub dialplan: Arc<crate::routing::DialplanFile>,
 }
 
 #[derive(OpenApi)]
@@ -71,6 +74,7 @@ pub fn router(state: AppState) -> Router {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(directory::routes())
         .merge(bans::routes())
+        .merge(dialplan::routes())
         .merge(ops::routes())
         .split_for_parts();
     let doc = Arc::new(doc);
