@@ -5,7 +5,8 @@ sqlite3 or psql, run in one transaction), and SIPp injection files with their cr
     provision.py N REALM OUT_DIR [PARTS]
 
 OUT_DIR/users.sql         INSERTs for `users` and `phones` (columns of migrations/*/0001_directory.sql)
-OUT_DIR/users.csv         every phone: username;password (SIPp -inf format, SEQUENTIAL)
+OUT_DIR/users.csv         every phone: username;[authentication username=.. password=..]
+                          (SIPp -inf format, SEQUENTIAL; field1 expands to the Authorization header)
 OUT_DIR/users_<i>.csv     the same phones split into PARTS disjoint parts (one per SIPp instance)
 
 HA1 values are what src/sip/auth.rs `ha1` computes: hex(H("user:realm:password")) with MD5 and
@@ -56,7 +57,9 @@ def main() -> None:
         with open(path, "w") as f:
             f.write("SEQUENTIAL\n")
             for _, user, password, _, _ in rows:
-                f.write(f"{user};{password}\n")
+                # SIPp 3.6 does not expand [field0] inside [authentication ...] in the scenario,
+                # but expands an [authentication ...] keyword that comes from the injection file.
+                f.write(f"{user};[authentication username={user} password={password}]\n")
 
     write_csv(os.path.join(out, "users.csv"), phones)
     for p in range(parts):
