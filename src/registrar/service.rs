@@ -96,6 +96,8 @@ pub async fn start(
     tasks: &mut JoinSet<()>,
 ) -> crate::store::Result<Handle> {
     let shared = build(store.clone(), config).await?;
+    let phones = store.preload_credentials().await?;
+    tracing::debug!(phones, "credentials cached");
     let (writes_tx, writes_rx) = mpsc::channel::<Pending>(65536);
     tasks.spawn(writer(store, writes_rx, endpoint.clone()));
     tasks.spawn(sweeper(shared.clone(), writes_tx.clone()));

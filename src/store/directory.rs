@@ -365,6 +365,28 @@ impl Store {
         Ok(())
     }
 
+    /// Fills the credentials cache with every phone, in one query: after a restart every phone
+    /// re-registers at once, and a database round trip each would slow exactly that moment.
+    pub async fn preload_credentials(&self) -> Result<usize> {
+        let rows =
+            sqlx::query("SELECT sip_username, id, user_id, realm, ha1_md5, ha1_sha256 FROM phones")
+                .fetch_all(&self.pool)
+                .await?;
+        for row in &rows {
+            self.credentials.insert(
+                row.try_get("sip_username")?,
+                PhoneCredentials {
+                    phone_id: row.try_get("id")?,
+                    user_id: row.try_get("user_id")?,
+                    realm: row.try_get("realm")?,
+                    ha1_md5: row.try_get("ha1_md5")?,
+                    ha1_sha256: row.try_get("ha1_sha256")?,
+                },
+            );
+        }
+        Ok(rows.len())
+    }
+
     /// Credentials from the in-memory cache only (see [`Store::phone_credentials`]).
     pub fn cached_phone_credentials(&self, sip_username: &str) -> Option<PhoneCredentials> {
         self.credentials.get(sip_username).map(|c| c.clone())
