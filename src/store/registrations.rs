@@ -10,8 +10,85 @@ use sqlx::Row;
 use super::{Result, Store};
 use crate::registrar::{Binding, BindingChange, Source, Transport};
 
-/// Rows per statement: 14 parameters each stays far below SQLite's limit of 32,766.
-const UPSERT_CHUNK: usize = 500;
+/// Rows per statement. Only these sizes are used, so each statement text is prepared once and
+/// then reused from the driver's statement cache: preparing a fresh multi-row statement for
+/// every batch cost more than the round trips it saved. 64 rows × 14 parameters stays far below
+/// SQLite's limit of 32,766.
+const CHUNK_SIZES: [usize; 3] = [64, 8, 1];
+
+fn chunk_size(remaining: usize) -> usize {
+    CHUNK_SIZES
+        .into_iter()
+        .find(|s| *s <= remaining)
+        .unwrap_or(1)
+}
+
+/// `INSERT … ON CONFLICT DO UPDATE` for `rows` bindings, built once per size.
+fn upsert_sql(rows: usize) -> &'static str {
+    static CACHE: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
+    let all = CACHE.get_or_init(|| {
+        CHUNK_SIZES
+            .into_iter()
+            .map(|n| {
+                let mut sql = String::from(
+                    "INSERT INTO registrations (aor, contact, phone_id, user_id, expires_at, q, \
+                       call_id, cseq, source, transport, user_agent, instance, reg_id, updated_at) \
+                     VALUES ",
+                );
+                for i in 0..n {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    let params: Vec<String> =
+                        (1..=14).map(|k| format!("${}", i * 14 + k)).collect();
+                    sql.push('(');
+                    sql.push_str(&params.join(", "));
+                    sql.push(')');
+                }
+                sql.push_str(
+                    " ON CONFLICT (aor, contact) DO UPDATE SET phone_id = excluded.phone_id, \
+                       user_id = excluded.user_id, expires_at = excluded.expires_at, \
+                       q = excluded.q, call_id = excluded.call_id, cseq = excluded.cseq, \
+                       source = excluded.source, transport = excluded.transport, \
+                       user_agent = excluded.user_agent, instance = excluded.instance, \
+                       reg_id = excluded.reg_id, updated_at = excluded.updated_at",
+                );
+                (n, sql)
+            })
+            .collect()
+    });
+    lookup(all, rows)
+}
+
+/// `DELETE` of `rows` (aor, contact) pairs, built once per size.
+fn delete_sql(rows: usize) -> &'static str {
+    static CACHE: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
+    let all = CACHE.get_or_init(|| {
+        CHUNK_SIZES
+            .into_iter()
+            .map(|n| {
+                let pairs: Vec<String> = (0..n)
+                    .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                    .collect();
+                (
+                    n,
+                    format!(
+                        "DELETE FROM registrations WHERE (aor, contact) IN ({})",
+                        pairs.join(", ")
+                    ),
+                )
+            })
+            .collect()
+    });
+    lookup(all, rows)
+}
+
+fn lookup(all: &'static [(usize, String)], rows: usize) -> &'static str {
+    all.iter()
+        .find(|(n, _)| *n == rows)
+        .map(|(_, s)| s.as_str())
+        .unwrap_or("")
+}
 
 fn transport_str(t: Transport) -> &'static str {
     match t {
@@ -58,34 +135,12 @@ impl Store {
         }
 
         let mut tx = self.pool.begin().await?;
-        for chunk in upserts.chunks(UPSERT_CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO registrations (aor, contact, phone_id, user_id, expires_at, q, \
-                   call_id, cseq, source, transport, user_agent, instance, reg_id, updated_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 14;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('(');
-                for k in 1..=14 {
-                    if k > 1 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!("${}", b + k));
-                }
-                sql.push(')');
-            }
-            sql.push_str(
-                " ON CONFLICT (aor, contact) DO UPDATE SET phone_id = excluded.phone_id, \
-                   user_id = excluded.user_id, expires_at = excluded.expires_at, q = excluded.q, \
-                   call_id = excluded.call_id, cseq = excluded.cseq, source = excluded.source, \
-                   transport = excluded.transport, user_agent = excluded.user_agent, \
-                   instance = excluded.instance, reg_id = excluded.reg_id, \
-                   updated_at = excluded.updated_at",
-            );
-            let mut q = sqlx::query(&sql);
+        let mut rest = upserts.as_slice();
+        while !rest.is_empty() {
+            let size = chunk_size(rest.len());
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let mut q = sqlx::query(upsert_sql(size));
             for b in chunk {
                 q = q
                     .bind(&b.aor)
@@ -105,16 +160,12 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in removals.chunks(UPSERT_CHUNK) {
-            let mut sql = String::from("DELETE FROM registrations WHERE (aor, contact) IN (");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
-            }
-            sql.push(')');
-            let mut q = sqlx::query(&sql);
+        let mut rest = removals.as_slice();
+        while !rest.is_empty() {
+            let size = chunk_size(rest.len());
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let mut q = sqlx::query(delete_sql(size));
             for (aor, contact) in chunk {
                 q = q.bind(aor.as_str()).bind(contact.as_str());
             }
