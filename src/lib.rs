@@ -69,26 +69,22 @@ impl Server {
             &mut tasks,
         )
         .await?;
-        let (register_tx, register_rx) = tokio::sync::mpsc::channel(16384);
-        let (endpoint, endpoint_task) = sip::endpoint::Endpoint::start(
+        let (commands_tx, commands_rx) = sip::endpoint::Endpoint::channel();
+        let registrar =
+            registrar::service::start(store.clone(), &config, commands_tx.clone(), &mut tasks)
+                .await?;
+        let (_endpoint, endpoint_task) = sip::endpoint::Endpoint::start(
             transports.clone(),
             incoming_rx,
+            (commands_tx, commands_rx),
             sip::endpoint::Services {
-                register: register_tx,
+                register: Arc::new(registrar.clone()),
             },
             rand::random(),
         );
         tasks.spawn(async move {
             let _ = endpoint_task.await;
         });
-        let registrar = registrar::service::start(
-            store.clone(),
-            &config,
-            register_rx,
-            endpoint.commands(),
-            &mut tasks,
-        )
-        .await?;
 
         let state = api::AppState {
             store: store.clone(),

@@ -2,6 +2,11 @@
 //! [`Registrar`], fetches credentials, persists binding changes before the 200 OK leaves, keeps
 //! bindings expiring on time, and applies the brute-force [`Guard`].
 //!
+//! The decision itself runs on the endpoint's task ([`RequestHandler::submit`]): credentials are
+//! preloaded, the binding table is in memory, so a 401, a 423 or a query is answered in place,
+//! and only a change goes on, to the writer. A credentials cache miss is looked up on a task of
+//! its own and answered through the endpoint's command channel.
+//!
 //! Writes are batched: every change waiting when the writer wakes goes into one transaction, and
 //! the responses for all of them are released after the commit. Under load that turns thousands
 //! of REGISTERs per second into a few hundred commits, without ever answering before the binding
@@ -19,7 +24,7 @@ use super::guard::{Ban, Guard, GuardConfig};
 use super::{Binding, BindingChange, Registrar, RegistrarConfig, Source, Transport};
 use crate::config::{self, Config};
 use crate::sip::auth::{Algorithm, DigestServer};
-use crate::sip::endpoint::{Command, Request};
+use crate::sip::endpoint::{Command, Request, RequestHandler};
 use crate::sip::message::Message;
 use crate::sip::transaction::ServerTxId;
 use crate::store::{now_ms, PhoneCredentials, Store};
@@ -29,11 +34,18 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const BAN_SYNC_EVERY: Duration = Duration::from_secs(5);
 /// The most changes one commit carries.
 const MAX_BATCH: usize = 2048;
+/// Decisions waiting for a commit. Kept short on purpose: past it the store is not keeping up,
+/// and a quick 503 serves phones better than an answer after their timeout.
+const WRITE_QUEUE: usize = 8192;
 
 struct Shared {
     registrar: Mutex<Registrar>,
     guard: Mutex<Guard>,
     store: Store,
+    /// Where decisions that change bindings go to be committed; `None` for an idle handle.
+    writes: Option<mpsc::Sender<Pending>>,
+    /// The endpoint's answer channel, for requests answered after a lookup.
+    endpoint: Option<mpsc::Sender<Command>>,
 }
 
 /// A shared view of the registrar for the API: bindings, bans.
@@ -87,26 +99,27 @@ impl Handle {
     }
 }
 
-/// Builds the registrar from the store and starts its tasks.
+/// Builds the registrar from the store and starts its tasks. Requests come in through the
+/// returned handle ([`RequestHandler::submit`], called by the endpoint); answers that have to
+/// wait (for a commit, a lookup) go back on `endpoint`.
 pub async fn start(
     store: Store,
     config: &Config,
-    requests: mpsc::Receiver<Request>,
     endpoint: mpsc::Sender<Command>,
     tasks: &mut JoinSet<()>,
 ) -> crate::store::Result<Handle> {
-    let shared = build(store.clone(), config).await?;
+    let (writes_tx, writes_rx) = mpsc::channel::<Pending>(WRITE_QUEUE);
+    let shared = build(
+        store.clone(),
+        config,
+        Some(writes_tx),
+        Some(endpoint.clone()),
+    )
+    .await?;
     let phones = store.preload_credentials().await?;
     tracing::debug!(phones, "credentials cached");
-    let (writes_tx, writes_rx) = mpsc::channel::<Pending>(65536);
-    tasks.spawn(writer(store, writes_rx, endpoint.clone()));
-    tasks.spawn(sweeper(shared.clone(), writes_tx.clone()));
-    tasks.spawn(handle_requests(
-        shared.clone(),
-        requests,
-        writes_tx,
-        endpoint,
-    ));
+    tasks.spawn(writer(store, writes_rx, endpoint));
+    tasks.spawn(sweeper(shared.clone()));
     Ok(Handle { shared })
 }
 
@@ -115,12 +128,17 @@ impl Handle {
     /// tasks: for tools and for API tests that exercise the HTTP side alone.
     pub async fn idle(store: Store, config: &Config) -> crate::store::Result<Handle> {
         Ok(Handle {
-            shared: build(store, config).await?,
+            shared: build(store, config, None, None).await?,
         })
     }
 }
 
-async fn build(store: Store, config: &Config) -> crate::store::Result<Arc<Shared>> {
+async fn build(
+    store: Store,
+    config: &Config,
+    writes: Option<mpsc::Sender<Pending>>,
+    endpoint: Option<mpsc::Sender<Command>>,
+) -> crate::store::Result<Arc<Shared>> {
     let mut reg_config = RegistrarConfig::new(&config.sip.realm);
     reg_config.min_expires = config.registrar.min_expires;
     reg_config.max_expires = config.registrar.max_expires;
@@ -150,6 +168,8 @@ async fn build(store: Store, config: &Config) -> crate::store::Result<Arc<Shared
         registrar: Mutex::new(registrar),
         guard: Mutex::new(guard),
         store,
+        writes,
+        endpoint,
     }))
 }
 
@@ -189,64 +209,52 @@ fn source_of(req: &Request) -> Source {
     }
 }
 
-async fn handle_requests(
-    shared: Arc<Shared>,
-    mut requests: mpsc::Receiver<Request>,
-    writes: mpsc::Sender<Pending>,
-    endpoint: mpsc::Sender<Command>,
-) {
-    // Requests whose credentials had to come from the database come back through here, so a
-    // slow lookup never holds up the REGISTERs behind it.
-    let (resolved_tx, mut resolved_rx) = mpsc::channel::<(Request, Option<PhoneCredentials>)>(4096);
-    loop {
-        let (req, creds) = tokio::select! {
-            req = requests.recv() => {
-                let Some(req) = req else { return };
-                let ip = req.source.addr.ip();
-                if lock(&shared.guard).is_banned(ip, now()) {
-                    // A banned source gets no answer at all: answering costs us and tells it
-                    // the ban's length.
-                    tracing::debug!(%ip, "REGISTER from a banned address dropped");
-                    continue;
-                }
-                match Registrar::auth_username(&req.msg) {
-                    None => (req, None),
-                    Some(user) => match shared.store.cached_phone_credentials(&user) {
-                        Some(c) => (req, Some(c)),
-                        None => {
-                            let store = shared.store.clone();
-                            let back = resolved_tx.clone();
-                            tokio::spawn(async move {
-                                let creds = match store.phone_credentials(&user).await {
-                                    Ok(c) => c,
-                                    Err(e) => {
-                                        tracing::error!(error = %e, "credentials lookup failed");
-                                        None
-                                    }
-                                };
-                                let _ = back.send((req, creds)).await;
-                            });
-                            continue;
+impl RequestHandler for Handle {
+    /// Decides a REGISTER on the endpoint's task when the credentials are in memory (nearly
+    /// always: they are preloaded); only a cache miss goes to the database, on a task of its own.
+    fn submit(&self, req: Request) -> Option<(ServerTxId, Message)> {
+        let ip = req.source.addr.ip();
+        if lock(&self.shared.guard).is_banned(ip, now()) {
+            // A banned source gets no answer at all: answering costs us and tells it the ban's
+            // length.
+            tracing::debug!(%ip, "REGISTER from a banned address dropped");
+            return None;
+        }
+        let creds = match Registrar::auth_username(&req.msg) {
+            None => None,
+            Some(user) => match self.shared.store.cached_phone_credentials(&user) {
+                Some(c) => Some(c),
+                None => {
+                    let shared = self.shared.clone();
+                    tokio::spawn(async move {
+                        let creds = match shared.store.phone_credentials(&user).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::error!(error = %e, "credentials lookup failed");
+                                None
+                            }
+                        };
+                        if let (Some((tx, response)), Some(endpoint)) =
+                            (decide(&shared, req, creds), &shared.endpoint)
+                        {
+                            let _ = endpoint.send(Command::Respond { tx, response }).await;
                         }
-                    },
+                    });
+                    return None;
                 }
-            }
-            r = resolved_rx.recv() => match r {
-                Some(x) => x,
-                None => return,
             },
         };
-        decide(&shared, req, creds, &writes, &endpoint).await;
+        decide(&self.shared, req, creds)
     }
 }
 
-async fn decide(
+/// Runs the registrar on one request; returns the response when it can go at once, or hands
+/// the changes (with the response) to the writer and returns `None`.
+fn decide(
     shared: &Shared,
     req: Request,
     creds: Option<PhoneCredentials>,
-    writes: &mpsc::Sender<Pending>,
-    endpoint: &mpsc::Sender<Command>,
-) {
+) -> Option<(ServerTxId, Message)> {
     let now = now();
     let source = source_of(&req);
     let outcome = lock(&shared.registrar).handle_register(&req.msg, source, creds.as_ref(), now);
@@ -271,21 +279,29 @@ async fn decide(
             });
         }
     }
-    let reply = (req.tx, outcome.response);
     if outcome.changes.is_empty() {
-        let _ = endpoint
-            .send(Command::Respond {
-                tx: reply.0,
-                response: reply.1,
-            })
-            .await;
-    } else {
-        let _ = writes
-            .send(Pending {
-                changes: outcome.changes,
-                reply: Some(reply),
-            })
-            .await;
+        return Some((req.tx, outcome.response));
+    }
+    let Some(writes) = &shared.writes else {
+        // An idle handle never sees SIP traffic.
+        return None;
+    };
+    match writes.try_send(Pending {
+        changes: outcome.changes,
+        reply: Some((req.tx, outcome.response)),
+    }) {
+        Ok(()) => None,
+        Err(e) => {
+            // The store cannot keep up: refuse now (the phone retries) rather than queue
+            // without bound and answer after the phone has given up.
+            let pending = match e {
+                mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p) => p,
+            };
+            let (tx, response) = pending.reply?;
+            let mut busy = Message::response_to(&response, 503, "Service Unavailable");
+            let _ = busy.push_header(crate::sip::header::HeaderName::RetryAfter, "1");
+            Some((tx, busy))
+        }
     }
 }
 
@@ -337,7 +353,10 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, endpoint: mpsc::S
 }
 
 /// Expires bindings on time and keeps bans in step with the store.
-async fn sweeper(shared: Arc<Shared>, writes: mpsc::Sender<Pending>) {
+async fn sweeper(shared: Arc<Shared>) {
+    let Some(writes) = shared.writes.clone() else {
+        return;
+    };
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     let mut since_sync = Duration::ZERO;
     loop {

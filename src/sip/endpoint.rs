@@ -36,10 +36,18 @@ pub struct Request {
     pub source: Peer,
 }
 
+/// A service that takes requests from the endpoint. `submit` runs on the endpoint's task and
+/// must not block: it answers at once when it can (most REGISTERs: the decision is in memory),
+/// or takes the request and answers later through [`Command::Respond`] (after a database write
+/// or lookup). Answering in place saves two task hand-offs per request.
+pub trait RequestHandler: Send + Sync {
+    fn submit(&self, req: Request) -> Option<(ServerTxId, Message)>;
+}
+
 /// Where the endpoint sends the requests it does not answer itself.
 #[derive(Clone)]
 pub struct Services {
-    pub register: mpsc::Sender<Request>,
+    pub register: std::sync::Arc<dyn RequestHandler>,
 }
 
 /// Handle to the running endpoint.
@@ -49,20 +57,31 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Starts the endpoint task over `incoming`.
+    /// The channel services answer on, made before the services (which need its sending end)
+    /// and the endpoint (which reads it).
+    pub fn channel() -> (mpsc::Sender<Command>, mpsc::Receiver<Command>) {
+        mpsc::channel(COMMAND_QUEUE)
+    }
+
+    /// Starts the endpoint task over `incoming`, answering `commands`.
     pub fn start(
         transports: Arc<Transports>,
         incoming: mpsc::Receiver<Incoming>,
+        commands: (mpsc::Sender<Command>, mpsc::Receiver<Command>),
         services: Services,
         seed: u64,
     ) -> (Endpoint, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(8192);
         let layer = TransactionLayer::new(transaction::Config {
             tag_seed: seed,
             ..transaction::Config::default()
         });
-        let task = tokio::spawn(run(layer, transports, incoming, rx, services, seed));
-        (Endpoint { commands: tx }, task)
+        let task = tokio::spawn(run(layer, transports, incoming, commands.1, services, seed));
+        (
+            Endpoint {
+                commands: commands.0,
+            },
+            task,
+        )
     }
 
     /// The channel services answer on.
@@ -70,6 +89,9 @@ impl Endpoint {
         self.commands.clone()
     }
 }
+
+/// Responses waiting for the endpoint task.
+const COMMAND_QUEUE: usize = 8192;
 
 async fn run(
     mut layer: TransactionLayer,
@@ -168,16 +190,8 @@ fn drain(
                     continue;
                 }
                 let req = Request { tx, msg, source };
-                if let Err(e) = services.register.try_send(req) {
-                    // The registrar is saturated: shed load rather than queue without bound.
-                    let req = match e {
-                        mpsc::error::TrySendError::Full(r)
-                        | mpsc::error::TrySendError::Closed(r) => r,
-                    };
-                    let mut resp = Message::response_to(&req.msg, 503, "Service Unavailable");
-                    let _ = resp.push_header(HeaderName::RetryAfter, "1");
-                    add_to_tag(&mut resp, tags);
-                    let _ = layer.send_response(req.tx, resp, Instant::now());
+                if let Some((tx, response)) = services.register.submit(req) {
+                    let _ = layer.send_response(tx, response, Instant::now());
                 }
             }
             Output::Cancel {
