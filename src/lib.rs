@@ -57,7 +57,10 @@ impl Server {
         };
 
         let mut tasks = JoinSet::new();
-        let (incoming_tx, incoming_rx) = tokio::sync::mpsc::channel(16384);
+        // Short on purpose: a request that waited longer than its sender's retransmission timer
+        // is worse than dropped (the retransmission is already on its way); past this, UDP
+        // overflows in the kernel and streams push back on their senders.
+        let (incoming_tx, incoming_rx) = tokio::sync::mpsc::channel(1024);
         let transports = sip::transport::Transports::bind(
             &config.sip.listen,
             sip::transport::TlsFiles {
