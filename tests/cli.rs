@@ -161,7 +161,20 @@ struct Served {
 }
 
 fn serve(db_url: &str, data_dir: &std::path::Path) -> Served {
-    let mut child = Command::new(BIN)
+    serve_with(db_url, data_dir, None)
+}
+
+/// `serve` with a config file, on free loopback ports.
+fn serve_with(
+    db_url: &str,
+    data_dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> Served {
+    let mut cmd = Command::new(BIN);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd
         .args(["--log-json", "serve"])
         .env_clear()
         .env("SWITCHBOARD_DATA_DIR", data_dir)
@@ -398,34 +411,8 @@ fn the_dialplan_reloads_on_sighup_and_through_the_api() {
         .trim()
         .to_owned();
 
-    let mut child = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "--log-json", "serve"])
-        .env_clear()
-        .env("SWITCHBOARD_DATA_DIR", dir.path())
-        .env("SWITCHBOARD_DATABASE_URL", &url)
-        .env("SWITCHBOARD_HTTP_LISTEN", "127.0.0.1:0")
-        .env("SWITCHBOARD_SIP_LISTEN", "udp:127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["fields"]["message"] == "switchboard started" {
-                    let _ = tx.send(v["fields"]["http"].as_str().unwrap_or("").to_owned());
-                }
-            }
-        }
-    });
-    let http_addr: SocketAddr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let served = serve_with(&url, dir.path(), Some(&cfg));
+    let http_addr = served.http;
     let names = |v: &Value| -> Vec<String> {
         v["routes"]
             .as_array()
@@ -442,7 +429,7 @@ fn the_dialplan_reloads_on_sighup_and_through_the_api() {
     // SIGHUP picks up the edited file.
     std::fs::write(&plan, PLAN_B).unwrap();
     let _ = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
+        .args(["-HUP", &served.child.id().to_string()])
         .status();
     let mut got = Vec::new();
     for _ in 0..50 {
@@ -468,7 +455,5 @@ fn the_dialplan_reloads_on_sighup_and_through_the_api() {
     let (status, v) = http(http_addr, "POST", "/api/v1/dialplan/reload", &token, "");
     assert_eq!(status, 200, "{v}");
     assert_eq!(names(&v), ["users"]);
-
-    let _ = child.kill();
-    let _ = child.wait();
+    served.stop();
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{Db, TestDb};
 use serde_json::Value;
 use switchboard::config::Transport;
-use switchboard::directory::{NewPhone, NewUser, Scope};
+use switchboard::directory::Scope;
 
 async fn baresip_registers(db: Db, transport: Transport) {
     let tdb = TestDb::new(db).await;
@@ -24,29 +24,8 @@ async fn baresip_registers(db: Db, transport: Transport) {
         "",
     )
     .await;
+    let user_id = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
     let store = server.store().clone();
-    let user = store
-        .create_user(&NewUser {
-            extension: "100".into(),
-            display_name: "Alice".into(),
-            email: "alice@example.com".into(),
-            fax_number: None,
-            external_numbers: vec![],
-        })
-        .await
-        .unwrap();
-    store
-        .create_phone(
-            user.id,
-            &NewPhone {
-                sip_username: "alice".into(),
-                name: "Softphone".into(),
-                password: Some("alice-secret".into()),
-            },
-            "test.example",
-        )
-        .await
-        .unwrap();
     let token = store.create_token(Scope::Admin, None, "t").await.unwrap();
 
     let sip = common::sip_addr(&server, transport);
@@ -78,7 +57,7 @@ async fn baresip_registers(db: Db, transport: Transport) {
 
     // Registered: visible through the API with where it came from.
     let http = server.http_addr();
-    let path = format!("/api/v1/users/{}/phones", user.id);
+    let path = format!("/api/v1/users/{}/phones", user_id);
     let deadline = Instant::now() + Duration::from_secs(4);
     let mut phone = Value::Null;
     while Instant::now() < deadline {

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::{free_udp_port, sip_addr, Db, TestDb};
 use switchboard::config::Transport;
-use switchboard::directory::{NewPhone, NewUser};
 use switchboard::Server;
 
 fn sipp_dir() -> PathBuf {
@@ -30,32 +29,8 @@ async fn server(db: &TestDb, extra: &str) -> (Server, tempfile::TempDir) {
     .await
 }
 
-/// Adds a user with one phone; returns the user id.
 async fn phone(server: &Server, ext: &str, username: &str, password: &str) -> i64 {
-    let store = server.store();
-    let user = store
-        .create_user(&NewUser {
-            extension: ext.into(),
-            display_name: format!("User {ext}"),
-            email: format!("u{ext}@example.com"),
-            fax_number: None,
-            external_numbers: vec![],
-        })
-        .await
-        .unwrap();
-    store
-        .create_phone(
-            user.id,
-            &NewPhone {
-                sip_username: username.into(),
-                name: "Desk".into(),
-                password: Some(password.into()),
-            },
-            "test.example",
-        )
-        .await
-        .unwrap();
-    user.id
+    common::user_with_phone(server, ext, username, password).await
 }
 
 struct SippRun {

@@ -235,3 +235,37 @@ pub fn free_udp_port() -> u16 {
         .map(|a| a.port())
         .unwrap()
 }
+
+/// Adds user `ext` with one phone `username`/`password` (realm `test.example`); returns the
+/// user id.
+pub async fn user_with_phone(
+    server: &switchboard::Server,
+    ext: &str,
+    username: &str,
+    password: &str,
+) -> i64 {
+    let store = server.store();
+    let user = store
+        .create_user(&switchboard::directory::NewUser {
+            extension: ext.into(),
+            display_name: format!("User {ext}"),
+            email: format!("u{ext}@example.com"),
+            fax_number: None,
+            external_numbers: vec![],
+        })
+        .await
+        .unwrap();
+    store
+        .create_phone(
+            user.id,
+            &switchboard::directory::NewPhone {
+                sip_username: username.into(),
+                name: "Desk".into(),
+                password: Some(password.into()),
+            },
+            "test.example",
+        )
+        .await
+        .unwrap();
+    user.id
+}
