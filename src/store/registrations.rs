@@ -16,6 +16,9 @@ use crate::registrar::{Binding, BindingChange, Source, Transport};
 /// SQLite's limit of 32,766.
 const CHUNK_SIZES: [usize; 3] = [64, 8, 1];
 
+/// Rows per page when loading bindings at start.
+const LOAD_PAGE: usize = 1000;
+
 fn chunk_size(remaining: usize) -> usize {
     CHUNK_SIZES
         .into_iter()
@@ -177,16 +180,39 @@ impl Store {
 
     /// Bindings still valid at `now_ms`, to rebuild the registrar at start. Rows whose phone is
     /// gone are removed by the foreign key; rows that no longer parse are skipped and logged.
+    ///
+    /// Read in pages (keyset order), so a large table is never held twice in memory, as rows
+    /// and as bindings, at the moment the server starts.
     pub async fn load_bindings(&self, now_ms: u64) -> Result<Vec<Binding>> {
-        let rows = sqlx::query(
-            "SELECT aor, contact, phone_id, user_id, expires_at, q, call_id, cseq, source, \
-               transport, user_agent, instance, reg_id, updated_at \
-             FROM registrations WHERE expires_at > $1",
-        )
-        .bind(now_ms as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = Vec::new();
+        let (mut after_aor, mut after_contact) = (String::new(), String::new());
+        loop {
+            let rows = sqlx::query(
+                "SELECT aor, contact, phone_id, user_id, expires_at, q, call_id, cseq, source, \
+                   transport, user_agent, instance, reg_id, updated_at \
+                 FROM registrations WHERE expires_at > $1 \
+                   AND (aor > $2 OR (aor = $2 AND contact > $3)) \
+                 ORDER BY aor, contact LIMIT $4",
+            )
+            .bind(now_ms as i64)
+            .bind(&after_aor)
+            .bind(&after_contact)
+            .bind(LOAD_PAGE as i64)
+            .fetch_all(&self.pool)
+            .await?;
+            let full = rows.len() == LOAD_PAGE;
+            if let Some(last) = rows.last() {
+                after_aor = last.try_get("aor")?;
+                after_contact = last.try_get("contact")?;
+            }
+            Self::bindings_from_rows(rows, &mut out)?;
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn bindings_from_rows(rows: Vec<sqlx::any::AnyRow>, out: &mut Vec<Binding>) -> Result<()> {
         for r in rows {
             let source: String = r.try_get("source")?;
             let Ok(addr) = source.parse::<SocketAddr>() else {
@@ -217,7 +243,7 @@ impl Store {
                 updated_ms: r.try_get::<i64, _>("updated_at")?.max(0) as u64,
             });
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Deletes bindings that expired before `now_ms`.
