@@ -959,14 +959,7 @@ impl Message {
         name: HeaderName,
         value: &str,
     ) -> Result<&mut Message, HeaderError> {
-        Message::validate_new(&name, value)?;
-        if name == HeaderName::ContentLength {
-            return Ok(self);
-        }
-        let undo = self.saved(&name);
-        self.fields.push(Message::owned(name.clone(), value));
-        self.commit(&name, undo)?;
-        Ok(self)
+        self.edit(name, value, |fields, field| fields.push(field))
     }
 
     /// Inserts a field above the first field of the same name (or at the
@@ -976,15 +969,13 @@ impl Message {
         name: HeaderName,
         value: &str,
     ) -> Result<&mut Message, HeaderError> {
-        Message::validate_new(&name, value)?;
-        if name == HeaderName::ContentLength {
-            return Ok(self);
-        }
-        let undo = self.saved(&name);
-        let at = self.fields.iter().position(|f| f.name == name).unwrap_or(0);
-        self.fields.insert(at, Message::owned(name.clone(), value));
-        self.commit(&name, undo)?;
-        Ok(self)
+        self.edit(name, value, |fields, field| {
+            let at = fields
+                .iter()
+                .position(|f| f.name == field.name)
+                .unwrap_or(0);
+            fields.insert(at, field);
+        })
     }
 
     /// Replaces every field named `name` by one with `value`, keeping the
@@ -994,15 +985,28 @@ impl Message {
         name: HeaderName,
         value: &str,
     ) -> Result<&mut Message, HeaderError> {
+        self.edit(name, value, |fields, field| {
+            let at = fields.iter().position(|f| f.name == field.name);
+            fields.retain(|f| f.name != field.name);
+            let at = at.unwrap_or(fields.len()).min(fields.len());
+            fields.insert(at, field);
+        })
+    }
+
+    /// The common path of the header edits: validate, place the new field,
+    /// re-type the header (rolling back on failure).
+    fn edit(
+        &mut self,
+        name: HeaderName,
+        value: &str,
+        place: impl FnOnce(&mut Vec<Field>, Field),
+    ) -> Result<&mut Message, HeaderError> {
         Message::validate_new(&name, value)?;
         if name == HeaderName::ContentLength {
             return Ok(self);
         }
         let undo = self.saved(&name);
-        let at = self.fields.iter().position(|f| f.name == name);
-        self.fields.retain(|f| f.name != name);
-        let at = at.unwrap_or(self.fields.len()).min(self.fields.len());
-        self.fields.insert(at, Message::owned(name.clone(), value));
+        place(&mut self.fields, Message::owned(name.clone(), value));
         self.commit(&name, undo)?;
         Ok(self)
     }
