@@ -2,8 +2,9 @@
 //! routes each new request to the service that owns it (registrar, later the B2BUA).
 //!
 //! One task owns the [`TransactionLayer`]: it parses what the transports deliver, feeds the
-//! layer, carries out its outputs (transmissions, timers) and hands requests on. Services answer
-//! asynchronously by sending [`Command::Respond`] back; nothing here waits on a database. It owns
+//! layer, carries out its outputs (transmissions, timers) and hands requests on. A service
+//! answers in place when it can ([`RequestHandler::submit`]) or later by sending
+//! [`Command::Respond`]; nothing here waits on a database. It owns
 //! no protocol rules of its own beyond the RFC 3261 §8.2 checks a UAS applies before any service
 //! sees a request (OPTIONS, unsupported methods).
 
