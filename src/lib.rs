@@ -72,22 +72,19 @@ impl Server {
             &mut tasks,
         )
         .await?;
-        let (commands_tx, commands_rx) = sip::endpoint::Endpoint::channel();
+        let (commands_tx, commands_rx) = sip::endpoint::channel();
         let registrar =
-            registrar::service::start(store.clone(), &config, commands_tx.clone(), &mut tasks)
-                .await?;
-        let (_endpoint, endpoint_task) = sip::endpoint::Endpoint::start(
+            registrar::service::start(store.clone(), &config, commands_tx, &mut tasks).await?;
+        sip::endpoint::start(
             transports.clone(),
             incoming_rx,
-            (commands_tx, commands_rx),
+            commands_rx,
             sip::endpoint::Services {
                 register: Arc::new(registrar.clone()),
             },
             rand::random(),
+            &mut tasks,
         );
-        tasks.spawn(async move {
-            let _ = endpoint_task.await;
-        });
 
         let state = api::AppState {
             store: store.clone(),

@@ -359,17 +359,23 @@ const PLAN_B: &str = "[[route]]\nname = \"echo\"\nmatch = \"*43\"\naction = \"ec
 const PLAN_BROKEN: &str = "[[route]]\nname = \"users\"\nmatch = \"{ext:3}\"\naction = \"user\"\n\n\
                            [[route]]\nname = \"out\"\nmatch = \"0{n}\"\naction = \"trunkk\"\n";
 
+/// Writes `plan` as a dialplan file and a config naming it; returns both paths.
+fn dialplan_config(dir: &std::path::Path, plan: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let plan_path = dir.join("plan.toml");
+    std::fs::write(&plan_path, plan).unwrap();
+    let cfg = dir.join("sb.toml");
+    std::fs::write(
+        &cfg,
+        format!("dialplan = {:?}\n", plan_path.display().to_string()),
+    )
+    .unwrap();
+    (plan_path, cfg)
+}
+
 #[test]
 fn a_broken_dialplan_is_refused_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.toml");
-    std::fs::write(&plan, PLAN_BROKEN).unwrap();
-    let cfg = dir.path().join("sb.toml");
-    std::fs::write(
-        &cfg,
-        format!("dialplan = {:?}\n", plan.display().to_string()),
-    )
-    .unwrap();
+    let (plan, cfg) = dialplan_config(dir.path(), PLAN_BROKEN);
     for cmd in ["check-config", "serve"] {
         let out = Command::new(BIN)
             .args(["--config", cfg.to_str().unwrap(), cmd])
@@ -398,14 +404,7 @@ fn a_broken_dialplan_is_refused_with_its_line() {
 #[test]
 fn the_dialplan_reloads_on_sighup_and_through_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.toml");
-    std::fs::write(&plan, PLAN_A).unwrap();
-    let cfg = dir.path().join("sb.toml");
-    std::fs::write(
-        &cfg,
-        format!("dialplan = {:?}\n", plan.display().to_string()),
-    )
-    .unwrap();
+    let (plan, cfg) = dialplan_config(dir.path(), PLAN_A);
     let url = format!("sqlite://{}", dir.path().join("sb.db").display());
     let token = stdout(&switchboard(&url, &["token", "create", "--admin"]))
         .trim()

@@ -106,6 +106,19 @@ async fn sipp_from(
     }
 }
 
+/// The usual phone of these tests registering with the right password.
+async fn register_alice(to: SocketAddr, transport: Transport, expires: u32) -> SippRun {
+    sipp(
+        "register.xml",
+        to,
+        transport,
+        "alice",
+        "alice-secret",
+        expires,
+    )
+    .await
+}
+
 /// The last SIP message SIPp received, as text.
 fn last_received(messages: &str) -> String {
     messages
@@ -207,15 +220,7 @@ async fn register_over_tcp(db: Db) {
     let (server, _data) = server(&tdb, "").await;
     phone(&server, "100", "alice", "alice-secret").await;
     let tcp = sip_addr(&server, Transport::Tcp);
-    let run = sipp(
-        "register.xml",
-        tcp,
-        Transport::Tcp,
-        "alice",
-        "alice-secret",
-        300,
-    )
-    .await;
+    let run = register_alice(tcp, Transport::Tcp, 300).await;
     assert!(
         run.ok,
         "register over TCP failed:\n{}\n{}",
@@ -314,15 +319,7 @@ async fn bindings_expire_on_time(db: Db) {
         server(&tdb, "[registrar]\nmin_expires = 1\ndefault_expires = 60\n").await;
     phone(&server, "100", "alice", "alice-secret").await;
     let udp = sip_addr(&server, Transport::Udp);
-    let run = sipp(
-        "register.xml",
-        udp,
-        Transport::Udp,
-        "alice",
-        "alice-secret",
-        2,
-    )
-    .await;
+    let run = register_alice(udp, Transport::Udp, 2).await;
     assert!(run.ok, "{}", run.messages);
     assert_eq!(server.registrar().bindings_for("alice").len(), 1);
     tokio::time::sleep(Duration::from_millis(3500)).await;
@@ -340,15 +337,7 @@ async fn too_short_expiry_gets_423(db: Db) {
     let (server, _data) = server(&tdb, "").await;
     phone(&server, "100", "alice", "alice-secret").await;
     let udp = sip_addr(&server, Transport::Udp);
-    let run = sipp(
-        "register.xml",
-        udp,
-        Transport::Udp,
-        "alice",
-        "alice-secret",
-        10,
-    )
-    .await;
+    let run = register_alice(udp, Transport::Udp, 10).await;
     assert!(
         !run.ok,
         "a 10 s registration was accepted with min_expires 60"
@@ -371,15 +360,7 @@ async fn brute_force_ends_banned(db: Db) {
 
     // A good phone's ordinary 401-then-retry never counts.
     for _ in 0..4 {
-        let run = sipp(
-            "register.xml",
-            udp,
-            Transport::Udp,
-            "alice",
-            "alice-secret",
-            300,
-        )
-        .await;
+        let run = register_alice(udp, Transport::Udp, 300).await;
         assert!(run.ok, "{}", run.messages);
     }
     assert!(server.registrar().bans().is_empty());
@@ -419,15 +400,7 @@ async fn brute_force_ends_banned(db: Db) {
     assert_eq!(list[0]["ip"], "127.0.0.1", "{list}");
     assert_eq!(list[0]["failures"], 3, "{list}");
     // Banned: even the right password gets no answer now.
-    let run = sipp(
-        "register.xml",
-        udp,
-        Transport::Udp,
-        "alice",
-        "alice-secret",
-        300,
-    )
-    .await;
+    let run = register_alice(udp, Transport::Udp, 300).await;
     assert!(!run.ok, "a banned address was answered");
     let stored = server
         .store()
@@ -442,15 +415,7 @@ async fn brute_force_ends_banned(db: Db) {
         .unban("127.0.0.1".parse().unwrap())
         .await
         .unwrap());
-    let run = sipp(
-        "register.xml",
-        udp,
-        Transport::Udp,
-        "alice",
-        "alice-secret",
-        300,
-    )
-    .await;
+    let run = register_alice(udp, Transport::Udp, 300).await;
     assert!(run.ok, "{}", run.messages);
     server.shutdown().await;
 }
@@ -460,15 +425,7 @@ async fn bindings_survive_a_restart(db: Db) {
     let (server1, data) = server(&tdb, "").await;
     phone(&server1, "100", "alice", "alice-secret").await;
     let udp = sip_addr(&server1, Transport::Udp);
-    let run = sipp(
-        "register.xml",
-        udp,
-        Transport::Udp,
-        "alice",
-        "alice-secret",
-        300,
-    )
-    .await;
+    let run = register_alice(udp, Transport::Udp, 300).await;
     assert!(run.ok, "{}", run.messages);
     server1.shutdown().await;
 

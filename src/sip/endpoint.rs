@@ -51,44 +51,26 @@ pub struct Services {
     pub register: std::sync::Arc<dyn RequestHandler>,
 }
 
-/// Handle to the running endpoint.
-#[derive(Clone)]
-pub struct Endpoint {
-    commands: mpsc::Sender<Command>,
+/// The channel services answer on, made before the services (which need its sending end) and
+/// the endpoint (which reads it).
+pub fn channel() -> (mpsc::Sender<Command>, mpsc::Receiver<Command>) {
+    mpsc::channel(COMMAND_QUEUE)
 }
 
-impl Endpoint {
-    /// The channel services answer on, made before the services (which need its sending end)
-    /// and the endpoint (which reads it).
-    pub fn channel() -> (mpsc::Sender<Command>, mpsc::Receiver<Command>) {
-        mpsc::channel(COMMAND_QUEUE)
-    }
-
-    /// Starts the endpoint task over `incoming`, answering `commands`.
-    pub fn start(
-        transports: Arc<Transports>,
-        incoming: mpsc::Receiver<Incoming>,
-        commands: (mpsc::Sender<Command>, mpsc::Receiver<Command>),
-        services: Services,
-        seed: u64,
-    ) -> (Endpoint, tokio::task::JoinHandle<()>) {
-        let layer = TransactionLayer::new(transaction::Config {
-            tag_seed: seed,
-            ..transaction::Config::default()
-        });
-        let task = tokio::spawn(run(layer, transports, incoming, commands.1, services, seed));
-        (
-            Endpoint {
-                commands: commands.0,
-            },
-            task,
-        )
-    }
-
-    /// The channel services answer on.
-    pub fn commands(&self) -> mpsc::Sender<Command> {
-        self.commands.clone()
-    }
+/// Starts the endpoint task over `incoming`, answering `commands`, on `tasks`.
+pub fn start(
+    transports: Arc<Transports>,
+    incoming: mpsc::Receiver<Incoming>,
+    commands: mpsc::Receiver<Command>,
+    services: Services,
+    seed: u64,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let layer = TransactionLayer::new(transaction::Config {
+        tag_seed: seed,
+        ..transaction::Config::default()
+    });
+    tasks.spawn(run(layer, transports, incoming, commands, services, seed));
 }
 
 /// Responses waiting for the endpoint task.
