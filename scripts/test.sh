@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Switchboard's whole test suite on a Debian machine with Rust.
 #
-# The tests talk to real peers: PostgreSQL (as well as SQLite) and, for SIP, SIPp and baresip.
+# The tests talk to real peers: PostgreSQL (as well as SQLite) and, for SIP, SIPp, baresip and
+# PJSIP (pjsua2, the PyPI wheel pjsua2-python, installed into a virtualenv under target/pyenv).
 # This script makes sure they are there — installing Debian packages that are missing and
 # starting PostgreSQL when nothing answers on 127.0.0.1:5432 — then runs cargo test.
 # Set SWITCHBOARD_TEST_POSTGRES to use another server (default
@@ -50,6 +51,15 @@ fi
 if ! pg_ok; then
   echo "PostgreSQL is not reachable at $SWITCHBOARD_TEST_POSTGRES; the store tests need it" >&2
   exit 1
+fi
+
+# PJSIP for the SHA-256 digest interop test (no Debian package has it).
+PJSUA_WHEEL="pjsua2-python==2.15.1.post1"
+export SWITCHBOARD_TEST_PYTHON="${SWITCHBOARD_TEST_PYTHON:-$PWD/target/pyenv/bin/python}"
+if ! "$SWITCHBOARD_TEST_PYTHON" -c 'import pjsua2' >/dev/null 2>&1; then
+  echo "installing $PJSUA_WHEEL into target/pyenv"
+  python3 -m venv target/pyenv
+  target/pyenv/bin/pip install -q "$PJSUA_WHEEL"
 fi
 
 cargo test --all-targets
