@@ -25,7 +25,8 @@
 # Knobs (environment): STORE=sqlite|postgres, N=10000, INSTANCES=2, COLD_RATE=2500,
 # RATES="2000 4000 ...", STEP_SECS=20, SETTLE_SECS=34, SWITCHBOARD_BIN (default: build into
 # CARGO_TARGET_DIR=/work/bench-target), KEEP=1 keeps the work directory, PERF=1 records
-# `perf record -g` of the server during the highest rate held (report in the work directory).
+# `perf record -g` of the server during each rate (report in the work directory; PERF_CALL_GRAPH
+# replaces `-g`, e.g. "--call-graph dwarf" for a binary without frame pointers).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -296,7 +297,8 @@ try_rate() {
   local perf_dir="$WORK/rate_$r"
   if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
     mkdir -p "$perf_dir"
-    perf record -q -g -p "$SERVER_PID" -o "$perf_dir/perf.data" -- sleep "$STEP_SECS" >/dev/null 2>&1 &
+    # shellcheck disable=SC2086  # PERF_CALL_GRAPH is a list of options
+    perf record -q ${PERF_CALL_GRAPH:--g} -p "$SERVER_PID" -o "$perf_dir/perf.data" -- sleep "$STEP_SECS" >/dev/null 2>&1 &
     PERF_PID=$!
   fi
   run_load "rate_$r" "$r" $(( r * STEP_SECS ))
