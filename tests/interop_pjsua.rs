@@ -13,7 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Db, TestDb};
-use serde_json::Value;
 use switchboard::config::Transport;
 use switchboard::directory::Scope;
 
@@ -115,7 +114,7 @@ async fn pjsip_registers_with_sha256(db: Db, transport: Transport) {
         contact["user_agent"]
             .as_str()
             .unwrap_or("")
-            .contains("PJSUA"),
+            .starts_with("pjsua2/2."),
         "{phone}"
     );
     assert!(contact["expires_in"].as_u64().unwrap_or(0) > 500, "{phone}");

@@ -156,9 +156,13 @@ async fn build(
     let digest = DigestServer::new(&secret).with_algorithms(&algorithms);
     let mut registrar = Registrar::new(reg_config, &secret).with_digest(digest);
     let now = now();
-    let restored = store.load_bindings(now).await?;
-    let count = restored.len();
-    registrar.restore(restored);
+    let mut count = 0;
+    store
+        .load_bindings_paged(now, |page| {
+            count += page.len();
+            registrar.restore(page.drain(..));
+        })
+        .await?;
     store.delete_expired_bindings(now).await?;
 
     let mut guard = Guard::new(guard_config(&config.security));

@@ -1246,6 +1246,26 @@ impl TransactionLayer {
                 .filter(|Reverse(e)| self.is_live(e))
                 .collect();
         }
+        // Tables never shrink by themselves: after a burst (a registration storm keeps tens of
+        // thousands of transactions for Timer J) they would hold the burst's memory for good.
+        shrink_after_burst(&mut self.servers);
+        shrink_after_burst(&mut self.clients);
+        shrink_after_burst(&mut self.server_index);
+        shrink_after_burst(&mut self.client_index);
+        if self.outputs.capacity() > 8 * self.outputs.len() + 1024 {
+            self.outputs.shrink_to(2 * self.outputs.len());
+        }
+        if self.timers.capacity() > 8 * self.timers.len() + 1024 {
+            self.timers.shrink_to(2 * self.timers.len());
+        }
+    }
+}
+
+/// Gives back most of a table's room once it is far emptier than its capacity (checked in O(1);
+/// the shrink itself is rare, so its O(n) cost is amortised over the burst that grew the table).
+fn shrink_after_burst<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 8 * map.len() + 1024 {
+        map.shrink_to(2 * map.len());
     }
 }
 

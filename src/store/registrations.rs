@@ -203,6 +203,20 @@ impl Store {
     /// and as bindings, at the moment the server starts.
     pub async fn load_bindings(&self, now_ms: u64) -> Result<Vec<Binding>> {
         let mut out = Vec::new();
+        self.load_bindings_paged(now_ms, |page| out.append(page))
+            .await?;
+        Ok(out)
+    }
+
+    /// [`Store::load_bindings`] a page at a time: `each` takes the page's bindings (and may
+    /// leave the vector empty), so a caller that files them away as they come never holds the
+    /// whole table twice.
+    pub async fn load_bindings_paged(
+        &self,
+        now_ms: u64,
+        mut each: impl FnMut(&mut Vec<Binding>),
+    ) -> Result<()> {
+        let mut page = Vec::with_capacity(LOAD_PAGE);
         let (mut after_aor, mut after_contact) = (String::new(), String::new());
         loop {
             let rows = sqlx::query(
@@ -223,9 +237,11 @@ impl Store {
                 after_aor = last.try_get("aor")?;
                 after_contact = last.try_get("contact")?;
             }
-            Self::bindings_from_rows(rows, &mut out)?;
+            Self::bindings_from_rows(rows, &mut page)?;
+            each(&mut page);
+            page.clear();
             if !full {
-                return Ok(out);
+                return Ok(());
             }
         }
     }

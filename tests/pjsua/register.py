@@ -20,6 +20,8 @@ cfg.logConfig.level = 5
 cfg.logConfig.consoleLevel = 5
 cfg.uaConfig.threadCnt = 0
 cfg.uaConfig.mainThreadOnly = True
+# pjsua2 sends no User-Agent unless told; name it so the binding shows who registered.
+cfg.uaConfig.userAgent = "pjsua2/" + ep.libVersion().full
 ep.libInit(cfg)
 kind = pj.PJSIP_TRANSPORT_TCP if transport == "tcp" else pj.PJSIP_TRANSPORT_UDP
 tcfg = pj.TransportConfig()
