@@ -10,6 +10,7 @@
 //! which knows the status to answer with.
 
 pub mod auth;
+pub mod dialog;
 pub mod endpoint;
 pub mod header;
 mod lex;
