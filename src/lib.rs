@@ -4,6 +4,7 @@
 //! module tree is the map described in ARCHITECTURE.md.
 
 pub mod api;
+pub mod b2bua;
 pub mod config;
 pub mod directory;
 pub mod metrics;

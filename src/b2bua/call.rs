@@ -1,0 +1,826 @@
+//! One call through the B2BUA, as a sans-IO state machine.
+//!
+//! The caller's INVITE arrives on a server transaction the driver owns; the call answers it with
+//! [`Action::AnswerCaller`]. Ringing a location means one branch per [`Target`] (every
+//! registered contact of every phone, every external number through its trunk), each an INVITE
+//! of its own with its own Call-ID (two contacts of one phone must not look like a merged
+//! request, RFC 3261 §8.2.2.2). The first 2xx wins: its branch becomes the callee's leg, the
+//! caller gets a 200 with the callee's session description, and every other branch is
+//! cancelled with a `Reason` saying the call was completed elsewhere (RFC 3326, as phones show
+//! it to the user). A 2xx that crosses our CANCEL is acknowledged and hung up at once.
+//!
+//! Once answered, the call relays in-dialog requests (re-INVITE, UPDATE, INFO, NOTIFY, REFER …)
+//! from one leg into the other and maps the answers back, and ends on BYE from either side or on
+//! an in-dialog request that times out or gets 481/408 (the other side vanished: the call ends
+//! within one transaction timeout instead of lingering).
+//!
+//! The driver feeds it: [`Call::on_invite_response`] / [`Call::on_invite_timeout`] for the
+//! branches, [`Call::on_caller_cancel`], [`Call::on_request`] for in-dialog requests (matched
+//! to a leg with [`Call::leg_of`]), [`Call::on_response`] / [`Call::on_request_timeout`] for
+//! requests the call sent, and [`Call::handle_timeout`] at [`Call::poll_timeout`]. It carries
+//! out [`Call::poll_action`]. Identifiers of transactions are the driver's own (`Key`s); the
+//! call never sees a socket, a transaction or the clock.
+//!
+//! Not here yet: media anchoring (session descriptions pass through unchanged until the RTP
+//! engine exists), RFC 4028 session refresh, PRACK.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::sip::dialog::{Dialog, DialogError, DialogId, OutgoingRequest};
+use crate::sip::header::{HeaderName, NameAddr, Via};
+use crate::sip::message::{self, Message, Method};
+use crate::sip::uri::Uri;
+
+/// The driver's handle for a transaction (server or client), opaque to the call.
+pub type Key = u64;
+
+/// `Reason` on the CANCELs of the branches that lost (RFC 3326; the text is what phones
+/// display).
+pub const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
+
+/// Methods we accept inside a call, for `Allow` on the callee's INVITE.
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, NOTIFY, REFER";
+
+/// Which of the two dialogs of an answered call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Leg {
+    Caller,
+    Callee,
+}
+
+impl Leg {
+    fn other(self) -> Leg {
+        match self {
+            Leg::Caller => Leg::Callee,
+            Leg::Callee => Leg::Caller,
+        }
+    }
+}
+
+/// Somewhere to ring: a contact of a phone or an external number at a trunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Request-URI of the branch's INVITE.
+    pub uri: Uri,
+    /// What answered, for the call record ("phone:12", "+4930…").
+    pub label: String,
+}
+
+/// What the call needs from the configuration and the caller's side.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    /// Ringing longer than this ends the attempt with `no_answer_status`.
+    pub no_answer: Duration,
+    /// 480 (Temporarily Unavailable) by default; 408 is the other sensible choice.
+    pub no_answer_status: u16,
+    /// Our Contact on both legs.
+    pub contact: NameAddr,
+    /// The Via we add to requests we send (transport and sent-by; the branch is ours).
+    pub via: Via,
+    /// From of the callee's INVITE: the calling user's extension and name (no tag).
+    pub caller_id: NameAddr,
+}
+
+/// How a call attempt ended, as the call record puts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Answered,
+    NoAnswer,
+    Busy,
+    Failed,
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Answered => "answered",
+            Outcome::NoAnswer => "no_answer",
+            Outcome::Busy => "busy",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What the driver has to do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Send this response on the caller's INVITE server transaction.
+    AnswerCaller(Message),
+    /// Start an INVITE client transaction for `branch`.
+    Invite { branch: usize, request: Message },
+    /// CANCEL the INVITE of `branch` (RFC 3261 §9.1), with this `Reason` when given.
+    Cancel {
+        branch: usize,
+        reason: Option<&'static str>,
+    },
+    /// Send an ACK for a 2xx: no transaction of its own (§13.2.2.4); the driver retransmits it
+    /// when the 2xx is retransmitted.
+    Ack { request: OutgoingRequest },
+    /// Start a client transaction for an in-dialog request; its answer comes back through
+    /// [`Call::on_response`] with the same key.
+    Request { key: Key, request: OutgoingRequest },
+    /// Answer the in-dialog request received under `tx`.
+    Respond { tx: Key, response: Message },
+    /// The call is over: write its record ([`Call::summary`]).
+    Ended,
+}
+
+/// The call record's view of the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub outcome: Outcome,
+    pub started: Instant,
+    pub answered: Option<Instant>,
+    pub ended: Option<Instant>,
+    /// The target that answered.
+    pub answered_by: Option<String>,
+    /// Who or what ended it: "caller", "callee", "no_answer", "cancelled", "timeout", or the
+    /// status the caller got ("486", "404" …).
+    pub cause: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("the caller's INVITE cannot start a dialog: {0}")]
+    Dialog(#[from] DialogError),
+    #[error("the caller's INVITE is not an INVITE")]
+    NotInvite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BranchState {
+    Calling,
+    Ringing,
+    /// Final answer received (the status), or our CANCEL's 487.
+    Done(u16),
+    Cancelling,
+    Winner,
+}
+
+#[derive(Debug)]
+struct Branch {
+    target: Target,
+    invite: Message,
+    state: BranchState,
+}
+
+impl Branch {
+    fn live(&self) -> bool {
+        matches!(self.state, BranchState::Calling | BranchState::Ringing)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Ringing,
+    Answered,
+    Ended,
+}
+
+/// A request received on one leg and sent on the other, waiting for the answer.
+#[derive(Debug)]
+struct Relay {
+    from: Leg,
+    tx: Key,
+    request: Message,
+}
+
+/// One call. See the module documentation.
+#[derive(Debug)]
+pub struct Call {
+    config: CallConfig,
+    caller_invite: Message,
+    caller: Dialog,
+    callee: Option<Dialog>,
+    branches: Vec<Branch>,
+    phase: Phase,
+    started: Instant,
+    answered: Option<Instant>,
+    ended: Option<Instant>,
+    outcome: Option<Outcome>,
+    cause: String,
+    winner: Option<usize>,
+    deadline: Option<Instant>,
+    forwarded_ringing: bool,
+    forwarded_early_media: bool,
+    relays: HashMap<Key, Relay>,
+    /// Requests the call started on its own (BYEs); their answers need no relaying.
+    own: HashMap<Key, Leg>,
+    /// A relayed re-INVITE's 2xx went to `Leg`; its ACK goes on to the other leg with this CSeq.
+    pending_ack: Option<(Leg, u32)>,
+    next_key: Key,
+    random: u64,
+    actions: VecDeque<Action>,
+}
+
+impl Call {
+    /// Starts ringing `targets` for the caller's INVITE (already authenticated and routed).
+    /// `seed` feeds the tags, branches and Call-IDs the call makes.
+    pub fn new(
+        caller_invite: Message,
+        targets: Vec<Target>,
+        config: CallConfig,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Call, CallError> {
+        if caller_invite.method() != Some(&Method::Invite) {
+            return Err(CallError::NotInvite);
+        }
+        let mut random = seed;
+        let tag = message::new_tag(splitmix(&mut random));
+        let caller = Dialog::uas(&caller_invite, &tag, config.contact.clone())?;
+        let mut call = Call {
+            deadline: Some(now + config.no_answer),
+            config,
+            caller_invite,
+            caller,
+            callee: None,
+            branches: Vec::new(),
+            phase: Phase::Ringing,
+            started: now,
+            answered: None,
+            ended: None,
+            outcome: None,
+            cause: String::new(),
+            winner: None,
+            forwarded_ringing: false,
+            forwarded_early_media: false,
+            relays: HashMap::new(),
+            own: HashMap::new(),
+            pending_ack: None,
+            next_key: 1,
+            random,
+            actions: VecDeque::new(),
+        };
+        if call.caller_invite.max_forwards() == Some(0) {
+            call.fail_caller(483, "Too Many Hops", Outcome::Failed, now);
+            return Ok(call);
+        }
+        if targets.is_empty() {
+            // Nobody of the location is reachable (no phone registered, no number).
+            call.fail_caller(480, "Temporarily Unavailable", Outcome::Failed, now);
+            return Ok(call);
+        }
+        for (i, target) in targets.into_iter().enumerate() {
+            let invite = call.branch_invite(&target);
+            call.actions.push_back(Action::Invite {
+                branch: i,
+                request: invite.clone(),
+            });
+            call.branches.push(Branch {
+                target,
+                invite,
+                state: BranchState::Calling,
+            });
+        }
+        Ok(call)
+    }
+
+    /// The next thing for the driver to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Call::handle_timeout`] wants to run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The no-answer timer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.deadline {
+            Some(d) if d <= now && self.phase == Phase::Ringing => {
+                self.deadline = None;
+                let status = self.config.no_answer_status;
+                self.cancel_branches(None);
+                self.fail_caller(
+                    status,
+                    message::reason_phrase(status),
+                    Outcome::NoAnswer,
+                    now,
+                );
+                self.cause = "no_answer".into();
+            }
+            _ => {}
+        }
+    }
+
+    /// True once the call has ended and no branch is still waiting for a final answer (the
+    /// driver can forget it then).
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Ended
+            && self
+                .branches
+                .iter()
+                .all(|b| matches!(b.state, BranchState::Done(_) | BranchState::Winner))
+    }
+
+    pub fn summary(&self) -> Summary {
+        Summary {
+            outcome: self.outcome.unwrap_or(Outcome::Failed),
+            started: self.started,
+            answered: self.answered,
+            ended: self.ended,
+            answered_by: self
+                .winner
+                .and_then(|i| self.branches.get(i))
+                .map(|b| b.target.label.clone()),
+            cause: self.cause.clone(),
+        }
+    }
+
+    /// The caller's INVITE, as received.
+    pub fn caller_invite(&self) -> &Message {
+        &self.caller_invite
+    }
+
+    /// Which leg an in-dialog request or response belongs to.
+    pub fn leg_of(&self, id: &DialogId) -> Option<Leg> {
+        if self.caller.id() == id {
+            Some(Leg::Caller)
+        } else if self.callee.as_ref().is_some_and(|d| d.id() == id) {
+            Some(Leg::Callee)
+        } else {
+            None
+        }
+    }
+
+    /// A response on a branch's INVITE client transaction.
+    pub fn on_invite_response(&mut self, branch: usize, response: &Message, now: Instant) {
+        let Some(status) = response.status() else {
+            return;
+        };
+        let Some(b) = self.branches.get(branch) else {
+            return;
+        };
+        let state = b.state;
+        match status {
+            100 => {}
+            101..=199 => {
+                if b.live() && self.phase == Phase::Ringing {
+                    self.branches[branch].state = BranchState::Ringing;
+                    self.forward_provisional(status, response);
+                }
+            }
+            200..=299 => {
+                if state == BranchState::Winner {
+                    // A retransmitted 2xx: the driver re-sends the ACK it already has.
+                    return;
+                }
+                if self.phase == Phase::Ringing && state != BranchState::Cancelling {
+                    self.answer(branch, response, now);
+                } else {
+                    // Too late: another branch won, or the caller gave up, and this 2xx crossed
+                    // our CANCEL. Take the call and hang up at once (§15).
+                    self.branches[branch].state = BranchState::Done(status);
+                    self.ack_and_bye(branch, response);
+                }
+            }
+            _ => {
+                if matches!(state, BranchState::Done(_) | BranchState::Winner) {
+                    return;
+                }
+                self.branches[branch].state = BranchState::Done(status);
+                self.after_branch_failure(now);
+            }
+        }
+    }
+
+    /// A branch's INVITE got no final answer in time (Timer B).
+    pub fn on_invite_timeout(&mut self, branch: usize, now: Instant) {
+        if let Some(b) = self.branches.get_mut(branch) {
+            if !matches!(b.state, BranchState::Done(_) | BranchState::Winner) {
+                b.state = BranchState::Done(408);
+                self.after_branch_failure(now);
+            }
+        }
+    }
+
+    /// The caller sent CANCEL for its INVITE (the transaction layer answered the CANCEL).
+    pub fn on_caller_cancel(&mut self, now: Instant) {
+        if self.phase != Phase::Ringing {
+            return;
+        }
+        self.cancel_branches(None);
+        self.fail_caller(487, "Request Terminated", Outcome::Cancelled, now);
+        self.cause = "cancelled".into();
+    }
+
+    /// An in-dialog request from `leg`, received on the driver's server transaction `tx`
+    /// (`tx` is not used for ACK, which has none).
+    pub fn on_request(&mut self, leg: Leg, tx: Key, request: &Message, now: Instant) {
+        let Some(method) = request.method().cloned() else {
+            return;
+        };
+        let dialog = match leg {
+            Leg::Caller => Some(&mut self.caller),
+            Leg::Callee => self.callee.as_mut(),
+        };
+        let Some(dialog) = dialog else {
+            return;
+        };
+        if let Err(e) = dialog.receive_request(request) {
+            if method != Method::Ack {
+                let status = e.status();
+                self.respond(leg, tx, request, status, message::reason_phrase(status));
+            }
+            return;
+        }
+        match method {
+            Method::Ack => self.on_ack(leg),
+            Method::Bye => {
+                self.respond(leg, tx, request, 200, "OK");
+                if self.phase == Phase::Answered {
+                    self.hang_up(leg.other());
+                    self.end(
+                        Outcome::Answered,
+                        match leg {
+                            Leg::Caller => "caller",
+                            Leg::Callee => "callee",
+                        },
+                        now,
+                    );
+                }
+            }
+            _ if self.phase != Phase::Answered => {
+                // Before the answer there is no other dialog to relay into. RFC 3261 §14.1:
+                // a re-INVITE while one is pending gets 491; anything else is refused.
+                let (status, reason) = match method {
+                    Method::Invite | Method::Update => (491, "Request Pending"),
+                    _ => (403, "Forbidden"),
+                };
+                self.respond(leg, tx, request, status, reason);
+            }
+            _ => self.relay(leg, tx, request, method),
+        }
+    }
+
+    /// The answer to a request the call sent ([`Action::Request`]).
+    pub fn on_response(&mut self, key: Key, response: &Message, now: Instant) {
+        let Some(status) = response.status() else {
+            return;
+        };
+        // Provisional answers to a relayed request tell the other side nothing its own
+        // transaction's 100 Trying did not; answers to our own BYEs end nothing more.
+        if status < 200 || self.own.remove(&key).is_some() {
+            return;
+        }
+        let Some(relay) = self.relays.remove(&key) else {
+            return;
+        };
+        let to = relay.from.other();
+        if let Some(d) = self.dialog_mut(to) {
+            // Keeps the target and state of the leg we sent on in step (target refresh,
+            // termination on 481/408).
+            let _ = d.receive_response(&relay.request, response);
+        }
+        let method = relay.request.method().cloned();
+        let mut answer = match self.dialog_mut(relay.from) {
+            Some(d) => match d.response(&relay.request, status, response.reason().unwrap_or("")) {
+                Ok(m) => m,
+                Err(_) => return,
+            },
+            None => return,
+        };
+        copy_body(response, &mut answer);
+        self.actions.push_back(Action::Respond {
+            tx: relay.tx,
+            response: answer,
+        });
+        if (200..300).contains(&status) && method == Some(Method::Invite) {
+            if let Some(seq) = self.dialog(to).and_then(|d| d.local_seq()) {
+                self.pending_ack = Some((relay.from, seq));
+            }
+        }
+        if matches!(status, 408 | 481) && self.phase == Phase::Answered {
+            // The leg we relayed into is gone: hang up the other and end the call.
+            self.hang_up(relay.from);
+            self.end(Outcome::Answered, "timeout", now);
+        }
+    }
+
+    /// A request the call sent got no answer in time.
+    pub fn on_request_timeout(&mut self, key: Key, now: Instant) {
+        if self.own.remove(&key).is_some() {
+            return;
+        }
+        let Some(relay) = self.relays.remove(&key) else {
+            return;
+        };
+        self.respond(relay.from, relay.tx, &relay.request, 408, "Request Timeout");
+        if self.phase == Phase::Answered {
+            self.hang_up(relay.from);
+            self.end(Outcome::Answered, "timeout", now);
+        }
+    }
+
+    // --- internals ----------------------------------------------------------------------------
+
+    fn random(&mut self) -> u64 {
+        splitmix(&mut self.random)
+    }
+
+    fn key(&mut self) -> Key {
+        let k = self.next_key;
+        self.next_key += 1;
+        k
+    }
+
+    fn via(&mut self) -> Via {
+        let mut via = self.config.via.clone();
+        via.params
+            .set("branch", Some(message::new_branch(self.random())));
+        via
+    }
+
+    fn dialog(&self, leg: Leg) -> Option<&Dialog> {
+        match leg {
+            Leg::Caller => Some(&self.caller),
+            Leg::Callee => self.callee.as_ref(),
+        }
+    }
+
+    fn dialog_mut(&mut self, leg: Leg) -> Option<&mut Dialog> {
+        match leg {
+            Leg::Caller => Some(&mut self.caller),
+            Leg::Callee => self.callee.as_mut(),
+        }
+    }
+
+    /// The INVITE of a new branch: a fresh dialog of ours towards the target, carrying the
+    /// caller's session description.
+    fn branch_invite(&mut self, target: &Target) -> Message {
+        let mut req = Message::request(Method::Invite, target.uri.clone());
+        let via = self.via();
+        let mut from = self.config.caller_id.clone();
+        from.set_tag(&message::new_tag(self.random()));
+        let call_id = format!("{:016x}{:016x}", self.random(), self.random());
+        // A B2BUA starts new requests, but passing the hop count down keeps two PBXs routing to
+        // each other from looping for ever.
+        let hops = self
+            .caller_invite
+            .max_forwards()
+            .map_or(70, |m| m.saturating_sub(1).min(70));
+        let headers = [
+            (HeaderName::Via, via.to_string()),
+            (HeaderName::MaxForwards, hops.to_string()),
+            (HeaderName::From, from.to_string()),
+            (
+                HeaderName::To,
+                NameAddr::new(target.uri.clone()).to_string(),
+            ),
+            (HeaderName::CallId, call_id),
+            (HeaderName::CSeq, "1 INVITE".to_string()),
+            (HeaderName::Contact, self.config.contact.to_string()),
+            (HeaderName::Allow, ALLOW.to_string()),
+        ];
+        for (name, value) in headers {
+            // Every value above is built from parsed, typed parts.
+            let _ = req.push_header(name, &value);
+        }
+        copy_body(&self.caller_invite, &mut req);
+        req
+    }
+
+    fn forward_provisional(&mut self, status: u16, response: &Message) {
+        let has_sdp = !response.body().is_empty();
+        let forward = if has_sdp {
+            !self.forwarded_early_media
+        } else {
+            status == 180 && !self.forwarded_ringing && !self.forwarded_early_media
+        };
+        if !forward {
+            return;
+        }
+        let reason = response.reason().unwrap_or("Ringing").to_owned();
+        let Ok(mut rsp) = self.caller.response(&self.caller_invite, status, &reason) else {
+            return;
+        };
+        if has_sdp {
+            copy_body(response, &mut rsp);
+            self.forwarded_early_media = true;
+        }
+        self.forwarded_ringing = true;
+        self.actions.push_back(Action::AnswerCaller(rsp));
+    }
+
+    fn answer(&mut self, branch: usize, response: &Message, now: Instant) {
+        let invite = self.branches[branch].invite.clone();
+        let callee = match Dialog::uac(&invite, response) {
+            Ok(d) => d,
+            Err(e) => {
+                // A 2xx we cannot build a dialog from (no Contact, say): take it down like a
+                // failed branch, but still end the peer's session.
+                tracing::debug!(error = %e, "b2bua: unusable 2xx");
+                self.branches[branch].state = BranchState::Done(502);
+                self.after_branch_failure(now);
+                return;
+            }
+        };
+        self.branches[branch].state = BranchState::Winner;
+        self.winner = Some(branch);
+        let via = self.via();
+        let random = self.random();
+        if let Ok(ack) = callee.ack(cseq_of(&invite), &via, random) {
+            self.actions.push_back(Action::Ack { request: ack });
+        }
+        self.callee = Some(callee);
+        self.cancel_branches(Some(COMPLETED_ELSEWHERE));
+        if let Ok(mut ok) = self.caller.response(&self.caller_invite, 200, "OK") {
+            copy_body(response, &mut ok);
+            self.actions.push_back(Action::AnswerCaller(ok));
+        }
+        self.phase = Phase::Answered;
+        self.deadline = None;
+        self.answered = Some(now);
+        self.outcome = Some(Outcome::Answered);
+    }
+
+    fn ack_and_bye(&mut self, branch: usize, response: &Message) {
+        let invite = self.branches[branch].invite.clone();
+        let Ok(mut dialog) = Dialog::uac(&invite, response) else {
+            return;
+        };
+        let via = self.via();
+        let random = self.random();
+        if let Ok(ack) = dialog.ack(cseq_of(&invite), &via, random) {
+            self.actions.push_back(Action::Ack { request: ack });
+        }
+        let via = self.via();
+        let random = self.random();
+        if let Ok(bye) = dialog.request(Method::Bye, &via, random) {
+            let key = self.key();
+            self.own.insert(key, Leg::Callee);
+            self.actions
+                .push_back(Action::Request { key, request: bye });
+        }
+    }
+
+    fn cancel_branches(&mut self, reason: Option<&'static str>) {
+        for (i, b) in self.branches.iter_mut().enumerate() {
+            if b.live() {
+                b.state = BranchState::Cancelling;
+                self.actions.push_back(Action::Cancel { branch: i, reason });
+            }
+        }
+    }
+
+    /// After a branch failed: if none is left ringing, the caller gets the most telling answer.
+    fn after_branch_failure(&mut self, now: Instant) {
+        if self.phase != Phase::Ringing || self.branches.iter().any(Branch::live) {
+            return;
+        }
+        let statuses: Vec<u16> = self
+            .branches
+            .iter()
+            .filter_map(|b| match b.state {
+                BranchState::Done(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        let (status, outcome) = final_for_caller(&statuses);
+        self.fail_caller(status, message::reason_phrase(status), outcome, now);
+    }
+
+    fn fail_caller(&mut self, status: u16, reason: &str, outcome: Outcome, now: Instant) {
+        if let Ok(rsp) = self.caller.response(&self.caller_invite, status, reason) {
+            self.actions.push_back(Action::AnswerCaller(rsp));
+        }
+        self.end(outcome, &status.to_string(), now);
+    }
+
+    fn end(&mut self, outcome: Outcome, cause: &str, now: Instant) {
+        if self.phase == Phase::Ended {
+            return;
+        }
+        self.phase = Phase::Ended;
+        self.deadline = None;
+        self.outcome = Some(outcome);
+        self.cause = cause.to_owned();
+        self.ended = Some(now);
+        self.actions.push_back(Action::Ended);
+    }
+
+    /// Sends BYE on `leg` (the side that did not hang up).
+    fn hang_up(&mut self, leg: Leg) {
+        let via = self.via();
+        let random = self.random();
+        let Some(dialog) = self.dialog_mut(leg) else {
+            return;
+        };
+        if let Ok(bye) = dialog.request(Method::Bye, &via, random) {
+            let key = self.key();
+            self.own.insert(key, leg);
+            self.actions
+                .push_back(Action::Request { key, request: bye });
+        }
+    }
+
+    fn respond(&mut self, leg: Leg, tx: Key, request: &Message, status: u16, reason: &str) {
+        let response = match self.dialog_mut(leg) {
+            Some(d) => d.response(request, status, reason).ok(),
+            None => None,
+        }
+        // A request we cannot tie to the dialog still gets its answer.
+        .unwrap_or_else(|| Message::response_to(request, status, reason));
+        self.actions.push_back(Action::Respond { tx, response });
+    }
+
+    fn on_ack(&mut self, leg: Leg) {
+        // The ACK of our 200 to the caller ends nothing; the ACK of a relayed re-INVITE's 2xx
+        // goes on to the leg that answered it.
+        if let Some((to_leg, seq)) = self.pending_ack {
+            if to_leg == leg {
+                self.pending_ack = None;
+                let via = self.via();
+                let random = self.random();
+                if let Some(Ok(ack)) = self.dialog(leg.other()).map(|d| d.ack(seq, &via, random)) {
+                    self.actions.push_back(Action::Ack { request: ack });
+                }
+            }
+        }
+    }
+
+    fn relay(&mut self, from: Leg, tx: Key, request: &Message, method: Method) {
+        let via = self.via();
+        let random = self.random();
+        let Some(other) = self.dialog_mut(from.other()) else {
+            return;
+        };
+        let mut out = match other.request(method, &via, random) {
+            Ok(out) => out,
+            Err(e) => {
+                let status = e.status();
+                self.respond(from, tx, request, status, message::reason_phrase(status));
+                return;
+            }
+        };
+        for name in [
+            HeaderName::Event,
+            HeaderName::SubscriptionState,
+            HeaderName::ReferTo,
+        ] {
+            for v in request.headers(&name) {
+                let _ = out.message.push_header(name.clone(), v);
+            }
+        }
+        copy_body(request, &mut out.message);
+        let key = self.key();
+        self.relays.insert(
+            key,
+            Relay {
+                from,
+                tx,
+                request: request.clone(),
+            },
+        );
+        self.actions
+            .push_back(Action::Request { key, request: out });
+    }
+}
+
+/// The answer for the caller once every branch failed. Busy only when every branch was busy;
+/// a decline on any phone is a decline; branches that rang out or were unreachable make the
+/// callee temporarily unavailable; otherwise the lowest failure (a 404 beats a 500).
+fn final_for_caller(statuses: &[u16]) -> (u16, Outcome) {
+    let busy = |s: &u16| matches!(*s, 486 | 600);
+    if !statuses.is_empty() && statuses.iter().all(busy) {
+        return (486, Outcome::Busy);
+    }
+    if statuses.contains(&603) {
+        return (603, Outcome::Busy);
+    }
+    if statuses
+        .iter()
+        .any(|s| matches!(*s, 408 | 480 | 487) || busy(s))
+    {
+        return (480, Outcome::NoAnswer);
+    }
+    let lowest = statuses.iter().copied().min().unwrap_or(480);
+    (lowest, Outcome::Failed)
+}
+
+fn cseq_of(m: &Message) -> u32 {
+    m.cseq().map_or(1, |c| c.seq)
+}
+
+fn copy_body(from: &Message, to: &mut Message) {
+    if from.body().is_empty() {
+        return;
+    }
+    let _ = to.set_body(from.body().to_vec(), from.content_type());
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests;

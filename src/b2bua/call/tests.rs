@@ -1,0 +1,469 @@
+use super::*;
+use crate::sip::message::parse;
+
+const CALLER_SDP: &str = "v=0\r\no=alice 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\n\
+t=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\n";
+const CALLEE_SDP: &str = "v=0\r\no=bob 7 7 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\n\
+t=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+
+fn with_body(head: &str, body: &str) -> Message {
+    let text = format!(
+        "{head}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    parse(text.as_bytes()).unwrap()
+}
+
+fn caller_invite() -> Message {
+    with_body(
+        "INVITE sip:200@pbx.example SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-a1;rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: \"Alice\" <sip:alice@pbx.example>;tag=a-tag\r\n\
+         To: <sip:200@pbx.example>\r\n\
+         Call-ID: call-a@10.0.0.1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:alice@10.0.0.1:5060>\r\n",
+        CALLER_SDP,
+    )
+}
+
+fn config() -> CallConfig {
+    CallConfig {
+        no_answer: Duration::from_secs(30),
+        no_answer_status: 480,
+        contact: NameAddr::parse("<sip:pbx@192.0.2.1:5060>").unwrap(),
+        via: Via::parse("SIP/2.0/UDP 192.0.2.1:5060;rport").unwrap(),
+        caller_id: NameAddr::parse("\"Alice Smith\" <sip:100@pbx.example>").unwrap(),
+    }
+}
+
+fn targets(n: usize) -> Vec<Target> {
+    (0..n)
+        .map(|i| Target {
+            uri: Uri::parse(&format!("sip:bob@10.0.1.{i}:5062")).unwrap(),
+            label: format!("phone:{i}"),
+        })
+        .collect()
+}
+
+fn drain(call: &mut Call) -> Vec<Action> {
+    std::iter::from_fn(|| call.poll_action()).collect()
+}
+
+/// The callee's answer to a branch's INVITE.
+fn answer(invite: &Message, status: u16, tag: &str, sdp: Option<&str>) -> Message {
+    let mut r = Message::response_to(invite, status, message::reason_phrase(status));
+    r.set_to_tag(tag).unwrap();
+    if status < 300 {
+        r.push_header(HeaderName::Contact, "<sip:bob@10.0.1.9:5062>")
+            .unwrap();
+    }
+    if let Some(sdp) = sdp {
+        r.set_body(sdp.as_bytes().to_vec(), Some("application/sdp"))
+            .unwrap();
+    }
+    parse(&r.to_bytes()).unwrap()
+}
+
+fn invites(actions: &[Action]) -> Vec<Message> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Invite { request, .. } => Some(request.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn caller_answers(actions: &[Action]) -> Vec<u16> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::AnswerCaller(m) => m.status(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cancels(actions: &[Action]) -> Vec<(usize, Option<&'static str>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Cancel { branch, reason } => Some((*branch, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started(n: usize) -> (Call, Vec<Message>, Instant) {
+    let t0 = Instant::now();
+    let mut call = Call::new(caller_invite(), targets(n), config(), 42, t0).unwrap();
+    let inv = invites(&drain(&mut call));
+    assert_eq!(inv.len(), n);
+    (call, inv, t0)
+}
+
+/// An answered call: branch 0 of two took it.
+fn answered() -> (Call, Vec<Message>, Instant) {
+    let (mut call, inv, t0) = started(2);
+    call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t0);
+    drain(&mut call);
+    (call, inv, t0)
+}
+
+#[test]
+fn every_target_gets_its_own_invite_with_the_callers_session_and_caller_id() {
+    let (_, inv, _) = started(3);
+    let ids: std::collections::HashSet<_> = inv.iter().map(|m| m.call_id().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "each branch needs its own Call-ID");
+    for (i, m) in inv.iter().enumerate() {
+        assert_eq!(
+            m.uri().unwrap().to_string(),
+            format!("sip:bob@10.0.1.{i}:5062")
+        );
+        let from = m.from().unwrap();
+        assert_eq!(from.display_name.as_deref(), Some("Alice Smith"));
+        assert_eq!(from.uri.to_string(), "sip:100@pbx.example");
+        assert!(from.tag().is_some());
+        assert!(m.to().unwrap().tag().is_none());
+        assert_eq!(m.body(), CALLER_SDP.as_bytes());
+        assert_eq!(m.content_type(), Some("application/sdp"));
+        assert_eq!(m.max_forwards(), Some(69));
+        assert_eq!(m.cseq().unwrap().seq, 1);
+        assert!(m.top_via().unwrap().is_rfc3261_branch());
+        assert_eq!(
+            m.contacts()[0].uri.to_string(),
+            "sip:pbx@192.0.2.1:5060",
+            "our Contact, not the caller's"
+        );
+    }
+}
+
+#[test]
+fn first_answer_wins_and_the_other_branches_are_cancelled_as_completed_elsewhere() {
+    let (mut call, inv, t0) = started(3);
+    call.on_invite_response(1, &answer(&inv[1], 180, "b1", None), t0);
+    let a = drain(&mut call);
+    assert_eq!(caller_answers(&a), vec![180]);
+
+    let t1 = t0 + Duration::from_secs(4);
+    call.on_invite_response(2, &answer(&inv[2], 200, "b2", Some(CALLEE_SDP)), t1);
+    let a = drain(&mut call);
+    let acks: Vec<&OutgoingRequest> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Ack { request } => Some(request),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks.len(), 1);
+    let ack = &acks[0].message;
+    assert_eq!(ack.method(), Some(&Method::Ack));
+    assert_eq!(ack.call_id(), inv[2].call_id());
+    assert_eq!(ack.cseq().unwrap().seq, 1);
+    assert_eq!(ack.uri().unwrap().to_string(), "sip:bob@10.0.1.9:5062");
+    assert_eq!(
+        cancels(&a),
+        vec![
+            (0, Some(COMPLETED_ELSEWHERE)),
+            (1, Some(COMPLETED_ELSEWHERE))
+        ]
+    );
+    let ok = a
+        .iter()
+        .find_map(|x| match x {
+            Action::AnswerCaller(m) if m.status() == Some(200) => Some(m),
+            _ => None,
+        })
+        .expect("200 to the caller");
+    assert_eq!(ok.body(), CALLEE_SDP.as_bytes());
+    assert!(ok.to().unwrap().tag().is_some());
+    // The 180 and the 200 carry the same To tag: one dialog with the caller.
+    assert_eq!(ok.call_id(), Some("call-a@10.0.0.1"));
+
+    let s = call.summary();
+    assert_eq!(s.outcome, Outcome::Answered);
+    assert_eq!(s.answered, Some(t1));
+    assert_eq!(s.answered_by.as_deref(), Some("phone:2"));
+    assert!(!call.is_finished());
+}
+
+#[test]
+fn ringing_is_passed_on_once_and_early_media_once() {
+    let (mut call, inv, t0) = started(2);
+    call.on_invite_response(0, &answer(&inv[0], 180, "b0", None), t0);
+    call.on_invite_response(1, &answer(&inv[1], 180, "b1", None), t0);
+    call.on_invite_response(1, &answer(&inv[1], 183, "b1", Some(CALLEE_SDP)), t0);
+    call.on_invite_response(0, &answer(&inv[0], 183, "b0", Some(CALLEE_SDP)), t0);
+    let a = drain(&mut call);
+    assert_eq!(caller_answers(&a), vec![180, 183]);
+}
+
+#[test]
+fn a_2xx_crossing_our_cancel_is_acknowledged_and_hung_up() {
+    let (mut call, inv, t0) = answered();
+    call.on_invite_response(1, &answer(&inv[1], 200, "b1", Some(CALLEE_SDP)), t0);
+    let a = drain(&mut call);
+    assert!(
+        matches!(&a[0], Action::Ack { request } if request.message.call_id() == inv[1].call_id())
+    );
+    match &a[1] {
+        Action::Request { request, .. } => {
+            assert_eq!(request.message.method(), Some(&Method::Bye));
+            assert_eq!(request.message.call_id(), inv[1].call_id());
+            assert_eq!(request.message.to().unwrap().tag(), Some("b1"));
+        }
+        other => panic!("expected BYE, got {other:?}"),
+    }
+    assert!(caller_answers(&a).is_empty());
+    assert_eq!(call.summary().answered_by.as_deref(), Some("phone:0"));
+}
+
+#[test]
+fn busy_only_when_every_branch_is_busy() {
+    let (mut call, inv, t0) = started(2);
+    call.on_invite_response(0, &answer(&inv[0], 486, "b0", None), t0);
+    assert!(
+        caller_answers(&drain(&mut call)).is_empty(),
+        "one branch still rings"
+    );
+    call.on_invite_response(1, &answer(&inv[1], 486, "b1", None), t0);
+    let a = drain(&mut call);
+    assert_eq!(caller_answers(&a), vec![486]);
+    assert!(matches!(a.last(), Some(Action::Ended)));
+    assert_eq!(call.summary().outcome, Outcome::Busy);
+    assert!(call.is_finished());
+
+    let (mut call, inv, t0) = started(2);
+    call.on_invite_response(0, &answer(&inv[0], 486, "b0", None), t0);
+    call.on_invite_response(1, &answer(&inv[1], 480, "b1", None), t0);
+    assert_eq!(caller_answers(&drain(&mut call)), vec![480]);
+    assert_eq!(call.summary().outcome, Outcome::NoAnswer);
+
+    let (mut call, inv, t0) = started(2);
+    call.on_invite_response(0, &answer(&inv[0], 404, "b0", None), t0);
+    call.on_invite_timeout(1, t0);
+    assert_eq!(caller_answers(&drain(&mut call)), vec![480]);
+}
+
+#[test]
+fn final_answer_mapping() {
+    assert_eq!(final_for_caller(&[486, 600]), (486, Outcome::Busy));
+    assert_eq!(final_for_caller(&[486, 603]), (603, Outcome::Busy));
+    assert_eq!(final_for_caller(&[486, 487]), (480, Outcome::NoAnswer));
+    assert_eq!(final_for_caller(&[404, 500]), (404, Outcome::Failed));
+}
+
+#[test]
+fn no_answer_in_time_cancels_everything_and_tells_the_caller() {
+    let (mut call, inv, t0) = started(2);
+    assert_eq!(call.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    call.handle_timeout(t0 + Duration::from_secs(29));
+    assert!(drain(&mut call).is_empty());
+    let t = t0 + Duration::from_secs(30);
+    call.handle_timeout(t);
+    let a = drain(&mut call);
+    assert_eq!(cancels(&a), vec![(0, None), (1, None)]);
+    assert_eq!(caller_answers(&a), vec![480]);
+    assert_eq!(call.summary().outcome, Outcome::NoAnswer);
+    assert_eq!(call.summary().ended, Some(t));
+    assert_eq!(call.poll_timeout(), None);
+    // Not finished until the cancelled branches have their 487s.
+    assert!(!call.is_finished());
+    call.on_invite_response(0, &answer(&inv[0], 487, "b0", None), t);
+    call.on_invite_response(1, &answer(&inv[1], 487, "b1", None), t);
+    assert!(call.is_finished());
+    assert!(
+        drain(&mut call).is_empty(),
+        "487s of our CANCELs change nothing"
+    );
+}
+
+#[test]
+fn the_caller_cancelling_cancels_every_branch() {
+    let (mut call, _, t0) = started(3);
+    call.on_caller_cancel(t0);
+    let a = drain(&mut call);
+    assert_eq!(cancels(&a).len(), 3);
+    assert_eq!(caller_answers(&a), vec![487]);
+    assert_eq!(call.summary().outcome, Outcome::Cancelled);
+}
+
+#[test]
+fn nobody_reachable_is_answered_at_once() {
+    let t0 = Instant::now();
+    let mut call = Call::new(caller_invite(), Vec::new(), config(), 1, t0).unwrap();
+    let a = drain(&mut call);
+    assert_eq!(caller_answers(&a), vec![480]);
+    assert!(matches!(a.last(), Some(Action::Ended)));
+    assert!(call.is_finished());
+    assert_eq!(call.summary().outcome, Outcome::Failed);
+}
+
+/// A request from the callee inside its dialog with us.
+fn from_callee(invite: &Message, method: &str, cseq: u32) -> Message {
+    let from_tag = invite.from().unwrap().tag().unwrap();
+    parse(
+        format!(
+            "{method} sip:pbx@192.0.2.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.1.9:5062;branch=z9hG4bK-c{cseq}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:bob@10.0.1.0:5062>;tag=b0\r\n\
+             To: \"Alice Smith\" <sip:100@pbx.example>;tag={from_tag}\r\n\
+             Call-ID: {}\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Content-Length: 0\r\n\r\n",
+            invite.call_id().unwrap()
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+/// A request from the caller inside its dialog with us.
+fn from_caller(call: &Call, method: &str, cseq: u32, sdp: Option<&str>) -> Message {
+    let to_tag = call.caller.id().local_tag.clone();
+    let head = format!(
+        "{method} sip:pbx@192.0.2.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-r{cseq}{method}\r\n\
+         Max-Forwards: 70\r\n\
+         From: \"Alice\" <sip:alice@pbx.example>;tag=a-tag\r\n\
+         To: <sip:200@pbx.example>;tag={to_tag}\r\n\
+         Call-ID: call-a@10.0.0.1\r\n\
+         CSeq: {cseq} {method}\r\n"
+    );
+    match sdp {
+        Some(sdp) => with_body(&head, sdp),
+        None => parse(format!("{head}Content-Length: 0\r\n\r\n").as_bytes()).unwrap(),
+    }
+}
+
+#[test]
+fn bye_from_the_callee_hangs_up_the_caller() {
+    let (mut call, inv, t0) = answered();
+    let bye = from_callee(&inv[0], "BYE", 1);
+    let leg = call.leg_of(&DialogId::for_request(&bye).unwrap());
+    assert_eq!(leg, Some(Leg::Callee));
+    let t = t0 + Duration::from_secs(60);
+    call.on_request(Leg::Callee, 7, &bye, t);
+    let a = drain(&mut call);
+    assert!(matches!(&a[0], Action::Respond { tx: 7, response } if response.status() == Some(200)));
+    match &a[1] {
+        Action::Request { request, .. } => {
+            let m = &request.message;
+            assert_eq!(m.method(), Some(&Method::Bye));
+            assert_eq!(m.uri().unwrap().to_string(), "sip:alice@10.0.0.1:5060");
+            assert_eq!(m.call_id(), Some("call-a@10.0.0.1"));
+            assert_eq!(m.to().unwrap().tag(), Some("a-tag"));
+        }
+        other => panic!("expected BYE to the caller, got {other:?}"),
+    }
+    assert!(matches!(a.last(), Some(Action::Ended)));
+    let s = call.summary();
+    assert_eq!(s.cause, "callee");
+    assert_eq!(s.ended, Some(t));
+    assert_eq!(s.outcome, Outcome::Answered);
+}
+
+#[test]
+fn bye_from_the_caller_hangs_up_the_callee() {
+    let (mut call, inv, t0) = answered();
+    let bye = from_caller(&call, "BYE", 2, None);
+    assert_eq!(
+        call.leg_of(&DialogId::for_request(&bye).unwrap()),
+        Some(Leg::Caller)
+    );
+    call.on_request(Leg::Caller, 3, &bye, t0);
+    let a = drain(&mut call);
+    match &a[1] {
+        Action::Request { request, .. } => {
+            assert_eq!(request.message.method(), Some(&Method::Bye));
+            assert_eq!(request.message.call_id(), inv[0].call_id());
+            assert_eq!(request.message.cseq().unwrap().seq, 2);
+        }
+        other => panic!("expected BYE to the callee, got {other:?}"),
+    }
+    assert_eq!(call.summary().cause, "caller");
+    // Branch 1 was cancelled when branch 0 answered; the call is done once its 487 is in.
+    assert!(!call.is_finished());
+    call.on_invite_response(1, &answer(&inv[1], 487, "b1", None), t0);
+    assert!(call.is_finished());
+}
+
+#[test]
+fn a_re_invite_is_relayed_and_its_ack_follows() {
+    let (mut call, inv, t0) = answered();
+    let hold = CALLER_SDP.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
+    let reinvite = from_caller(&call, "INVITE", 2, Some(&hold));
+    call.on_request(Leg::Caller, 11, &reinvite, t0);
+    let a = drain(&mut call);
+    let (key, out) = match &a[..] {
+        [Action::Request { key, request }] => (*key, request.message.clone()),
+        other => panic!("expected one relayed request, got {other:?}"),
+    };
+    assert_eq!(out.method(), Some(&Method::Invite));
+    assert_eq!(out.call_id(), inv[0].call_id());
+    assert_eq!(out.cseq().unwrap().seq, 2);
+    assert_eq!(out.body(), hold.as_bytes());
+
+    let ok = answer(&out, 200, "b0", Some(CALLEE_SDP));
+    call.on_response(key, &ok, t0);
+    let a = drain(&mut call);
+    match &a[..] {
+        [Action::Respond { tx: 11, response }] => {
+            assert_eq!(response.status(), Some(200));
+            assert_eq!(response.body(), CALLEE_SDP.as_bytes());
+            assert_eq!(response.cseq().unwrap().seq, 2);
+        }
+        other => panic!("expected the 200 back to the caller, got {other:?}"),
+    }
+    call.on_request(Leg::Caller, 0, &from_caller(&call, "ACK", 2, None), t0);
+    let a = drain(&mut call);
+    match &a[..] {
+        [Action::Ack { request }] => {
+            assert_eq!(request.message.call_id(), inv[0].call_id());
+            assert_eq!(request.message.cseq().unwrap().seq, 2);
+        }
+        other => panic!("expected the ACK relayed, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_out_of_order_request_gets_500_and_a_vanished_leg_ends_the_call() {
+    let (mut call, _, t0) = answered();
+    let info = from_caller(&call, "INFO", 5, None);
+    call.on_request(Leg::Caller, 1, &info, t0);
+    let relayed = drain(&mut call);
+    let key = match &relayed[..] {
+        [Action::Request { key, .. }] => *key,
+        other => panic!("{other:?}"),
+    };
+    let old = from_caller(&call, "INFO", 4, None);
+    call.on_request(Leg::Caller, 2, &old, t0);
+    let a = drain(&mut call);
+    assert!(
+        matches!(&a[..], [Action::Respond { tx: 2, response }] if response.status() == Some(500))
+    );
+
+    // The callee never answers the INFO: the caller gets 408, the call ends with a BYE to it.
+    call.on_request_timeout(key, t0 + Duration::from_secs(32));
+    let a = drain(&mut call);
+    assert!(matches!(&a[0], Action::Respond { tx: 1, response } if response.status() == Some(408)));
+    assert!(
+        matches!(&a[1], Action::Request { request, .. } if request.message.method() == Some(&Method::Bye))
+    );
+    assert!(matches!(a.last(), Some(Action::Ended)));
+    assert_eq!(call.summary().cause, "timeout");
+}
+
+#[test]
+fn requests_before_the_answer_are_refused_not_lost() {
+    let (mut call, _, t0) = started(1);
+    let update = from_caller(&call, "UPDATE", 2, Some(CALLER_SDP));
+    call.on_request(Leg::Caller, 9, &update, t0);
+    let a = drain(&mut call);
+    assert!(
+        matches!(&a[..], [Action::Respond { tx: 9, response }] if response.status() == Some(491))
+    );
+}
