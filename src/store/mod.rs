@@ -11,11 +11,17 @@
 //! (that is [`crate::directory`]) nor know about HTTP.
 
 mod bans;
+mod calls;
 mod directory;
 mod registrations;
 mod tokens;
 
 pub use bans::BanRecord;
+pub use calls::{
+    CallDirection, CallOutcome, CallParty, CallRecord, DirectionFilter, HistoryEntry, HistoryPage,
+    HistoryQuery, HistorySort, NewCallRecord, OutcomeFilter, PartyOutcome, SortOrder,
+    DEFAULT_HISTORY_LIMIT,
+};
 pub use directory::PhoneCredentials;
 
 use std::path::Path;
