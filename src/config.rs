@@ -76,6 +76,14 @@ struct RawConfig {
     sip: Option<RawSip>,
     registrar: Option<RawRegistrar>,
     security: Option<RawSecurity>,
+    calls: Option<RawCalls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCalls {
+    no_answer_secs: Option<u64>,
+    no_answer_status: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +236,15 @@ pub struct Config {
     pub sip: SipConfig,
     pub registrar: RegistrarConfig,
     pub security: SecurityConfig,
+    pub calls: CallsConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallsConfig {
+    /// How long a call rings before it ends unanswered. Default 45 s.
+    pub no_answer_secs: u64,
+    /// What the caller then gets: 480 (Temporarily Unavailable, the default) or 408.
+    pub no_answer_status: u16,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -462,6 +479,17 @@ impl Config {
                 "must lie between registrar.min_expires and registrar.max_expires",
             ));
         }
+        let c = raw.calls.unwrap_or_default();
+        let calls = CallsConfig {
+            no_answer_secs: c.no_answer_secs.unwrap_or(45),
+            no_answer_status: c.no_answer_status.unwrap_or(480),
+        };
+        if !(1..=3600).contains(&calls.no_answer_secs) {
+            return Err(invalid("calls.no_answer_secs", "must be 1 to 3600"));
+        }
+        if !matches!(calls.no_answer_status, 408 | 480) {
+            return Err(invalid("calls.no_answer_status", "must be 408 or 480"));
+        }
         let sec = raw.security.unwrap_or_default();
         let security = SecurityConfig {
             ban_failures: sec.ban_failures.unwrap_or(5),
@@ -496,6 +524,7 @@ impl Config {
             },
             registrar,
             security,
+            calls,
         })
     }
 

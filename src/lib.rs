@@ -76,12 +76,31 @@ impl Server {
         let (commands_tx, commands_rx) = sip::endpoint::channel();
         let registrar =
             registrar::service::start(store.clone(), &config, commands_tx, &mut tasks).await?;
+        let calls = b2bua::service::Calls::new(
+            b2bua::service::CallsConfig {
+                realm: config.sip.realm.clone(),
+                algorithms: config
+                    .sip
+                    .digest_algorithms
+                    .iter()
+                    .filter_map(|a| sip::auth::Algorithm::parse(a))
+                    .collect(),
+                no_answer: std::time::Duration::from_secs(config.calls.no_answer_secs),
+                no_answer_status: config.calls.no_answer_status,
+            },
+            store.clone(),
+            registrar.clone(),
+            dialplan.clone(),
+            transports.bound(),
+            rand::random(),
+        );
         sip::endpoint::start(
             transports.clone(),
             incoming_rx,
             commands_rx,
             sip::endpoint::Services {
                 register: Arc::new(registrar.clone()),
+                calls: Some(calls),
             },
             rand::random(),
             &mut tasks,

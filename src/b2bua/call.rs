@@ -104,6 +104,14 @@ impl Outcome {
     }
 }
 
+/// Where an in-dialog request goes: the caller, or the phone of one branch (the callee's leg is
+/// the winning branch). The driver knows the address and connection of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Towards {
+    Caller,
+    Branch(usize),
+}
+
 /// What the driver has to do.
 #[derive(Debug, Clone)]
 pub enum Action {
@@ -118,10 +126,17 @@ pub enum Action {
     },
     /// Send an ACK for a 2xx: no transaction of its own (§13.2.2.4); the driver retransmits it
     /// when the 2xx is retransmitted.
-    Ack { request: OutgoingRequest },
+    Ack {
+        towards: Towards,
+        request: OutgoingRequest,
+    },
     /// Start a client transaction for an in-dialog request; its answer comes back through
     /// [`Call::on_response`] with the same key.
-    Request { key: Key, request: OutgoingRequest },
+    Request {
+        key: Key,
+        towards: Towards,
+        request: OutgoingRequest,
+    },
     /// Answer the in-dialog request received under `tx`.
     Respond { tx: Key, response: Message },
     /// The call is over: write its record ([`Call::summary`]).
@@ -218,9 +233,11 @@ pub struct Call {
 
 impl Call {
     /// Starts ringing `targets` for the caller's INVITE (already authenticated and routed).
-    /// `seed` feeds the tags, branches and Call-IDs the call makes.
+    /// `caller_tag` is our To tag towards the caller; `seed` feeds the tags, branches and
+    /// Call-IDs the call makes.
     pub fn new(
         caller_invite: Message,
+        caller_tag: &str,
         targets: Vec<Target>,
         config: CallConfig,
         seed: u64,
@@ -229,9 +246,8 @@ impl Call {
         if caller_invite.method() != Some(&Method::Invite) {
             return Err(CallError::NotInvite);
         }
-        let mut random = seed;
-        let tag = message::new_tag(splitmix(&mut random));
-        let caller = Dialog::uas(&caller_invite, &tag, config.contact.clone())?;
+        let random = seed;
+        let caller = Dialog::uas(&caller_invite, caller_tag, config.contact.clone())?;
         let mut call = Call {
             deadline: Some(now + config.no_answer),
             config,
@@ -407,6 +423,17 @@ impl Call {
         self.cancel_branches(None);
         self.fail_caller(487, "Request Terminated", Outcome::Cancelled, now);
         self.cause = "cancelled".into();
+    }
+
+    /// Our 2xx to the caller was never acknowledged (64·T1): the session is over (§13.3.1.4),
+    /// ended with a BYE on both legs.
+    pub fn on_caller_gone(&mut self, now: Instant) {
+        if self.phase != Phase::Answered {
+            return;
+        }
+        self.hang_up(Leg::Callee);
+        self.hang_up(Leg::Caller);
+        self.end(Outcome::Answered, "timeout", now);
     }
 
     /// An in-dialog request from `leg`, received on the driver's server transaction `tx`
@@ -625,7 +652,10 @@ impl Call {
         let via = self.via();
         let random = self.random();
         if let Ok(ack) = callee.ack(cseq_of(&invite), &via, random) {
-            self.actions.push_back(Action::Ack { request: ack });
+            self.actions.push_back(Action::Ack {
+                towards: Towards::Branch(branch),
+                request: ack,
+            });
         }
         self.callee = Some(callee);
         self.cancel_branches(Some(COMPLETED_ELSEWHERE));
@@ -647,15 +677,21 @@ impl Call {
         let via = self.via();
         let random = self.random();
         if let Ok(ack) = dialog.ack(cseq_of(&invite), &via, random) {
-            self.actions.push_back(Action::Ack { request: ack });
+            self.actions.push_back(Action::Ack {
+                towards: Towards::Branch(branch),
+                request: ack,
+            });
         }
         let via = self.via();
         let random = self.random();
         if let Ok(bye) = dialog.request(Method::Bye, &via, random) {
             let key = self.key();
             self.own.insert(key, Leg::Callee);
-            self.actions
-                .push_back(Action::Request { key, request: bye });
+            self.actions.push_back(Action::Request {
+                key,
+                towards: Towards::Branch(branch),
+                request: bye,
+            });
         }
     }
 
@@ -708,14 +744,18 @@ impl Call {
     fn hang_up(&mut self, leg: Leg) {
         let via = self.via();
         let random = self.random();
+        let towards = self.towards(leg);
         let Some(dialog) = self.dialog_mut(leg) else {
             return;
         };
         if let Ok(bye) = dialog.request(Method::Bye, &via, random) {
             let key = self.key();
             self.own.insert(key, leg);
-            self.actions
-                .push_back(Action::Request { key, request: bye });
+            self.actions.push_back(Action::Request {
+                key,
+                towards,
+                request: bye,
+            });
         }
     }
 
@@ -729,6 +769,23 @@ impl Call {
         self.actions.push_back(Action::Respond { tx, response });
     }
 
+    fn towards(&self, leg: Leg) -> Towards {
+        match (leg, self.winner) {
+            (Leg::Callee, Some(b)) => Towards::Branch(b),
+            _ => Towards::Caller,
+        }
+    }
+
+    /// The ids of the call's dialogs (the caller's, and the callee's once answered), for the
+    /// driver's index.
+    pub fn dialog_ids(&self) -> Vec<DialogId> {
+        let mut ids = vec![self.caller.id().clone()];
+        if let Some(d) = &self.callee {
+            ids.push(d.id().clone());
+        }
+        ids
+    }
+
     fn on_ack(&mut self, leg: Leg) {
         // The ACK of our 200 to the caller ends nothing; the ACK of a relayed re-INVITE's 2xx
         // goes on to the leg that answered it.
@@ -738,7 +795,10 @@ impl Call {
                 let via = self.via();
                 let random = self.random();
                 if let Some(Ok(ack)) = self.dialog(leg.other()).map(|d| d.ack(seq, &via, random)) {
-                    self.actions.push_back(Action::Ack { request: ack });
+                    self.actions.push_back(Action::Ack {
+                        towards: self.towards(leg.other()),
+                        request: ack,
+                    });
                 }
             }
         }
@@ -747,6 +807,7 @@ impl Call {
     fn relay(&mut self, from: Leg, tx: Key, request: &Message, method: Method) {
         let via = self.via();
         let random = self.random();
+        let towards = self.towards(from.other());
         let Some(other) = self.dialog_mut(from.other()) else {
             return;
         };
@@ -777,8 +838,11 @@ impl Call {
                 request: request.clone(),
             },
         );
-        self.actions
-            .push_back(Action::Request { key, request: out });
+        self.actions.push_back(Action::Request {
+            key,
+            towards,
+            request: out,
+        });
     }
 }
 

@@ -13,3 +13,4 @@
 //! next piece of work (issue 4).
 
 pub mod call;
+pub mod service;

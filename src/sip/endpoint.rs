@@ -17,9 +17,10 @@ use super::header::HeaderName;
 use super::message::{self, Message, Method};
 use super::transaction::{self, Output, ServerTxId, TransactionLayer};
 use super::transport::{Incoming, Peer, Transports};
+use crate::b2bua::service::{Calls, Routed};
 
-/// Methods the server accepts outside a dialog today; listed in `Allow`.
-pub const ALLOW: &str = "REGISTER, OPTIONS";
+/// Methods the server accepts; listed in `Allow`.
+pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO, NOTIFY, REFER";
 
 /// What a service hands to the endpoint.
 #[derive(Debug)]
@@ -46,9 +47,11 @@ pub trait RequestHandler: Send + Sync {
 }
 
 /// Where the endpoint sends the requests it does not answer itself.
-#[derive(Clone)]
 pub struct Services {
     pub register: std::sync::Arc<dyn RequestHandler>,
+    /// The B2BUA: INVITEs and everything inside a dialog. It runs on the endpoint's task, next
+    /// to the transaction layer; routes it resolves elsewhere come back on the receiver.
+    pub calls: Option<(Calls, mpsc::Receiver<Routed>)>,
 }
 
 /// The channel services answer on, made before the services (which need its sending end) and
@@ -85,8 +88,23 @@ async fn run(
     seed: u64,
 ) {
     let mut tags = seed;
+    let register = services.register;
+    let (mut calls, mut routed) = match services.calls {
+        Some((c, r)) => (Some(c), Some(r)),
+        None => (None, None),
+    };
+    let mut services = Handlers {
+        register: register.as_ref(),
+        calls: calls.as_mut(),
+    };
     loop {
-        let deadline = layer.poll_timeout();
+        let deadline = match (
+            layer.poll_timeout(),
+            services.calls.as_ref().and_then(|c| c.poll_timeout()),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -100,7 +118,7 @@ async fn run(
                 // Drain what is already queued before looking at timers again: cheaper under load.
                 while let Ok(msg) = incoming.try_recv() {
                     on_incoming(&mut layer, &transports, msg);
-                    drain(&mut layer, &transports, &services, &mut tags);
+                    drain(&mut layer, &transports, &mut services, &mut tags);
                 }
             }
             cmd = commands.recv() => {
@@ -108,12 +126,28 @@ async fn run(
                 on_command(&mut layer, cmd);
                 while let Ok(cmd) = commands.try_recv() {
                     on_command(&mut layer, cmd);
-                    drain(&mut layer, &transports, &services, &mut tags);
+                    drain(&mut layer, &transports, &mut services, &mut tags);
                 }
             }
-            _ = sleep => layer.handle_timeout(Instant::now()),
+            r = async {
+                match routed.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let (Some(r), Some(c)) = (r, services.calls.as_deref_mut()) {
+                    c.start(&mut layer, r, Instant::now());
+                }
+            }
+            _ = sleep => {
+                let now = Instant::now();
+                layer.handle_timeout(now);
+                if let Some(c) = services.calls.as_deref_mut() {
+                    c.handle_timeout(&mut layer, now);
+                }
+            }
         }
-        drain(&mut layer, &transports, &services, &mut tags);
+        drain(&mut layer, &transports, &mut services, &mut tags);
     }
 }
 
@@ -149,11 +183,17 @@ fn on_incoming(layer: &mut TransactionLayer, transports: &Transports, msg: Incom
     }
 }
 
+/// The services as the endpoint's task holds them.
+struct Handlers<'a> {
+    register: &'a dyn RequestHandler,
+    calls: Option<&'a mut Calls>,
+}
+
 /// Carries out everything the layer has to say.
 fn drain(
     layer: &mut TransactionLayer,
     transports: &Transports,
-    services: &Services,
+    services: &mut Handlers<'_>,
     tags: &mut u64,
 ) {
     while let Some(out) = layer.poll_output() {
@@ -167,31 +207,65 @@ fn drain(
                 }
             }
             Output::Request { tx, msg, from } => {
+                let now = Instant::now();
                 let source = transports.peer(from.addr, from.flow, from.reliable);
+                let msg = match services.calls.as_deref_mut() {
+                    Some(calls) if msg.method() != Some(&Method::Register) => {
+                        match calls.on_request(layer, tx, msg, source, now) {
+                            Some(msg) => msg,
+                            None => continue,
+                        }
+                    }
+                    _ => msg,
+                };
                 if let Some(response) = screen(&msg, tags) {
-                    let _ = layer.send_response(tx, response, Instant::now());
+                    let _ = layer.send_response(tx, response, now);
                     continue;
                 }
                 let req = Request { tx, msg, source };
                 if let Some((tx, response)) = services.register.submit(req) {
-                    let _ = layer.send_response(tx, response, Instant::now());
+                    let _ = layer.send_response(tx, response, now);
                 }
             }
             Output::Cancel {
                 tx, invite, msg, ..
             } => {
-                // No INVITE is held open yet, so there is nothing to cancel but the transaction.
+                let now = Instant::now();
                 let mut ok = Message::response_to(&msg, 200, "OK");
                 add_to_tag(&mut ok, tags);
-                let _ = layer.send_response(tx, ok, Instant::now());
-                let _ = invite;
+                let _ = layer.send_response(tx, ok, now);
+                match services.calls.as_deref_mut() {
+                    Some(calls) => calls.on_cancel(layer, invite, now),
+                    None => {
+                        let _ = layer.send_response(
+                            invite,
+                            Message::response_to(&msg, 487, "Request Terminated"),
+                            now,
+                        );
+                    }
+                }
             }
-            Output::Response { .. }
-            | Output::Ack2xx { .. }
-            | Output::StrayResponse { .. }
-            | Output::Timeout { .. }
-            | Output::TransportError { .. }
-            | Output::Terminated { .. } => {}
+            Output::Response { tx, msg } => {
+                if let Some(calls) = services.calls.as_deref_mut() {
+                    calls.on_response(layer, tx, &msg, Instant::now());
+                }
+            }
+            Output::Ack2xx { msg, .. } => {
+                if let Some(calls) = services.calls.as_deref_mut() {
+                    calls.on_ack(layer, &msg, Instant::now());
+                }
+            }
+            Output::Timeout { tx } | Output::TransportError { tx } => {
+                if let Some(calls) = services.calls.as_deref_mut() {
+                    calls.on_client_failure(layer, tx, Instant::now());
+                }
+            }
+            Output::Terminated { tx } => {
+                if let Some(calls) = services.calls.as_deref_mut() {
+                    calls.on_terminated(tx);
+                }
+            }
+            Output::StrayResponse { .. } => {}
         }
     }
 }

@@ -98,7 +98,7 @@ fn cancels(actions: &[Action]) -> Vec<(usize, Option<&'static str>)> {
 
 fn started(n: usize) -> (Call, Vec<Message>, Instant) {
     let t0 = Instant::now();
-    let mut call = Call::new(caller_invite(), targets(n), config(), 42, t0).unwrap();
+    let mut call = Call::new(caller_invite(), "pbx-tag", targets(n), config(), 42, t0).unwrap();
     let inv = invites(&drain(&mut call));
     assert_eq!(inv.len(), n);
     (call, inv, t0)
@@ -153,7 +153,7 @@ fn first_answer_wins_and_the_other_branches_are_cancelled_as_completed_elsewhere
     let acks: Vec<&OutgoingRequest> = a
         .iter()
         .filter_map(|x| match x {
-            Action::Ack { request } => Some(request),
+            Action::Ack { request, .. } => Some(request),
             _ => None,
         })
         .collect();
@@ -206,7 +206,7 @@ fn a_2xx_crossing_our_cancel_is_acknowledged_and_hung_up() {
     call.on_invite_response(1, &answer(&inv[1], 200, "b1", Some(CALLEE_SDP)), t0);
     let a = drain(&mut call);
     assert!(
-        matches!(&a[0], Action::Ack { request } if request.message.call_id() == inv[1].call_id())
+        matches!(&a[0], Action::Ack { request, .. } if request.message.call_id() == inv[1].call_id())
     );
     match &a[1] {
         Action::Request { request, .. } => {
@@ -293,7 +293,7 @@ fn the_caller_cancelling_cancels_every_branch() {
 #[test]
 fn nobody_reachable_is_answered_at_once() {
     let t0 = Instant::now();
-    let mut call = Call::new(caller_invite(), Vec::new(), config(), 1, t0).unwrap();
+    let mut call = Call::new(caller_invite(), "pbx-tag", Vec::new(), config(), 1, t0).unwrap();
     let a = drain(&mut call);
     assert_eq!(caller_answers(&a), vec![480]);
     assert!(matches!(a.last(), Some(Action::Ended)));
@@ -399,7 +399,7 @@ fn a_re_invite_is_relayed_and_its_ack_follows() {
     call.on_request(Leg::Caller, 11, &reinvite, t0);
     let a = drain(&mut call);
     let (key, out) = match &a[..] {
-        [Action::Request { key, request }] => (*key, request.message.clone()),
+        [Action::Request { key, request, .. }] => (*key, request.message.clone()),
         other => panic!("expected one relayed request, got {other:?}"),
     };
     assert_eq!(out.method(), Some(&Method::Invite));
@@ -421,7 +421,7 @@ fn a_re_invite_is_relayed_and_its_ack_follows() {
     call.on_request(Leg::Caller, 0, &from_caller(&call, "ACK", 2, None), t0);
     let a = drain(&mut call);
     match &a[..] {
-        [Action::Ack { request }] => {
+        [Action::Ack { request, .. }] => {
             assert_eq!(request.message.call_id(), inv[0].call_id());
             assert_eq!(request.message.cseq().unwrap().seq, 2);
         }

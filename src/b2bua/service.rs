@@ -1,0 +1,1083 @@
+//! The B2BUA's driver: runs [`Call`]s on the SIP endpoint's task, next to the transaction layer
+//! it feeds.
+//!
+//! A new INVITE is authenticated here (407 with the calling phone's own credentials, digest as
+//! for REGISTER); the route is then resolved off the endpoint's task (the dialplan, then the
+//! callee's current location and the registrar's bindings of its phones: database reads) and
+//! comes back on the channel [`Calls::new`] returns, for the endpoint to pass to
+//! [`Calls::start`]. From then on everything is in memory:
+//! the driver turns each [`Action`] into transactions, CANCELs and stateless ACKs, keeps the
+//! indexes that map transactions and dialogs back to calls, retransmits our 2xx to the caller
+//! until its ACK arrives (RFC 6026 leaves that to the TU), and re-sends the ACK when a callee
+//! retransmits its 2xx.
+//!
+//! Requests to a leg go where that phone really is: the caller's source address and connection,
+//! the binding's source and flow for a callee (phones behind NAT), not the Contact's host.
+//!
+//! Owns: the call table and its indexes, digest state for INVITE. Must not touch: binding
+//! storage (the registrar), call state rules (`call`), sockets (the endpoint's transports).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::call::{Action, Call, CallConfig, Key, Outcome, Target, Towards};
+use crate::config::Transport;
+use crate::registrar;
+use crate::routing::{self, CallerClass, DialplanFile};
+use crate::sip::auth::{Algorithm, DigestServer, Verdict};
+use crate::sip::dialog::DialogId;
+use crate::sip::header::{Credentials, HeaderName, NameAddr, Via};
+use crate::sip::message::{self, Message, Method};
+use crate::sip::transaction::{self, ClientTxId, ServerTxId, TransactionLayer, TxId};
+use crate::sip::transport::Peer;
+use crate::sip::uri::{Host, Uri};
+use crate::store::{
+    now_ms, CallDirection, CallOutcome, CallParty, NewCallRecord, Page, PhoneCredentials, Store,
+};
+
+/// RFC 3261 timer values for our own 2xx retransmissions to the caller (§13.3.1.4).
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+/// A finished call is kept this long so that retransmitted BYEs and late 487s still find it.
+const LINGER: Duration = Duration::from_secs(32);
+/// Routes being resolved at once; past this a new call gets 503.
+const ROUTE_QUEUE: usize = 1024;
+
+/// What the driver needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct CallsConfig {
+    pub realm: String,
+    pub algorithms: Vec<Algorithm>,
+    pub no_answer: Duration,
+    pub no_answer_status: u16,
+}
+
+/// What resolving a route needs; shared with the tasks that do it.
+struct Lookup {
+    store: Store,
+    registrar: registrar::service::Handle,
+    dialplan: Arc<DialplanFile>,
+    realm: String,
+}
+
+/// A route resolved off the endpoint's task, to start a call with.
+#[derive(Debug)]
+pub struct Routed {
+    tx: ServerTxId,
+    invite: Message,
+    caller: Peer,
+    decision: Decision,
+}
+
+#[derive(Debug)]
+enum Decision {
+    Ring {
+        caller_id: Box<NameAddr>,
+        targets: Vec<(Target, Peer)>,
+        parties: Box<Parties>,
+    },
+    Reject(u16),
+    /// The caller's credentials were not cached and have been looked up: authenticate the
+    /// INVITE again (once).
+    Reauthenticate,
+}
+
+/// Who is in the call, for its record.
+#[derive(Debug, Clone)]
+struct Parties {
+    dialled: String,
+    caller: Party,
+    callee: Party,
+}
+
+#[derive(Debug, Clone)]
+struct Party {
+    user_id: i64,
+    number: String,
+    name: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    Branch(usize),
+    Cancel,
+    Request(Key),
+}
+
+#[derive(Debug)]
+struct Retransmit {
+    msg: Message,
+    interval: Duration,
+    next: Instant,
+    until: Instant,
+}
+
+struct Entry {
+    call: Call,
+    parties: Parties,
+    /// Wall-clock start, for the record (the call itself only knows `Instant`s).
+    started_ms: i64,
+    invite_tx: ServerTxId,
+    caller: Peer,
+    branches: Vec<BranchIo>,
+    /// In-dialog requests received, waiting for the call's answer.
+    waiting: HashMap<Key, ServerTxId>,
+    next_key: Key,
+    ok_retransmit: Option<Retransmit>,
+    linger_until: Option<Instant>,
+}
+
+struct BranchIo {
+    peer: Peer,
+    invite: Option<Message>,
+    tx: Option<ClientTxId>,
+    /// A provisional answer came: a CANCEL may go now (§9.1).
+    provisional: bool,
+    cancel_pending: Option<Option<&'static str>>,
+    /// Our ACK of this branch's 2xx, sent again for each retransmitted 2xx.
+    ack: Option<Message>,
+}
+
+/// The calls in progress. Lives on the endpoint's task.
+pub struct Calls {
+    lookup: Arc<Lookup>,
+    digest: DigestServer,
+    realm: String,
+    no_answer: Duration,
+    no_answer_status: u16,
+    routed_tx: mpsc::Sender<Routed>,
+    calls: HashMap<u64, Entry>,
+    next_call: u64,
+    invites: HashMap<ServerTxId, u64>,
+    clients: HashMap<ClientTxId, (u64, Purpose)>,
+    dialogs: HashMap<DialogId, u64>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    random: u64,
+    /// The first listening address of each transport, for our Contact and Via.
+    local: HashMap<Transport, std::net::SocketAddr>,
+}
+
+impl Calls {
+    pub fn new(
+        config: CallsConfig,
+        store: Store,
+        registrar: registrar::service::Handle,
+        dialplan: Arc<DialplanFile>,
+        bound: &[crate::config::SipListen],
+        seed: u64,
+    ) -> (Calls, mpsc::Receiver<Routed>) {
+        let mut local = HashMap::new();
+        for l in bound {
+            local.entry(l.transport).or_insert(l.addr);
+        }
+        let secret: [u8; 32] = rand::random();
+        let (routed_tx, routed_rx) = mpsc::channel(ROUTE_QUEUE);
+        let calls = Calls {
+            lookup: Arc::new(Lookup {
+                store,
+                registrar,
+                dialplan,
+                realm: config.realm.clone(),
+            }),
+            digest: DigestServer::new(&secret).with_algorithms(&config.algorithms),
+            realm: config.realm,
+            no_answer: config.no_answer,
+            no_answer_status: config.no_answer_status,
+            routed_tx,
+            calls: HashMap::new(),
+            next_call: 1,
+            invites: HashMap::new(),
+            clients: HashMap::new(),
+            dialogs: HashMap::new(),
+            timers: BinaryHeap::new(),
+            random: seed,
+            local,
+        };
+        (calls, routed_rx)
+    }
+
+    /// Number of calls in progress (ringing or answered).
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Takes a request the endpoint does not answer itself. Returns it when it is not ours
+    /// (an out-of-dialog request other than INVITE).
+    pub fn on_request(
+        &mut self,
+        layer: &mut TransactionLayer,
+        tx: ServerTxId,
+        msg: Message,
+        from: Peer,
+        now: Instant,
+    ) -> Option<Message> {
+        let in_dialog = msg.to().is_some_and(|t| t.tag().is_some());
+        if in_dialog {
+            self.in_dialog(layer, tx, &msg, now);
+            return None;
+        }
+        if msg.method() != Some(&Method::Invite) {
+            return Some(msg);
+        }
+        self.authenticate(layer, tx, msg, from, now, false);
+        None
+    }
+
+    /// The ACK of a 2xx (no transaction).
+    pub fn on_ack(&mut self, layer: &mut TransactionLayer, msg: &Message, now: Instant) {
+        let Ok(id) = DialogId::for_request(msg) else {
+            return;
+        };
+        let Some(&call_id) = self.dialogs.get(&id) else {
+            return;
+        };
+        let Some(e) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let Some(leg) = e.call.leg_of(&id) else {
+            return;
+        };
+        if leg == super::call::Leg::Caller {
+            e.ok_retransmit = None;
+        }
+        e.call.on_request(leg, 0, msg, now);
+        self.apply(call_id, layer, now);
+    }
+
+    /// The caller CANCELled its INVITE; the endpoint has answered the CANCEL.
+    pub fn on_cancel(&mut self, layer: &mut TransactionLayer, invite: ServerTxId, now: Instant) {
+        if let Some(&id) = self.invites.get(&invite) {
+            if let Some(e) = self.calls.get_mut(&id) {
+                e.call.on_caller_cancel(now);
+            }
+            self.apply(id, layer, now);
+        } else {
+            // Still being routed: the INVITE is answered when the route comes back.
+            let _ = layer.send_response(invite, Message::response(487, "Request Terminated"), now);
+        }
+    }
+
+    /// A response on one of our client transactions.
+    pub fn on_response(
+        &mut self,
+        layer: &mut TransactionLayer,
+        tx: ClientTxId,
+        msg: &Message,
+        now: Instant,
+    ) {
+        let Some(&(id, purpose)) = self.clients.get(&tx) else {
+            return;
+        };
+        let Some(e) = self.calls.get_mut(&id) else {
+            return;
+        };
+        match purpose {
+            Purpose::Branch(b) => {
+                let status = msg.status().unwrap_or(0);
+                if let Some(io) = e.branches.get_mut(b) {
+                    if status > 100 {
+                        io.provisional = true;
+                    }
+                    if (200..300).contains(&status) {
+                        if let Some(ack) = &io.ack {
+                            // A retransmitted 2xx: our ACK got lost.
+                            let to = tx_peer(&io.peer);
+                            layer.send_stateless(ack, to);
+                            return;
+                        }
+                    }
+                }
+                e.call.on_invite_response(b, msg, now);
+                // A CANCEL that had to wait for the first provisional can go now.
+                if let Some(io) = e.branches.get_mut(b) {
+                    if io.provisional && status < 200 {
+                        if let Some(reason) = io.cancel_pending.take() {
+                            send_cancel(&mut self.clients, id, b, io, reason, layer, now);
+                        }
+                    }
+                }
+            }
+            Purpose::Request(key) => e.call.on_response(key, msg, now),
+            Purpose::Cancel => return,
+        }
+        self.apply(id, layer, now);
+    }
+
+    /// A client transaction timed out or could not be sent.
+    pub fn on_client_failure(&mut self, layer: &mut TransactionLayer, tx: TxId, now: Instant) {
+        let TxId::Client(tx) = tx else {
+            return;
+        };
+        let Some((id, purpose)) = self.clients.remove(&tx) else {
+            return;
+        };
+        let Some(e) = self.calls.get_mut(&id) else {
+            return;
+        };
+        match purpose {
+            Purpose::Branch(b) => e.call.on_invite_timeout(b, now),
+            Purpose::Request(key) => e.call.on_request_timeout(key, now),
+            Purpose::Cancel => return,
+        }
+        self.apply(id, layer, now);
+    }
+
+    /// A transaction ended: forget it.
+    pub fn on_terminated(&mut self, tx: TxId) {
+        match tx {
+            TxId::Client(c) => {
+                self.clients.remove(&c);
+            }
+            TxId::Server(s) => {
+                self.invites.remove(&s);
+            }
+        }
+    }
+
+    /// Starts (or refuses) a call whose route has been resolved.
+    pub fn start(&mut self, layer: &mut TransactionLayer, routed: Routed, now: Instant) {
+        let Routed {
+            tx,
+            invite,
+            caller,
+            decision,
+        } = routed;
+        let (caller_id, targets, parties) = match decision {
+            Decision::Reject(status) => {
+                let rsp = self.reply(&invite, status);
+                let _ = layer.send_response(tx, rsp, now);
+                return;
+            }
+            Decision::Reauthenticate => {
+                self.authenticate(layer, tx, invite, caller, now, true);
+                return;
+            }
+            Decision::Ring {
+                caller_id,
+                targets,
+                parties,
+            } => (*caller_id, targets, *parties),
+        };
+        let Some(local) = local_for(&self.local, &caller) else {
+            tracing::warn!(transport = %caller.transport, "b2bua: no local address for the caller's transport");
+            let rsp = self.reply(&invite, 500);
+            let _ = layer.send_response(tx, rsp, now);
+            return;
+        };
+        let config = CallConfig {
+            no_answer: self.no_answer,
+            no_answer_status: self.no_answer_status,
+            contact: local.contact,
+            via: local.via,
+            caller_id,
+        };
+        let (targets, peers): (Vec<Target>, Vec<Peer>) = targets.into_iter().unzip();
+        let seed = self.next_random();
+        let tag = self.caller_tag(&invite);
+        let call = match Call::new(invite.clone(), &tag, targets, config, seed, now) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "b2bua: INVITE refused");
+                let rsp = self.reply(&invite, 400);
+                let _ = layer.send_response(tx, rsp, now);
+                return;
+            }
+        };
+        let id = self.next_call;
+        self.next_call += 1;
+        let branches = peers
+            .into_iter()
+            .map(|peer| BranchIo {
+                peer,
+                invite: None,
+                tx: None,
+                provisional: false,
+                cancel_pending: None,
+                ack: None,
+            })
+            .collect();
+        self.calls.insert(
+            id,
+            Entry {
+                call,
+                parties,
+                started_ms: now_ms(),
+                invite_tx: tx,
+                caller,
+                branches,
+                waiting: HashMap::new(),
+                next_key: 1,
+                ok_retransmit: None,
+                linger_until: None,
+            },
+        );
+        self.invites.insert(tx, id);
+        tracing::debug!(call = id, "b2bua: call started");
+        self.apply(id, layer, now);
+    }
+
+    /// Timers: no-answer, 2xx retransmission, forgetting finished calls.
+    pub fn handle_timeout(&mut self, layer: &mut TransactionLayer, now: Instant) {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(e) = self.calls.get_mut(&id) else {
+                continue;
+            };
+            if e.linger_until.is_some_and(|t| t <= now) {
+                self.forget(id);
+                continue;
+            }
+            if let Some(r) = &mut e.ok_retransmit {
+                if r.next <= now {
+                    if now >= r.until {
+                        // No ACK for our 200 within 64·T1: the caller is gone (§13.3.1.4).
+                        e.ok_retransmit = None;
+                        e.call.on_caller_gone(now);
+                    } else {
+                        layer.send_stateless(&r.msg, tx_peer(&e.caller));
+                        r.interval = (r.interval * 2).min(T2);
+                        r.next = now + r.interval;
+                    }
+                }
+            }
+            e.call.handle_timeout(now);
+            self.apply(id, layer, now);
+        }
+    }
+
+    // --- internals ----------------------------------------------------------------------------
+
+    fn next_random(&mut self) -> u64 {
+        self.random = self.random.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.random;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Our To tag for a caller's INVITE: derived from its Call-ID and From tag, so the 407,
+    /// any refusal and the call's own dialog all carry the same one. Clients that keep the tag
+    /// of the first response they see (SIPp does) then still address the dialog right.
+    fn caller_tag(&self, req: &Message) -> String {
+        let call_id = req.call_id().unwrap_or_default();
+        let from_tag = req.from().and_then(|f| f.tag()).unwrap_or_default();
+        self.digest
+            .token("to-tag", format!("{call_id}\0{from_tag}").as_bytes())
+    }
+
+    fn reply(&mut self, req: &Message, status: u16) -> Message {
+        let mut rsp = Message::response_to(req, status, message::reason_phrase(status));
+        if rsp.to().and_then(|t| t.tag()).is_none() {
+            let tag = self.caller_tag(req);
+            let _ = rsp.set_to_tag(&tag);
+        }
+        let _ = rsp.push_header(HeaderName::Server, crate::sip::endpoint::SERVER);
+        rsp
+    }
+
+    fn in_dialog(
+        &mut self,
+        layer: &mut TransactionLayer,
+        tx: ServerTxId,
+        msg: &Message,
+        now: Instant,
+    ) {
+        let call = DialogId::for_request(msg)
+            .ok()
+            .and_then(|id| self.dialogs.get(&id).map(|c| (id, *c)));
+        let Some((dialog, id)) = call else {
+            // §12.2.2: a request for a dialog we do not know.
+            let rsp = self.reply(msg, 481);
+            let _ = layer.send_response(tx, rsp, now);
+            return;
+        };
+        let Some(e) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(leg) = e.call.leg_of(&dialog) else {
+            return;
+        };
+        let key = e.next_key;
+        e.next_key += 1;
+        e.waiting.insert(key, tx);
+        e.call.on_request(leg, key, msg, now);
+        self.apply(id, layer, now);
+    }
+
+    /// Checks a new INVITE's credentials (407 when missing or wrong) and sends an
+    /// authenticated one off to be routed. `looked_up`: the credentials cache has just been
+    /// filled for this caller, so a miss now means an unknown phone.
+    fn authenticate(
+        &mut self,
+        layer: &mut TransactionLayer,
+        tx: ServerTxId,
+        msg: Message,
+        from: Peer,
+        now: Instant,
+        looked_up: bool,
+    ) {
+        let now_ms = now_ms().max(0) as u64;
+        let creds = digest_credentials(&msg);
+        let Some(creds) = creds else {
+            let rsp = self.challenge(&msg, false, now_ms);
+            let _ = layer.send_response(tx, rsp, now);
+            return;
+        };
+        let username = creds.username().unwrap_or_default().to_owned();
+        let phone = self.lookup.store.cached_phone_credentials(&username);
+        if phone.is_none() && !looked_up && !username.is_empty() {
+            // Not cached (a phone that has not registered since it was added): look it up off
+            // this task and come back.
+            let Ok(permit) = self.routed_tx.clone().try_reserve_owned() else {
+                let rsp = self.reply(&msg, 503);
+                let _ = layer.send_response(tx, rsp, now);
+                return;
+            };
+            let store = self.lookup.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.phone_credentials(&username).await {
+                    tracing::error!(error = %e, "b2bua: credentials lookup failed");
+                }
+                permit.send(Routed {
+                    tx,
+                    invite: msg,
+                    caller: from,
+                    decision: Decision::Reauthenticate,
+                });
+            });
+            return;
+        }
+        let verdict = self.digest.verify(
+            &creds,
+            "INVITE",
+            |alg| {
+                phone.as_ref().map(|p| match alg {
+                    Algorithm::Md5 => p.ha1_md5.clone(),
+                    Algorithm::Sha256 => p.ha1_sha256.clone(),
+                })
+            },
+            &self.realm.clone(),
+            now_ms,
+        );
+        let phone = match (verdict, phone) {
+            (Verdict::Ok, Some(p)) => p,
+            (Verdict::Malformed, _) => {
+                let rsp = self.reply(&msg, 400);
+                let _ = layer.send_response(tx, rsp, now);
+                return;
+            }
+            (Verdict::Stale, _) => {
+                let rsp = self.challenge(&msg, true, now_ms);
+                let _ = layer.send_response(tx, rsp, now);
+                return;
+            }
+            // A wrong password and an unknown user get the same fresh challenge.
+            _ => {
+                let rsp = self.challenge(&msg, false, now_ms);
+                let _ = layer.send_response(tx, rsp, now);
+                return;
+            }
+        };
+        let lookup = self.lookup.clone();
+        let routed = self.routed_tx.clone();
+        let permit = match routed.try_reserve_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let mut rsp = self.reply(&msg, 503);
+                let _ = rsp.push_header(HeaderName::RetryAfter, "5");
+                let _ = layer.send_response(tx, rsp, now);
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            let decision = resolve(&lookup, &phone, &msg).await;
+            permit.send(Routed {
+                tx,
+                invite: msg,
+                caller: from,
+                decision,
+            });
+        });
+    }
+
+    fn challenge(&mut self, req: &Message, stale: bool, now_ms: u64) -> Message {
+        let mut rsp = self.reply(req, 407);
+        for value in self.digest.challenge(&self.realm, stale, now_ms) {
+            let _ = rsp.push_header(HeaderName::ProxyAuthenticate, &value);
+        }
+        rsp
+    }
+
+    /// Carries out everything the call asked for, then files its timers and dialogs.
+    fn apply(&mut self, id: u64, layer: &mut TransactionLayer, now: Instant) {
+        let Some(e) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let mut ended = false;
+        while let Some(action) = e.call.poll_action() {
+            match action {
+                Action::AnswerCaller(rsp) => {
+                    let ok = rsp.status().is_some_and(|s| (200..300).contains(&s));
+                    if ok && !e.caller.is_reliable() {
+                        e.ok_retransmit = Some(Retransmit {
+                            msg: rsp.clone(),
+                            interval: T1,
+                            next: now + T1,
+                            until: now + 64 * T1,
+                        });
+                        self.timers.push(Reverse((now + T1, id)));
+                    }
+                    let _ = layer.send_response(e.invite_tx, rsp, now);
+                }
+                Action::Invite { branch, request } => {
+                    let Some(io) = e.branches.get_mut(branch) else {
+                        continue;
+                    };
+                    let request = for_transport(request, io.peer.transport);
+                    io.invite = Some(request.clone());
+                    match layer.send_request(request, tx_peer(&io.peer), now) {
+                        Ok(tx) => {
+                            io.tx = Some(tx);
+                            self.clients.insert(tx, (id, Purpose::Branch(branch)));
+                        }
+                        Err(err) => {
+                            tracing::debug!(error = %err, "b2bua: branch INVITE not sent");
+                            e.call.on_invite_timeout(branch, now);
+                        }
+                    }
+                }
+                Action::Cancel { branch, reason } => {
+                    let Some(io) = e.branches.get_mut(branch) else {
+                        continue;
+                    };
+                    if io.provisional {
+                        send_cancel(&mut self.clients, id, branch, io, reason, layer, now);
+                    } else {
+                        io.cancel_pending = Some(reason);
+                    }
+                }
+                Action::Ack { towards, request } => {
+                    let peer = peer_towards(e, towards);
+                    let msg = for_transport(request.message, peer.transport);
+                    layer.send_stateless(&msg, tx_peer(&peer));
+                    if let Towards::Branch(b) = towards {
+                        if let Some(io) = e.branches.get_mut(b) {
+                            io.ack = Some(msg);
+                        }
+                    }
+                }
+                Action::Request {
+                    key,
+                    towards,
+                    request,
+                } => {
+                    let peer = peer_towards(e, towards);
+                    let msg = for_transport(request.message, peer.transport);
+                    match layer.send_request(msg, tx_peer(&peer), now) {
+                        Ok(tx) => {
+                            self.clients.insert(tx, (id, Purpose::Request(key)));
+                        }
+                        Err(err) => {
+                            tracing::debug!(error = %err, "b2bua: in-dialog request not sent");
+                            e.call.on_request_timeout(key, now);
+                        }
+                    }
+                }
+                Action::Respond { tx, response } => {
+                    if let Some(server_tx) = e.waiting.remove(&tx) {
+                        let _ = layer.send_response(server_tx, response, now);
+                    }
+                }
+                Action::Ended => ended = true,
+            }
+        }
+        for d in e.call.dialog_ids() {
+            self.dialogs.insert(d, id);
+        }
+        if ended {
+            let s = e.call.summary();
+            let record = call_record(e, &s);
+            let store = self.lookup.store.clone();
+            tokio::spawn(write_record(store, record));
+            tracing::info!(
+                call = id,
+                outcome = s.outcome.as_str(),
+                cause = %s.cause,
+                answered_by = s.answered_by.as_deref().unwrap_or(""),
+                duration_ms = s
+                    .answered
+                    .zip(s.ended)
+                    .map_or(0, |(a, b)| b.saturating_duration_since(a).as_millis() as u64),
+                "call ended"
+            );
+            if s.outcome != Outcome::Answered {
+                e.ok_retransmit = None;
+            }
+        }
+        if e.call.is_finished() && e.linger_until.is_none() {
+            e.ok_retransmit = None;
+            e.linger_until = Some(now + LINGER);
+            self.timers.push(Reverse((now + LINGER, id)));
+        }
+        if let Some(t) = e.call.poll_timeout() {
+            self.timers.push(Reverse((t, id)));
+        }
+        if let Some(r) = &e.ok_retransmit {
+            self.timers.push(Reverse((r.next, id)));
+        }
+    }
+
+    fn forget(&mut self, id: u64) {
+        if let Some(e) = self.calls.remove(&id) {
+            for d in e.call.dialog_ids() {
+                self.dialogs.remove(&d);
+            }
+            self.invites.remove(&e.invite_tx);
+            self.clients.retain(|_, (c, _)| *c != id);
+        }
+    }
+}
+
+fn send_cancel(
+    clients: &mut HashMap<ClientTxId, (u64, Purpose)>,
+    id: u64,
+    branch: usize,
+    io: &mut BranchIo,
+    reason: Option<&'static str>,
+    layer: &mut TransactionLayer,
+    now: Instant,
+) {
+    let Some(invite) = &io.invite else {
+        return;
+    };
+    let Some(cancel) = cancel_for(invite, reason) else {
+        return;
+    };
+    match layer.send_request(cancel, tx_peer(&io.peer), now) {
+        Ok(tx) => {
+            clients.insert(tx, (id, Purpose::Cancel));
+        }
+        Err(e) => tracing::debug!(error = %e, branch, "b2bua: CANCEL not sent"),
+    }
+}
+
+/// A CANCEL for `invite` (RFC 3261 §9.1): same Request-URI, Call-ID, From, To, Route and top
+/// Via (so the same branch), CSeq number with method CANCEL.
+fn cancel_for(invite: &Message, reason: Option<&str>) -> Option<Message> {
+    let mut c = Message::request(Method::Cancel, invite.uri()?.clone());
+    if let Some(via) = invite.top_via() {
+        let _ = c.push_header(HeaderName::Via, &via.to_string());
+    }
+    let _ = c.push_header(HeaderName::MaxForwards, "70");
+    for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
+        if let Some(v) = invite.header(&name) {
+            let _ = c.push_header(name, v);
+        }
+    }
+    let seq = invite.cseq().map_or(1, |s| s.seq);
+    let _ = c.push_header(HeaderName::CSeq, &format!("{seq} CANCEL"));
+    for v in invite.headers(&HeaderName::Route) {
+        let _ = c.push_header(HeaderName::Route, v);
+    }
+    if let Some(reason) = reason {
+        let _ = c.push_header(HeaderName::Reason, reason);
+    }
+    Some(c)
+}
+
+fn tx_peer(p: &Peer) -> transaction::Peer {
+    transaction::Peer {
+        addr: p.addr,
+        reliable: p.is_reliable(),
+        flow: p.flow,
+    }
+}
+
+fn peer_towards(e: &Entry, towards: Towards) -> Peer {
+    match towards {
+        Towards::Caller => e.caller,
+        Towards::Branch(b) => e.branches.get(b).map_or(e.caller, |io| io.peer),
+    }
+}
+
+/// The top Via names the transport the request really leaves on.
+fn for_transport(mut msg: Message, transport: Transport) -> Message {
+    if let Some(mut via) = msg.top_via().cloned() {
+        let t = crate::sip::header::Transport::parse(transport.as_str());
+        if via.transport != t {
+            via.transport = t;
+            let _ = msg.set_top_via(&via);
+        }
+    }
+    msg
+}
+
+/// Our Contact and Via template for a call whose caller came in on `caller`'s transport.
+struct Local {
+    contact: NameAddr,
+    via: Via,
+}
+
+/// Our Contact and Via for a call whose caller reached us over `caller`'s transport: the
+/// first listening address of that transport. (A server behind NAT will need an advertised
+/// address here; not configurable yet.)
+fn local_for(local: &HashMap<Transport, std::net::SocketAddr>, caller: &Peer) -> Option<Local> {
+    let addr = *local.get(&caller.transport)?;
+    let host = Host::parse(&addr.ip().to_string()).ok()?;
+    let t = caller.transport.as_str();
+    let contact = NameAddr::parse(&format!(
+        "<sip:switchboard@{}:{};transport={t}>",
+        host_text(&addr),
+        addr.port()
+    ))
+    .ok()?;
+    let via = Via::new(
+        crate::sip::header::Transport::parse(t),
+        host,
+        Some(addr.port()),
+        "z9hG4bK",
+    );
+    Some(Local { contact, via })
+}
+
+fn host_text(addr: &std::net::SocketAddr) -> String {
+    match addr {
+        std::net::SocketAddr::V4(a) => a.ip().to_string(),
+        std::net::SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    }
+}
+
+fn digest_credentials(req: &Message) -> Option<Credentials> {
+    req.credentials(&HeaderName::ProxyAuthorization)
+        .filter_map(Result::ok)
+        .find(|c| c.is_digest())
+}
+
+/// Resolves where a call goes: the dialplan, then the callee's location and its phones'
+/// bindings.
+async fn resolve(lookup: &Lookup, phone: &PhoneCredentials, invite: &Message) -> Decision {
+    match try_resolve(lookup, phone, invite).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "b2bua: resolving a route failed");
+            Decision::Reject(500)
+        }
+    }
+}
+
+async fn try_resolve(
+    lookup: &Lookup,
+    phone: &PhoneCredentials,
+    invite: &Message,
+) -> crate::store::Result<Decision> {
+    let Some(dialled) = dialled_number(invite) else {
+        return Ok(Decision::Reject(404));
+    };
+    let plan = lookup.dialplan.current();
+    let Some(decision) = plan.route(&dialled, CallerClass::Internal) else {
+        return Ok(Decision::Reject(404));
+    };
+    let caller = lookup.store.get_user(phone.user_id).await?;
+    let caller_id = match &caller {
+        Some(u) => caller_id(&u.extension, &u.display_name, &lookup.realm),
+        None => None,
+    };
+    let Some(caller_id) = caller_id else {
+        return Ok(Decision::Reject(403));
+    };
+    match decision.target {
+        routing::Target::User { extension } => {
+            let Some(user) = lookup.store.user_by_extension(&extension).await? else {
+                return Ok(Decision::Reject(404));
+            };
+            let location = lookup.store.current_location(user.id).await?;
+            let phones = lookup
+                .store
+                .list_phones(
+                    user.id,
+                    Page {
+                        after: 0,
+                        limit: 500,
+                    },
+                )
+                .await?
+                .items;
+            let mut targets = Vec::new();
+            for p in phones {
+                if location.as_ref().is_some_and(|l| !l.phones.contains(&p.id)) {
+                    continue;
+                }
+                // A phone of the location that is not registered is simply skipped.
+                for b in lookup.registrar.bindings_for(&p.sip_username) {
+                    let Ok(uri) = Uri::parse(&b.contact) else {
+                        continue;
+                    };
+                    targets.push((
+                        Target {
+                            uri,
+                            label: format!("phone:{}", p.id),
+                        },
+                        Peer {
+                            addr: b.source.addr,
+                            transport: match b.source.transport {
+                                registrar::Transport::Udp => Transport::Udp,
+                                registrar::Transport::Tcp => Transport::Tcp,
+                                registrar::Transport::Tls => Transport::Tls,
+                            },
+                            flow: b.source.flow,
+                        },
+                    ));
+                }
+            }
+            if let Some(l) = &location {
+                if !l.numbers.is_empty() {
+                    tracing::debug!(
+                        numbers = l.numbers.len(),
+                        "b2bua: external numbers of the location skipped (no trunks yet)"
+                    );
+                }
+            }
+            let parties = Parties {
+                dialled: dialled.clone(),
+                caller: Party {
+                    user_id: phone.user_id,
+                    number: caller
+                        .as_ref()
+                        .map(|u| u.extension.clone())
+                        .unwrap_or_default(),
+                    name: caller
+                        .as_ref()
+                        .map(|u| u.display_name.clone())
+                        .unwrap_or_default(),
+                },
+                callee: Party {
+                    user_id: user.id,
+                    number: user.extension.clone(),
+                    name: user.display_name.clone(),
+                },
+            };
+            Ok(Decision::Ring {
+                caller_id: Box::new(caller_id),
+                targets,
+                parties: Box::new(parties),
+            })
+        }
+        routing::Target::Reject { status } => Ok(Decision::Reject(status)),
+        other => {
+            tracing::info!(route = %decision.route, target = ?other, "b2bua: route target not available yet");
+            Ok(Decision::Reject(503))
+        }
+    }
+}
+
+/// The number dialled: the Request-URI's user part (or a tel: URI's number).
+fn dialled_number(invite: &Message) -> Option<String> {
+    match invite.uri()? {
+        Uri::Sip(s) => s.user().map(|u| u.into_owned()),
+        Uri::Tel(t) => Some(t.to_string().trim_start_matches("tel:").to_owned()),
+        Uri::Other { .. } => None,
+    }
+}
+
+fn caller_id(extension: &str, name: &str, realm: &str) -> Option<NameAddr> {
+    let mut na = NameAddr::parse(&format!("<sip:{extension}@{realm}>")).ok()?;
+    if !name.is_empty() {
+        na.display_name = Some(name.to_owned());
+    }
+    Some(na)
+}
+
+/// The store's record of a call that ended.
+fn call_record(e: &Entry, s: &super::call::Summary) -> NewCallRecord {
+    let at = |t: Option<Instant>| {
+        t.map(|t| e.started_ms + t.saturating_duration_since(s.started).as_millis() as i64)
+    };
+    let answered_at = if s.outcome == Outcome::Answered {
+        at(s.answered)
+    } else {
+        None
+    };
+    let ended_at = at(s.ended).unwrap_or_else(now_ms).max(e.started_ms);
+    let p = &e.parties;
+    let mut parties = vec![CallParty {
+        user_id: p.caller.user_id,
+        direction: CallDirection::Outgoing,
+        other_number: p.callee.number.clone(),
+        other_name: p.callee.name.clone(),
+        answered_by: None,
+    }];
+    // A user calling their own extension has one history entry, the outgoing one.
+    if p.callee.user_id != p.caller.user_id {
+        parties.push(CallParty {
+            user_id: p.callee.user_id,
+            direction: CallDirection::Incoming,
+            other_number: p.caller.number.clone(),
+            other_name: p.caller.name.clone(),
+            answered_by: s.answered_by.clone(),
+        });
+    }
+    NewCallRecord {
+        call_ref: e.call.dialog_ids()[0].to_string(),
+        started_at: e.started_ms,
+        answered_at,
+        ended_at,
+        outcome: match s.outcome {
+            Outcome::Answered => CallOutcome::Answered,
+            Outcome::NoAnswer => CallOutcome::NoAnswer,
+            Outcome::Busy => CallOutcome::Busy,
+            Outcome::Failed => CallOutcome::Failed,
+            Outcome::Cancelled => CallOutcome::Cancelled,
+        },
+        hangup_cause: if s.cause.is_empty() {
+            "unknown".into()
+        } else {
+            s.cause.clone()
+        },
+        caller_number: p.caller.number.clone(),
+        caller_name: p.caller.name.clone(),
+        dialled_number: p.dialled.clone(),
+        callee_number: p.callee.number.clone(),
+        callee_name: p.callee.name.clone(),
+        click_to_call: false,
+        trunk: None,
+        parties,
+    }
+}
+
+/// Writes a call record, retrying while the store is unreachable: a record is acknowledged to
+/// nobody, so the only way to lose it is to give up. Writing is idempotent on `call_ref`.
+async fn write_record(store: Store, record: NewCallRecord) {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=8 {
+        match store.insert_call(&record).await {
+            Ok(_) => return,
+            Err(crate::store::StoreError::Invalid(e)) => {
+                // Our own bug, not the store's: retrying cannot help.
+                tracing::error!(error = %e, call = %record.call_ref, "call record refused");
+                return;
+            }
+            Err(_) if attempt == 8 => break,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, call = %record.call_ref, "call record not written yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    tracing::error!(call = %record.call_ref, "call record could not be written; giving up");
+}

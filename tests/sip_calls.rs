@@ -1,0 +1,385 @@
+//! Calls through the B2BUA between SIPp phones (Debian package `sip-tester`): a SIPp caller
+//! authenticates its INVITE (407), the dialplan routes the extension to a user, the user's
+//! registered SIPp phones ring, and the outcome lands in both users' call history.
+//!
+//! Each callee phone first registers with `register.xml` from the port it then answers on with
+//! one of the `call_uas*.xml` scenarios, so the INVITE reaches it through its binding.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Db, TestDb};
+use switchboard::config::Transport;
+use switchboard::store::{CallDirection, HistoryQuery, PartyOutcome};
+use switchboard::Server;
+
+fn sipp_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp")
+}
+
+struct SippRun {
+    ok: bool,
+    messages: String,
+    stderr: String,
+}
+
+/// `call_uac_rejected.xml` expecting final status `status` (SIPp takes no variable in a
+/// `response` attribute), written to `dir`.
+fn rejected_scenario(dir: &tempfile::TempDir, status: u16) -> String {
+    let text = std::fs::read_to_string(sipp_dir().join("call_uac_rejected.xml")).unwrap();
+    let path = dir.path().join(format!("call_uac_{status}.xml"));
+    std::fs::write(&path, text.replace("STATUS", &status.to_string())).unwrap();
+    path.display().to_string()
+}
+
+/// Starts one SIPp call of `scenario` from local UDP port `port` towards `to`.
+fn spawn_sipp(
+    scenario: &str,
+    to: std::net::SocketAddr,
+    port: u16,
+    args: &[&str],
+) -> tokio::task::JoinHandle<SippRun> {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("messages.log");
+    let mut cmd = Command::new("sipp");
+    cmd.current_dir(dir.path())
+        .arg("-sf")
+        .arg(sipp_dir().join(scenario))
+        .args(["-m", "1", "-i", "127.0.0.1", "-nostdin", "-t", "u1"])
+        .args(["-p", &port.to_string()])
+        .args(["-timeout", "20s", "-timeout_error", "-recv_timeout", "15s"])
+        .args(args)
+        .arg("-trace_msg")
+        .arg("-message_file")
+        .arg(&log)
+        .arg(to.to_string());
+    tokio::task::spawn_blocking(move || {
+        let out = cmd
+            .output()
+            .expect("sipp is installed (Debian package sip-tester)");
+        let run = SippRun {
+            ok: out.status.success(),
+            messages: std::fs::read_to_string(&log).unwrap_or_default(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        drop(dir);
+        run
+    })
+}
+
+async fn must_pass(what: &str, h: tokio::task::JoinHandle<SippRun>) -> SippRun {
+    let run = h.await.unwrap();
+    assert!(
+        run.ok,
+        "{what} failed: {}\n{}",
+        run.stderr,
+        tail(&run.messages)
+    );
+    run
+}
+
+fn tail(s: &str) -> &str {
+    let start = s.len().saturating_sub(4000);
+    let start = (start..s.len())
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(0);
+    &s[start..]
+}
+
+/// A server with users 100 (phone `alice`) and 200 (phone `bob`), calls ringing `no_answer` s.
+async fn server(db: &TestDb, no_answer: u64) -> (Server, tempfile::TempDir, i64, i64) {
+    let (server, data) = common::start_server(
+        db,
+        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
+         digest_algorithms = [\"MD5\", \"SHA-256\"]",
+        &format!("[calls]\nno_answer_secs = {no_answer}\n"),
+    )
+    .await;
+    let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
+    let bob = common::user_with_phone(&server, "200", "bob", "bob-secret").await;
+    (server, data, alice, bob)
+}
+
+/// Registers phone `user` from `port` and returns once the binding is in place.
+async fn register(server: &Server, user: &str, password: &str, port: u16) {
+    let to = common::sip_addr(server, Transport::Udp);
+    must_pass(
+        &format!("registering {user}"),
+        spawn_sipp(
+            "register.xml",
+            to,
+            port,
+            &[
+                "-s", user, "-au", user, "-ap", password, "-set", "expires", "600",
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(server.registrar().bindings_for(user).len(), 1);
+}
+
+async fn phone_id(server: &Server, user_id: i64) -> i64 {
+    server
+        .store()
+        .list_phones(user_id, Default::default())
+        .await
+        .unwrap()
+        .items[0]
+        .id
+}
+
+/// The one history entry of `user`, waiting a little for the record to be written.
+async fn only_entry(server: &Server, user: i64) -> switchboard::store::HistoryEntry {
+    for _ in 0..50 {
+        let page = server
+            .store()
+            .call_history(user, &HistoryQuery::default())
+            .await
+            .unwrap();
+        if let Some(e) = page.entries.first() {
+            assert_eq!(page.entries.len(), 1, "{:?}", page.entries);
+            return e.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no call record for user {user}");
+}
+
+async fn answered_call_hung_up_by_the_caller(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, bob) = server(&tdb, 30).await;
+    let to = common::sip_addr(&server, Transport::Udp);
+    let bob_port = common::free_udp_port();
+    register(&server, "bob", "bob-secret", bob_port).await;
+
+    let callee = spawn_sipp("call_uas.xml", to, bob_port, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let caller = spawn_sipp(
+        "call_uac.xml",
+        to,
+        common::free_udp_port(),
+        &[
+            "-s",
+            "200",
+            "-au",
+            "alice",
+            "-ap",
+            "alice-secret",
+            "-d",
+            "1000",
+        ],
+    );
+    let caller = must_pass("the caller", caller).await;
+    let callee = must_pass("the callee", callee).await;
+
+    // What the callee saw: our INVITE with the caller's extension and name, the caller's SDP.
+    let invite = callee
+        .messages
+        .split("message received")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(invite.contains("INVITE sip:bob@127.0.0.1"), "{invite}");
+    assert!(
+        invite.contains("From: \"User 100\" <sip:100@test.example>;tag="),
+        "{invite}"
+    );
+    assert!(invite.contains("m=audio"), "{invite}");
+    // What the caller saw: the callee's SDP in our 200.
+    assert!(
+        caller.messages.contains("o=callee 2 2"),
+        "{}",
+        caller.messages
+    );
+
+    let out = only_entry(&server, alice).await;
+    assert_eq!(out.direction, CallDirection::Outgoing);
+    assert_eq!(out.outcome, PartyOutcome::Answered);
+    assert_eq!(out.other_number, "200");
+    assert_eq!(out.other_name, "User 200");
+    assert!(
+        out.duration_ms >= 800 && out.duration_ms < 10_000,
+        "{out:?}"
+    );
+    let inc = only_entry(&server, bob).await;
+    assert_eq!(inc.direction, CallDirection::Incoming);
+    assert_eq!(inc.outcome, PartyOutcome::Answered);
+    assert_eq!(inc.other_number, "100");
+    let bob_phone = phone_id(&server, bob).await;
+    assert_eq!(inc.answered_by, Some(format!("phone:{bob_phone}")));
+    let rec = server
+        .store()
+        .call_by_ref(&{
+            // The record's reference is the caller's dialog; find it through the entry instead.
+            let all: Vec<(String,)> = sqlx::query_as("SELECT call_ref FROM calls")
+                .fetch_all(server.store().pool())
+                .await
+                .unwrap();
+            assert_eq!(all.len(), 1);
+            all[0].0.clone()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.record.hangup_cause, "caller");
+    server.shutdown().await;
+}
+
+async fn busy_callee(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, bob) = server(&tdb, 30).await;
+    let to = common::sip_addr(&server, Transport::Udp);
+    let bob_port = common::free_udp_port();
+    register(&server, "bob", "bob-secret", bob_port).await;
+    let callee = spawn_sipp("call_uas_busy.xml", to, bob_port, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let scenarios = tempfile::tempdir().unwrap();
+    let caller = spawn_sipp(
+        &rejected_scenario(&scenarios, 486),
+        to,
+        common::free_udp_port(),
+        &["-s", "200", "-au", "alice", "-ap", "alice-secret"],
+    );
+    must_pass("the caller", caller).await;
+    must_pass("the callee", callee).await;
+    assert_eq!(only_entry(&server, alice).await.outcome, PartyOutcome::Busy);
+    assert_eq!(only_entry(&server, bob).await.outcome, PartyOutcome::Missed);
+    server.shutdown().await;
+}
+
+async fn unanswered_call_times_out(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, bob) = server(&tdb, 2).await;
+    let to = common::sip_addr(&server, Transport::Udp);
+    let bob_port = common::free_udp_port();
+    register(&server, "bob", "bob-secret", bob_port).await;
+    let callee = spawn_sipp("call_uas_ringing.xml", to, bob_port, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let scenarios = tempfile::tempdir().unwrap();
+    let caller = spawn_sipp(
+        &rejected_scenario(&scenarios, 480),
+        to,
+        common::free_udp_port(),
+        &["-s", "200", "-au", "alice", "-ap", "alice-secret"],
+    );
+    must_pass("the caller", caller).await;
+    let callee = must_pass("the callee", callee).await;
+    // A CANCEL for a timeout carries no "completed elsewhere" reason.
+    assert!(!callee.messages.contains("Call completed elsewhere"));
+    assert_eq!(
+        only_entry(&server, alice).await.outcome,
+        PartyOutcome::NoAnswer
+    );
+    assert_eq!(only_entry(&server, bob).await.outcome, PartyOutcome::Missed);
+    server.shutdown().await;
+}
+
+async fn caller_cancels_before_the_answer(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, bob) = server(&tdb, 30).await;
+    let to = common::sip_addr(&server, Transport::Udp);
+    let bob_port = common::free_udp_port();
+    register(&server, "bob", "bob-secret", bob_port).await;
+    let callee = spawn_sipp("call_uas_ringing.xml", to, bob_port, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let caller = spawn_sipp(
+        "call_uac_cancel.xml",
+        to,
+        common::free_udp_port(),
+        &["-s", "200", "-au", "alice", "-ap", "alice-secret"],
+    );
+    must_pass("the caller", caller).await;
+    must_pass("the callee", callee).await;
+    assert_eq!(
+        only_entry(&server, alice).await.outcome,
+        PartyOutcome::Cancelled
+    );
+    assert_eq!(only_entry(&server, bob).await.outcome, PartyOutcome::Missed);
+    server.shutdown().await;
+}
+
+/// Both of bob's phones ring; the second answers, the first gets CANCEL with the RFC 3326
+/// reason phones show as "answered elsewhere".
+async fn both_phones_ring_and_the_loser_is_told(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, bob) = server(&tdb, 30).await;
+    let desk2 = server
+        .store()
+        .create_phone(
+            bob,
+            &switchboard::directory::NewPhone {
+                sip_username: "bob2".into(),
+                name: "Softphone".into(),
+                password: Some("bob2-secret".into()),
+            },
+            "test.example",
+        )
+        .await
+        .unwrap();
+    let to = common::sip_addr(&server, Transport::Udp);
+    let (p1, p2) = (common::free_udp_port(), common::free_udp_port());
+    register(&server, "bob", "bob-secret", p1).await;
+    register(&server, "bob2", "bob2-secret", p2).await;
+    let ringing = spawn_sipp("call_uas_ringing.xml", to, p1, &[]);
+    let answering = spawn_sipp("call_uas.xml", to, p2, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let caller = spawn_sipp(
+        "call_uac.xml",
+        to,
+        common::free_udp_port(),
+        &[
+            "-s",
+            "200",
+            "-au",
+            "alice",
+            "-ap",
+            "alice-secret",
+            "-d",
+            "500",
+        ],
+    );
+    must_pass("the caller", caller).await;
+    must_pass("the answering phone", answering).await;
+    let ringing = must_pass("the other phone", ringing).await;
+    let cancel = ringing
+        .messages
+        .split("message received")
+        .find(|m| m.contains("CANCEL sip:"))
+        .unwrap_or_default();
+    assert!(
+        cancel.contains("Reason: SIP;cause=200;text=\"Call completed elsewhere\""),
+        "{cancel}"
+    );
+    let inc = only_entry(&server, bob).await;
+    assert_eq!(inc.outcome, PartyOutcome::Answered);
+    assert_eq!(inc.answered_by, Some(format!("phone:{}", desk2.0.id)));
+    assert_eq!(
+        only_entry(&server, alice).await.outcome,
+        PartyOutcome::Answered
+    );
+    server.shutdown().await;
+}
+
+on_both_databases!(answered_call_hung_up_by_the_caller);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy() {
+    busy_callee(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer() {
+    unanswered_call_times_out(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel() {
+    caller_cancels_before_the_answer(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forking() {
+    both_phones_ring_and_the_loser_is_told(Db::Postgres).await
+}
