@@ -227,6 +227,43 @@ async fn answered_call_hung_up_by_the_caller(db: Db) {
     server.shutdown().await;
 }
 
+async fn answered_call_hung_up_by_the_callee(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, bob) = server(&tdb, 30).await;
+    let to = common::sip_addr(&server, Transport::Udp);
+    let bob_port = common::free_udp_port();
+    register(&server, "bob", "bob-secret", bob_port).await;
+    let callee = spawn_sipp("call_uas_hangup.xml", to, bob_port, &["-s", "bob"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let caller = spawn_sipp(
+        "call_uac_wait.xml",
+        to,
+        common::free_udp_port(),
+        &["-s", "200", "-au", "alice", "-ap", "alice-secret"],
+    );
+    must_pass("the callee", callee).await;
+    let caller = must_pass("the caller", caller).await;
+    // The caller's BYE comes from us, inside the caller's dialog.
+    let bye = caller
+        .messages
+        .split("message received")
+        .find(|m| m.contains("BYE sip:caller@"))
+        .unwrap_or_default();
+    assert!(bye.contains("Call-ID: 1-"), "{bye}");
+    let out = only_entry(&server, alice).await;
+    assert_eq!(out.outcome, PartyOutcome::Answered);
+    assert_eq!(
+        only_entry(&server, bob).await.outcome,
+        PartyOutcome::Answered
+    );
+    let causes: Vec<(String,)> = sqlx::query_as("SELECT hangup_cause FROM calls")
+        .fetch_all(server.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(causes, vec![("callee".to_string(),)]);
+    server.shutdown().await;
+}
+
 async fn busy_callee(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 30).await;
@@ -363,6 +400,11 @@ async fn both_phones_ring_and_the_loser_is_told(db: Db) {
 }
 
 on_both_databases!(answered_call_hung_up_by_the_caller);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callee_hangs_up() {
+    answered_call_hung_up_by_the_callee(Db::Sqlite).await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy() {
