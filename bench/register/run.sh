@@ -31,6 +31,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 STORE="${STORE:-sqlite}"
 N="${N:-10000}"
 INSTANCES="${INSTANCES:-2}"
@@ -43,9 +45,7 @@ REALM="bench.example"
 MAX_FAILED_PCT="0.1"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/bench-target}"
 BIN="${SWITCHBOARD_BIN:-$CARGO_TARGET_DIR/release/switchboard}"
-CLK_TCK="$(getconf CLK_TCK)"
 
-die() { echo "bench: $*" >&2; exit 1; }
 command -v sipp >/dev/null || die "sipp is not installed (Debian package sip-tester)"
 [ "$INSTANCES" = 1 ] || [ "$INSTANCES" = 2 ] || die "INSTANCES must be 1 or 2"
 if [ -z "${SWITCHBOARD_BIN:-}" ]; then
@@ -60,9 +60,6 @@ SIPP_PIDS=()
 PG_SCHEMA=""
 PERF_PID=""
 
-free_port() {
-  python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, getattr(socket, sys.argv[1])); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"
-}
 
 cleanup() {
   local rc=$?
@@ -118,17 +115,6 @@ fi
 sb() { "$BIN" --config "$WORK/switchboard.toml" "$@"; }
 
 # --- process accounting --------------------------------------------------------------------------
-# utime+stime of a process in clock ticks (fields 14 and 15 of /proc/PID/stat; the fields are
-# counted after the parenthesised command name, which may contain spaces).
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-# Per-thread CPU, "name ticks" lines, to see which part of the server is busy.
-thread_ticks() {
-  local t
-  for t in /proc/"$1"/task/*; do
-    printf '%s %s\n' "$(tr ' ' '_' <"$t/comm")" "$(sed 's/^.*) //' "$t/stat" | awk '{print $12 + $13}')"
-  done 2>/dev/null | awk '{s[$1] += $2; n[$1]++} END {for (k in s) print k, n[k], s[k]}' | sort
-}
 
 start_server() {
   : >"$WORK/server.log"

@@ -46,6 +46,10 @@ const T2: Duration = Duration::from_secs(4);
 const LINGER: Duration = Duration::from_secs(32);
 /// Routes being resolved at once; past this a new call gets 503.
 const ROUTE_QUEUE: usize = 1024;
+/// Call records waiting for the writer.
+const RECORD_QUEUE: usize = 16384;
+/// The most records one commit carries.
+const RECORD_BATCH: usize = 512;
 
 /// What the driver needs from the configuration.
 #[derive(Debug, Clone)]
@@ -62,6 +66,78 @@ struct Lookup {
     registrar: registrar::service::Handle,
     dialplan: Arc<DialplanFile>,
     realm: String,
+    cache: DirectoryCache,
+}
+
+/// How long routing trusts what it read from the directory. A call needs the caller's user and
+/// the callee's user, current location and phones: four database reads that cost more than
+/// all of the call's SIP work together, for facts that change rarely. A change made through
+/// the API or the CLI reaches new calls within this time.
+const DIRECTORY_TTL: Duration = Duration::from_secs(2);
+
+/// What a callee's extension resolves to, as routing needs it.
+#[derive(Debug)]
+struct Callee {
+    user: crate::directory::User,
+    location: Option<crate::directory::Location>,
+    phones: Vec<crate::directory::Phone>,
+}
+
+#[derive(Default)]
+struct DirectoryCache {
+    users: dashmap::DashMap<i64, (Instant, Option<Arc<crate::directory::User>>)>,
+    callees: dashmap::DashMap<String, (Instant, Option<Arc<Callee>>)>,
+}
+
+impl Lookup {
+    async fn user(&self, id: i64) -> crate::store::Result<Option<Arc<crate::directory::User>>> {
+        let now = Instant::now();
+        if let Some(hit) = self.cache.users.get(&id).filter(|e| e.0 > now) {
+            return Ok(hit.1.clone());
+        }
+        let user = self.store.get_user(id).await?.map(Arc::new);
+        self.cache
+            .users
+            .insert(id, (now + DIRECTORY_TTL, user.clone()));
+        Ok(user)
+    }
+
+    async fn callee(&self, extension: &str) -> crate::store::Result<Option<Arc<Callee>>> {
+        let now = Instant::now();
+        if let Some(hit) = self.cache.callees.get(extension).filter(|e| e.0 > now) {
+            return Ok(hit.1.clone());
+        }
+        let callee = match self.store.user_by_extension(extension).await? {
+            None => None,
+            Some(user) => {
+                let location = self.store.current_location(user.id).await?;
+                let phones = self
+                    .store
+                    .list_phones(
+                        user.id,
+                        Page {
+                            after: 0,
+                            limit: 500,
+                        },
+                    )
+                    .await?
+                    .items;
+                Some(Arc::new(Callee {
+                    user,
+                    location,
+                    phones,
+                }))
+            }
+        };
+        if self.cache.callees.len() > 100_000 {
+            self.cache.callees.retain(|_, e| e.0 > now);
+            self.cache.users.retain(|_, e| e.0 > now);
+        }
+        self.cache
+            .callees
+            .insert(extension.to_owned(), (now + DIRECTORY_TTL, callee.clone()));
+        Ok(callee)
+    }
 }
 
 /// A route resolved off the endpoint's task, to start a call with.
@@ -129,6 +205,10 @@ struct Entry {
     next_key: Key,
     ok_retransmit: Option<Retransmit>,
     linger_until: Option<Instant>,
+    /// Timer-heap entries already pushed for this call (the heap keeps stale ones; these keep
+    /// it from filling with copies of the same deadline).
+    armed_deadline: Option<Instant>,
+    armed_retransmit: Option<Instant>,
 }
 
 struct BranchIo {
@@ -159,6 +239,8 @@ pub struct Calls {
     random: u64,
     /// The first listening address of each transport, for our Contact and Via.
     local: HashMap<Transport, std::net::SocketAddr>,
+    /// Records of ended calls, for the writer task.
+    records: mpsc::Sender<NewCallRecord>,
 }
 
 impl Calls {
@@ -176,12 +258,15 @@ impl Calls {
         }
         let secret: [u8; 32] = rand::random();
         let (routed_tx, routed_rx) = mpsc::channel(ROUTE_QUEUE);
+        let (records, records_rx) = mpsc::channel(RECORD_QUEUE);
+        tokio::spawn(record_writer(store.clone(), records_rx));
         let calls = Calls {
             lookup: Arc::new(Lookup {
                 store,
                 registrar,
                 dialplan,
                 realm: config.realm.clone(),
+                cache: DirectoryCache::default(),
             }),
             digest: DigestServer::new(&secret).with_algorithms(&config.algorithms),
             realm: config.realm,
@@ -196,6 +281,7 @@ impl Calls {
             timers: BinaryHeap::new(),
             random: seed,
             local,
+            records,
         };
         (calls, routed_rx)
     }
@@ -421,6 +507,8 @@ impl Calls {
                 next_key: 1,
                 ok_retransmit: None,
                 linger_until: None,
+                armed_deadline: None,
+                armed_retransmit: None,
             },
         );
         self.invites.insert(tx, id);
@@ -640,7 +728,6 @@ impl Calls {
                             next: now + T1,
                             until: now + 64 * T1,
                         });
-                        self.timers.push(Reverse((now + T1, id)));
                     }
                     let _ = layer.send_response(e.invite_tx, rsp, now);
                 }
@@ -712,8 +799,12 @@ impl Calls {
         if ended {
             let s = e.call.summary();
             let record = call_record(e, &s);
-            let store = self.lookup.store.clone();
-            tokio::spawn(write_record(store, record));
+            if self.records.try_send(record).is_err() {
+                // The writer is far behind (the store is down): keep the record anyway, on a
+                // task of its own that retries.
+                let record = call_record(e, &s);
+                tokio::spawn(write_record(self.lookup.store.clone(), record));
+            }
             tracing::info!(
                 call = id,
                 outcome = s.outcome.as_str(),
@@ -735,10 +826,16 @@ impl Calls {
             self.timers.push(Reverse((now + LINGER, id)));
         }
         if let Some(t) = e.call.poll_timeout() {
-            self.timers.push(Reverse((t, id)));
+            if e.armed_deadline != Some(t) {
+                e.armed_deadline = Some(t);
+                self.timers.push(Reverse((t, id)));
+            }
         }
         if let Some(r) = &e.ok_retransmit {
-            self.timers.push(Reverse((r.next, id)));
+            if e.armed_retransmit != Some(r.next) {
+                e.armed_retransmit = Some(r.next);
+                self.timers.push(Reverse((r.next, id)));
+            }
         }
     }
 
@@ -892,7 +989,7 @@ async fn try_resolve(
     let Some(decision) = plan.route(&dialled, CallerClass::Internal) else {
         return Ok(Decision::Reject(404));
     };
-    let caller = lookup.store.get_user(phone.user_id).await?;
+    let caller = lookup.user(phone.user_id).await?;
     let caller_id = match &caller {
         Some(u) => caller_id(&u.extension, &u.display_name, &lookup.realm),
         None => None,
@@ -902,23 +999,12 @@ async fn try_resolve(
     };
     match decision.target {
         routing::Target::User { extension } => {
-            let Some(user) = lookup.store.user_by_extension(&extension).await? else {
+            let Some(callee) = lookup.callee(&extension).await? else {
                 return Ok(Decision::Reject(404));
             };
-            let location = lookup.store.current_location(user.id).await?;
-            let phones = lookup
-                .store
-                .list_phones(
-                    user.id,
-                    Page {
-                        after: 0,
-                        limit: 500,
-                    },
-                )
-                .await?
-                .items;
+            let (user, location) = (&callee.user, &callee.location);
             let mut targets = Vec::new();
-            for p in phones {
+            for p in &callee.phones {
                 if location.as_ref().is_some_and(|l| !l.phones.contains(&p.id)) {
                     continue;
                 }
@@ -1056,6 +1142,21 @@ fn call_record(e: &Entry, s: &super::call::Summary) -> NewCallRecord {
         click_to_call: false,
         trunk: None,
         parties,
+    }
+}
+
+/// Writes the records of ended calls, every record waiting in one transaction; when a batch
+/// fails, each record is written on its own (with retries) so one bad record costs no others.
+async fn record_writer(store: Store, mut rx: mpsc::Receiver<NewCallRecord>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        if let Err(e) = store.insert_calls(&batch).await {
+            tracing::warn!(error = %e, records = batch.len(), "call record batch failed; writing one by one");
+            for r in batch.drain(..) {
+                write_record(store.clone(), r).await;
+            }
+        }
+        batch.clear();
     }
 }
 
