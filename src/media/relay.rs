@@ -1,0 +1,590 @@
+//! The RTP/RTCP relay: media of every call passes through us (anchoring), on threads of its
+//! own, never on the tokio runtime that carries signalling.
+//!
+//! A [`Session`] is one call's media: two sides (the caller's and the callee's), each with an
+//! RTP and an RTCP socket (ports `p` and `p + 1`, `p` even, from the configured range). What
+//! arrives on one side leaves from the other side's socket of the same kind, towards where that
+//! party really sends from (latching: the source of its first packet, which is what a phone
+//! behind NAT can be reached at) or, until it has sent anything, where its description said.
+//! RFC 4733 telephone-events are RTP like any other and pass through unchanged.
+//!
+//! Each session lives on one worker thread (round robin); a worker waits on all its sockets with
+//! `mio` and relays every datagram it can read before it waits again. Dropping the [`Session`]
+//! closes its sockets and returns its ports to the pool.
+//!
+//! Owns: sockets, ports, the worker threads. Must not touch: SIP, SDP text (see `media::sdp`),
+//! codecs (transcoding comes later).
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::sdp::Endpoint;
+
+/// Largest datagram relayed; RTP over Ethernet never comes close.
+const MAX_DATAGRAM: usize = 2048;
+const WAKER: Token = Token(0);
+
+/// Which party of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Caller,
+    Callee,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Caller => Side::Callee,
+            Side::Callee => Side::Caller,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Side::Caller => 0,
+            Side::Callee => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Address the sockets bind to (often the unspecified address).
+    pub bind: IpAddr,
+    /// Address written into descriptions: where phones send to.
+    pub advertise: IpAddr,
+    /// Even-numbered RTP ports are taken from `min..max` (RTCP gets the next one).
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Worker threads; 0 means one per CPU.
+    pub threads: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("no free RTP port pair in {min}-{max}")]
+    NoPorts { min: u16, max: u16 },
+    #[error("media worker: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Relay counters, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Datagrams that had nowhere to go yet (the other side not known).
+    pub dropped: AtomicU64,
+}
+
+/// The relay: port pool and workers. Cheap to share.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RelayConfig,
+    workers: Vec<Worker>,
+    ports: Mutex<VecDeque<u16>>,
+    next_worker: AtomicUsize,
+    next_session: AtomicU64,
+    counters: Arc<Counters>,
+}
+
+struct Worker {
+    commands: std_mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+enum Command {
+    Add {
+        id: u64,
+        /// [caller rtp, caller rtcp, callee rtp, callee rtcp]
+        sockets: [UdpSocket; 4],
+    },
+    Remote {
+        id: u64,
+        side: Side,
+        endpoint: Endpoint,
+    },
+    Remove {
+        id: u64,
+    },
+}
+
+/// One call's media. Dropping it ends the relay and frees the ports.
+pub struct Session {
+    id: u64,
+    worker: usize,
+    ports: [u16; 2],
+    caller_rtp: SocketAddr,
+    callee_rtp: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("caller_rtp", &self.caller_rtp)
+            .field("callee_rtp", &self.callee_rtp)
+            .finish()
+    }
+}
+
+impl Relay {
+    /// Starts the worker threads.
+    pub fn start(config: RelayConfig) -> Result<Relay, RelayError> {
+        let threads = if config.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.threads
+        };
+        let counters = Arc::new(Counters::default());
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = std_mpsc::channel();
+            let counters = counters.clone();
+            std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || run_worker(poll, rx, counters))?;
+            workers.push(Worker {
+                commands: tx,
+                waker,
+            });
+        }
+        let first = config.port_min + config.port_min % 2;
+        let ports = (first..config.port_max.saturating_sub(1))
+            .step_by(2)
+            .collect();
+        Ok(Relay {
+            inner: Arc::new(Inner {
+                config,
+                workers,
+                ports: Mutex::new(ports),
+                next_worker: AtomicUsize::new(0),
+                next_session: AtomicU64::new(1),
+                counters,
+            }),
+        })
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// Free RTP port pairs left.
+    pub fn free_pairs(&self) -> usize {
+        lock(&self.inner.ports).len()
+    }
+
+    /// A new session with a port pair for each side.
+    pub fn session(&self) -> Result<Session, RelayError> {
+        let inner = &self.inner;
+        let (caller_port, caller) = inner.bind_pair()?;
+        let (callee_port, callee) = match inner.bind_pair() {
+            Ok(x) => x,
+            Err(e) => {
+                lock(&inner.ports).push_back(caller_port);
+                return Err(e);
+            }
+        };
+        let [a, b] = caller;
+        let [c, d] = callee;
+        let id = inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let worker = inner.next_worker.fetch_add(1, Ordering::Relaxed) % inner.workers.len();
+        inner.send(
+            worker,
+            Command::Add {
+                id,
+                sockets: [a, b, c, d],
+            },
+        );
+        let adv = inner.config.advertise;
+        Ok(Session {
+            id,
+            worker,
+            ports: [caller_port, callee_port],
+            caller_rtp: SocketAddr::new(adv, caller_port),
+            callee_rtp: SocketAddr::new(adv, callee_port),
+            inner: inner.clone(),
+        })
+    }
+}
+
+impl Inner {
+    fn send(&self, worker: usize, cmd: Command) {
+        if let Some(w) = self.workers.get(worker) {
+            if w.commands.send(cmd).is_ok() {
+                let _ = w.waker.wake();
+            }
+        }
+    }
+
+    /// Takes the next free even port whose pair binds; ports in use by someone else go to the
+    /// back of the queue.
+    fn bind_pair(&self) -> Result<(u16, [UdpSocket; 2]), RelayError> {
+        let mut ports = lock(&self.ports);
+        for _ in 0..ports.len() {
+            let Some(p) = ports.pop_front() else { break };
+            let rtp = std::net::UdpSocket::bind(SocketAddr::new(self.config.bind, p));
+            let rtcp = std::net::UdpSocket::bind(SocketAddr::new(self.config.bind, p + 1));
+            match (rtp, rtcp) {
+                (Ok(rtp), Ok(rtcp)) => {
+                    rtp.set_nonblocking(true)?;
+                    rtcp.set_nonblocking(true)?;
+                    return Ok((p, [UdpSocket::from_std(rtp), UdpSocket::from_std(rtcp)]));
+                }
+                _ => ports.push_back(p),
+            }
+        }
+        Err(RelayError::NoPorts {
+            min: self.config.port_min,
+            max: self.config.port_max,
+        })
+    }
+}
+
+impl Session {
+    /// Where the caller is to send its media (goes into the description the caller gets).
+    pub fn caller_facing(&self) -> SocketAddr {
+        self.caller_rtp
+    }
+
+    /// Where the callee is to send its media.
+    pub fn callee_facing(&self) -> SocketAddr {
+        self.callee_rtp
+    }
+
+    /// What a party's description says; resets latching for that side (a re-INVITE may move
+    /// the party).
+    pub fn set_remote(&self, side: Side, endpoint: Endpoint) {
+        self.inner.send(
+            self.worker,
+            Command::Remote {
+                id: self.id,
+                side,
+                endpoint,
+            },
+        );
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.inner
+            .send(self.worker, Command::Remove { id: self.id });
+        let mut ports = lock(&self.inner.ports);
+        ports.extend(self.ports);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A side's view of its party: where the description says and where packets really come from.
+#[derive(Debug, Default, Clone, Copy)]
+struct Peer {
+    declared: Option<Endpoint>,
+    latched_rtp: Option<SocketAddr>,
+    latched_rtcp: Option<SocketAddr>,
+}
+
+struct WorkerSession {
+    sockets: [UdpSocket; 4],
+    peers: [Peer; 2],
+}
+
+fn token(id: u64, socket: usize) -> Token {
+    // Token 0 is the waker; sessions use id·4 + socket, ids start at 1.
+    Token((id as usize) * 4 + socket)
+}
+
+fn run_worker(mut poll: Poll, commands: std_mpsc::Receiver<Command>, counters: Arc<Counters>) {
+    let mut events = Events::with_capacity(256);
+    let mut sessions: HashMap<u64, WorkerSession> = HashMap::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(1))) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "media worker: poll failed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            continue;
+        }
+        for ev in events.iter() {
+            if ev.token() == WAKER {
+                loop {
+                    match commands.try_recv() {
+                        Ok(cmd) => apply(&poll, &mut sessions, cmd),
+                        Err(std_mpsc::TryRecvError::Empty) => break,
+                        // The relay is gone: so is every session.
+                        Err(std_mpsc::TryRecvError::Disconnected) => return,
+                    }
+                }
+                continue;
+            }
+            let id = (ev.token().0 / 4) as u64;
+            let socket = ev.token().0 % 4;
+            if let Some(s) = sessions.get_mut(&id) {
+                relay(s, socket, &mut buf, &counters);
+            }
+        }
+    }
+}
+
+fn apply(poll: &Poll, sessions: &mut HashMap<u64, WorkerSession>, cmd: Command) {
+    match cmd {
+        Command::Add { id, mut sockets } => {
+            for (i, s) in sockets.iter_mut().enumerate() {
+                if let Err(e) = poll
+                    .registry()
+                    .register(s, token(id, i), Interest::READABLE)
+                {
+                    tracing::error!(error = %e, "media worker: cannot watch a socket");
+                }
+            }
+            sessions.insert(
+                id,
+                WorkerSession {
+                    sockets,
+                    peers: [Peer::default(); 2],
+                },
+            );
+        }
+        Command::Remote { id, side, endpoint } => {
+            if let Some(s) = sessions.get_mut(&id) {
+                s.peers[side.index()] = Peer {
+                    declared: Some(endpoint),
+                    latched_rtp: None,
+                    latched_rtcp: None,
+                };
+            }
+        }
+        Command::Remove { id } => {
+            if let Some(mut s) = sessions.remove(&id) {
+                for sock in s.sockets.iter_mut() {
+                    let _ = poll.registry().deregister(sock);
+                }
+            }
+        }
+    }
+}
+
+/// Relays everything readable on `socket` (0/1: caller RTP/RTCP, 2/3: callee RTP/RTCP).
+fn relay(s: &mut WorkerSession, socket: usize, buf: &mut [u8], counters: &Counters) {
+    let side = if socket < 2 {
+        Side::Caller
+    } else {
+        Side::Callee
+    };
+    let rtcp = socket % 2 == 1;
+    loop {
+        let (n, from) = match s.sockets[socket].recv_from(buf) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // ICMP errors of earlier sends surface here; keep reading.
+            Err(_) => continue,
+        };
+        let me = &mut s.peers[side.index()];
+        // Latching: the first packet's source is where this party is reachable.
+        let latched = if rtcp {
+            &mut me.latched_rtcp
+        } else {
+            &mut me.latched_rtp
+        };
+        if latched.is_none() {
+            *latched = Some(from);
+        }
+        let other = side.other();
+        let them = s.peers[other.index()];
+        let to = if rtcp {
+            them.latched_rtcp.or(them.declared.map(|e| e.rtcp))
+        } else {
+            them.latched_rtp.or(them.declared.map(|e| e.rtp))
+        };
+        let Some(to) = to else {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let out = other.index() * 2 + usize::from(rtcp);
+        match s.sockets[out].send_to(&buf[..n], to) {
+            Ok(_) => {
+                counters.packets.fetch_add(1, Ordering::Relaxed);
+                counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket as StdUdp;
+
+    fn relay(threads: usize, min: u16) -> Relay {
+        Relay::start(RelayConfig {
+            bind: "127.0.0.1".parse().unwrap(),
+            advertise: "127.0.0.1".parse().unwrap(),
+            port_min: min,
+            port_max: min + 40,
+            threads,
+        })
+        .unwrap()
+    }
+
+    fn endpoint(s: &StdUdp) -> Endpoint {
+        let a = s.local_addr().unwrap();
+        Endpoint {
+            rtp: a,
+            rtcp: SocketAddr::new(a.ip(), a.port() + 1),
+        }
+    }
+
+    fn recv(s: &StdUdp) -> (Vec<u8>, SocketAddr) {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 1500];
+        let (n, from) = s.recv_from(&mut b).expect("a relayed packet");
+        (b[..n].to_vec(), from)
+    }
+
+    #[test]
+    fn packets_cross_both_ways_and_come_from_our_ports() {
+        let r = relay(2, 31000);
+        let sess = r.session().unwrap();
+        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
+        sess.set_remote(Side::Caller, endpoint(&caller));
+        sess.set_remote(Side::Callee, endpoint(&callee));
+        std::thread::sleep(Duration::from_millis(50));
+
+        caller
+            .send_to(b"rtp from caller", sess.caller_facing())
+            .unwrap();
+        let (got, from) = recv(&callee);
+        assert_eq!(got, b"rtp from caller");
+        assert_eq!(
+            from,
+            sess.callee_facing(),
+            "the callee hears us, not the caller"
+        );
+
+        callee
+            .send_to(b"rtp from callee", sess.callee_facing())
+            .unwrap();
+        let (got, from) = recv(&caller);
+        assert_eq!(got, b"rtp from callee");
+        assert_eq!(from, sess.caller_facing());
+        // Counted right after the send: give the worker a moment.
+        for _ in 0..50 {
+            if r.counters().packets.load(Ordering::Relaxed) == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(r.counters().packets.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn latching_follows_where_packets_really_come_from() {
+        let r = relay(1, 31100);
+        let sess = r.session().unwrap();
+        // The caller's description names a private address it cannot be reached at (NAT).
+        let nowhere = Endpoint {
+            rtp: "127.0.0.1:9".parse().unwrap(),
+            rtcp: "127.0.0.1:10".parse().unwrap(),
+        };
+        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
+        sess.set_remote(Side::Caller, nowhere);
+        sess.set_remote(Side::Callee, endpoint(&callee));
+        std::thread::sleep(Duration::from_millis(50));
+        caller.send_to(b"hello", sess.caller_facing()).unwrap();
+        assert_eq!(recv(&callee).0, b"hello");
+        // The answer goes to where the caller's packet came from, not to its description.
+        callee.send_to(b"back", sess.callee_facing()).unwrap();
+        assert_eq!(recv(&caller).0, b"back");
+    }
+
+    #[test]
+    fn rtcp_goes_over_the_next_port() {
+        let r = relay(1, 31200);
+        let sess = r.session().unwrap();
+        let caller_rtcp = StdUdp::bind("127.0.0.1:0").unwrap();
+        let callee_rtcp = StdUdp::bind("127.0.0.1:0").unwrap();
+        let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        sess.set_remote(
+            Side::Caller,
+            Endpoint {
+                rtp: unused,
+                rtcp: caller_rtcp.local_addr().unwrap(),
+            },
+        );
+        sess.set_remote(
+            Side::Callee,
+            Endpoint {
+                rtp: unused,
+                rtcp: callee_rtcp.local_addr().unwrap(),
+            },
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        let to = SocketAddr::new(sess.caller_facing().ip(), sess.caller_facing().port() + 1);
+        caller_rtcp.send_to(b"sr", to).unwrap();
+        let (got, from) = recv(&callee_rtcp);
+        assert_eq!(got, b"sr");
+        assert_eq!(from.port(), sess.callee_facing().port() + 1);
+    }
+
+    #[test]
+    fn ports_are_even_pairs_and_come_back_when_the_session_ends() {
+        let r = relay(1, 31301);
+        let before = r.free_pairs();
+        let sess = r.session().unwrap();
+        assert_eq!(sess.caller_facing().port() % 2, 0);
+        assert_eq!(sess.callee_facing().port() % 2, 0);
+        assert_eq!(r.free_pairs(), before - 2);
+        let port = sess.caller_facing().port();
+        drop(sess);
+        assert_eq!(r.free_pairs(), before);
+        // The worker closes the sockets soon after; then the port binds again.
+        let mut ok = false;
+        for _ in 0..50 {
+            if StdUdp::bind(("127.0.0.1", port)).is_ok() {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(ok, "port {port} still taken");
+    }
+
+    #[test]
+    fn running_out_of_ports_is_an_error_not_a_panic() {
+        let r = Relay::start(RelayConfig {
+            bind: "127.0.0.1".parse().unwrap(),
+            advertise: "127.0.0.1".parse().unwrap(),
+            port_min: 31400,
+            port_max: 31404,
+            threads: 1,
+        })
+        .unwrap();
+        let s = r.session().unwrap();
+        assert!(matches!(r.session(), Err(RelayError::NoPorts { .. })));
+        drop(s);
+    }
+}

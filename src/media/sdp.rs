@@ -1,0 +1,262 @@
+//! The little of SDP (RFC 4566, RFC 3264) that anchoring media needs: where a party wants its
+//! audio sent (connection address and port of the first audio stream, and the RTCP port when
+//! `a=rtcp` names one, RFC 3605), and rewriting a description so that both parties send to
+//! us instead.
+//!
+//! Descriptions are edited line by line and everything we do not understand is passed through
+//! untouched: phones put all sorts of attributes in there, and a B2BUA that drops what it does
+//! not know breaks features it never heard of. Codec negotiation is not here.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// Where a party's audio should go, from its description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub rtp: SocketAddr,
+    /// RTCP: `a=rtcp` when present, else RTP's port + 1 (RFC 3550 §11).
+    pub rtcp: SocketAddr,
+}
+
+/// The audio endpoint of a description, `None` when it has no usable audio stream (no
+/// `m=audio`, port 0 = stream refused, or no connection address for it).
+pub fn audio_endpoint(sdp: &str) -> Option<Endpoint> {
+    let mut session_ip: Option<IpAddr> = None;
+    let mut in_audio = false;
+    let mut audio_ip: Option<IpAddr> = None;
+    let mut port: Option<u16> = None;
+    let mut rtcp_port: Option<u16> = None;
+    let mut rtcp_ip: Option<IpAddr> = None;
+    for line in lines(sdp) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if port.is_some() {
+                break; // only the first audio stream
+            }
+            in_audio = m.starts_with("audio ");
+            if in_audio {
+                port = m
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|p| p.split('/').next()?.parse().ok());
+            }
+        } else if let Some(c) = line.strip_prefix("c=") {
+            let ip = connection_ip(c);
+            if in_audio {
+                audio_ip = ip;
+            } else if port.is_none() {
+                session_ip = ip;
+            }
+        } else if let Some(a) = line.strip_prefix("a=rtcp:") {
+            if in_audio {
+                let mut parts = a.split(' ');
+                rtcp_port = parts.next().and_then(|p| p.trim().parse().ok());
+                // a=rtcp:PORT IN IP4 ADDR
+                rtcp_ip = parts.nth(2).and_then(|ip| ip.trim().parse().ok());
+            }
+        }
+    }
+    let port = port.filter(|p| *p != 0)?;
+    let ip = audio_ip.or(session_ip)?;
+    let rtcp = SocketAddr::new(
+        rtcp_ip.unwrap_or(ip),
+        rtcp_port.unwrap_or(port.wrapping_add(1)),
+    );
+    Some(Endpoint {
+        rtp: SocketAddr::new(ip, port),
+        rtcp,
+    })
+}
+
+/// `sdp` with its first audio stream pointed at `rtp` (and RTCP at `rtp`'s port + 1): the
+/// audio stream's connection address and port, the session-level connection and the `o=`
+/// address become ours, an `a=rtcp` line of the audio stream is dropped (our RTCP port is the
+/// implicit one). Other streams keep the address they had (given their own `c=` line when they
+/// relied on the session-level one), and every other line stays as it was. `None` when there is
+/// no audio stream to anchor.
+pub fn anchor(sdp: &str, rtp: SocketAddr) -> Option<String> {
+    audio_endpoint(sdp)?;
+    let (ip, port) = (rtp.ip(), rtp.port());
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let ours = format!("c=IN {family} {ip}");
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let all: Vec<&str> = lines(sdp).collect();
+
+    // Which media sections have a c= line of their own, and the session-level one.
+    let mut own_c = Vec::new(); // per m= section, in order
+    let mut session_c: Option<&str> = None;
+    for l in &all {
+        if l.starts_with("m=") {
+            own_c.push(false);
+        } else if l.starts_with("c=") {
+            match own_c.last_mut() {
+                Some(has) => *has = true,
+                None => session_c = Some(l),
+            }
+        }
+    }
+
+    let mut out = String::with_capacity(sdp.len() + 32);
+    let mut section: Option<usize> = None;
+    let mut audio: Option<usize> = None;
+    for l in all {
+        if let Some(m) = l.strip_prefix("m=") {
+            let n = section.map_or(0, |s| s + 1);
+            section = Some(n);
+            let has_own = own_c.get(n).copied().unwrap_or(false);
+            if audio.is_none() && m.starts_with("audio ") {
+                audio = Some(n);
+                let tail = m.splitn(3, ' ').nth(2).unwrap_or("");
+                push(&mut out, &format!("m=audio {port} {tail}"), eol);
+                if !has_own && session_c.is_none() {
+                    push(&mut out, &ours, eol);
+                }
+            } else {
+                push(&mut out, l, eol);
+                // It relied on the session-level address, which is ours now.
+                if let (false, Some(c)) = (has_own, session_c) {
+                    push(&mut out, c, eol);
+                }
+            }
+            continue;
+        }
+        let in_audio = section.is_some() && section == audio;
+        if l.starts_with("c=") && (section.is_none() || in_audio) {
+            push(&mut out, &ours, eol);
+        } else if l.starts_with("a=rtcp:") && in_audio {
+            // Dropped: our RTCP is on the next port.
+        } else if let Some(o) = l.strip_prefix("o=") {
+            // o=<user> <sess-id> <version> IN IP4 <addr>: informational, but some phones
+            // check it, and ours is the right one now.
+            let f: Vec<&str> = o.split(' ').collect();
+            if f.len() == 6 {
+                push(
+                    &mut out,
+                    &format!("o={} {} {} IN {family} {ip}", f[0], f[1], f[2]),
+                    eol,
+                );
+            } else {
+                push(&mut out, l, eol);
+            }
+        } else {
+            push(&mut out, l, eol);
+        }
+    }
+    Some(out)
+}
+
+fn push(out: &mut String, line: &str, eol: &str) {
+    out.push_str(line);
+    out.push_str(eol);
+}
+
+fn lines(sdp: &str) -> impl Iterator<Item = &str> {
+    sdp.split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter(|l| !l.is_empty())
+}
+
+/// `IN IP4 192.0.2.1` (possibly with a TTL `/127`) → the address.
+fn connection_ip(c: &str) -> Option<IpAddr> {
+    let mut f = c.split(' ');
+    if f.next()? != "IN" {
+        return None;
+    }
+    let _family = f.next()?;
+    f.next()?.split('/').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=alice 2890844526 2890844526 IN IP4 10.0.0.1\r\ns=-\r\n\
+c=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 49170 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn finds_the_audio_endpoint() {
+        let e = audio_endpoint(OFFER).unwrap();
+        assert_eq!(e.rtp, addr("10.0.0.1:49170"));
+        assert_eq!(e.rtcp, addr("10.0.0.1:49171"));
+    }
+
+    #[test]
+    fn media_level_connection_and_rtcp_attribute_win() {
+        let sdp = "v=0\no=- 1 1 IN IP4 0.0.0.0\ns=-\nc=IN IP4 10.0.0.1\nt=0 0\n\
+m=video 5000 RTP/AVP 96\nc=IN IP4 10.9.9.9\nm=audio 6000 RTP/AVP 0\nc=IN IP4 10.0.0.7\n\
+a=rtcp:6100 IN IP4 10.0.0.8\n";
+        let e = audio_endpoint(sdp).unwrap();
+        assert_eq!(e.rtp, addr("10.0.0.7:6000"));
+        assert_eq!(e.rtcp, addr("10.0.0.8:6100"));
+    }
+
+    #[test]
+    fn no_usable_audio_is_none() {
+        assert!(audio_endpoint("v=0\nc=IN IP4 10.0.0.1\nm=video 5000 RTP/AVP 96\n").is_none());
+        assert!(audio_endpoint("v=0\nc=IN IP4 10.0.0.1\nm=audio 0 RTP/AVP 0\n").is_none());
+        assert!(audio_endpoint("v=0\nm=audio 5000 RTP/AVP 0\n").is_none());
+        assert!(anchor("v=0\nm=video 5000 RTP/AVP 96\n", addr("192.0.2.1:20000")).is_none());
+        assert!(audio_endpoint("").is_none());
+    }
+
+    #[test]
+    fn anchoring_points_audio_at_us_and_keeps_the_rest() {
+        let out = anchor(OFFER, addr("192.0.2.9:20000")).unwrap();
+        assert_eq!(
+            audio_endpoint(&out).unwrap().rtp,
+            addr("192.0.2.9:20000"),
+            "{out}"
+        );
+        assert!(out.contains("o=alice 2890844526 2890844526 IN IP4 192.0.2.9\r\n"));
+        assert!(out.contains("m=audio 20000 RTP/AVP 0 8 101\r\n"));
+        for kept in [
+            "a=rtpmap:0 PCMU/8000",
+            "a=rtpmap:101 telephone-event/8000",
+            "a=fmtp:101 0-15",
+            "a=sendrecv",
+            "t=0 0",
+        ] {
+            assert!(out.contains(kept), "{kept} lost: {out}");
+        }
+        assert!(!out.contains("10.0.0.1"), "{out}");
+        assert!(out.ends_with("\r\n"));
+    }
+
+    #[test]
+    fn other_streams_keep_their_addresses() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+m=audio 6000 RTP/AVP 0\r\na=rtcp:6001\r\nm=video 7000 RTP/AVP 96\r\n";
+        let out = anchor(sdp, addr("192.0.2.9:30000")).unwrap();
+        let e = audio_endpoint(&out).unwrap();
+        assert_eq!(e.rtp, addr("192.0.2.9:30000"));
+        assert_eq!(e.rtcp, addr("192.0.2.9:30001"));
+        // The video stream still resolves to the session-level address.
+        assert!(out.contains("c=IN IP4 10.0.0.1\r\n"));
+        assert!(out.contains("m=video 7000 RTP/AVP 96\r\n"));
+        assert!(!out.contains("a=rtcp:6001"));
+    }
+
+    #[test]
+    fn one_connection_line_for_the_audio_stream() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+m=audio 6000 RTP/AVP 0\r\nc=IN IP4 10.0.0.2\r\n";
+        let out = anchor(sdp, addr("192.0.2.9:30000")).unwrap();
+        let media_section = out.split("m=audio").nth(1).unwrap();
+        assert_eq!(media_section.matches("c=").count(), 1, "{out}");
+        assert!(media_section.contains("c=IN IP4 192.0.2.9"), "{out}");
+        assert!(!out.contains("10.0.0.2"), "{out}");
+    }
+
+    #[test]
+    fn ipv6_is_written_as_ip6() {
+        let out = anchor(OFFER, addr("[2001:db8::9]:20000")).unwrap();
+        assert!(out.contains("c=IN IP6 2001:db8::9\r\n"), "{out}");
+        assert_eq!(
+            audio_endpoint(&out).unwrap().rtp,
+            addr("[2001:db8::9]:20000")
+        );
+    }
+}
