@@ -77,6 +77,16 @@ struct RawConfig {
     registrar: Option<RawRegistrar>,
     security: Option<RawSecurity>,
     calls: Option<RawCalls>,
+    media: Option<RawMedia>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMedia {
+    address: Option<String>,
+    rtp_port_min: Option<u16>,
+    rtp_port_max: Option<u16>,
+    threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +247,21 @@ pub struct Config {
     pub registrar: RegistrarConfig,
     pub security: SecurityConfig,
     pub calls: CallsConfig,
+    pub media: MediaConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MediaConfig {
+    /// The address phones send RTP to (written into the descriptions we send). Default: the
+    /// first SIP listen address when it names one, else the address of the interface with the
+    /// default route.
+    pub address: Option<std::net::IpAddr>,
+    /// RTP ports are even numbers in `rtp_port_min..rtp_port_max` (RTCP takes the next one).
+    /// Default 20000-30000.
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    /// Relay threads; 0 (the default) means one per CPU.
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -490,6 +515,25 @@ impl Config {
         if !matches!(calls.no_answer_status, 408 | 480) {
             return Err(invalid("calls.no_answer_status", "must be 408 or 480"));
         }
+        let m = raw.media.unwrap_or_default();
+        let media =
+            MediaConfig {
+                address: match m.address {
+                    None => None,
+                    Some(a) => Some(a.parse().map_err(|_| {
+                        invalid("media.address", "must be an IP address (v4 or v6)")
+                    })?),
+                },
+                rtp_port_min: m.rtp_port_min.unwrap_or(20000),
+                rtp_port_max: m.rtp_port_max.unwrap_or(30000),
+                threads: m.threads.unwrap_or(0),
+            };
+        if media.rtp_port_min < 1024 || media.rtp_port_max < media.rtp_port_min.saturating_add(8) {
+            return Err(invalid(
+                "media.rtp_port_min",
+                "ports must be 1024 or above, with room for at least two calls up to rtp_port_max",
+            ));
+        }
         let sec = raw.security.unwrap_or_default();
         let security = SecurityConfig {
             ban_failures: sec.ban_failures.unwrap_or(5),
@@ -525,6 +569,7 @@ impl Config {
             registrar,
             security,
             calls,
+            media,
         })
     }
 

@@ -93,6 +93,7 @@ impl Server {
             registrar.clone(),
             dialplan.clone(),
             transports.bound(),
+            Some(start_relay(&config, transports.bound())?),
             rand::random(),
         );
         sip::endpoint::start(
@@ -178,6 +179,43 @@ impl Server {
 }
 
 /// A database URL without its password, for logs.
+/// The RTP relay, advertising `media.address` or, by default, an address phones can reach.
+fn start_relay(config: &Config, bound: &[SipListen]) -> anyhow::Result<media::relay::Relay> {
+    let m = &config.media;
+    let advertise = m
+        .address
+        .or_else(|| {
+            bound
+                .iter()
+                .map(|l| l.addr.ip())
+                .find(|ip| !ip.is_unspecified())
+        })
+        .or_else(default_route_ip)
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let bind = if advertise.is_ipv4() {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    } else {
+        std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    };
+    tracing::info!(%advertise, ports = %format!("{}-{}", m.rtp_port_min, m.rtp_port_max), "media relay");
+    Ok(media::relay::Relay::start(media::relay::RelayConfig {
+        bind,
+        advertise,
+        port_min: m.rtp_port_min,
+        port_max: m.rtp_port_max,
+        threads: m.threads,
+    })?)
+}
+
+/// The local address of the interface that routes to the world (no packet is sent: connecting
+/// a UDP socket only picks the route).
+fn default_route_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {

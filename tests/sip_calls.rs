@@ -81,6 +81,14 @@ async fn must_pass(what: &str, h: tokio::task::JoinHandle<SippRun>) -> SippRun {
     run
 }
 
+/// The port of the first `m=audio` line of a logged message.
+fn audio_port(msg: &str) -> u16 {
+    msg.lines()
+        .find_map(|l| l.trim().strip_prefix("m=audio "))
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no m=audio in {msg}"))
+}
+
 fn tail(s: &str) -> &str {
     let start = s.len().saturating_sub(4000);
     let start = (start..s.len())
@@ -186,13 +194,20 @@ async fn answered_call_hung_up_by_the_caller(db: Db) {
         invite.contains("From: \"User 100\" <sip:100@test.example>;tag="),
         "{invite}"
     );
-    assert!(invite.contains("m=audio"), "{invite}");
-    // What the caller saw: the callee's SDP in our 200.
-    assert!(
-        caller.messages.contains("o=callee 2 2"),
-        "{}",
-        caller.messages
-    );
+    // Media is anchored: the callee is told to send to our relay, and so is the caller.
+    let to_callee = audio_port(invite);
+    assert!(invite.contains("c=IN IP4 127.0.0.1"), "{invite}");
+    let ok = caller
+        .messages
+        .split("message received")
+        .find(|m| m.contains("SIP/2.0 200 OK") && m.contains("CSeq: 2 INVITE"))
+        .unwrap_or_default();
+    assert!(ok.contains("o=callee 2 2"), "{ok}");
+    let to_caller = audio_port(ok);
+    for port in [to_callee, to_caller] {
+        assert!((20000..30000).contains(&port) && port % 2 == 0, "{port}");
+    }
+    assert_ne!(to_callee, to_caller);
 
     let out = only_entry(&server, alice).await;
     assert_eq!(out.direction, CallDirection::Outgoing);

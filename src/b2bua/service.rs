@@ -26,6 +26,8 @@ use tokio::sync::mpsc;
 
 use super::call::{Action, Call, CallConfig, Key, Outcome, Target, Towards};
 use crate::config::Transport;
+use crate::media::relay::{Relay, Session, Side};
+use crate::media::sdp;
 use crate::registrar;
 use crate::routing::{self, CallerClass, DialplanFile};
 use crate::sip::auth::{Algorithm, DigestServer, Verdict};
@@ -200,8 +202,10 @@ struct Entry {
     invite_tx: ServerTxId,
     caller: Peer,
     branches: Vec<BranchIo>,
-    /// In-dialog requests received, waiting for the call's answer.
-    waiting: HashMap<Key, ServerTxId>,
+    /// In-dialog requests received (and from which leg), waiting for the call's answer.
+    waiting: HashMap<Key, (ServerTxId, super::call::Leg)>,
+    /// The call's media through our relay; dropped (ports freed) when the call ends.
+    media: Option<Session>,
     next_key: Key,
     ok_retransmit: Option<Retransmit>,
     linger_until: Option<Instant>,
@@ -241,6 +245,8 @@ pub struct Calls {
     local: HashMap<Transport, std::net::SocketAddr>,
     /// Records of ended calls, for the writer task.
     records: mpsc::Sender<NewCallRecord>,
+    /// The RTP relay every call's media goes through; `None` passes descriptions unchanged.
+    relay: Option<Relay>,
 }
 
 impl Calls {
@@ -250,6 +256,7 @@ impl Calls {
         registrar: registrar::service::Handle,
         dialplan: Arc<DialplanFile>,
         bound: &[crate::config::SipListen],
+        relay: Option<Relay>,
         seed: u64,
     ) -> (Calls, mpsc::Receiver<Routed>) {
         let mut local = HashMap::new();
@@ -282,6 +289,7 @@ impl Calls {
             random: seed,
             local,
             records,
+            relay,
         };
         (calls, routed_rx)
     }
@@ -469,6 +477,19 @@ impl Calls {
             via: local.via,
             caller_id,
         };
+        let media = match &self.relay {
+            None => None,
+            Some(relay) => match relay.session() {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "b2bua: no media ports for a call");
+                    let mut rsp = self.reply(&invite, 503);
+                    let _ = rsp.push_header(HeaderName::RetryAfter, "5");
+                    let _ = layer.send_response(tx, rsp, now);
+                    return;
+                }
+            },
+        };
         let (targets, peers): (Vec<Target>, Vec<Peer>) = targets.into_iter().unzip();
         let seed = self.next_random();
         let tag = self.caller_tag(&invite);
@@ -504,6 +525,7 @@ impl Calls {
                 caller,
                 branches,
                 waiting: HashMap::new(),
+                media,
                 next_key: 1,
                 ok_retransmit: None,
                 linger_until: None,
@@ -602,7 +624,7 @@ impl Calls {
         };
         let key = e.next_key;
         e.next_key += 1;
-        e.waiting.insert(key, tx);
+        e.waiting.insert(key, (tx, leg));
         e.call.on_request(leg, key, msg, now);
         self.apply(id, layer, now);
     }
@@ -720,6 +742,7 @@ impl Calls {
         while let Some(action) = e.call.poll_action() {
             match action {
                 Action::AnswerCaller(rsp) => {
+                    let rsp = anchor(&e.media, rsp, Side::Caller);
                     let ok = rsp.status().is_some_and(|s| (200..300).contains(&s));
                     if ok && !e.caller.is_reliable() {
                         e.ok_retransmit = Some(Retransmit {
@@ -736,6 +759,7 @@ impl Calls {
                         continue;
                     };
                     let request = for_transport(request, io.peer.transport);
+                    let request = anchor(&e.media, request, Side::Callee);
                     io.invite = Some(request.clone());
                     match layer.send_request(request, tx_peer(&io.peer), now) {
                         Ok(tx) => {
@@ -761,6 +785,7 @@ impl Calls {
                 Action::Ack { towards, request } => {
                     let peer = peer_towards(e, towards);
                     let msg = for_transport(request.message, peer.transport);
+                    let msg = anchor(&e.media, msg, side_of(towards));
                     layer.send_stateless(&msg, tx_peer(&peer));
                     if let Towards::Branch(b) = towards {
                         if let Some(io) = e.branches.get_mut(b) {
@@ -775,6 +800,7 @@ impl Calls {
                 } => {
                     let peer = peer_towards(e, towards);
                     let msg = for_transport(request.message, peer.transport);
+                    let msg = anchor(&e.media, msg, side_of(towards));
                     match layer.send_request(msg, tx_peer(&peer), now) {
                         Ok(tx) => {
                             self.clients.insert(tx, (id, Purpose::Request(key)));
@@ -786,7 +812,13 @@ impl Calls {
                     }
                 }
                 Action::Respond { tx, response } => {
-                    if let Some(server_tx) = e.waiting.remove(&tx) {
+                    if let Some((server_tx, leg)) = e.waiting.remove(&tx) {
+                        // The answer goes back to `leg`; its body came from the other one.
+                        let to = match leg {
+                            super::call::Leg::Caller => Side::Caller,
+                            super::call::Leg::Callee => Side::Callee,
+                        };
+                        let response = anchor(&e.media, response, to);
                         let _ = layer.send_response(server_tx, response, now);
                     }
                 }
@@ -797,6 +829,8 @@ impl Calls {
             self.dialogs.insert(d, id);
         }
         if ended {
+            // The media ports go back to the pool at once.
+            e.media = None;
             let s = e.call.summary();
             let record = call_record(e, &s);
             if self.records.try_send(record).is_err() {
@@ -1181,4 +1215,45 @@ async fn write_record(store: Store, record: NewCallRecord) {
         }
     }
     tracing::error!(call = %record.call_ref, "call record could not be written; giving up");
+}
+
+/// The relay side a message towards `towards` is meant for.
+fn side_of(towards: Towards) -> Side {
+    match towards {
+        Towards::Caller => Side::Caller,
+        Towards::Branch(_) => Side::Callee,
+    }
+}
+
+/// Anchors the media of a message going to `to`: its description came from the other party,
+/// who is from now on reached at the address in it (until latching finds a better one), and
+/// `to` is told to send to our relay instead. Messages without a description pass unchanged.
+fn anchor(media: &Option<Session>, mut msg: Message, to: Side) -> Message {
+    let Some(session) = media else {
+        return msg;
+    };
+    let is_sdp = msg
+        .content_type()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"));
+    if !is_sdp || msg.body().is_empty() {
+        return msg;
+    }
+    let Ok(text) = std::str::from_utf8(msg.body()) else {
+        return msg;
+    };
+    let from = match to {
+        Side::Caller => Side::Callee,
+        Side::Callee => Side::Caller,
+    };
+    if let Some(ep) = sdp::audio_endpoint(text) {
+        session.set_remote(from, ep);
+    }
+    let ours = match to {
+        Side::Caller => session.caller_facing(),
+        Side::Callee => session.callee_facing(),
+    };
+    if let Some(rewritten) = sdp::anchor(text, ours) {
+        let _ = msg.set_body(rewritten.into_bytes(), Some("application/sdp"));
+    }
+    msg
 }
