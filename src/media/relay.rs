@@ -324,16 +324,18 @@ fn run_worker(mut poll: Poll, commands: std_mpsc::Receiver<Command>, counters: A
             }
             continue;
         }
+        // Commands after every wake-up, the waker's or the timeout's: the timeout is how a
+        // worker notices that the relay is gone (its command channel closed).
+        loop {
+            match commands.try_recv() {
+                Ok(cmd) => apply(&poll, &mut sessions, cmd),
+                Err(std_mpsc::TryRecvError::Empty) => break,
+                // The relay is gone: so is every session.
+                Err(std_mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
         for ev in events.iter() {
             if ev.token() == WAKER {
-                loop {
-                    match commands.try_recv() {
-                        Ok(cmd) => apply(&poll, &mut sessions, cmd),
-                        Err(std_mpsc::TryRecvError::Empty) => break,
-                        // The relay is gone: so is every session.
-                        Err(std_mpsc::TryRecvError::Disconnected) => return,
-                    }
-                }
                 continue;
             }
             let id = (ev.token().0 / 4) as u64;
