@@ -87,6 +87,7 @@ struct RawMedia {
     rtp_port_min: Option<u16>,
     rtp_port_max: Option<u16>,
     threads: Option<usize>,
+    timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -262,6 +263,9 @@ pub struct MediaConfig {
     pub rtp_port_max: u16,
     /// Relay threads; 0 (the default) means one per CPU.
     pub threads: usize,
+    /// An answered call with no RTP or RTCP from either party for this long is hung up (the
+    /// phones vanished without a BYE). Default 60 s; 0 turns it off.
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -527,6 +531,7 @@ impl Config {
                 rtp_port_min: m.rtp_port_min.unwrap_or(20000),
                 rtp_port_max: m.rtp_port_max.unwrap_or(30000),
                 threads: m.threads.unwrap_or(0),
+                timeout_secs: m.timeout_secs.unwrap_or(60),
             };
         if media.rtp_port_min < 1024 || media.rtp_port_max < media.rtp_port_min.saturating_add(8) {
             return Err(invalid(

@@ -88,6 +88,8 @@ impl Server {
                     .collect(),
                 no_answer: std::time::Duration::from_secs(config.calls.no_answer_secs),
                 no_answer_status: config.calls.no_answer_status,
+                media_timeout: (config.media.timeout_secs > 0)
+                    .then(|| std::time::Duration::from_secs(config.media.timeout_secs)),
             },
             store.clone(),
             registrar.clone(),

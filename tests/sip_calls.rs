@@ -279,6 +279,46 @@ async fn answered_call_hung_up_by_the_callee(db: Db) {
     server.shutdown().await;
 }
 
+/// Neither phone sends any RTP (SIPp plays none): with `media.timeout_secs = 1` the PBX hangs
+/// up both legs itself, as it would when both phones vanished without a BYE.
+async fn silent_call_is_hung_up(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, data) = common::start_server(
+        &tdb,
+        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
+         digest_algorithms = [\"MD5\", \"SHA-256\"]",
+        "[media]\ntimeout_secs = 1\n",
+    )
+    .await;
+    let _keep = data;
+    let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
+    common::user_with_phone(&server, "200", "bob", "bob-secret").await;
+    let to = common::sip_addr(&server, Transport::Udp);
+    let bob_port = common::free_udp_port();
+    register(&server, "bob", "bob-secret", bob_port).await;
+    let callee = spawn_sipp("call_uas.xml", to, bob_port, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let caller = spawn_sipp(
+        "call_uac_wait.xml",
+        to,
+        common::free_udp_port(),
+        &["-s", "200", "-au", "alice", "-ap", "alice-secret"],
+    );
+    // Both wait for a BYE, which only the PBX can send.
+    must_pass("the callee", callee).await;
+    must_pass("the caller", caller).await;
+    assert_eq!(
+        only_entry(&server, alice).await.outcome,
+        PartyOutcome::Answered
+    );
+    let causes: Vec<(String,)> = sqlx::query_as("SELECT hangup_cause FROM calls")
+        .fetch_all(server.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(causes, vec![("media_timeout".to_string(),)]);
+    server.shutdown().await;
+}
+
 async fn busy_callee(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 30).await;
@@ -419,6 +459,11 @@ on_both_databases!(answered_call_hung_up_by_the_caller);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callee_hangs_up() {
     answered_call_hung_up_by_the_callee(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_timeout() {
+    silent_call_is_hung_up(Db::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -428,12 +428,23 @@ impl Call {
     /// Our 2xx to the caller was never acknowledged (64·T1): the session is over (§13.3.1.4),
     /// ended with a BYE on both legs.
     pub fn on_caller_gone(&mut self, now: Instant) {
+        self.hang_up_both("timeout", now);
+    }
+
+    /// Ends an answered call from our side: BYE on both legs, `cause` in the record (for
+    /// example "media_timeout" when no RTP has come from either party for too long).
+    pub fn hang_up_both(&mut self, cause: &str, now: Instant) {
         if self.phase != Phase::Answered {
             return;
         }
         self.hang_up(Leg::Callee);
         self.hang_up(Leg::Caller);
-        self.end(Outcome::Answered, "timeout", now);
+        self.end(Outcome::Answered, cause, now);
+    }
+
+    /// Whether the call is answered and not over.
+    pub fn is_answered(&self) -> bool {
+        self.phase == Phase::Answered
     }
 
     /// An in-dialog request from `leg`, received on the driver's server transaction `tx`

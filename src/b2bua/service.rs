@@ -60,6 +60,9 @@ pub struct CallsConfig {
     pub algorithms: Vec<Algorithm>,
     pub no_answer: Duration,
     pub no_answer_status: u16,
+    /// An answered call from whose parties no RTP or RTCP has come for this long is hung up
+    /// (the other side vanished without a BYE); `None` never.
+    pub media_timeout: Option<Duration>,
 }
 
 /// What resolving a route needs; shared with the tasks that do it.
@@ -213,6 +216,8 @@ struct Entry {
     /// it from filling with copies of the same deadline).
     armed_deadline: Option<Instant>,
     armed_retransmit: Option<Instant>,
+    /// When to look at the media's idle time next (answered calls with media).
+    media_check: Option<Instant>,
 }
 
 struct BranchIo {
@@ -233,6 +238,7 @@ pub struct Calls {
     realm: String,
     no_answer: Duration,
     no_answer_status: u16,
+    media_timeout: Option<Duration>,
     routed_tx: mpsc::Sender<Routed>,
     calls: HashMap<u64, Entry>,
     next_call: u64,
@@ -279,6 +285,7 @@ impl Calls {
             realm: config.realm,
             no_answer: config.no_answer,
             no_answer_status: config.no_answer_status,
+            media_timeout: config.media_timeout,
             routed_tx,
             calls: HashMap::new(),
             next_call: 1,
@@ -531,6 +538,7 @@ impl Calls {
                 linger_until: None,
                 armed_deadline: None,
                 armed_retransmit: None,
+                media_check: None,
             },
         );
         self.invites.insert(tx, id);
@@ -562,6 +570,24 @@ impl Calls {
                         layer.send_stateless(&r.msg, tx_peer(&e.caller));
                         r.interval = (r.interval * 2).min(T2);
                         r.next = now + r.interval;
+                    }
+                }
+            }
+            if let (Some(at), Some(limit)) = (e.media_check, self.media_timeout) {
+                if at <= now {
+                    e.media_check = None;
+                    let idle = e.media.as_ref().map_or(Duration::ZERO, Session::idle);
+                    if idle >= limit {
+                        tracing::info!(
+                            call = id,
+                            idle_ms = idle.as_millis() as u64,
+                            "no media from either party; hanging up"
+                        );
+                        e.call.hang_up_both("media_timeout", now);
+                    } else {
+                        let next = now + (limit - idle);
+                        e.media_check = Some(next);
+                        self.timers.push(Reverse((next, id)));
                     }
                 }
             }
@@ -858,6 +884,16 @@ impl Calls {
             e.ok_retransmit = None;
             e.linger_until = Some(now + LINGER);
             self.timers.push(Reverse((now + LINGER, id)));
+        }
+        if let (true, None, Some(limit), Some(_)) = (
+            e.call.is_answered(),
+            e.media_check,
+            self.media_timeout,
+            e.media.as_ref(),
+        ) {
+            let at = now + limit;
+            e.media_check = Some(at);
+            self.timers.push(Reverse((at, id)));
         }
         if let Some(t) = e.call.poll_timeout() {
             if e.armed_deadline != Some(t) {

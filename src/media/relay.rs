@@ -110,6 +110,7 @@ enum Command {
         id: u64,
         /// [caller rtp, caller rtcp, callee rtp, callee rtcp]
         sockets: [UdpSocket; 4],
+        activity: Arc<Activity>,
     },
     Remote {
         id: u64,
@@ -128,7 +129,31 @@ pub struct Session {
     ports: [u16; 2],
     caller_rtp: SocketAddr,
     callee_rtp: SocketAddr,
+    activity: Arc<Activity>,
     inner: Arc<Inner>,
+}
+
+/// When a session last received anything (RTP or RTCP, either side), for the signalling side
+/// to notice a call whose parties have gone silent for good.
+#[derive(Debug)]
+struct Activity {
+    epoch: std::time::Instant,
+    /// Milliseconds since `epoch` of the last datagram received.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            epoch: std::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -204,11 +229,13 @@ impl Relay {
         let [c, d] = callee;
         let id = inner.next_session.fetch_add(1, Ordering::Relaxed);
         let worker = inner.next_worker.fetch_add(1, Ordering::Relaxed) % inner.workers.len();
+        let activity = Arc::new(Activity::new());
         inner.send(
             worker,
             Command::Add {
                 id,
                 sockets: [a, b, c, d],
+                activity: activity.clone(),
             },
         );
         let adv = inner.config.advertise;
@@ -218,6 +245,7 @@ impl Relay {
             ports: [caller_port, callee_port],
             caller_rtp: SocketAddr::new(adv, caller_port),
             callee_rtp: SocketAddr::new(adv, callee_port),
+            activity,
             inner: inner.clone(),
         })
     }
@@ -267,6 +295,15 @@ impl Session {
         self.callee_rtp
     }
 
+    /// How long nothing has arrived from either party (since the session began, if nothing
+    /// ever did).
+    pub fn idle(&self) -> Duration {
+        let now = self.activity.epoch.elapsed();
+        now.saturating_sub(Duration::from_millis(
+            self.activity.last_ms.load(Ordering::Relaxed),
+        ))
+    }
+
     /// What a party's description says; resets latching for that side (a re-INVITE may move
     /// the party).
     pub fn set_remote(&self, side: Side, endpoint: Endpoint) {
@@ -305,6 +342,7 @@ struct Peer {
 struct WorkerSession {
     sockets: [UdpSocket; 4],
     peers: [Peer; 2],
+    activity: Arc<Activity>,
 }
 
 fn token(id: u64, socket: usize) -> Token {
@@ -349,7 +387,11 @@ fn run_worker(mut poll: Poll, commands: std_mpsc::Receiver<Command>, counters: A
 
 fn apply(poll: &Poll, sessions: &mut HashMap<u64, WorkerSession>, cmd: Command) {
     match cmd {
-        Command::Add { id, mut sockets } => {
+        Command::Add {
+            id,
+            mut sockets,
+            activity,
+        } => {
             for (i, s) in sockets.iter_mut().enumerate() {
                 if let Err(e) = poll
                     .registry()
@@ -363,6 +405,7 @@ fn apply(poll: &Poll, sessions: &mut HashMap<u64, WorkerSession>, cmd: Command) 
                 WorkerSession {
                     sockets,
                     peers: [Peer::default(); 2],
+                    activity,
                 },
             );
         }
@@ -400,6 +443,7 @@ fn relay(s: &mut WorkerSession, socket: usize, buf: &mut [u8], counters: &Counte
             // ICMP errors of earlier sends surface here; keep reading.
             Err(_) => continue,
         };
+        s.activity.touch();
         let me = &mut s.peers[side.index()];
         // Latching: the first packet's source is where this party is reachable.
         let latched = if rtcp {
@@ -573,6 +617,25 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(ok, "port {port} still taken");
+    }
+
+    #[test]
+    fn idle_time_restarts_with_every_packet() {
+        let r = relay(1, 31500);
+        let sess = r.session().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(sess.idle() >= Duration::from_millis(300));
+        let phone = StdUdp::bind("127.0.0.1:0").unwrap();
+        phone.send_to(b"x", sess.caller_facing()).unwrap();
+        let mut fresh = false;
+        for _ in 0..50 {
+            if sess.idle() < Duration::from_millis(200) {
+                fresh = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(fresh, "idle {:?} after a packet", sess.idle());
     }
 
     #[test]
