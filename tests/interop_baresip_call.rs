@@ -2,7 +2,9 @@
 //! really flows both ways through our RTP relay: each phone plays a tone from a WAV file
 //! (baresip's `aufile` source: 1000 Hz from the caller, 600 Hz from the callee), baresip's
 //! `sndfile` filter records what each one receives, and the test checks the frequency of each
-//! recording. Both phones register first; the callee answers automatically.
+//! recording. Both phones register first; the callee answers automatically. A second run
+//! restricts the caller to PCMU and the callee to PCMA, so the audio only gets through if the
+//! relay transcodes.
 //!
 //! baresip 1.0 gives up on SHA-256 challenges (see `interop_baresip.rs`), so the server offers
 //! MD5 only here.
@@ -123,7 +125,8 @@ fn phone_dir(
     dir
 }
 
-async fn audio_flows_both_ways(db: Db) {
+/// `alice_params` / `bob_params`: extra account parameters (codec restrictions).
+async fn audio_flows_both_ways(db: Db, alice_params: &str, bob_params: &str) {
     let tdb = TestDb::new(db).await;
     let (server, _data) = common::start_server(
         &tdb,
@@ -135,7 +138,13 @@ async fn audio_flows_both_ways(db: Db) {
     let bob = common::user_with_phone(&server, "200", "bob", "bob-secret").await;
     let sip = common::sip_addr(&server, Transport::Udp);
 
-    let bob_dir = phone_dir("bob", "bob-secret", sip, 600.0, ";answermode=auto");
+    let bob_dir = phone_dir(
+        "bob",
+        "bob-secret",
+        sip,
+        600.0,
+        &format!(";answermode=auto{bob_params}"),
+    );
     let mut callee = Command::new("baresip")
         .arg("-f")
         .arg(bob_dir.path())
@@ -154,7 +163,7 @@ async fn audio_flows_both_ways(db: Db) {
         "bob did not register"
     );
 
-    let alice_dir = phone_dir("alice", "alice-secret", sip, 1000.0, "");
+    let alice_dir = phone_dir("alice", "alice-secret", sip, 1000.0, alice_params);
     let dial = format!("/dial sip:200@{sip}");
     let mut caller = Command::new("baresip")
         .arg("-f")
@@ -214,5 +223,16 @@ async fn audio_flows_both_ways(db: Db) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_baresip_phones_hear_each_other() {
-    audio_flows_both_ways(Db::Sqlite).await
+    audio_flows_both_ways(Db::Sqlite, "", "").await
+}
+
+/// The caller speaks only µ-law and the callee only A-law: the relay converts between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcmu_and_pcma_phones_hear_each_other() {
+    audio_flows_both_ways(
+        Db::Postgres,
+        ";audio_codecs=PCMU/8000/1",
+        ";audio_codecs=PCMA/8000/1",
+    )
+    .await
 }

@@ -768,6 +768,10 @@ impl Calls {
         while let Some(action) = e.call.poll_action() {
             match action {
                 Action::AnswerCaller(rsp) => {
+                    let rsp = match &e.media {
+                        Some(m) => bridge_codecs(m, e.call.caller_invite(), rsp),
+                        None => rsp,
+                    };
                     let rsp = anchor(&e.media, rsp, Side::Caller);
                     let ok = rsp.status().is_some_and(|s| (200..300).contains(&s));
                     if ok && !e.caller.is_reliable() {
@@ -786,6 +790,10 @@ impl Calls {
                     };
                     let request = for_transport(request, io.peer.transport);
                     let request = anchor(&e.media, request, Side::Callee);
+                    let request = match &e.media {
+                        Some(_) => with_sdp(request, |sdp| Some(sdp::offer_both_g711(sdp))),
+                        None => request,
+                    };
                     io.invite = Some(request.clone());
                     match layer.send_request(request, tx_peer(&io.peer), now) {
                         Ok(tx) => {
@@ -1292,4 +1300,47 @@ fn anchor(media: &Option<Session>, mut msg: Message, to: Side) -> Message {
         let _ = msg.set_body(rewritten.into_bytes(), Some("application/sdp"));
     }
     msg
+}
+
+/// `msg` with its SDP body replaced by `edit`'s result (unchanged when it has none, or `edit`
+/// declines).
+fn with_sdp(mut msg: Message, edit: impl FnOnce(&str) -> Option<String>) -> Message {
+    let is_sdp = msg
+        .content_type()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"));
+    if !is_sdp {
+        return msg;
+    }
+    let Ok(text) = std::str::from_utf8(msg.body()) else {
+        return msg;
+    };
+    if let Some(new) = edit(text) {
+        let _ = msg.set_body(new.into_bytes(), Some("application/sdp"));
+    }
+    msg
+}
+
+/// When the callee answered with the G.711 law the caller did not offer (we offered both), the
+/// relay converts between the two and the caller is shown the law it offered.
+fn bridge_codecs(media: &Session, caller_invite: &Message, answer: Message) -> Message {
+    let offered = std::str::from_utf8(caller_invite.body())
+        .map(sdp::audio_formats)
+        .unwrap_or_default();
+    with_sdp(answer, |text| {
+        // The first G.711 law of the answer (a telephone-event may well be listed first).
+        let chosen = sdp::audio_formats(text)
+            .into_iter()
+            .find(|f| *f == sdp::PCMU || *f == sdp::PCMA)?;
+        let other = match chosen {
+            sdp::PCMU => sdp::PCMA,
+            sdp::PCMA => sdp::PCMU,
+            _ => return None,
+        };
+        if offered.contains(&chosen) || !offered.contains(&other) {
+            media.set_transcoding(None);
+            return None;
+        }
+        media.set_transcoding(Some((other, chosen)));
+        Some(sdp::swap_g711(text, chosen, other))
+    })
 }

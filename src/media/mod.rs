@@ -6,5 +6,6 @@
 //!
 //! Not yet here: transcoding between PCMU and PCMA, tones and prompts, the conference mixer.
 
+pub mod g711;
 pub mod relay;
 pub mod sdp;

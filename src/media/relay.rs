@@ -120,6 +120,10 @@ enum Command {
     Remove {
         id: u64,
     },
+    Transcode {
+        id: u64,
+        codecs: Option<(u8, u8)>,
+    },
 }
 
 /// One call's media. Dropping it ends the relay and frees the ports.
@@ -304,6 +308,18 @@ impl Session {
         ))
     }
 
+    /// Converts between the two G.711 laws: RTP of payload type `caller` from the caller leaves
+    /// towards the callee as `callee`, and back. `None` relays payloads untouched.
+    pub fn set_transcoding(&self, codecs: Option<(u8, u8)>) {
+        self.inner.send(
+            self.worker,
+            Command::Transcode {
+                id: self.id,
+                codecs,
+            },
+        );
+    }
+
     /// What a party's description says; resets latching for that side (a re-INVITE may move
     /// the party).
     pub fn set_remote(&self, side: Side, endpoint: Endpoint) {
@@ -343,6 +359,8 @@ struct WorkerSession {
     sockets: [UdpSocket; 4],
     peers: [Peer; 2],
     activity: Arc<Activity>,
+    /// (caller's payload type, callee's payload type) when converting between G.711 laws.
+    transcode: Option<(u8, u8)>,
 }
 
 fn token(id: u64, socket: usize) -> Token {
@@ -406,6 +424,7 @@ fn apply(poll: &Poll, sessions: &mut HashMap<u64, WorkerSession>, cmd: Command) 
                     sockets,
                     peers: [Peer::default(); 2],
                     activity,
+                    transcode: None,
                 },
             );
         }
@@ -416,6 +435,11 @@ fn apply(poll: &Poll, sessions: &mut HashMap<u64, WorkerSession>, cmd: Command) 
                     latched_rtp: None,
                     latched_rtcp: None,
                 };
+            }
+        }
+        Command::Transcode { id, codecs } => {
+            if let Some(s) = sessions.get_mut(&id) {
+                s.transcode = codecs;
             }
         }
         Command::Remove { id } => {
@@ -465,6 +489,13 @@ fn relay(s: &mut WorkerSession, socket: usize, buf: &mut [u8], counters: &Counte
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
+        if let (Some((caller_pt, callee_pt)), false) = (s.transcode, rtcp) {
+            let (from, to) = match side {
+                Side::Caller => (caller_pt, callee_pt),
+                Side::Callee => (callee_pt, caller_pt),
+            };
+            transcode_g711(&mut buf[..n], from, to);
+        }
         let out = other.index() * 2 + usize::from(rtcp);
         match s.sockets[out].send_to(&buf[..n], to) {
             Ok(_) => {
@@ -476,6 +507,39 @@ fn relay(s: &mut WorkerSession, socket: usize, buf: &mut [u8], counters: &Counte
             }
         }
     }
+}
+
+/// Rewrites an RTP packet of payload type `from` (a G.711 law) into `to` in place: the payload
+/// byte by byte through the conversion table, the header's payload type. Packets of other types
+/// (telephone-events, comfort noise) and malformed ones pass unchanged.
+fn transcode_g711(pkt: &mut [u8], from: u8, to: u8) {
+    if pkt.len() < 12 || pkt[0] >> 6 != 2 || pkt[1] & 0x7F != from || from == to {
+        return;
+    }
+    let mut start = 12 + 4 * usize::from(pkt[0] & 0x0F);
+    if pkt[0] & 0x10 != 0 {
+        // Header extension: 4 bytes, then its length in 32-bit words.
+        let Some(words) = pkt.get(start + 2..start + 4) else {
+            return;
+        };
+        start += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    let mut end = pkt.len();
+    if pkt[0] & 0x20 != 0 {
+        end = end.saturating_sub(usize::from(pkt[end - 1]));
+    }
+    if start > end {
+        return;
+    }
+    let table = match (from, to) {
+        (super::sdp::PCMU, super::sdp::PCMA) => super::g711::ulaw_to_alaw_table(),
+        (super::sdp::PCMA, super::sdp::PCMU) => super::g711::alaw_to_ulaw_table(),
+        _ => return,
+    };
+    for b in &mut pkt[start..end] {
+        *b = table[usize::from(*b)];
+    }
+    pkt[1] = (pkt[1] & 0x80) | to;
 }
 
 #[cfg(test)]
@@ -636,6 +700,46 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(fresh, "idle {:?} after a packet", sess.idle());
+    }
+
+    #[test]
+    fn transcoding_converts_payload_and_type_both_ways() {
+        use crate::media::g711;
+        let r = relay(1, 31600);
+        let sess = r.session().unwrap();
+        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
+        sess.set_remote(Side::Caller, endpoint(&caller));
+        sess.set_remote(Side::Callee, endpoint(&callee));
+        sess.set_transcoding(Some((0, 8))); // caller PCMU, callee PCMA
+        std::thread::sleep(Duration::from_millis(50));
+
+        let samples: Vec<i16> = (0..160).map(|i| (i * 200 - 16000) as i16).collect();
+        let mut pkt = vec![0x80, 0x80 | 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7]; // marker set
+        pkt.extend(samples.iter().map(|s| g711::linear_to_ulaw(*s)));
+        caller.send_to(&pkt, sess.caller_facing()).unwrap();
+        let (got, _) = recv(&callee);
+        assert_eq!(got[1], 0x80 | 8, "PCMA with the marker kept");
+        assert_eq!(&got[2..12], &pkt[2..12]);
+        for (i, b) in got[12..].iter().enumerate() {
+            let heard = i32::from(g711::alaw_to_linear(*b));
+            let said = i32::from(samples[i]);
+            assert!(
+                (heard - said).abs() <= (said.abs() / 16).max(32),
+                "{i}: {said} -> {heard}"
+            );
+        }
+
+        // The other way, and a telephone-event (type 101) untouched.
+        let mut back = vec![0x80, 8, 0, 2, 0, 0, 1, 64, 0, 0, 0, 9];
+        back.extend([g711::linear_to_alaw(1000); 160]);
+        callee.send_to(&back, sess.callee_facing()).unwrap();
+        let (got, _) = recv(&caller);
+        assert_eq!(got[1], 0);
+        assert!((i32::from(g711::ulaw_to_linear(got[12])) - 1000).abs() < 64);
+        let dtmf = [0x80, 101, 0, 3, 0, 0, 0, 0, 0, 0, 0, 9, 5, 0x80, 0, 160];
+        callee.send_to(&dtmf, sess.callee_facing()).unwrap();
+        assert_eq!(recv(&caller).0, dtmf.to_vec());
     }
 
     #[test]

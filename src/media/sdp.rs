@@ -143,6 +143,95 @@ pub fn anchor(sdp: &str, rtp: SocketAddr) -> Option<String> {
     Some(out)
 }
 
+/// The payload types of the first audio stream, in the order of preference given.
+pub fn audio_formats(sdp: &str) -> Vec<u8> {
+    lines(sdp)
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .map(|m| {
+            m.split(' ')
+                .skip(2)
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// RTP payload types of G.711 (RFC 3551).
+pub const PCMU: u8 = 0;
+pub const PCMA: u8 = 8;
+
+fn g711_name(pt: u8) -> &'static str {
+    if pt == PCMA {
+        "PCMA/8000"
+    } else {
+        "PCMU/8000"
+    }
+}
+
+/// An offer that also lists the other G.711 law when it lists only one of them, so that a
+/// callee that speaks only the other one can still be reached: we transcode between the two.
+pub fn offer_both_g711(sdp: &str) -> String {
+    let formats = audio_formats(sdp);
+    let extra = match (formats.contains(&PCMU), formats.contains(&PCMA)) {
+        (true, false) => PCMA,
+        (false, true) => PCMU,
+        _ => return sdp.to_owned(),
+    };
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out = String::with_capacity(sdp.len() + 32);
+    let mut done = false;
+    for l in lines(sdp) {
+        if !done && l.starts_with("m=audio ") {
+            push(&mut out, &format!("{l} {extra}"), eol);
+            push(
+                &mut out,
+                &format!("a=rtpmap:{extra} {}", g711_name(extra)),
+                eol,
+            );
+            done = true;
+        } else {
+            push(&mut out, l, eol);
+        }
+    }
+    out
+}
+
+/// `sdp` with G.711 payload type `from` on the first audio stream replaced by `to` (the
+/// format list and its `a=rtpmap`): how an answer in one law is shown to a party that offered
+/// only the other.
+pub fn swap_g711(sdp: &str, from: u8, to: u8) -> String {
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out = String::with_capacity(sdp.len());
+    let mut section = 0usize;
+    let mut audio: Option<usize> = None;
+    for l in lines(sdp) {
+        if let Some(m) = l.strip_prefix("m=") {
+            section += 1;
+            if audio.is_none() && m.starts_with("audio ") {
+                audio = Some(section);
+                let mut f: Vec<String> = m.split(' ').map(str::to_owned).collect();
+                for x in f.iter_mut().skip(3) {
+                    if x.parse::<u8>().ok() == Some(from) {
+                        *x = to.to_string();
+                    }
+                }
+                push(&mut out, &format!("m={}", f.join(" ")), eol);
+                continue;
+            }
+        } else if Some(section) == audio
+            && l.strip_prefix("a=rtpmap:")
+                .and_then(|r| r.split(' ').next())
+                .and_then(|p| p.parse::<u8>().ok())
+                == Some(from)
+        {
+            push(&mut out, &format!("a=rtpmap:{to} {}", g711_name(to)), eol);
+            continue;
+        }
+        push(&mut out, l, eol);
+    }
+    out
+}
+
 fn push(out: &mut String, line: &str, eol: &str) {
     out.push_str(line);
     out.push_str(eol);
@@ -248,6 +337,27 @@ m=audio 6000 RTP/AVP 0\r\nc=IN IP4 10.0.0.2\r\n";
         assert_eq!(media_section.matches("c=").count(), 1, "{out}");
         assert!(media_section.contains("c=IN IP4 192.0.2.9"), "{out}");
         assert!(!out.contains("10.0.0.2"), "{out}");
+    }
+
+    #[test]
+    fn g711_alternatives() {
+        let only_u = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0 101\r\n\
+a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+        assert_eq!(audio_formats(only_u), vec![0, 101]);
+        let offer = offer_both_g711(only_u);
+        assert_eq!(audio_formats(&offer), vec![0, 101, 8]);
+        assert!(offer.contains("a=rtpmap:8 PCMA/8000\r\n"), "{offer}");
+        // Both already there, or neither: unchanged.
+        let both = only_u.replace(" 0 101", " 0 8 101");
+        assert_eq!(offer_both_g711(&both), both);
+
+        let answer_a = "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP 8 101\r\n\
+a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let shown = swap_g711(answer_a, PCMA, PCMU);
+        assert_eq!(audio_formats(&shown), vec![0, 101]);
+        assert!(shown.contains("a=rtpmap:0 PCMU/8000"), "{shown}");
+        assert!(!shown.contains("PCMA"), "{shown}");
+        assert!(shown.contains("a=rtpmap:101 telephone-event/8000"));
     }
 
     #[test]
