@@ -715,7 +715,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
 
         let samples: Vec<i16> = (0..160).map(|i| (i * 200 - 16000) as i16).collect();
-        let mut pkt = vec![0x80, 0x80 | 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7]; // marker set
+        let mut pkt = vec![0x80, 0x80, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7]; // PCMU, marker set
         pkt.extend(samples.iter().map(|s| g711::linear_to_ulaw(*s)));
         caller.send_to(&pkt, sess.caller_facing()).unwrap();
         let (got, _) = recv(&callee);
