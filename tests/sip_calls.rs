@@ -203,6 +203,9 @@ async fn answered_call_hung_up_by_the_caller(db: Db) {
         .find(|m| m.contains("SIP/2.0 200 OK") && m.contains("CSeq: 2 INVITE"))
         .unwrap_or_default();
     assert!(ok.contains("o=callee 2 2"), "{ok}");
+    // Session timers (RFC 4028): we take them, and the caller refreshes.
+    assert!(ok.contains("Session-Expires: 1800;refresher=uac"), "{ok}");
+    assert!(ok.contains("Require: timer"), "{ok}");
     let to_caller = audio_port(ok);
     for port in [to_callee, to_caller] {
         assert!((20000..30000).contains(&port) && port % 2 == 0, "{port}");

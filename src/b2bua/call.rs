@@ -39,6 +39,9 @@ pub type Key = u64;
 /// display).
 pub const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
 
+/// The shortest session interval we accept (RFC 4028 §5: never below 90 s).
+pub const MIN_SE: u32 = 90;
+
 /// Methods we accept inside a call, for `Allow` on the callee's INVITE.
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, NOTIFY, REFER";
 
@@ -229,6 +232,8 @@ pub struct Call {
     next_key: Key,
     random: u64,
     actions: VecDeque<Action>,
+    /// RFC 4028 session interval agreed with the caller (who refreshes), once answered.
+    session_interval: Option<u32>,
 }
 
 impl Call {
@@ -270,10 +275,30 @@ impl Call {
             next_key: 1,
             random,
             actions: VecDeque::new(),
+            session_interval: None,
         };
         if call.caller_invite.max_forwards() == Some(0) {
             call.fail_caller(483, "Too Many Hops", Outcome::Failed, now);
             return Ok(call);
+        }
+        // RFC 4028: the caller asks for session timers. We take the UAS part and let the caller
+        // refresh (refresher=uac) when it supports the extension; an interval below our
+        // minimum gets 422 with Min-SE so it can retry.
+        if let Some(se) = session_expires(&call.caller_invite) {
+            if se < MIN_SE {
+                if let Ok(mut rsp) =
+                    call.caller
+                        .response(&call.caller_invite, 422, "Session Interval Too Small")
+                {
+                    let _ = rsp.push_header(HeaderName::MinSE, &MIN_SE.to_string());
+                    call.actions.push_back(Action::AnswerCaller(rsp));
+                }
+                call.end(Outcome::Failed, "422", now);
+                return Ok(call);
+            }
+            if supports_timer(&call.caller_invite) {
+                call.session_interval = Some(se);
+            }
         }
         if targets.is_empty() {
             // Nobody of the location is reachable (no phone registered, no number).
@@ -305,9 +330,14 @@ impl Call {
         self.deadline
     }
 
-    /// The no-answer timer.
+    /// The no-answer timer, and the session timer once answered.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.deadline {
+            Some(d) if d <= now && self.phase == Phase::Answered => {
+                // The caller stopped refreshing the session (RFC 4028 §10): it is gone.
+                self.deadline = None;
+                self.hang_up_both("session_timer", now);
+            }
             Some(d) if d <= now && self.phase == Phase::Ringing => {
                 self.deadline = None;
                 let status = self.config.no_answer_status;
@@ -492,7 +522,33 @@ impl Call {
                 };
                 self.respond(leg, tx, request, status, reason);
             }
-            _ => self.relay(leg, tx, request, method),
+            _ => {
+                if leg == Leg::Caller && matches!(method, Method::Invite | Method::Update) {
+                    self.refreshed(request, now);
+                }
+                self.relay(leg, tx, request, method)
+            }
+        }
+    }
+
+    /// A re-INVITE or UPDATE from the caller refreshes the session (RFC 4028 §10), possibly
+    /// with a new interval.
+    fn refreshed(&mut self, request: &Message, now: Instant) {
+        let Some(current) = self.session_interval else {
+            return;
+        };
+        let se = session_expires(request)
+            .filter(|se| *se >= MIN_SE)
+            .unwrap_or(current);
+        self.session_interval = Some(se);
+        self.deadline = Some(now + expiry_margin(se));
+    }
+
+    /// Session-Expires (refresher: the caller) and Require: timer on a 2xx to the caller.
+    fn add_session_timer(&self, rsp: &mut Message) {
+        if let Some(se) = self.session_interval {
+            let _ = rsp.push_header(HeaderName::SessionExpires, &format!("{se};refresher=uac"));
+            let _ = rsp.push_header(HeaderName::Require, "timer");
         }
     }
 
@@ -524,6 +580,12 @@ impl Call {
             None => return,
         };
         copy_body(response, &mut answer);
+        if relay.from == Leg::Caller
+            && (200..300).contains(&status)
+            && matches!(method, Some(Method::Invite) | Some(Method::Update))
+        {
+            self.add_session_timer(&mut answer);
+        }
         self.actions.push_back(Action::Respond {
             tx: relay.tx,
             response: answer,
@@ -672,10 +734,11 @@ impl Call {
         self.cancel_branches(Some(COMPLETED_ELSEWHERE));
         if let Ok(mut ok) = self.caller.response(&self.caller_invite, 200, "OK") {
             copy_body(response, &mut ok);
+            self.add_session_timer(&mut ok);
             self.actions.push_back(Action::AnswerCaller(ok));
         }
         self.phase = Phase::Answered;
-        self.deadline = None;
+        self.deadline = self.session_interval.map(|se| now + expiry_margin(se));
         self.answered = Some(now);
         self.outcome = Some(Outcome::Answered);
     }
@@ -855,6 +918,34 @@ impl Call {
             request: out,
         });
     }
+}
+
+/// The Session-Expires interval of a request (RFC 4028 §4), without its parameters.
+fn session_expires(m: &Message) -> Option<u32> {
+    m.header(&HeaderName::SessionExpires)?
+        .split(';')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether the request lists the `timer` option in Supported or Require.
+fn supports_timer(m: &Message) -> bool {
+    [HeaderName::Supported, HeaderName::Require]
+        .iter()
+        .any(|h| {
+            m.headers(h)
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("timer"))
+        })
+}
+
+/// When to give up on a session of interval `se` seconds without a refresh: RFC 4028 §10 has
+/// the side that does not refresh send its BYE a little before the end, min(32 s, se/3).
+fn expiry_margin(se: u32) -> Duration {
+    let se = u64::from(se);
+    Duration::from_secs(se - (se / 3).min(32))
 }
 
 /// The answer for the caller once every branch failed. Busy only when every branch was busy;

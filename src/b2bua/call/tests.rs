@@ -467,3 +467,139 @@ fn requests_before_the_answer_are_refused_not_lost() {
         matches!(&a[..], [Action::Respond { tx: 9, response }] if response.status() == Some(491))
     );
 }
+
+/// The caller's INVITE asking for session timers.
+fn invite_with_timer(se: u32, supported: bool) -> Message {
+    let extra = if supported {
+        format!("Session-Expires: {se}\r\nSupported: timer\r\n")
+    } else {
+        format!("Session-Expires: {se}\r\n")
+    };
+    let text = String::from_utf8(caller_invite().to_bytes()).unwrap();
+    parse(
+        text.replacen(
+            "CSeq: 1 INVITE\r\n",
+            &format!("CSeq: 1 INVITE\r\n{extra}"),
+            1,
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn session_timer_is_agreed_refreshed_and_enforced() {
+    let t0 = Instant::now();
+    let mut call = Call::new(
+        invite_with_timer(1800, true),
+        "pbx-tag",
+        targets(1),
+        config(),
+        5,
+        t0,
+    )
+    .unwrap();
+    let inv = invites(&drain(&mut call));
+    let t1 = t0 + Duration::from_secs(2);
+    call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t1);
+    let a = drain(&mut call);
+    let ok = a
+        .iter()
+        .find_map(|x| match x {
+            Action::AnswerCaller(m) if m.status() == Some(200) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        ok.header(&HeaderName::SessionExpires),
+        Some("1800;refresher=uac")
+    );
+    assert_eq!(ok.header(&HeaderName::Require), Some("timer"));
+    // BYE 32 s before the interval ends if nobody refreshes.
+    assert_eq!(call.poll_timeout(), Some(t1 + Duration::from_secs(1768)));
+
+    // A refresh (UPDATE) from the caller moves the deadline and its 2xx says so again.
+    let t2 = t1 + Duration::from_secs(900);
+    let update = from_caller(&call, "UPDATE", 2, None);
+    call.on_request(Leg::Caller, 4, &update, t2);
+    let key = match &drain(&mut call)[..] {
+        [Action::Request { key, .. }] => *key,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(call.poll_timeout(), Some(t2 + Duration::from_secs(1768)));
+    let relayed = Message::response_to(&update, 200, "OK");
+    call.on_response(key, &relayed, t2);
+    match &drain(&mut call)[..] {
+        [Action::Respond { response, .. }] => {
+            assert_eq!(
+                response.header(&HeaderName::SessionExpires),
+                Some("1800;refresher=uac")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // No further refresh: both legs get BYE when the deadline passes.
+    call.handle_timeout(t2 + Duration::from_secs(1767));
+    assert!(drain(&mut call).is_empty());
+    let end = t2 + Duration::from_secs(1768);
+    call.handle_timeout(end);
+    let a = drain(&mut call);
+    let byes = a
+        .iter()
+        .filter(|x| matches!(x, Action::Request { request, .. } if request.message.method() == Some(&Method::Bye)))
+        .count();
+    assert_eq!(byes, 2);
+    assert_eq!(call.summary().cause, "session_timer");
+}
+
+#[test]
+fn too_short_a_session_interval_gets_422_with_min_se() {
+    let mut call = Call::new(
+        invite_with_timer(60, true),
+        "pbx-tag",
+        targets(2),
+        config(),
+        5,
+        Instant::now(),
+    )
+    .unwrap();
+    let a = drain(&mut call);
+    assert!(invites(&a).is_empty(), "nobody rings");
+    let rsp = a
+        .iter()
+        .find_map(|x| match x {
+            Action::AnswerCaller(m) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(rsp.status(), Some(422));
+    assert_eq!(rsp.header(&HeaderName::MinSE), Some("90"));
+    assert!(call.is_finished());
+}
+
+#[test]
+fn no_session_timer_unless_the_caller_supports_it() {
+    let t0 = Instant::now();
+    let mut call = Call::new(
+        invite_with_timer(1800, false),
+        "pbx-tag",
+        targets(1),
+        config(),
+        5,
+        t0,
+    )
+    .unwrap();
+    let inv = invites(&drain(&mut call));
+    call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t0);
+    let a = drain(&mut call);
+    let ok = a
+        .iter()
+        .find_map(|x| match x {
+            Action::AnswerCaller(m) if m.status() == Some(200) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(ok.header(&HeaderName::SessionExpires), None);
+    assert_eq!(call.poll_timeout(), None);
+}
