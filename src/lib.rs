@@ -33,6 +33,7 @@ pub struct Server {
     registrar: registrar::service::Handle,
     dialplan: Arc<routing::DialplanFile>,
     tasks: JoinSet<()>,
+    record_writer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -77,7 +78,7 @@ impl Server {
         let (commands_tx, commands_rx) = sip::endpoint::channel();
         let registrar =
             registrar::service::start(store.clone(), &config, commands_tx, &mut tasks).await?;
-        let calls = b2bua::service::Calls::new(
+        let (mut calls, routed) = b2bua::service::Calls::new(
             b2bua::service::CallsConfig {
                 realm: config.sip.realm.clone(),
                 algorithms: config
@@ -98,13 +99,14 @@ impl Server {
             Some(start_relay(&config, transports.bound())?),
             rand::random(),
         );
+        let record_writer = calls.take_record_writer();
         sip::endpoint::start(
             transports.clone(),
             incoming_rx,
             commands_rx,
             sip::endpoint::Services {
                 register: Arc::new(registrar.clone()),
-                calls: Some(calls),
+                calls: Some((calls, routed)),
             },
             rand::random(),
             &mut tasks,
@@ -142,6 +144,7 @@ impl Server {
             store,
             initial_admin_token,
             tasks,
+            record_writer,
         })
     }
 
@@ -174,8 +177,18 @@ impl Server {
 
     /// Stops every service and closes the store. Acknowledged writes are already committed, so
     /// nothing is lost by stopping at any moment.
+    /// Stops every task, then lets the call-record writer finish what it was given (the calls
+    /// ended before the stop are written, not lost), then closes the store.
     pub async fn shutdown(mut self) {
         self.tasks.shutdown().await;
+        if let Some(w) = self.record_writer.take() {
+            if tokio::time::timeout(std::time::Duration::from_secs(10), w)
+                .await
+                .is_err()
+            {
+                tracing::error!("call records still unwritten after 10 s; stopping anyway");
+            }
+        }
         self.store.close().await;
     }
 }

@@ -253,6 +253,7 @@ pub struct Calls {
     records: mpsc::Sender<NewCallRecord>,
     /// The RTP relay every call's media goes through; `None` passes descriptions unchanged.
     relay: Option<Relay>,
+    writer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Calls {
@@ -272,7 +273,7 @@ impl Calls {
         let secret: [u8; 32] = rand::random();
         let (routed_tx, routed_rx) = mpsc::channel(ROUTE_QUEUE);
         let (records, records_rx) = mpsc::channel(RECORD_QUEUE);
-        tokio::spawn(record_writer(store.clone(), records_rx));
+        let writer = tokio::spawn(record_writer(store.clone(), records_rx));
         let calls = Calls {
             lookup: Arc::new(Lookup {
                 store,
@@ -297,8 +298,15 @@ impl Calls {
             local,
             records,
             relay,
+            writer: Some(writer),
         };
         (calls, routed_rx)
+    }
+
+    /// The call-record writer, for the server to wait on at shutdown: it ends once the calls
+    /// are dropped (with the endpoint's task) and every queued record is written.
+    pub fn take_record_writer(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        self.writer.take()
     }
 
     /// Number of calls in progress (ringing or answered).
