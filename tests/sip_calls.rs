@@ -139,6 +139,42 @@ async fn phone_id(server: &Server, user_id: i64) -> i64 {
         .id
 }
 
+/// Registers bob's phone from a fresh port and starts `scenario` answering there.
+async fn bob_answers(
+    server: &Server,
+    scenario: &str,
+    args: &[&str],
+) -> tokio::task::JoinHandle<SippRun> {
+    let to = common::sip_addr(server, Transport::Udp);
+    let port = common::free_udp_port();
+    register(server, "bob", "bob-secret", port).await;
+    let callee = spawn_sipp(scenario, to, port, args);
+    // SIPp needs a moment before it listens.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    callee
+}
+
+/// Alice calls extension 200 with `scenario` (plus `args`).
+fn alice_calls(server: &Server, scenario: &str, args: &[&str]) -> tokio::task::JoinHandle<SippRun> {
+    let mut all = vec!["-s", "200", "-au", "alice", "-ap", "alice-secret"];
+    all.extend_from_slice(args);
+    spawn_sipp(
+        scenario,
+        common::sip_addr(server, Transport::Udp),
+        common::free_udp_port(),
+        &all,
+    )
+}
+
+/// The hang-up causes of every stored call.
+async fn hangup_causes(server: &Server) -> Vec<String> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT hangup_cause FROM calls")
+        .fetch_all(server.store().pool())
+        .await
+        .unwrap();
+    rows.into_iter().map(|r| r.0).collect()
+}
+
 /// The one history entry of `user`, waiting a little for the record to be written.
 async fn only_entry(server: &Server, user: i64) -> switchboard::store::HistoryEntry {
     for _ in 0..50 {
@@ -159,27 +195,8 @@ async fn only_entry(server: &Server, user: i64) -> switchboard::store::HistoryEn
 async fn answered_call_hung_up_by_the_caller(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 30).await;
-    let to = common::sip_addr(&server, Transport::Udp);
-    let bob_port = common::free_udp_port();
-    register(&server, "bob", "bob-secret", bob_port).await;
-
-    let callee = spawn_sipp("call_uas.xml", to, bob_port, &[]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let caller = spawn_sipp(
-        "call_uac.xml",
-        to,
-        common::free_udp_port(),
-        &[
-            "-s",
-            "200",
-            "-au",
-            "alice",
-            "-ap",
-            "alice-secret",
-            "-d",
-            "1000",
-        ],
-    );
+    let callee = bob_answers(&server, "call_uas.xml", &[]).await;
+    let caller = alice_calls(&server, "call_uac.xml", &["-d", "1000"]);
     let caller = must_pass("the caller", caller).await;
     let callee = must_pass("the callee", callee).await;
 
@@ -248,17 +265,8 @@ async fn answered_call_hung_up_by_the_caller(db: Db) {
 async fn answered_call_hung_up_by_the_callee(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 30).await;
-    let to = common::sip_addr(&server, Transport::Udp);
-    let bob_port = common::free_udp_port();
-    register(&server, "bob", "bob-secret", bob_port).await;
-    let callee = spawn_sipp("call_uas_hangup.xml", to, bob_port, &["-s", "bob"]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let caller = spawn_sipp(
-        "call_uac_wait.xml",
-        to,
-        common::free_udp_port(),
-        &["-s", "200", "-au", "alice", "-ap", "alice-secret"],
-    );
+    let callee = bob_answers(&server, "call_uas_hangup.xml", &["-s", "bob"]).await;
+    let caller = alice_calls(&server, "call_uac_wait.xml", &[]);
     must_pass("the callee", callee).await;
     let caller = must_pass("the caller", caller).await;
     // The caller's BYE comes from us, inside the caller's dialog.
@@ -274,11 +282,7 @@ async fn answered_call_hung_up_by_the_callee(db: Db) {
         only_entry(&server, bob).await.outcome,
         PartyOutcome::Answered
     );
-    let causes: Vec<(String,)> = sqlx::query_as("SELECT hangup_cause FROM calls")
-        .fetch_all(server.store().pool())
-        .await
-        .unwrap();
-    assert_eq!(causes, vec![("callee".to_string(),)]);
+    assert_eq!(hangup_causes(&server).await, vec!["callee"]);
     server.shutdown().await;
 }
 
@@ -296,17 +300,8 @@ async fn silent_call_is_hung_up(db: Db) {
     let _keep = data;
     let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
     common::user_with_phone(&server, "200", "bob", "bob-secret").await;
-    let to = common::sip_addr(&server, Transport::Udp);
-    let bob_port = common::free_udp_port();
-    register(&server, "bob", "bob-secret", bob_port).await;
-    let callee = spawn_sipp("call_uas.xml", to, bob_port, &[]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let caller = spawn_sipp(
-        "call_uac_wait.xml",
-        to,
-        common::free_udp_port(),
-        &["-s", "200", "-au", "alice", "-ap", "alice-secret"],
-    );
+    let callee = bob_answers(&server, "call_uas.xml", &[]).await;
+    let caller = alice_calls(&server, "call_uac_wait.xml", &[]);
     // Both wait for a BYE, which only the PBX can send.
     must_pass("the callee", callee).await;
     must_pass("the caller", caller).await;
@@ -314,29 +309,16 @@ async fn silent_call_is_hung_up(db: Db) {
         only_entry(&server, alice).await.outcome,
         PartyOutcome::Answered
     );
-    let causes: Vec<(String,)> = sqlx::query_as("SELECT hangup_cause FROM calls")
-        .fetch_all(server.store().pool())
-        .await
-        .unwrap();
-    assert_eq!(causes, vec![("media_timeout".to_string(),)]);
+    assert_eq!(hangup_causes(&server).await, vec!["media_timeout"]);
     server.shutdown().await;
 }
 
 async fn busy_callee(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 30).await;
-    let to = common::sip_addr(&server, Transport::Udp);
-    let bob_port = common::free_udp_port();
-    register(&server, "bob", "bob-secret", bob_port).await;
-    let callee = spawn_sipp("call_uas_busy.xml", to, bob_port, &[]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let callee = bob_answers(&server, "call_uas_busy.xml", &[]).await;
     let scenarios = tempfile::tempdir().unwrap();
-    let caller = spawn_sipp(
-        &rejected_scenario(&scenarios, 486),
-        to,
-        common::free_udp_port(),
-        &["-s", "200", "-au", "alice", "-ap", "alice-secret"],
-    );
+    let caller = alice_calls(&server, &rejected_scenario(&scenarios, 486), &[]);
     must_pass("the caller", caller).await;
     must_pass("the callee", callee).await;
     assert_eq!(only_entry(&server, alice).await.outcome, PartyOutcome::Busy);
@@ -347,18 +329,9 @@ async fn busy_callee(db: Db) {
 async fn unanswered_call_times_out(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 2).await;
-    let to = common::sip_addr(&server, Transport::Udp);
-    let bob_port = common::free_udp_port();
-    register(&server, "bob", "bob-secret", bob_port).await;
-    let callee = spawn_sipp("call_uas_ringing.xml", to, bob_port, &[]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let callee = bob_answers(&server, "call_uas_ringing.xml", &[]).await;
     let scenarios = tempfile::tempdir().unwrap();
-    let caller = spawn_sipp(
-        &rejected_scenario(&scenarios, 480),
-        to,
-        common::free_udp_port(),
-        &["-s", "200", "-au", "alice", "-ap", "alice-secret"],
-    );
+    let caller = alice_calls(&server, &rejected_scenario(&scenarios, 480), &[]);
     must_pass("the caller", caller).await;
     let callee = must_pass("the callee", callee).await;
     // A CANCEL for a timeout carries no "completed elsewhere" reason.
@@ -374,17 +347,8 @@ async fn unanswered_call_times_out(db: Db) {
 async fn caller_cancels_before_the_answer(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 30).await;
-    let to = common::sip_addr(&server, Transport::Udp);
-    let bob_port = common::free_udp_port();
-    register(&server, "bob", "bob-secret", bob_port).await;
-    let callee = spawn_sipp("call_uas_ringing.xml", to, bob_port, &[]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let caller = spawn_sipp(
-        "call_uac_cancel.xml",
-        to,
-        common::free_udp_port(),
-        &["-s", "200", "-au", "alice", "-ap", "alice-secret"],
-    );
+    let callee = bob_answers(&server, "call_uas_ringing.xml", &[]).await;
+    let caller = alice_calls(&server, "call_uac_cancel.xml", &[]);
     must_pass("the caller", caller).await;
     must_pass("the callee", callee).await;
     // Stopped at once: the record of the call that just ended is written before the stop
