@@ -254,6 +254,8 @@ pub struct Calls {
     /// The RTP relay every call's media goes through; `None` passes descriptions unchanged.
     relay: Option<Relay>,
     writer: Option<tokio::task::JoinHandle<()>>,
+    /// INVITEs the caller cancelled while their route was being resolved.
+    cancelled: std::collections::HashSet<ServerTxId>,
 }
 
 impl Calls {
@@ -299,6 +301,7 @@ impl Calls {
             records,
             relay,
             writer: Some(writer),
+            cancelled: Default::default(),
         };
         (calls, routed_rx)
     }
@@ -373,8 +376,9 @@ impl Calls {
             }
             self.apply(id, layer, now);
         } else {
-            // Still being routed: the INVITE is answered when the route comes back.
-            let _ = layer.send_response(invite, Message::response(487, "Request Terminated"), now);
+            // Still being authenticated or routed: nobody rings yet. The INVITE gets its 487
+            // when the route comes back (only then do we hold it to answer from).
+            self.cancelled.insert(invite);
         }
     }
 
@@ -451,6 +455,7 @@ impl Calls {
             }
             TxId::Server(s) => {
                 self.invites.remove(&s);
+                self.cancelled.remove(&s);
             }
         }
     }
@@ -463,6 +468,11 @@ impl Calls {
             caller,
             decision,
         } = routed;
+        if self.cancelled.remove(&tx) {
+            let rsp = self.reply(&invite, 487);
+            let _ = layer.send_response(tx, rsp, now);
+            return;
+        }
         let (caller_id, targets, parties) = match decision {
             Decision::Reject(status) => {
                 let rsp = self.reply(&invite, status);
