@@ -313,6 +313,35 @@ async fn silent_call_is_hung_up(db: Db) {
     server.shutdown().await;
 }
 
+/// Guessing passwords with INVITEs gets the source banned like failed REGISTERs do: after
+/// `security.ban_failures` wrong answers to 407 it hears nothing more, not even for REGISTER.
+async fn invite_password_guessing_is_banned(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, _alice, _bob) = server(&tdb, 30).await;
+    let scenarios = tempfile::tempdir().unwrap();
+    // The second INVITE carries a wrong password, so it is challenged again: 407.
+    let guess = rejected_scenario(&scenarios, 407);
+    for i in 0..5 {
+        let run = spawn_sipp(
+            &guess,
+            common::sip_addr(&server, Transport::Udp),
+            common::free_udp_port(),
+            &["-s", "200", "-au", "alice", "-ap", "not-her-password"],
+        );
+        must_pass(&format!("guess {i}"), run).await;
+    }
+    let bans = server.registrar().bans();
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0].ip.to_string(), "127.0.0.1");
+    // Banned: even the right password gets no answer now.
+    let run = alice_calls(&server, "call_uac.xml", &["-recv_timeout", "3s"])
+        .await
+        .unwrap();
+    assert!(!run.ok, "a banned source was answered");
+    assert!(!run.messages.contains("SIP/2.0 407"), "{}", run.messages);
+    server.shutdown().await;
+}
+
 async fn busy_callee(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 30).await;
@@ -440,6 +469,11 @@ async fn callee_hangs_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_timeout() {
     silent_call_is_hung_up(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invite_brute_force() {
+    invite_password_guessing_is_banned(Db::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

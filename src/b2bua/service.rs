@@ -343,6 +343,12 @@ impl Calls {
         if msg.method() != Some(&Method::Invite) {
             return Some(msg);
         }
+        if self.lookup.registrar.is_banned(from.addr.ip()) {
+            // A banned source gets no answer at all, as for REGISTER (not even 100 Trying).
+            tracing::debug!(ip = %from.addr.ip(), "INVITE from a banned address dropped");
+            layer.discard(tx);
+            return None;
+        }
         self.authenticate(layer, tx, msg, from, now, false);
         None
     }
@@ -740,7 +746,16 @@ impl Calls {
                 let _ = layer.send_response(tx, rsp, now);
                 return;
             }
-            // A wrong password and an unknown user get the same fresh challenge.
+            // A wrong password and an unknown user get the same fresh challenge, and count
+            // toward a ban of the source just as a failed REGISTER does.
+            (Verdict::Failed(f), _) => {
+                if f.is_password_guess() {
+                    self.lookup.registrar.auth_failed(from.addr.ip());
+                }
+                let rsp = self.challenge(&msg, false, now_ms);
+                let _ = layer.send_response(tx, rsp, now);
+                return;
+            }
             _ => {
                 let rsp = self.challenge(&msg, false, now_ms);
                 let _ = layer.send_response(tx, rsp, now);

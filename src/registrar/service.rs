@@ -86,6 +86,17 @@ impl Handle {
         lock(&self.shared.registrar).len()
     }
 
+    /// Whether requests from `ip` are refused (no answer at all), for the B2BUA too.
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        lock(&self.shared.guard).is_banned(ip, now())
+    }
+
+    /// A wrong password (or unknown user) on a request other than REGISTER (an INVITE): it
+    /// counts toward the same ban as a failed registration.
+    pub fn auth_failed(&self, ip: IpAddr) {
+        record_auth_failure(&self.shared, ip, now());
+    }
+
     /// Bans in force.
     pub fn bans(&self) -> Vec<Ban> {
         lock(&self.shared.guard).bans(now())
@@ -263,25 +274,7 @@ fn decide(
     let source = source_of(&req);
     let outcome = lock(&shared.registrar).handle_register(&req.msg, source, creds.as_ref(), now);
     if outcome.auth_failure {
-        let ip = source.addr.ip();
-        let ban = lock(&shared.guard).record_failure(ip, now);
-        if let Some(ban) = ban {
-            tracing::warn!(%ip, failures = ban.failures, until_ms = ban.until_ms,
-                "banning a source address after repeated failed authentications");
-            let store = shared.store.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store
-                    .save_ban(
-                        &ban.ip.to_string(),
-                        ban.until_ms as i64,
-                        i64::from(ban.failures),
-                    )
-                    .await
-                {
-                    tracing::error!(error = %e, "could not persist a ban");
-                }
-            });
-        }
+        record_auth_failure(shared, source.addr.ip(), now);
     }
     if outcome.changes.is_empty() {
         return Some((req.tx, outcome.response));
@@ -306,6 +299,28 @@ fn decide(
             let _ = busy.push_header(crate::sip::header::HeaderName::RetryAfter, "1");
             Some((tx, busy))
         }
+    }
+}
+
+/// Counts a failed authentication from `ip` toward a ban, and persists a ban it triggers.
+fn record_auth_failure(shared: &Shared, ip: IpAddr, now: u64) {
+    let ban = lock(&shared.guard).record_failure(ip, now);
+    if let Some(ban) = ban {
+        tracing::warn!(%ip, failures = ban.failures, until_ms = ban.until_ms,
+            "banning a source address after repeated failed authentications");
+        let store = shared.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .save_ban(
+                    &ban.ip.to_string(),
+                    ban.until_ms as i64,
+                    i64::from(ban.failures),
+                )
+                .await
+            {
+                tracing::error!(error = %e, "could not persist a ban");
+            }
+        });
     }
 }
 

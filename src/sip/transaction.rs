@@ -769,6 +769,13 @@ impl TransactionLayer {
         Ok(())
     }
 
+    /// Forgets a server transaction the TU will never answer (a request from a banned source):
+    /// no response, no 100 Trying, no state left behind. A retransmission of the request
+    /// starts a new transaction, which the TU can discard again.
+    pub fn discard(&mut self, tx: ServerTxId) {
+        self.remove_server(tx.0);
+    }
+
     /// Sends a message outside any transaction: the ACK for a 2xx and 2xx
     /// retransmissions after Timer L, both the dialog layer's business.
     pub fn send_stateless(&mut self, msg: &Message, to: Peer) {
