@@ -225,6 +225,10 @@ fn source_of(req: &Request) -> Source {
 }
 
 impl RequestHandler for Handle {
+    fn refuses(&self, source: &crate::sip::transport::Peer) -> bool {
+        self.is_banned(source.addr.ip())
+    }
+
     /// Decides a REGISTER on the endpoint's task when the credentials are in memory (nearly
     /// always: they are preloaded); only a cache miss goes to the database, on a task of its own.
     fn submit(&self, req: Request) -> Option<(ServerTxId, Message)> {

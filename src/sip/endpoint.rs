@@ -44,6 +44,12 @@ pub struct Request {
 /// or lookup). Answering in place saves two task hand-offs per request.
 pub trait RequestHandler: Send + Sync {
     fn submit(&self, req: Request) -> Option<(ServerTxId, Message)>;
+
+    /// Whether requests from `source` get no answer at all (a banned address): the endpoint
+    /// then forgets the transaction instead of keeping it open for an answer that never comes.
+    fn refuses(&self, _source: &Peer) -> bool {
+        false
+    }
 }
 
 /// Where the endpoint sends the requests it does not answer itself.
@@ -220,6 +226,10 @@ fn drain(
                 };
                 if let Some(response) = screen(&msg, tags) {
                     let _ = layer.send_response(tx, response, now);
+                    continue;
+                }
+                if services.register.refuses(&source) {
+                    layer.discard(tx);
                     continue;
                 }
                 let req = Request { tx, msg, source };

@@ -1396,6 +1396,33 @@ mod tests {
         TransactionLayer::new(Config::default())
     }
 
+    #[test]
+    fn a_discarded_request_leaves_nothing_not_even_100_trying() {
+        let c = clock();
+        let mut l = layer();
+        l.handle_incoming(request("INVITE", "z9hG4bKbanned"), udp(), c.at(0.0));
+        let tx = match &drain(&mut l)[..] {
+            [Output::Request { tx, .. }] => *tx,
+            other => panic!("{other:?}"),
+        };
+        l.discard(tx);
+        // The TU hears that the transaction is gone, and nothing goes on the wire.
+        assert!(
+            matches!(&drain(&mut l)[..], [Output::Terminated { tx: TxId::Server(t) }] if *t == tx)
+        );
+        let outs = run(&mut l, c.at(60.0));
+        assert!(
+            outs.iter()
+                .all(|(_, o)| !matches!(o, Output::Transmit { .. })),
+            "{outs:?}"
+        );
+        assert!(l.is_empty());
+        // A retransmission is a new request for the TU to discard again.
+        l.handle_incoming(request("INVITE", "z9hG4bKbanned"), udp(), c.at(61.0));
+        let again = drain(&mut l);
+        assert!(matches!(&again[..], [Output::Request { .. }]), "{again:?}");
+    }
+
     // ---- client INVITE -----------------------------------------------
 
     #[test]
