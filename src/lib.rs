@@ -106,7 +106,7 @@ impl Server {
             commands_rx,
             sip::endpoint::Services {
                 register: Arc::new(registrar.clone()),
-                calls: Some((calls, routed)),
+                calls: (calls, routed),
             },
             rand::random(),
             &mut tasks,

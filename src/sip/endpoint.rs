@@ -57,7 +57,7 @@ pub struct Services {
     pub register: std::sync::Arc<dyn RequestHandler>,
     /// The B2BUA: INVITEs and everything inside a dialog. It runs on the endpoint's task, next
     /// to the transaction layer; routes it resolves elsewhere come back on the receiver.
-    pub calls: Option<(Calls, mpsc::Receiver<Routed>)>,
+    pub calls: (Calls, mpsc::Receiver<Routed>),
 }
 
 /// The channel services answer on, made before the services (which need its sending end) and
@@ -95,19 +95,13 @@ async fn run(
 ) {
     let mut tags = seed;
     let register = services.register;
-    let (mut calls, mut routed) = match services.calls {
-        Some((c, r)) => (Some(c), Some(r)),
-        None => (None, None),
-    };
+    let (mut calls, mut routed) = services.calls;
     let mut services = Handlers {
         register: register.as_ref(),
-        calls: calls.as_mut(),
+        calls: &mut calls,
     };
     loop {
-        let deadline = match (
-            layer.poll_timeout(),
-            services.calls.as_ref().and_then(|c| c.poll_timeout()),
-        ) {
+        let deadline = match (layer.poll_timeout(), services.calls.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -135,22 +129,15 @@ async fn run(
                     drain(&mut layer, &transports, &mut services, &mut tags);
                 }
             }
-            r = async {
-                match routed.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if let (Some(r), Some(c)) = (r, services.calls.as_deref_mut()) {
-                    c.start(&mut layer, r, Instant::now());
+            r = routed.recv() => {
+                if let Some(r) = r {
+                    services.calls.start(&mut layer, r, Instant::now());
                 }
             }
             _ = sleep => {
                 let now = Instant::now();
                 layer.handle_timeout(now);
-                if let Some(c) = services.calls.as_deref_mut() {
-                    c.handle_timeout(&mut layer, now);
-                }
+                services.calls.handle_timeout(&mut layer, now);
             }
         }
         drain(&mut layer, &transports, &mut services, &mut tags);
@@ -192,7 +179,7 @@ fn on_incoming(layer: &mut TransactionLayer, transports: &Transports, msg: Incom
 /// The services as the endpoint's task holds them.
 struct Handlers<'a> {
     register: &'a dyn RequestHandler,
-    calls: Option<&'a mut Calls>,
+    calls: &'a mut Calls,
 }
 
 /// Carries out everything the layer has to say.
@@ -215,14 +202,13 @@ fn drain(
             Output::Request { tx, msg, from } => {
                 let now = Instant::now();
                 let source = transports.peer(from.addr, from.flow, from.reliable);
-                let msg = match services.calls.as_deref_mut() {
-                    Some(calls) if msg.method() != Some(&Method::Register) => {
-                        match calls.on_request(layer, tx, msg, source, now) {
-                            Some(msg) => msg,
-                            None => continue,
-                        }
+                let msg = if msg.method() == Some(&Method::Register) {
+                    msg
+                } else {
+                    match services.calls.on_request(layer, tx, msg, source, now) {
+                        Some(msg) => msg,
+                        None => continue,
                     }
-                    _ => msg,
                 };
                 if let Some(response) = screen(&msg, tags) {
                     let _ = layer.send_response(tx, response, now);
@@ -244,36 +230,19 @@ fn drain(
                 let mut ok = Message::response_to(&msg, 200, "OK");
                 add_to_tag(&mut ok, tags);
                 let _ = layer.send_response(tx, ok, now);
-                match services.calls.as_deref_mut() {
-                    Some(calls) => calls.on_cancel(layer, invite, now),
-                    None => {
-                        let _ = layer.send_response(
-                            invite,
-                            Message::response_to(&msg, 487, "Request Terminated"),
-                            now,
-                        );
-                    }
-                }
+                services.calls.on_cancel(layer, invite, now);
             }
             Output::Response { tx, msg } => {
-                if let Some(calls) = services.calls.as_deref_mut() {
-                    calls.on_response(layer, tx, &msg, Instant::now());
-                }
+                services.calls.on_response(layer, tx, &msg, Instant::now());
             }
             Output::Ack2xx { msg, .. } => {
-                if let Some(calls) = services.calls.as_deref_mut() {
-                    calls.on_ack(layer, &msg, Instant::now());
-                }
+                services.calls.on_ack(layer, &msg, Instant::now());
             }
             Output::Timeout { tx } | Output::TransportError { tx } => {
-                if let Some(calls) = services.calls.as_deref_mut() {
-                    calls.on_client_failure(layer, tx, Instant::now());
-                }
+                services.calls.on_client_failure(layer, tx, Instant::now());
             }
             Output::Terminated { tx } => {
-                if let Some(calls) = services.calls.as_deref_mut() {
-                    calls.on_terminated(tx);
-                }
+                services.calls.on_terminated(tx);
             }
             Output::StrayResponse { .. } => {}
         }
