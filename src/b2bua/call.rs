@@ -980,7 +980,8 @@ fn copy_body(from: &Message, to: &mut Message) {
     let _ = to.set_body(from.body().to_vec(), from.content_type());
 }
 
-fn splitmix(state: &mut u64) -> u64 {
+/// SplitMix64: the tags, branches and Call-IDs the B2BUA makes (not secrets).
+pub(crate) fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

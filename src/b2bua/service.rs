@@ -623,11 +623,7 @@ impl Calls {
     // --- internals ----------------------------------------------------------------------------
 
     fn next_random(&mut self) -> u64 {
-        self.random = self.random.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.random;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        super::call::splitmix(&mut self.random)
     }
 
     /// Our To tag for a caller's INVITE: derived from its Call-ID and From tag, so the 407,
@@ -1305,34 +1301,24 @@ fn side_of(towards: Towards) -> Side {
 /// Anchors the media of a message going to `to`: its description came from the other party,
 /// who is from now on reached at the address in it (until latching finds a better one), and
 /// `to` is told to send to our relay instead. Messages without a description pass unchanged.
-fn anchor(media: &Option<Session>, mut msg: Message, to: Side) -> Message {
+fn anchor(media: &Option<Session>, msg: Message, to: Side) -> Message {
     let Some(session) = media else {
         return msg;
     };
-    let is_sdp = msg
-        .content_type()
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"));
-    if !is_sdp || msg.body().is_empty() {
-        return msg;
-    }
-    let Ok(text) = std::str::from_utf8(msg.body()) else {
-        return msg;
-    };
-    let from = match to {
-        Side::Caller => Side::Callee,
-        Side::Callee => Side::Caller,
-    };
-    if let Some(ep) = sdp::audio_endpoint(text) {
-        session.set_remote(from, ep);
-    }
-    let ours = match to {
-        Side::Caller => session.caller_facing(),
-        Side::Callee => session.callee_facing(),
-    };
-    if let Some(rewritten) = sdp::anchor(text, ours) {
-        let _ = msg.set_body(rewritten.into_bytes(), Some("application/sdp"));
-    }
-    msg
+    with_sdp(msg, |text| {
+        let from = match to {
+            Side::Caller => Side::Callee,
+            Side::Callee => Side::Caller,
+        };
+        if let Some(ep) = sdp::audio_endpoint(text) {
+            session.set_remote(from, ep);
+        }
+        let ours = match to {
+            Side::Caller => session.caller_facing(),
+            Side::Callee => session.callee_facing(),
+        };
+        sdp::anchor(text, ours)
+    })
 }
 
 /// `msg` with its SDP body replaced by `edit`'s result (unchanged when it has none, or `edit`

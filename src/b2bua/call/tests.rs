@@ -96,6 +96,17 @@ fn cancels(actions: &[Action]) -> Vec<(usize, Option<&'static str>)> {
         .collect()
 }
 
+/// The 200 the call sent the caller.
+fn ok_to_caller(actions: &[Action]) -> Message {
+    actions
+        .iter()
+        .find_map(|x| match x {
+            Action::AnswerCaller(m) if m.status() == Some(200) => Some(m.clone()),
+            _ => None,
+        })
+        .expect("a 200 to the caller")
+}
+
 fn started(n: usize) -> (Call, Vec<Message>, Instant) {
     let t0 = Instant::now();
     let mut call = Call::new(caller_invite(), "pbx-tag", targets(n), config(), 42, t0).unwrap();
@@ -503,13 +514,7 @@ fn session_timer_is_agreed_refreshed_and_enforced() {
     let t1 = t0 + Duration::from_secs(2);
     call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t1);
     let a = drain(&mut call);
-    let ok = a
-        .iter()
-        .find_map(|x| match x {
-            Action::AnswerCaller(m) if m.status() == Some(200) => Some(m.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let ok = ok_to_caller(&a);
     assert_eq!(
         ok.header(&HeaderName::SessionExpires),
         Some("1800;refresher=uac")
@@ -593,13 +598,7 @@ fn no_session_timer_unless_the_caller_supports_it() {
     let inv = invites(&drain(&mut call));
     call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t0);
     let a = drain(&mut call);
-    let ok = a
-        .iter()
-        .find_map(|x| match x {
-            Action::AnswerCaller(m) if m.status() == Some(200) => Some(m.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let ok = ok_to_caller(&a);
     assert_eq!(ok.header(&HeaderName::SessionExpires), None);
     assert_eq!(call.poll_timeout(), None);
 }
