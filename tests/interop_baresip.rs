@@ -36,7 +36,7 @@ async fn baresip_registers(db: Db, transport: Transport) {
         format!(
             "module_path /usr/lib/baresip/modules\nsip_listen 127.0.0.1:{}\n\
              module g711.so\nmodule_app account.so\nsip_trans_def {t}\n",
-            common::free_udp_port()
+            common::free_baresip_port()
         ),
     )
     .unwrap();
@@ -58,7 +58,7 @@ async fn baresip_registers(db: Db, transport: Transport) {
     // Registered: visible through the API with where it came from.
     let http = server.http_addr();
     let path = format!("/api/v1/users/{}/phones", user_id);
-    let deadline = Instant::now() + Duration::from_secs(4);
+    let deadline = Instant::now() + Duration::from_secs(8);
     let mut phone = Value::Null;
     while Instant::now() < deadline {
         let h = http;

@@ -104,7 +104,7 @@ fn phone_dir(
     let dir = tempfile::tempdir().unwrap();
     let tone_path = dir.path().join("tone.wav");
     write_tone(&tone_path, tone, 20);
-    let port = common::free_udp_port();
+    let port = common::free_baresip_port();
     std::fs::write(
         dir.path().join("config"),
         format!(
@@ -154,7 +154,7 @@ async fn audio_flows_both_ways(db: Db, alice_params: &str, bob_params: &str) {
         .stderr(Stdio::null())
         .spawn()
         .expect("baresip is installed (Debian package baresip)");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(8);
     while server.registrar().bindings_for("bob").is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -236,6 +236,22 @@ pub fn free_udp_port() -> u16 {
         .unwrap()
 }
 
+/// A port for a baresip phone's `sip_listen`: baresip binds UDP and TCP on it and TLS on the
+/// next one, so all of those must be free (tests running side by side picked colliding ports
+/// otherwise, and the phone never started).
+pub fn free_baresip_port() -> u16 {
+    loop {
+        let p = free_udp_port();
+        let ok = p < u16::MAX
+            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", p + 1)).is_ok();
+        if ok {
+            return p;
+        }
+    }
+}
+
 /// Adds user `ext` with one phone `username`/`password` (realm `test.example`); returns the
 /// user id.
 pub async fn user_with_phone(
