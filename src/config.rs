@@ -78,6 +78,37 @@ struct RawConfig {
     security: Option<RawSecurity>,
     calls: Option<RawCalls>,
     media: Option<RawMedia>,
+    #[serde(default)]
+    trunks: Vec<RawTrunk>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrunk {
+    name: String,
+    host: String,
+    outbound_proxy: Option<String>,
+    transport: Option<String>,
+    username: Option<String>,
+    auth_username: Option<String>,
+    password: Option<String>,
+    register: Option<bool>,
+    register_expiry_secs: Option<u32>,
+    number_format: Option<String>,
+    caller_id: Option<String>,
+    #[serde(default)]
+    inbound_addresses: Vec<String>,
+    #[serde(default)]
+    dids: Vec<RawDid>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDid {
+    number: String,
+    extension: Option<String>,
+    #[serde(default)]
+    fax: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,6 +280,84 @@ pub struct Config {
     pub security: SecurityConfig,
     pub calls: CallsConfig,
     pub media: MediaConfig,
+    /// SIP trunks (`[[trunks]]`), in file order. None by default: internal calls only.
+    pub trunks: Vec<TrunkConfig>,
+}
+
+/// One SIP trunk: an ITSP account the PBX registers with (when it has credentials), sends
+/// outside calls through, and takes calls for its DIDs from.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrunkConfig {
+    /// What dialplan routes name in `trunk = "…"`. Letters, digits, `-` and `_`.
+    pub name: String,
+    /// The ITSP's domain, `host[:port]` (default port 5060): the registrar, the domain of the
+    /// numbers we call and, unless `outbound_proxy` is set, where requests go.
+    pub host: String,
+    /// Where requests go instead of `host`, `host[:port]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbound_proxy: Option<String>,
+    /// Only `udp` for now (outgoing TCP/TLS connections are not built yet).
+    pub transport: Transport,
+    /// The account (the user part of the registered AOR).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Digest username when it differs from `username`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_username: Option<String>,
+    /// Never printed (`check-config` shows `********`).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_redacted"
+    )]
+    pub password: Option<String>,
+    /// Register the account with `host`. Default: true when `username` is set.
+    pub register: bool,
+    /// Expiry asked for in the REGISTER; refreshed before it runs out. Default 600 s.
+    pub register_expiry_secs: u32,
+    /// How called numbers are written for this ITSP: `e164` (`+4930123456`, the default),
+    /// `digits` (`4930123456`), `international` (`004930123456`) or `national` (`030123456`;
+    /// foreign numbers with the international prefix). Needs the dialplan's `[numbering]` for
+    /// the last two.
+    pub number_format: NumberFormat,
+    /// The number sent as caller on outgoing calls of users that have no DID on this trunk.
+    /// Default: the first DID, else `username`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_id: Option<String>,
+    /// Extra source addresses the ITSP sends calls from (the resolved `host` and
+    /// `outbound_proxy` addresses always count). An INVITE from any of them is a call from
+    /// this trunk: it is not challenged, and may only reach DIDs.
+    pub inbound_addresses: Vec<std::net::IpAddr>,
+    /// The numbers this trunk delivers and where each goes.
+    pub dids: Vec<DidConfig>,
+}
+
+/// A number the ITSP delivers to us.
+#[derive(Debug, Clone, Serialize)]
+pub struct DidConfig {
+    /// E.164, with `+`.
+    pub number: String,
+    /// Rings this user's current location.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
+    /// A fax number (delivered to the user whose `fax_number` it is).
+    pub fax: bool,
+}
+
+/// See [`TrunkConfig::number_format`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumberFormat {
+    E164,
+    Digits,
+    International,
+    National,
+}
+
+fn serialize_redacted<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("********"),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -555,6 +664,11 @@ impl Config {
         let dialplan = raw
             .dialplan
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DIALPLAN_PATH));
+        let trunks = resolve_trunks(raw.trunks).map_err(|reason| ConfigError::Invalid {
+            key: "trunks",
+            origin: file.clone(),
+            reason,
+        })?;
 
         Ok(Config {
             data_dir,
@@ -575,6 +689,7 @@ impl Config {
             security,
             calls,
             media,
+            trunks,
         })
     }
 
@@ -596,6 +711,171 @@ impl Config {
     pub fn is_postgres(&self) -> bool {
         is_postgres_url(&self.database_url)
     }
+}
+
+/// Checks the `[[trunks]]` tables; errors name the trunk and the field.
+fn resolve_trunks(raw: Vec<RawTrunk>) -> Result<Vec<TrunkConfig>, String> {
+    let mut out: Vec<TrunkConfig> = Vec::with_capacity(raw.len());
+    for (i, t) in raw.into_iter().enumerate() {
+        let name = t.name.trim().to_owned();
+        let what = if name.is_empty() {
+            format!("trunk #{}", i + 1)
+        } else {
+            format!("trunk '{name}'")
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "{what}: `name` must be letters, digits, '-' or '_'"
+            ));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(format!("{what}: the name is used twice"));
+        }
+        let host_port_ok = |v: &str| crate::trunks::parse_host_port(v).is_some();
+        if !host_port_ok(&t.host) {
+            return Err(format!(
+                "{what}: `host` must be host[:port], got `{}`",
+                t.host
+            ));
+        }
+        if let Some(p) = &t.outbound_proxy {
+            if !host_port_ok(p) {
+                return Err(format!(
+                    "{what}: `outbound_proxy` must be host[:port], got `{p}`"
+                ));
+            }
+        }
+        let transport = match t
+            .transport
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("udp") => Transport::Udp,
+            Some(other) => {
+                return Err(format!(
+                    "{what}: transport `{other}` is not supported for trunks yet (only udp)"
+                ))
+            }
+        };
+        let token_ok = |v: &str| {
+            !v.is_empty()
+                && !v
+                    .chars()
+                    .any(|c| c.is_control() || c == '"' || c == '\\' || c == '@' || c == ' ')
+        };
+        for (field, v) in [
+            ("username", &t.username),
+            ("auth_username", &t.auth_username),
+        ] {
+            if v.as_deref().is_some_and(|v| !token_ok(v)) {
+                return Err(format!(
+                    "{what}: `{field}` must not be empty or hold spaces, quotes or '@'"
+                ));
+            }
+        }
+        if t.password.is_some() && t.username.is_none() {
+            return Err(format!("{what}: `password` needs `username`"));
+        }
+        let register = t.register.unwrap_or(t.username.is_some());
+        if register && (t.username.is_none() || t.password.is_none()) {
+            return Err(format!(
+                "{what}: `register = true` needs `username` and `password`"
+            ));
+        }
+        let register_expiry_secs = t.register_expiry_secs.unwrap_or(600);
+        if !(60..=86_400).contains(&register_expiry_secs) {
+            return Err(format!(
+                "{what}: `register_expiry_secs` must be 60 to 86400"
+            ));
+        }
+        let number_format = match t.number_format.as_deref() {
+            None | Some("e164") => NumberFormat::E164,
+            Some("digits") => NumberFormat::Digits,
+            Some("international") => NumberFormat::International,
+            Some("national") => NumberFormat::National,
+            Some(other) => return Err(format!(
+                "{what}: unknown number_format `{other}` (e164, digits, international or national)"
+            )),
+        };
+        let is_e164 = |n: &str| {
+            n.strip_prefix('+').is_some_and(|d| {
+                (2..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+            })
+        };
+        let is_number = |n: &str| {
+            let d = n.strip_prefix('+').unwrap_or(n);
+            !d.is_empty() && d.len() <= 20 && d.bytes().all(|b| b.is_ascii_digit())
+        };
+        if let Some(c) = &t.caller_id {
+            if !is_number(c) {
+                return Err(format!("{what}: `caller_id` must be a number, got `{c}`"));
+            }
+        }
+        let mut inbound_addresses = Vec::with_capacity(t.inbound_addresses.len());
+        for a in &t.inbound_addresses {
+            inbound_addresses.push(
+                a.trim().parse().map_err(|_| {
+                    format!("{what}: inbound_addresses: `{a}` is not an IP address")
+                })?,
+            );
+        }
+        let mut dids: Vec<DidConfig> = Vec::with_capacity(t.dids.len());
+        for d in t.dids {
+            let number = crate::routing::strip_separators(&d.number);
+            if !is_e164(&number) {
+                return Err(format!(
+                    "{what}: DID `{}` must be written in E.164 (`+` and digits)",
+                    d.number
+                ));
+            }
+            if dids.iter().any(|o| o.number == number)
+                || out
+                    .iter()
+                    .any(|o| o.dids.iter().any(|o| o.number == number))
+            {
+                return Err(format!("{what}: DID `{number}` is listed twice"));
+            }
+            match (&d.extension, d.fax) {
+                (Some(_), true) | (None, false) => {
+                    return Err(format!(
+                        "{what}: DID `{number}` needs exactly one of `extension = \"…\"` or `fax = true`"
+                    ))
+                }
+                (Some(e), false) if !is_number(e) || e.starts_with('+') => {
+                    return Err(format!(
+                        "{what}: DID `{number}`: extension `{e}` must be digits"
+                    ))
+                }
+                _ => {}
+            }
+            dids.push(DidConfig {
+                number,
+                extension: d.extension,
+                fax: d.fax,
+            });
+        }
+        out.push(TrunkConfig {
+            name,
+            host: t.host.trim().to_owned(),
+            outbound_proxy: t.outbound_proxy.map(|p| p.trim().to_owned()),
+            transport,
+            username: t.username,
+            auth_username: t.auth_username,
+            password: t.password,
+            register,
+            register_expiry_secs,
+            number_format,
+            caller_id: t.caller_id,
+            inbound_addresses,
+            dids,
+        });
+    }
+    Ok(out)
 }
 
 /// `postgres://` or `postgresql://`.

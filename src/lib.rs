@@ -13,6 +13,7 @@ pub mod registrar;
 pub mod routing;
 pub mod sip;
 pub mod store;
+pub mod trunks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +79,25 @@ impl Server {
         let (commands_tx, commands_rx) = sip::endpoint::channel();
         let registrar =
             registrar::service::start(store.clone(), &config, commands_tx, &mut tasks).await?;
+        // Our SIP addresses as peers should see them: a wildcard listener (0.0.0.0) is written
+        // into Via and Contact as the address of the interface with the default route.
+        let advertised = advertised_sip(&config, transports.bound());
+        let trunks = Arc::new(trunks::Trunks::new(&config.trunks));
+        let resolver = trunks
+            .resolve_all(std::time::Duration::from_secs(300))
+            .await;
+        tasks.spawn(async move {
+            let _ = resolver.await;
+        });
+        let registrations = trunks::service::Registrations::new(
+            trunks.clone(),
+            advertised
+                .iter()
+                .find(|l| l.transport == config::Transport::Udp)
+                .map(|l| l.addr),
+            rand::random(),
+            std::time::Instant::now(),
+        );
         let (mut calls, routed) = b2bua::service::Calls::new(
             b2bua::service::CallsConfig {
                 realm: config.sip.realm.clone(),
@@ -92,10 +112,13 @@ impl Server {
                 media_timeout: (config.media.timeout_secs > 0)
                     .then(|| std::time::Duration::from_secs(config.media.timeout_secs)),
             },
-            store.clone(),
-            registrar.clone(),
-            dialplan.clone(),
-            transports.bound(),
+            b2bua::service::Routing {
+                store: store.clone(),
+                registrar: registrar.clone(),
+                dialplan: dialplan.clone(),
+                trunks: trunks.clone(),
+            },
+            &advertised,
             Some(start_relay(&config, transports.bound())?),
             rand::random(),
         );
@@ -107,6 +130,7 @@ impl Server {
             sip::endpoint::Services {
                 register: Arc::new(registrar.clone()),
                 calls: (calls, routed),
+                trunks: registrations,
             },
             rand::random(),
             &mut tasks,
@@ -118,6 +142,7 @@ impl Server {
             metrics: Arc::new(metrics::Metrics::default()),
             registrar: registrar.clone(),
             dialplan: dialplan.clone(),
+            trunks: trunks.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -220,6 +245,26 @@ fn start_relay(config: &Config, bound: &[SipListen]) -> anyhow::Result<media::re
         port_max: m.rtp_port_max,
         threads: m.threads,
     })?)
+}
+
+/// The bound SIP addresses with wildcard IPs replaced by the one peers can reach: the media
+/// address when configured, else the interface with the default route.
+fn advertised_sip(config: &Config, bound: &[SipListen]) -> Vec<SipListen> {
+    let fallback = config
+        .media
+        .address
+        .or_else(default_route_ip)
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    bound
+        .iter()
+        .map(|l| {
+            let mut l = *l;
+            if l.addr.ip().is_unspecified() {
+                l.addr.set_ip(fallback);
+            }
+            l
+        })
+        .collect()
 }
 
 /// The local address of the interface that routes to the world (no packet is sent: connecting

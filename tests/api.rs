@@ -79,6 +79,7 @@ impl Api {
                 )
                 .unwrap(),
             ),
+            trunks: Arc::new(switchboard::trunks::Trunks::new(&config.trunks)),
         });
         Api {
             app,

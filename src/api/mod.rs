@@ -10,6 +10,7 @@ mod dialplan;
 mod directory;
 mod error;
 mod ops;
+mod trunks;
 
 use std::sync::Arc;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub registrar: crate::registrar::service::Handle,
     /// The dialplan in force, reloadable.
     pub dialplan: Arc<crate::routing::DialplanFile>,
+    /// The SIP trunks and their registration status.
+    pub trunks: Arc<crate::trunks::Trunks>,
 }
 
 #[derive(OpenApi)]
@@ -76,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(bans::routes())
         .merge(dialplan::routes())
         .merge(ops::routes())
+        .merge(trunks::routes())
         .split_for_parts();
     let doc = Arc::new(doc);
     api.merge(ops::unauthenticated(doc))

@@ -68,6 +68,30 @@ pub struct Target {
     pub uri: Uri,
     /// What answered, for the call record ("phone:12", "+4930…").
     pub label: String,
+    /// From of this branch when not the call's caller ID (a trunk wants a number of its own
+    /// account); no tag.
+    pub from: Option<NameAddr>,
+    /// Digest credentials for a 401/407 on this branch (a trunk that challenges our INVITE).
+    pub credentials: Option<std::sync::Arc<BranchCredentials>>,
+}
+
+impl Target {
+    /// A phone's contact: our caller ID, no credentials.
+    pub fn phone(uri: Uri, label: String) -> Target {
+        Target {
+            uri,
+            label,
+            from: None,
+            credentials: None,
+        }
+    }
+}
+
+/// What we answer a trunk's challenge with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BranchCredentials {
+    pub username: String,
+    pub password: String,
 }
 
 /// What the call needs from the configuration and the caller's side.
@@ -183,6 +207,9 @@ struct Branch {
     target: Target,
     invite: Message,
     state: BranchState,
+    /// The INVITE has been sent again with credentials (once per branch: a second challenge
+    /// means they were refused).
+    authorized: bool,
 }
 
 impl Branch {
@@ -315,6 +342,7 @@ impl Call {
                 target,
                 invite,
                 state: BranchState::Calling,
+                authorized: false,
             });
         }
         Ok(call)
@@ -429,10 +457,69 @@ impl Call {
                 if matches!(state, BranchState::Done(_) | BranchState::Winner) {
                     return;
                 }
+                if matches!(status, 401 | 407)
+                    && self.phase == Phase::Ringing
+                    && state != BranchState::Cancelling
+                    && self.reauthorize(branch, response)
+                {
+                    return;
+                }
                 self.branches[branch].state = BranchState::Done(status);
                 self.after_branch_failure(now);
             }
         }
+    }
+
+    /// Answers a trunk's 401/407 on `branch`: the same INVITE (same Call-ID, From tag and To)
+    /// with the next CSeq, a new Via branch and the credentials (RFC 3261 §22.2). False when
+    /// the branch has no credentials, already answered a challenge, or cannot answer this one.
+    fn reauthorize(&mut self, branch: usize, response: &Message) -> bool {
+        let b = &self.branches[branch];
+        let (Some(creds), false) = (b.target.credentials.clone(), b.authorized) else {
+            return false;
+        };
+        let (challenge, answer) = if response.status() == Some(401) {
+            (HeaderName::WwwAuthenticate, HeaderName::Authorization)
+        } else {
+            (
+                HeaderName::ProxyAuthenticate,
+                HeaderName::ProxyAuthorization,
+            )
+        };
+        let challenges: Vec<_> = response
+            .challenges(&challenge)
+            .filter_map(Result::ok)
+            .collect();
+        let uri = b.target.uri.to_string();
+        let cnonce = format!("{:016x}", self.random());
+        let Some(credentials) = crate::sip::auth::authorize(
+            &challenges,
+            &creds.username,
+            &creds.password,
+            "INVITE",
+            &uri,
+            &cnonce,
+            1,
+        ) else {
+            return false;
+        };
+        let mut invite = self.branches[branch].invite.clone();
+        let via = self.via();
+        let seq = cseq_of(&invite) + 1;
+        let _ = invite.set_top_via(&via);
+        let _ = invite.set_header(HeaderName::CSeq, &format!("{seq} INVITE"));
+        invite.remove_headers(&HeaderName::Authorization);
+        invite.remove_headers(&HeaderName::ProxyAuthorization);
+        let _ = invite.push_header(answer, &credentials.to_string());
+        let b = &mut self.branches[branch];
+        b.invite = invite.clone();
+        b.authorized = true;
+        b.state = BranchState::Calling;
+        self.actions.push_back(Action::Invite {
+            branch,
+            request: invite,
+        });
+        true
     }
 
     /// A branch's INVITE got no final answer in time (Timer B).
@@ -655,7 +742,10 @@ impl Call {
     fn branch_invite(&mut self, target: &Target) -> Message {
         let mut req = Message::request(Method::Invite, target.uri.clone());
         let via = self.via();
-        let mut from = self.config.caller_id.clone();
+        let mut from = target
+            .from
+            .clone()
+            .unwrap_or_else(|| self.config.caller_id.clone());
         from.set_tag(&message::new_tag(self.random()));
         let call_id = format!("{:016x}{:016x}", self.random(), self.random());
         // A B2BUA starts new requests, but passing the hop count down keeps two PBXs routing to
@@ -965,7 +1055,13 @@ fn final_for_caller(statuses: &[u16]) -> (u16, Outcome) {
     {
         return (480, Outcome::NoAnswer);
     }
-    let lowest = statuses.iter().copied().min().unwrap_or(480);
+    // A challenge we could not answer is ours to handle, never the caller's: passing a trunk's
+    // 401/407 on would have the phone answer with its own credentials for a foreign realm.
+    let lowest = statuses
+        .iter()
+        .map(|&s| if matches!(s, 401 | 407) { 503 } else { s })
+        .min()
+        .unwrap_or(480);
     (lowest, Outcome::Failed)
 }
 

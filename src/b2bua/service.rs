@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::call::{Action, Call, CallConfig, Key, Outcome, Target, Towards};
+use super::call::{Action, BranchCredentials, Call, CallConfig, Key, Outcome, Target, Towards};
 use crate::config::Transport;
 use crate::media::relay::{Relay, Session, Side};
 use crate::media::sdp;
@@ -40,6 +40,7 @@ use crate::sip::uri::{Host, Uri};
 use crate::store::{
     now_ms, CallDirection, CallOutcome, CallParty, NewCallRecord, Page, PhoneCredentials, Store,
 };
+use crate::trunks::{DidTarget, Trunk, Trunks};
 
 /// RFC 3261 timer values for our own 2xx retransmissions to the caller (§13.3.1.4).
 const T1: Duration = Duration::from_millis(500);
@@ -65,11 +66,21 @@ pub struct CallsConfig {
     pub media_timeout: Option<Duration>,
 }
 
+/// Where routes come from: the directory (store), the registrar's bindings, the dialplan and
+/// the trunks.
+pub struct Routing {
+    pub store: Store,
+    pub registrar: registrar::service::Handle,
+    pub dialplan: Arc<DialplanFile>,
+    pub trunks: Arc<Trunks>,
+}
+
 /// What resolving a route needs; shared with the tasks that do it.
 struct Lookup {
     store: Store,
     registrar: registrar::service::Handle,
     dialplan: Arc<DialplanFile>,
+    trunks: Arc<Trunks>,
     realm: String,
     cache: DirectoryCache,
 }
@@ -173,11 +184,14 @@ struct Parties {
     dialled: String,
     caller: Party,
     callee: Party,
+    /// The trunk the call came in or goes out through.
+    trunk: Option<String>,
 }
 
+/// One side of a call: a user, or a number outside (through a trunk).
 #[derive(Debug, Clone)]
 struct Party {
-    user_id: i64,
+    user_id: Option<i64>,
     number: String,
     name: String,
 }
@@ -261,13 +275,17 @@ pub struct Calls {
 impl Calls {
     pub fn new(
         config: CallsConfig,
-        store: Store,
-        registrar: registrar::service::Handle,
-        dialplan: Arc<DialplanFile>,
+        routing: Routing,
         bound: &[crate::config::SipListen],
         relay: Option<Relay>,
         seed: u64,
     ) -> (Calls, mpsc::Receiver<Routed>) {
+        let Routing {
+            store,
+            registrar,
+            dialplan,
+            trunks,
+        } = routing;
         let mut local = HashMap::new();
         for l in bound {
             local.entry(l.transport).or_insert(l.addr);
@@ -281,6 +299,7 @@ impl Calls {
                 store,
                 registrar,
                 dialplan,
+                trunks,
                 realm: config.realm.clone(),
                 cache: DirectoryCache::default(),
             }),
@@ -342,6 +361,12 @@ impl Calls {
         }
         if msg.method() != Some(&Method::Invite) {
             return Some(msg);
+        }
+        if let Some(trunk) = self.lookup.trunks.by_source(from.addr.ip()).cloned() {
+            // An ITSP is trusted by its address (it cannot answer our challenges); what it
+            // may reach is limited to its DIDs and the dialplan's routes for trunk callers.
+            self.route(layer, tx, msg, from, now, Caller::Trunk(trunk));
+            return None;
         }
         if self.lookup.registrar.is_banned(from.addr.ip()) {
             // A banned source gets no answer at all, as for REGISTER (not even 100 Trying).
@@ -758,6 +783,20 @@ impl Calls {
                 return;
             }
         };
+        self.route(layer, tx, msg, from, now, Caller::Phone(phone));
+    }
+
+    /// Resolves the route of an accepted INVITE off this task; it comes back through
+    /// [`Calls::start`].
+    fn route(
+        &mut self,
+        layer: &mut TransactionLayer,
+        tx: ServerTxId,
+        msg: Message,
+        from: Peer,
+        now: Instant,
+        caller: Caller,
+    ) {
         let lookup = self.lookup.clone();
         let routed = self.routed_tx.clone();
         let permit = match routed.try_reserve_owned() {
@@ -770,7 +809,7 @@ impl Calls {
             }
         };
         tokio::spawn(async move {
-            let decision = resolve(&lookup, &phone, &msg).await;
+            let decision = resolve(&lookup, &caller, &msg).await;
             permit.send(Routed {
                 tx,
                 invite: msg,
@@ -824,6 +863,9 @@ impl Calls {
                         None => request,
                     };
                     io.invite = Some(request.clone());
+                    // A new transaction (the first, or one answering a trunk's challenge): a
+                    // CANCEL waits for its own provisional.
+                    io.provisional = false;
                     match layer.send_request(request, tx_peer(&io.peer), now) {
                         Ok(tx) => {
                             io.tx = Some(tx);
@@ -1072,10 +1114,21 @@ fn digest_credentials(req: &Message) -> Option<Credentials> {
         .find(|c| c.is_digest())
 }
 
-/// Resolves where a call goes: the dialplan, then the callee's location and its phones'
-/// bindings.
-async fn resolve(lookup: &Lookup, phone: &PhoneCredentials, invite: &Message) -> Decision {
-    match try_resolve(lookup, phone, invite).await {
+/// Who is calling: one of our phones (authenticated) or a trunk (trusted by its address).
+#[derive(Debug)]
+enum Caller {
+    Phone(PhoneCredentials),
+    Trunk(Arc<Trunk>),
+}
+
+/// Resolves where a call goes: the dialplan (or a trunk's DIDs), then the callee's location,
+/// its phones' bindings and its external numbers.
+async fn resolve(lookup: &Lookup, caller: &Caller, invite: &Message) -> Decision {
+    let result = match caller {
+        Caller::Phone(phone) => from_phone(lookup, phone, invite).await,
+        Caller::Trunk(trunk) => from_trunk(lookup, trunk, invite).await,
+    };
+    match result {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "b2bua: resolving a route failed");
@@ -1084,7 +1137,8 @@ async fn resolve(lookup: &Lookup, phone: &PhoneCredentials, invite: &Message) ->
     }
 }
 
-async fn try_resolve(
+/// A call from one of our phones: the dialplan decides.
+async fn from_phone(
     lookup: &Lookup,
     phone: &PhoneCredentials,
     invite: &Message,
@@ -1096,78 +1150,43 @@ async fn try_resolve(
     let Some(decision) = plan.route(&dialled, CallerClass::Internal) else {
         return Ok(Decision::Reject(404));
     };
-    let caller = lookup.user(phone.user_id).await?;
-    let caller_id = match &caller {
-        Some(u) => caller_id(&u.extension, &u.display_name, &lookup.realm),
-        None => None,
-    };
-    let Some(caller_id) = caller_id else {
+    let Some(user) = lookup.user(phone.user_id).await? else {
         return Ok(Decision::Reject(403));
+    };
+    let Some(caller_id) = caller_id(&user.extension, &user.display_name, &lookup.realm) else {
+        return Ok(Decision::Reject(403));
+    };
+    let caller = Party {
+        user_id: Some(user.id),
+        number: user.extension.clone(),
+        name: user.display_name.clone(),
     };
     match decision.target {
         routing::Target::User { extension } => {
-            let Some(callee) = lookup.callee(&extension).await? else {
-                return Ok(Decision::Reject(404));
+            ring_user(lookup, &extension, dialled, caller, caller_id, None).await
+        }
+        routing::Target::Trunk { trunk, number } => {
+            let Some(t) = lookup.trunks.get(&trunk) else {
+                tracing::warn!(route = %decision.route, %trunk, "b2bua: route names a trunk that is not configured");
+                return Ok(Decision::Reject(503));
             };
-            let (user, location) = (&callee.user, &callee.location);
-            let mut targets = Vec::new();
-            for p in &callee.phones {
-                if location.as_ref().is_some_and(|l| !l.phones.contains(&p.id)) {
-                    continue;
-                }
-                // A phone of the location that is not registered is simply skipped.
-                for b in lookup.registrar.bindings_for(&p.sip_username) {
-                    let Ok(uri) = Uri::parse(&b.contact) else {
-                        continue;
-                    };
-                    targets.push((
-                        Target {
-                            uri,
-                            label: format!("phone:{}", p.id),
-                        },
-                        Peer {
-                            addr: b.source.addr,
-                            transport: match b.source.transport {
-                                registrar::Transport::Udp => Transport::Udp,
-                                registrar::Transport::Tcp => Transport::Tcp,
-                                registrar::Transport::Tls => Transport::Tls,
-                            },
-                            flow: b.source.flow,
-                        },
-                    ));
-                }
-            }
-            if let Some(l) = &location {
-                if !l.numbers.is_empty() {
-                    tracing::debug!(
-                        numbers = l.numbers.len(),
-                        "b2bua: external numbers of the location skipped (no trunks yet)"
-                    );
-                }
-            }
-            let parties = Parties {
-                dialled: dialled.clone(),
-                caller: Party {
-                    user_id: phone.user_id,
-                    number: caller
-                        .as_ref()
-                        .map(|u| u.extension.clone())
-                        .unwrap_or_default(),
-                    name: caller
-                        .as_ref()
-                        .map(|u| u.display_name.clone())
-                        .unwrap_or_default(),
-                },
-                callee: Party {
-                    user_id: user.id,
-                    number: user.extension.clone(),
-                    name: user.display_name.clone(),
-                },
+            let from = t.caller_number(Some(&user.extension));
+            let Some(target) = trunk_target(lookup, t, &number, &from, &user.display_name) else {
+                return Ok(Decision::Reject(503));
             };
             Ok(Decision::Ring {
                 caller_id: Box::new(caller_id),
-                targets,
-                parties: Box::new(parties),
+                targets: vec![target],
+                parties: Box::new(Parties {
+                    dialled,
+                    caller,
+                    callee: Party {
+                        user_id: None,
+                        number,
+                        name: String::new(),
+                    },
+                    trunk: Some(trunk),
+                }),
             })
         }
         routing::Target::Reject { status } => Ok(Decision::Reject(status)),
@@ -1176,6 +1195,194 @@ async fn try_resolve(
             Ok(Decision::Reject(503))
         }
     }
+}
+
+/// A call from a trunk: its DIDs first, then the dialplan's routes for trunk callers (which
+/// may only reach users: a trunk call is never sent out again).
+async fn from_trunk(
+    lookup: &Lookup,
+    trunk: &Arc<Trunk>,
+    invite: &Message,
+) -> crate::store::Result<Decision> {
+    let Some(dialled) = dialled_number(invite) else {
+        return Ok(Decision::Reject(404));
+    };
+    let plan = lookup.dialplan.current();
+    let extension = match trunk.did(&dialled, plan.numbering()) {
+        Some((_, DidTarget::User { extension })) => extension,
+        Some((did, DidTarget::Fax)) => {
+            tracing::info!(trunk = trunk.name(), did = %did.number, "b2bua: fax DID called; fax reception is not built yet");
+            return Ok(Decision::Reject(503));
+        }
+        None => match plan.route(&dialled, CallerClass::Trunk).map(|d| d.target) {
+            Some(routing::Target::User { extension }) => extension,
+            Some(routing::Target::Reject { status }) => return Ok(Decision::Reject(status)),
+            _ => {
+                tracing::info!(trunk = trunk.name(), %dialled, "b2bua: call from a trunk to a number that is not ours");
+                return Ok(Decision::Reject(404));
+            }
+        },
+    };
+    let from = invite.from();
+    let number = from
+        .and_then(|f| f.uri.user().map(|u| u.into_owned()))
+        .unwrap_or_default();
+    let name = from
+        .and_then(|f| f.display_name.clone())
+        .unwrap_or_default();
+    let shown = if number.is_empty() {
+        "anonymous"
+    } else {
+        number.as_str()
+    };
+    let Some(caller_id) = caller_id(shown, &name, &lookup.realm) else {
+        return Ok(Decision::Reject(400));
+    };
+    let caller = Party {
+        user_id: None,
+        number,
+        name,
+    };
+    ring_user(
+        lookup,
+        &extension,
+        dialled,
+        caller,
+        caller_id,
+        Some(trunk.name().to_owned()),
+    )
+    .await
+}
+
+/// Ringing a user: every registered contact of each phone of their current location, and each
+/// external number of it through the trunk the dialplan sends it to.
+async fn ring_user(
+    lookup: &Lookup,
+    extension: &str,
+    dialled: String,
+    caller: Party,
+    caller_id: NameAddr,
+    trunk: Option<String>,
+) -> crate::store::Result<Decision> {
+    let Some(callee) = lookup.callee(extension).await? else {
+        return Ok(Decision::Reject(404));
+    };
+    let (user, location) = (&callee.user, &callee.location);
+    let mut targets = Vec::new();
+    for p in &callee.phones {
+        if location.as_ref().is_some_and(|l| !l.phones.contains(&p.id)) {
+            continue;
+        }
+        // A phone of the location that is not registered is simply skipped.
+        for b in lookup.registrar.bindings_for(&p.sip_username) {
+            let Ok(uri) = Uri::parse(&b.contact) else {
+                continue;
+            };
+            targets.push((
+                Target::phone(uri, format!("phone:{}", p.id)),
+                Peer {
+                    addr: b.source.addr,
+                    transport: match b.source.transport {
+                        registrar::Transport::Udp => Transport::Udp,
+                        registrar::Transport::Tcp => Transport::Tcp,
+                        registrar::Transport::Tls => Transport::Tls,
+                    },
+                    flow: b.source.flow,
+                },
+            ));
+        }
+    }
+    if let Some(l) = location {
+        let plan = lookup.dialplan.current();
+        for number in &l.numbers {
+            // The number is dialled as the callee would dial it from their desk.
+            match plan.route(number, CallerClass::Internal).map(|d| d.target) {
+                Some(routing::Target::Trunk { trunk, number: out }) => {
+                    let Some(t) = lookup.trunks.get(&trunk) else {
+                        tracing::info!(%trunk, "b2bua: external number skipped: its trunk is not configured");
+                        continue;
+                    };
+                    // The ITSP shows its own account's number (the callee's DID on it) as
+                    // caller; the name is the real caller's.
+                    let from = t.caller_number(Some(&user.extension));
+                    let name = caller_id.display_name.clone().unwrap_or_default();
+                    if let Some(target) = trunk_target(lookup, t, &out, &from, &name) {
+                        targets.push(target);
+                    }
+                }
+                other => {
+                    tracing::debug!(target = ?other, "b2bua: external number of a location does not route to a trunk; skipped");
+                }
+            }
+        }
+    }
+    Ok(Decision::Ring {
+        caller_id: Box::new(caller_id),
+        targets,
+        parties: Box::new(Parties {
+            dialled,
+            caller,
+            callee: Party {
+                user_id: Some(user.id),
+                number: user.extension.clone(),
+                name: user.display_name.clone(),
+            },
+            trunk,
+        }),
+    })
+}
+
+/// A branch to `number` (what the dialplan made of it) through `trunk`, presenting
+/// `from_number` and `name` as caller. `None` while the trunk's host has no address, or when
+/// the number cannot be written the way the trunk wants.
+fn trunk_target(
+    lookup: &Lookup,
+    trunk: &Trunk,
+    number: &str,
+    from_number: &str,
+    name: &str,
+) -> Option<(Target, Peer)> {
+    let Some(hop) = trunk.next_hop() else {
+        tracing::warn!(
+            trunk = trunk.name(),
+            "b2bua: trunk has no address (DNS); branch skipped"
+        );
+        return None;
+    };
+    let plan = lookup.dialplan.current();
+    let Some(formatted) = trunk.format_number(number, plan.numbering()) else {
+        tracing::warn!(trunk = trunk.name(), %number, "b2bua: number cannot be written in the trunk's format (no [numbering] in the dialplan?)");
+        return None;
+    };
+    let port = if trunk.domain_port == 5060 {
+        String::new()
+    } else {
+        format!(":{}", trunk.domain_port)
+    };
+    let uri = Uri::parse(&format!("sip:{formatted}@{}{port}", trunk.domain)).ok()?;
+    let mut from = NameAddr::parse(&format!("<sip:{from_number}@{}>", trunk.domain)).ok()?;
+    if !name.is_empty() {
+        from.display_name = Some(name.to_owned());
+    }
+    let credentials = trunk.credentials().map(|(u, p)| {
+        Arc::new(BranchCredentials {
+            username: u.to_owned(),
+            password: p.to_owned(),
+        })
+    });
+    Some((
+        Target {
+            uri,
+            label: number.to_owned(),
+            from: Some(from),
+            credentials,
+        },
+        Peer {
+            addr: hop,
+            transport: Transport::Udp,
+            flow: 0,
+        },
+    ))
 }
 
 /// The number dialled: the Request-URI's user part (or a tel: URI's number).
@@ -1207,17 +1414,20 @@ fn call_record(e: &Entry, s: &super::call::Summary) -> NewCallRecord {
     };
     let ended_at = at(s.ended).unwrap_or_else(now_ms).max(e.started_ms);
     let p = &e.parties;
-    let mut parties = vec![CallParty {
-        user_id: p.caller.user_id,
-        direction: CallDirection::Outgoing,
-        other_number: p.callee.number.clone(),
-        other_name: p.callee.name.clone(),
-        answered_by: None,
-    }];
-    // A user calling their own extension has one history entry, the outgoing one.
-    if p.callee.user_id != p.caller.user_id {
+    let mut parties = Vec::with_capacity(2);
+    if let Some(user_id) = p.caller.user_id {
         parties.push(CallParty {
-            user_id: p.callee.user_id,
+            user_id,
+            direction: CallDirection::Outgoing,
+            other_number: p.callee.number.clone(),
+            other_name: p.callee.name.clone(),
+            answered_by: None,
+        });
+    }
+    // A user calling their own extension has one history entry, the outgoing one.
+    if let Some(user_id) = p.callee.user_id.filter(|&u| Some(u) != p.caller.user_id) {
+        parties.push(CallParty {
+            user_id,
             direction: CallDirection::Incoming,
             other_number: p.caller.number.clone(),
             other_name: p.caller.name.clone(),
@@ -1247,7 +1457,7 @@ fn call_record(e: &Entry, s: &super::call::Summary) -> NewCallRecord {
         callee_number: p.callee.number.clone(),
         callee_name: p.callee.name.clone(),
         click_to_call: false,
-        trunk: None,
+        trunk: p.trunk.clone(),
         parties,
     }
 }

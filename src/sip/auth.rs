@@ -1,7 +1,8 @@
 //! HTTP Digest authentication for SIP (RFC 3261 §22, RFC 7616, RFC 8760):
-//! the hash helpers shared by the client and server sides, and
+//! the hash helpers shared by the client and server sides,
 //! [`DigestServer`], which issues nonces and checks `Authorization` /
-//! `Proxy-Authorization` credentials.
+//! `Proxy-Authorization` credentials, and [`authorize`], which answers a
+//! challenge when we are the client (a trunk's registration and calls).
 //!
 //! Owns: nonce format and lifetime, the per-nonce `nc` replay record, the
 //! challenge header values. Does not own: which realm a request belongs
@@ -18,7 +19,7 @@ use std::fmt::Write as _;
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
 
-use crate::sip::header::Credentials;
+use crate::sip::header::{Challenge, Credentials};
 
 /// Digest hash algorithm (RFC 7616 §3.3, RFC 8760). The `-sess` variants
 /// are not supported: no SIP phone we know of needs them, and they only
@@ -469,6 +470,69 @@ fn parse_nc(s: &str) -> Option<u32> {
         return None;
     }
     u32::from_str_radix(s, 16).ok().filter(|&n| n > 0)
+}
+
+/// Answers a server's digest challenge as a client: of the challenges given (a server may offer
+/// several, RFC 8760 §2.4), the first Digest one whose algorithm we support, SHA-256 preferred
+/// over MD5; `qop=auth` with `nc`/`cnonce` when the server offers it, the RFC 2069 form when it
+/// offers no qop at all. `None` when nothing offered is answerable (only `auth-int`, `-sess` or
+/// an unknown algorithm): the caller then treats the request as refused.
+pub fn authorize<'a>(
+    challenges: impl IntoIterator<Item = &'a Challenge>,
+    username: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    cnonce: &str,
+    nc: u32,
+) -> Option<Credentials> {
+    let mut best: Option<(Algorithm, &Challenge)> = None;
+    for ch in challenges {
+        if !ch.is_digest() || ch.realm().is_none() || ch.nonce().is_none() {
+            continue;
+        }
+        let Some(alg) = ch
+            .algorithm()
+            .map_or(Some(Algorithm::Md5), Algorithm::parse)
+        else {
+            continue;
+        };
+        let qop_ok = ch.qop().is_none() || ch.qop_options().any(|q| q.eq_ignore_ascii_case("auth"));
+        if !qop_ok {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some((b, _)) => b == Algorithm::Md5 && alg == Algorithm::Sha256,
+        };
+        if better {
+            best = Some((alg, ch));
+        }
+    }
+    let (alg, ch) = best?;
+    let realm = ch.realm()?;
+    let nonce = ch.nonce()?;
+    let h = ha1(alg, username, realm, password);
+    let nc_text = format!("{nc:08x}");
+    let with_qop = ch.qop().is_some();
+    let qop = with_qop.then_some((nc_text.as_str(), cnonce));
+    let r = response(alg, &h, nonce, qop, method, uri);
+    let mut c = Credentials::new("Digest");
+    c.push("username", username, true)
+        .push("realm", realm, true)
+        .push("nonce", nonce, true)
+        .push("uri", uri, true)
+        .push("response", &r, true)
+        .push("algorithm", alg.as_str(), false);
+    if with_qop {
+        c.push("qop", "auth", false)
+            .push("nc", &nc_text, false)
+            .push("cnonce", cnonce, true);
+    }
+    if let Some(opaque) = ch.opaque() {
+        c.push("opaque", opaque, true);
+    }
+    Some(c)
 }
 
 /// A quoted-string with `"` and `\` escaped; control characters (which a
@@ -933,5 +997,75 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn client_answers_our_own_challenge_with_sha256() {
+        let mut s = server();
+        let offered: Vec<Challenge> = s
+            .challenge(REALM, false, T0)
+            .iter()
+            .map(|h| Challenge::parse(h).unwrap())
+            .collect();
+        let c = authorize(&offered, "alice", PASS, "INVITE", "sip:bob@x", "c0ffee", 1).unwrap();
+        assert_eq!(c.algorithm(), Some("SHA-256"));
+        assert_eq!(c.nc(), Some("00000001"));
+        let v = s.verify(&c, "INVITE", store, REALM, T0 + 10);
+        assert_eq!(v, Verdict::Ok);
+        // A wrong password fails at the server.
+        let bad = authorize(
+            &offered,
+            "alice",
+            "nope",
+            "INVITE",
+            "sip:bob@x",
+            "c0ffee",
+            2,
+        )
+        .unwrap();
+        assert!(matches!(
+            s.verify(&bad, "INVITE", store, REALM, T0 + 10),
+            Verdict::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn client_rfc2617_example_and_unanswerable_challenges() {
+        // RFC 2617 §3.5 with qop=auth: the response is the RFC's own figure.
+        let ch = Challenge::parse(
+            "Digest realm=\"testrealm@host.com\", qop=\"auth,auth-int\", \
+             nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\", opaque=\"5ccc069c403ebaf9f0171e9517f40e41\"",
+        )
+        .unwrap();
+        let c = authorize(
+            [&ch],
+            "Mufasa",
+            "Circle Of Life",
+            "GET",
+            "/dir/index.html",
+            "0a4f113b",
+            1,
+        )
+        .unwrap();
+        assert_eq!(c.response(), Some("6629fae49393a05397450978507c4ef1"));
+        assert_eq!(c.opaque(), Some("5ccc069c403ebaf9f0171e9517f40e41"));
+        assert_eq!(c.algorithm(), Some("MD5"));
+        // Only auth-int, an unknown algorithm, or no nonce: nothing to answer with.
+        for text in [
+            "Digest realm=\"r\", nonce=\"n\", qop=\"auth-int\"",
+            "Digest realm=\"r\", nonce=\"n\", algorithm=MD5-sess",
+            "Digest realm=\"r\"",
+            "Basic realm=\"r\"",
+        ] {
+            let ch = Challenge::parse(text).unwrap();
+            assert!(
+                authorize([&ch], "u", "p", "GET", "/", "c", 1).is_none(),
+                "{text}"
+            );
+        }
+        // No qop offered: the RFC 2069 form, without nc/cnonce.
+        let ch = Challenge::parse("Digest realm=\"r\", nonce=\"n\"").unwrap();
+        let c = authorize([&ch], "u", "p", "REGISTER", "sip:r", "c", 1).unwrap();
+        assert!(c.nc().is_none() && c.cnonce().is_none() && c.qop().is_none());
     }
 }

@@ -58,6 +58,8 @@ pub struct Services {
     /// The B2BUA: INVITEs and everything inside a dialog. It runs on the endpoint's task, next
     /// to the transaction layer; routes it resolves elsewhere come back on the receiver.
     pub calls: (Calls, mpsc::Receiver<Routed>),
+    /// The trunks' REGISTER clients (their client transactions run on this task too).
+    pub trunks: crate::trunks::service::Registrations,
 }
 
 /// The channel services answer on, made before the services (which need its sending end) and
@@ -96,15 +98,21 @@ async fn run(
     let mut tags = seed;
     let register = services.register;
     let (mut calls, mut routed) = services.calls;
+    let mut trunks = services.trunks;
     let mut services = Handlers {
         register: register.as_ref(),
         calls: &mut calls,
+        trunks: &mut trunks,
     };
     loop {
-        let deadline = match (layer.poll_timeout(), services.calls.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = [
+            layer.poll_timeout(),
+            services.calls.poll_timeout(),
+            services.trunks.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -138,6 +146,7 @@ async fn run(
                 let now = Instant::now();
                 layer.handle_timeout(now);
                 services.calls.handle_timeout(&mut layer, now);
+                services.trunks.handle_timeout(&mut layer, now);
             }
         }
         drain(&mut layer, &transports, &mut services, &mut tags);
@@ -180,6 +189,7 @@ fn on_incoming(layer: &mut TransactionLayer, transports: &Transports, msg: Incom
 struct Handlers<'a> {
     register: &'a dyn RequestHandler,
     calls: &'a mut Calls,
+    trunks: &'a mut crate::trunks::service::Registrations,
 }
 
 /// Carries out everything the layer has to say.
@@ -233,16 +243,24 @@ fn drain(
                 services.calls.on_cancel(layer, invite, now);
             }
             Output::Response { tx, msg } => {
-                services.calls.on_response(layer, tx, &msg, Instant::now());
+                let now = Instant::now();
+                if !services.trunks.on_response(layer, tx, &msg, now) {
+                    services.calls.on_response(layer, tx, &msg, now);
+                }
             }
             Output::Ack2xx { msg, .. } => {
                 services.calls.on_ack(layer, &msg, Instant::now());
             }
             Output::Timeout { tx } | Output::TransportError { tx } => {
-                services.calls.on_client_failure(layer, tx, Instant::now());
+                let now = Instant::now();
+                if !services.trunks.on_client_failure(tx, now) {
+                    services.calls.on_client_failure(layer, tx, now);
+                }
             }
             Output::Terminated { tx } => {
-                services.calls.on_terminated(tx);
+                if !services.trunks.on_terminated(tx) {
+                    services.calls.on_terminated(tx);
+                }
             }
             Output::StrayResponse { .. } => {}
         }

@@ -40,9 +40,11 @@ fn config() -> CallConfig {
 
 fn targets(n: usize) -> Vec<Target> {
     (0..n)
-        .map(|i| Target {
-            uri: Uri::parse(&format!("sip:bob@10.0.1.{i}:5062")).unwrap(),
-            label: format!("phone:{i}"),
+        .map(|i| {
+            Target::phone(
+                Uri::parse(&format!("sip:bob@10.0.1.{i}:5062")).unwrap(),
+                format!("phone:{i}"),
+            )
         })
         .collect()
 }
@@ -601,4 +603,88 @@ fn no_session_timer_unless_the_caller_supports_it() {
     let ok = ok_to_caller(&a);
     assert_eq!(ok.header(&HeaderName::SessionExpires), None);
     assert_eq!(call.poll_timeout(), None);
+}
+
+/// A trunk branch: its own From, and a 407 answered once with the trunk's credentials.
+#[test]
+fn a_trunk_branch_answers_one_challenge_with_its_credentials() {
+    use crate::sip::auth::{self, DigestServer, Verdict};
+    let t0 = Instant::now();
+    let trunk = Target {
+        uri: Uri::parse("sip:0301234567@itsp.test").unwrap(),
+        label: "+49301234567".into(),
+        from: Some(NameAddr::parse("\"Alice Smith\" <sip:+4930555100@itsp.test>").unwrap()),
+        credentials: Some(std::sync::Arc::new(BranchCredentials {
+            username: "acct".into(),
+            password: "pw".into(),
+        })),
+    };
+    let mut call = Call::new(caller_invite(), "pbx-tag", vec![trunk], config(), 9, t0).unwrap();
+    let first = invites(&drain(&mut call)).remove(0);
+    assert_eq!(
+        first.from().unwrap().uri.to_string(),
+        "sip:+4930555100@itsp.test"
+    );
+    assert_eq!(
+        first.to().unwrap().uri.to_string(),
+        "sip:0301234567@itsp.test"
+    );
+
+    let mut itsp = DigestServer::new(b"0123456789abcdef0123456789abcdef");
+    let mut challenge = answer(&first, 407, "itsp", None);
+    for v in itsp.challenge("itsp.test", false, 1_000) {
+        challenge
+            .push_header(HeaderName::ProxyAuthenticate, &v)
+            .unwrap();
+    }
+    call.on_invite_response(0, &challenge, t0);
+    let a = drain(&mut call);
+    assert!(
+        caller_answers(&a).is_empty(),
+        "the caller sees nothing of the challenge"
+    );
+    let second = invites(&a).remove(0);
+    assert_eq!(second.call_id(), first.call_id());
+    assert_eq!(second.from(), first.from());
+    assert_eq!(second.cseq().unwrap().seq, 2);
+    assert_ne!(
+        second.top_via().unwrap().branch(),
+        first.top_via().unwrap().branch()
+    );
+    assert_eq!(second.body(), first.body());
+    let creds = second
+        .credentials(&HeaderName::ProxyAuthorization)
+        .find_map(Result::ok)
+        .unwrap();
+    let v = itsp.verify(
+        &creds,
+        "INVITE",
+        |alg| Some(auth::ha1(alg, "acct", "itsp.test", "pw")),
+        "itsp.test",
+        1_001,
+    );
+    assert_eq!(v, Verdict::Ok);
+
+    // A second challenge means the credentials were refused: the call fails, no third INVITE.
+    let mut again = answer(&second, 407, "itsp", None);
+    for v in itsp.challenge("itsp.test", false, 1_002) {
+        again
+            .push_header(HeaderName::ProxyAuthenticate, &v)
+            .unwrap();
+    }
+    call.on_invite_response(0, &again, t0);
+    let a = drain(&mut call);
+    assert!(invites(&a).is_empty());
+    assert_eq!(caller_answers(&a), vec![503]);
+    assert_eq!(call.summary().outcome, Outcome::Failed);
+}
+
+/// A phone that answers 401/407 (it has no credentials from us) is just a failed branch.
+#[test]
+fn a_phone_branch_does_not_answer_challenges() {
+    let (mut call, inv, t0) = started(1);
+    call.on_invite_response(0, &answer(&inv[0], 401, "b0", None), t0);
+    let a = drain(&mut call);
+    assert!(invites(&a).is_empty());
+    assert_eq!(caller_answers(&a), vec![503]);
 }
