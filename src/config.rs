@@ -798,9 +798,11 @@ fn resolve_trunks(raw: Vec<RawTrunk>) -> Result<Vec<TrunkConfig>, String> {
             Some("digits") => NumberFormat::Digits,
             Some("international") => NumberFormat::International,
             Some("national") => NumberFormat::National,
-            Some(other) => return Err(format!(
+            Some(other) => {
+                return Err(format!(
                 "{what}: unknown number_format `{other}` (e164, digits, international or national)"
-            )),
+            ))
+            }
         };
         let is_e164 = |n: &str| {
             n.strip_prefix('+').is_some_and(|d| {

@@ -7,95 +7,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
+use common::sipp::{audio_port, must_pass, register, rejected_scenario, spawn_sipp, SippRun};
+
 use std::time::Duration;
 
 use common::{Db, TestDb};
 use switchboard::config::Transport;
 use switchboard::store::{CallDirection, HistoryQuery, PartyOutcome};
 use switchboard::Server;
-
-fn sipp_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp")
-}
-
-struct SippRun {
-    ok: bool,
-    messages: String,
-    stderr: String,
-}
-
-/// `call_uac_rejected.xml` expecting final status `status` (SIPp takes no variable in a
-/// `response` attribute), written to `dir`.
-fn rejected_scenario(dir: &tempfile::TempDir, status: u16) -> String {
-    let text = std::fs::read_to_string(sipp_dir().join("call_uac_rejected.xml")).unwrap();
-    let path = dir.path().join(format!("call_uac_{status}.xml"));
-    std::fs::write(&path, text.replace("STATUS", &status.to_string())).unwrap();
-    path.display().to_string()
-}
-
-/// Starts one SIPp call of `scenario` from local UDP port `port` towards `to`.
-fn spawn_sipp(
-    scenario: &str,
-    to: std::net::SocketAddr,
-    port: u16,
-    args: &[&str],
-) -> tokio::task::JoinHandle<SippRun> {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("messages.log");
-    let mut cmd = Command::new("sipp");
-    cmd.current_dir(dir.path())
-        .arg("-sf")
-        .arg(sipp_dir().join(scenario))
-        .args(["-m", "1", "-i", "127.0.0.1", "-nostdin", "-t", "u1"])
-        .args(["-p", &port.to_string()])
-        .args(["-timeout", "20s", "-timeout_error", "-recv_timeout", "15s"])
-        .args(args)
-        .arg("-trace_msg")
-        .arg("-message_file")
-        .arg(&log)
-        .arg(to.to_string());
-    tokio::task::spawn_blocking(move || {
-        let out = cmd
-            .output()
-            .expect("sipp is installed (Debian package sip-tester)");
-        let run = SippRun {
-            ok: out.status.success(),
-            messages: std::fs::read_to_string(&log).unwrap_or_default(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        drop(dir);
-        run
-    })
-}
-
-async fn must_pass(what: &str, h: tokio::task::JoinHandle<SippRun>) -> SippRun {
-    let run = h.await.unwrap();
-    assert!(
-        run.ok,
-        "{what} failed: {}\n{}",
-        run.stderr,
-        tail(&run.messages)
-    );
-    run
-}
-
-/// The port of the first `m=audio` line of a logged message.
-fn audio_port(msg: &str) -> u16 {
-    msg.lines()
-        .find_map(|l| l.trim().strip_prefix("m=audio "))
-        .and_then(|rest| rest.split(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no m=audio in {msg}"))
-}
-
-fn tail(s: &str) -> &str {
-    let start = s.len().saturating_sub(4000);
-    let start = (start..s.len())
-        .find(|i| s.is_char_boundary(*i))
-        .unwrap_or(0);
-    &s[start..]
-}
 
 /// A server with users 100 (phone `alice`) and 200 (phone `bob`), calls ringing `no_answer` s.
 async fn server(db: &TestDb, no_answer: u64) -> (Server, tempfile::TempDir, i64, i64) {
@@ -109,24 +28,6 @@ async fn server(db: &TestDb, no_answer: u64) -> (Server, tempfile::TempDir, i64,
     let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
     let bob = common::user_with_phone(&server, "200", "bob", "bob-secret").await;
     (server, data, alice, bob)
-}
-
-/// Registers phone `user` from `port` and returns once the binding is in place.
-async fn register(server: &Server, user: &str, password: &str, port: u16) {
-    let to = common::sip_addr(server, Transport::Udp);
-    must_pass(
-        &format!("registering {user}"),
-        spawn_sipp(
-            "register.xml",
-            to,
-            port,
-            &[
-                "-s", user, "-au", user, "-ap", password, "-set", "expires", "600",
-            ],
-        ),
-    )
-    .await;
-    assert_eq!(server.registrar().bindings_for(user).len(), 1);
 }
 
 async fn phone_id(server: &Server, user_id: i64) -> i64 {

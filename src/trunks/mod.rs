@@ -193,14 +193,10 @@ impl Trunk {
     /// Looks the host names up again.
     async fn resolve(&self) -> Result<(), std::io::Error> {
         let hop = lookup(&self.next_hop.0, self.next_hop.1).await?;
+        // Calls from anywhere else (the registrar's own hosts behind an outbound proxy, say)
+        // need `inbound_addresses`: guessing from DNS would trust more than was configured.
         let mut sources = self.config.inbound_addresses.clone();
         sources.extend(hop.iter().map(SocketAddr::ip));
-        if self.config.outbound_proxy.is_some() {
-            // Calls may come from the registrar's domain too, not only the proxy.
-            if let Ok(domain) = lookup(&self.domain_unbracketed(), self.domain_port).await {
-                sources.extend(domain.iter().map(SocketAddr::ip));
-            }
-        }
         let mut r = self
             .resolved
             .write()
@@ -208,13 +204,6 @@ impl Trunk {
         r.next_hop = hop;
         r.sources = sources;
         Ok(())
-    }
-
-    fn domain_unbracketed(&self) -> String {
-        self.domain
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned()
     }
 }
 

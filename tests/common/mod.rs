@@ -6,6 +6,8 @@
 //! skip would let the PostgreSQL half of the store go untested.
 #![allow(dead_code)]
 
+pub mod sipp;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use switchboard::store::Store;

@@ -1,0 +1,425 @@
+//! SIP trunks against SIPp playing the ITSP (Debian package `sip-tester`): the trunk registers
+//! with digest auth, outgoing calls go out through it answering its 407, calls to a DID ring
+//! the user's phones, and a location's external number rings through the trunk next to the
+//! user's phones.
+//!
+//! The ITSP listens on 127.0.0.2 and the phones on 127.0.0.1: an INVITE from the trunk's
+//! address is a trunk call, so the two must differ.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sipp::{must_pass, register, spawn_sipp, spawn_sipp_from, SippRun};
+use common::{Db, TestDb};
+use switchboard::config::Transport;
+use switchboard::store::{CallDirection, HistoryQuery, PartyOutcome};
+use switchboard::Server;
+
+const ITSP_IP: &str = "127.0.0.2";
+
+/// A server with users 100 (phone `alice`, DID +4930555100) and 200 (phone `bob`, DID
+/// +4930555200), and trunk `default` whose next hop is SIPp on `itsp_port`.
+async fn server(
+    db: &TestDb,
+    itsp_port: u16,
+    trunk_extra: &str,
+) -> (Server, tempfile::TempDir, i64, i64) {
+    let trunk = format!(
+        "[[trunks]]\nname = \"default\"\nhost = \"itsp.test\"\n\
+         outbound_proxy = \"{ITSP_IP}:{itsp_port}\"\nusername = \"acct\"\n\
+         password = \"acct-secret\"\nnumber_format = \"national\"\n\
+         dids = [ {{ number = \"+4930555100\", extension = \"100\" }}, \
+                  {{ number = \"+4930555200\", extension = \"200\" }} ]\n{trunk_extra}\n"
+    );
+    let (server, data) = common::start_server(
+        db,
+        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
+         digest_algorithms = [\"MD5\", \"SHA-256\"]",
+        &format!("[calls]\nno_answer_secs = 20\n{trunk}"),
+    )
+    .await;
+    let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
+    let bob = common::user_with_phone(&server, "200", "bob", "bob-secret").await;
+    (server, data, alice, bob)
+}
+
+/// SIPp as the ITSP, answering on `port`.
+async fn itsp(scenario: &str, port: u16, args: &[&str]) -> tokio::task::JoinHandle<SippRun> {
+    let h = spawn_sipp_from(ITSP_IP, scenario, None, port, args);
+    // SIPp needs a moment before it listens.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h
+}
+
+/// `GET /api/v1/trunks` until `done` holds for the first trunk (10 s at most).
+async fn trunk_status(
+    server: &Server,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let token = server
+        .initial_admin_token()
+        .expect("admin token")
+        .to_owned();
+    let addr = server.http_addr();
+    let mut last = serde_json::Value::Null;
+    for _ in 0..100 {
+        let token = token.clone();
+        let (status, body) = tokio::task::spawn_blocking(move || {
+            common::http(addr, "GET", "/api/v1/trunks", &token, "")
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        last = body[0].clone();
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("trunk status never got there: {last}");
+}
+
+/// The one history entry of `user`, waiting a little for the record to be written.
+async fn only_entry(server: &Server, user: i64) -> switchboard::store::HistoryEntry {
+    for _ in 0..50 {
+        let page = server
+            .store()
+            .call_history(user, &HistoryQuery::default())
+            .await
+            .unwrap();
+        if let Some(e) = page.entries.first() {
+            assert_eq!(page.entries.len(), 1, "{:?}", page.entries);
+            return e.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no call record for user {user}");
+}
+
+/// The trunks each call record names.
+async fn record_trunks(server: &Server) -> Vec<Option<String>> {
+    let rows: Vec<(Option<String>,)> = sqlx::query_as("SELECT trunk FROM calls")
+        .fetch_all(server.store().pool())
+        .await
+        .unwrap();
+    rows.into_iter().map(|r| r.0).collect()
+}
+
+fn received<'a>(run: &'a SippRun, what: &str) -> &'a str {
+    run.messages
+        .split("message received")
+        .find(|m| m.contains(what))
+        .unwrap_or_else(|| panic!("no message with {what:?} in {}", run.messages))
+}
+
+async fn trunk_registers(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let port = common::free_udp_port();
+    let registrar = itsp(
+        "trunk_registrar.xml",
+        port,
+        &[
+            "-set",
+            "user",
+            "acct",
+            "-set",
+            "pass",
+            "acct-secret",
+            "-set",
+            "expires",
+            "300",
+        ],
+    )
+    .await;
+    let (server, _data, _, _) = server(&tdb, port, "").await;
+    let registrar = must_pass("the ITSP's registrar", registrar).await;
+    let register = received(&registrar, "Authorization:");
+    assert!(
+        register.contains("REGISTER sip:itsp.test SIP/2.0"),
+        "{register}"
+    );
+    assert!(register.contains("username=\"acct\""), "{register}");
+    assert!(register.contains("Expires: 600"), "{register}");
+    let sip = common::sip_addr(&server, Transport::Udp);
+    assert!(
+        register.contains(&format!("Contact: <sip:acct@{sip}>")),
+        "{register}"
+    );
+    // The registrar granted 300 s: the status says registered until about then.
+    let status = trunk_status(&server, |s| s["registration"] == "registered").await;
+    let expires = status["expires_at"].as_i64().unwrap();
+    let in_s = (expires - switchboard::store::now_ms()) / 1000;
+    assert!((290..=300).contains(&in_s), "{status}");
+    assert_eq!(status["next_hop"], format!("{ITSP_IP}:{port}"));
+    server.shutdown().await;
+}
+
+/// The ITSP refuses the credentials (403): the status shows the failure, with its code.
+async fn trunk_with_a_wrong_password_fails(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let port = common::free_udp_port();
+    let registrar = itsp(
+        "trunk_registrar.xml",
+        port,
+        &[
+            "-set", "user", "acct", "-set", "pass", "other", "-set", "expires", "300",
+        ],
+    )
+    .await;
+    let (server, _data, _, _) = server(&tdb, port, "").await;
+    let run = registrar.await.unwrap();
+    assert!(!run.ok, "the ITSP must have refused: {}", run.messages);
+    let status = trunk_status(&server, |s| s["registration"] == "failed").await;
+    assert_eq!(status["last_error"], "403", "{status}");
+    assert!(status.get("expires_at").is_none(), "{status}");
+    server.shutdown().await;
+}
+
+/// Alice dials 0301234567: the default dialplan's "national" route sends it to trunk
+/// `default`, which wants national numbers; the ITSP challenges the INVITE (407), we answer
+/// with the trunk's account, it answers the call, alice hangs up.
+async fn outgoing_call_through_the_trunk(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let port = common::free_udp_port();
+    let trunk = itsp(
+        "trunk_uas.xml",
+        port,
+        &[
+            "-set",
+            "user",
+            "acct",
+            "-set",
+            "pass",
+            "acct-secret",
+            "-set",
+            "num",
+            "0301234567",
+        ],
+    )
+    .await;
+    let (server, _data, alice, _) = server(&tdb, port, "register = false").await;
+    let caller = spawn_sipp(
+        "call_uac.xml",
+        common::sip_addr(&server, Transport::Udp),
+        common::free_udp_port(),
+        &[
+            "-s",
+            "0301234567",
+            "-au",
+            "alice",
+            "-ap",
+            "alice-secret",
+            "-d",
+            "1000",
+        ],
+    );
+    must_pass("the caller", caller).await;
+    let trunk = must_pass("the ITSP", trunk).await;
+    // The ITSP sees alice's DID on the trunk's domain as caller, and her name.
+    let invite = received(&trunk, "Proxy-Authorization:");
+    assert!(
+        invite.contains("INVITE sip:0301234567@itsp.test SIP/2.0"),
+        "{invite}"
+    );
+    assert!(
+        invite.contains("From: \"User 100\" <sip:+4930555100@itsp.test>;tag="),
+        "{invite}"
+    );
+    assert!(invite.contains("username=\"acct\""), "{invite}");
+    assert!(invite.contains("CSeq: 2 INVITE"), "{invite}");
+    received(&trunk, "BYE sip:");
+
+    let out = only_entry(&server, alice).await;
+    assert_eq!(out.direction, CallDirection::Outgoing);
+    assert_eq!(out.outcome, PartyOutcome::Answered);
+    assert_eq!(out.other_number, "+49301234567");
+    assert_eq!(
+        record_trunks(&server).await,
+        vec![Some("default".to_owned())]
+    );
+    server.shutdown().await;
+}
+
+/// The ITSP delivers a call for DID +4930555200 (as 4930555200, without the `+`): bob's phone
+/// rings and answers; the ITSP is not challenged.
+async fn incoming_call_to_a_did(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let port = common::free_udp_port();
+    let (server, _data, _, bob) = server(&tdb, port, "register = false").await;
+    let to = common::sip_addr(&server, Transport::Udp);
+    let phone_port = common::free_udp_port();
+    register(&server, "bob", "bob-secret", phone_port).await;
+    let phone = spawn_sipp("call_uas.xml", to, phone_port, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let itsp = spawn_sipp_from(
+        ITSP_IP,
+        "trunk_uac.xml",
+        Some(to),
+        port,
+        &["-s", "4930555200"],
+    );
+    let itsp = must_pass("the ITSP", itsp).await;
+    let phone = must_pass("bob's phone", phone).await;
+    assert!(!itsp.messages.contains("407 Proxy"), "{}", itsp.messages);
+    let invite = received(&phone, "INVITE sip:");
+    assert!(
+        invite.contains("From: \"Caller Name\" <sip:+4915112345678@test.example>;tag="),
+        "{invite}"
+    );
+    let inc = only_entry(&server, bob).await;
+    assert_eq!(inc.direction, CallDirection::Incoming);
+    assert_eq!(inc.outcome, PartyOutcome::Answered);
+    assert_eq!(inc.other_number, "+4915112345678");
+    assert_eq!(
+        record_trunks(&server).await,
+        vec![Some("default".to_owned())]
+    );
+    server.shutdown().await;
+}
+
+/// Bob's location holds his two phones and his mobile (through the trunk): alice calls him,
+/// all three ring, the mobile answers, both phones get CANCEL saying so.
+async fn location_rings_phones_and_an_external_number(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let port = common::free_udp_port();
+    let mobile = itsp(
+        "trunk_uas.xml",
+        port,
+        &[
+            "-set",
+            "user",
+            "acct",
+            "-set",
+            "pass",
+            "acct-secret",
+            "-set",
+            "num",
+            "01701234567",
+        ],
+    )
+    .await;
+    let (server, _data, alice, bob) = server(&tdb, port, "register = false").await;
+    let store = server.store();
+    let desk = store
+        .list_phones(bob, Default::default())
+        .await
+        .unwrap()
+        .items[0]
+        .id;
+    let (soft, _) = store
+        .create_phone(
+            bob,
+            &switchboard::directory::NewPhone {
+                sip_username: "bob2".into(),
+                name: "Softphone".into(),
+                password: Some("bob2-secret".into()),
+            },
+            "test.example",
+        )
+        .await
+        .unwrap();
+    store
+        .update_user(
+            bob,
+            &switchboard::directory::UserPatch {
+                external_numbers: Some(vec![switchboard::directory::ExternalNumber {
+                    label: "mobile".into(),
+                    number: "01701234567".into(),
+                }]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let location = store
+        .create_location(
+            bob,
+            &switchboard::directory::NewLocation {
+                name: "everywhere".into(),
+                phones: vec![desk, soft.id],
+                numbers: vec!["01701234567".into()],
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .set_current_location(bob, Some(location.id))
+        .await
+        .unwrap();
+
+    let to = common::sip_addr(&server, Transport::Udp);
+    let (p1, p2) = (common::free_udp_port(), common::free_udp_port());
+    register(&server, "bob", "bob-secret", p1).await;
+    register(&server, "bob2", "bob2-secret", p2).await;
+    let desk_rings = spawn_sipp("call_uas_ringing.xml", to, p1, &[]);
+    let soft_rings = spawn_sipp("call_uas_ringing.xml", to, p2, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let caller = spawn_sipp(
+        "call_uac.xml",
+        to,
+        common::free_udp_port(),
+        &[
+            "-s",
+            "200",
+            "-au",
+            "alice",
+            "-ap",
+            "alice-secret",
+            "-d",
+            "500",
+        ],
+    );
+    must_pass("the caller", caller).await;
+    let mobile = must_pass("the mobile (ITSP)", mobile).await;
+    // Through the trunk, the caller shows as bob's DID (the ITSP's account), with alice's name.
+    let invite = received(&mobile, "Proxy-Authorization:");
+    assert!(
+        invite.contains("From: \"User 100\" <sip:+4930555200@itsp.test>;tag="),
+        "{invite}"
+    );
+    for phone in [desk_rings, soft_rings] {
+        let run = must_pass("a phone of the location", phone).await;
+        let cancel = received(&run, "CANCEL sip:");
+        assert!(
+            cancel.contains("Reason: SIP;cause=200;text=\"Call completed elsewhere\""),
+            "{cancel}"
+        );
+    }
+    let inc = only_entry(&server, bob).await;
+    assert_eq!(inc.outcome, PartyOutcome::Answered);
+    assert_eq!(inc.answered_by.as_deref(), Some("+491701234567"));
+    assert_eq!(
+        only_entry(&server, alice).await.outcome,
+        PartyOutcome::Answered
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers() {
+    trunk_registers(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password() {
+    trunk_with_a_wrong_password_fails(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing() {
+    outgoing_call_through_the_trunk(Db::Sqlite).await;
+    outgoing_call_through_the_trunk(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming() {
+    incoming_call_to_a_did(Db::Sqlite).await;
+    incoming_call_to_a_did(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn location_with_an_external_number() {
+    location_rings_phones_and_an_external_number(Db::Sqlite).await;
+    location_rings_phones_and_an_external_number(Db::Postgres).await;
+}
