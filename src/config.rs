@@ -700,10 +700,12 @@ impl Config {
     }
 
     /// Loads the configured dialplan (see [`Config::dialplan`]).
+    /// Routes naming a trunk are checked against `trunks` when any is configured.
     pub fn open_dialplan(&self) -> Result<crate::routing::DialplanFile, crate::routing::LoadError> {
-        crate::routing::DialplanFile::open(
+        crate::routing::DialplanFile::open_with_trunks(
             &self.dialplan,
             self.dialplan == Path::new(DEFAULT_DIALPLAN_PATH),
+            self.trunks.iter().map(|t| t.name.clone()).collect(),
         )
     }
 

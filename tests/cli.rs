@@ -456,3 +456,66 @@ fn the_dialplan_reloads_on_sighup_and_through_the_api() {
     assert_eq!(names(&v), ["users"]);
     served.stop();
 }
+
+/// With trunks configured, a route naming an unknown one is refused with its line; the trunk's
+/// password never appears in `check-config`; a broken trunk table names the trunk.
+#[test]
+fn trunks_in_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "[[route]]\nname = \"users\"\nmatch = \"{ext:3}\"\naction = \"user\"\n\n\
+         [[route]]\nname = \"out\"\nmatch = \"0{n}\"\naction = \"trunk\"\ntrunk = \"itps\"\n",
+    )
+    .unwrap();
+    let trunk = "[[trunks]]\nname = \"itsp\"\nhost = \"sip.itsp.example\"\n\
+                 username = \"4930555\"\npassword = \"hunter2-secret\"\n\
+                 dids = [ { number = \"+4930555100\", extension = \"100\" } ]\n";
+    let cfg = dir.path().join("sb.toml");
+    let write_cfg = |trunk: &str| {
+        std::fs::write(
+            &cfg,
+            format!("dialplan = {:?}\n{trunk}", plan.display().to_string()),
+        )
+        .unwrap()
+    };
+    let check = || {
+        Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "check-config"])
+            .env_clear()
+            .output()
+            .unwrap()
+    };
+    write_cfg(trunk);
+    let out = check();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("line 10") && err.contains("unknown trunk 'itps'"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &plan,
+        "[[route]]\nname = \"out\"\nmatch = \"0{n}\"\naction = \"trunk\"\ntrunk = \"itsp\"\n",
+    )
+    .unwrap();
+    let out = check();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("hunter2"), "{text}");
+    let parsed: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(parsed["trunks"][0]["password"].as_str(), Some("********"));
+    assert_eq!(parsed["trunks"][0]["number_format"].as_str(), Some("e164"));
+    assert_eq!(parsed["trunks"][0]["register"].as_bool(), Some(true));
+
+    write_cfg(&trunk.replace("+4930555100", "030555100"));
+    let out = check();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("trunk 'itsp'") && err.contains("E.164"),
+        "{err}"
+    );
+}

@@ -700,16 +700,46 @@ pub struct DialplanFile {
     path: std::path::PathBuf,
     is_default_path: bool,
     handle: DialplanHandle,
+    /// The configured trunks; when there are any, every trunk a route names must be one of
+    /// them (a typo would otherwise only show when a call fails). With none configured, the
+    /// shipped plan's outside-call routes stay valid and answer 503.
+    trunks: Vec<String>,
 }
 
 impl DialplanFile {
     /// Loads the file (see [`Dialplan::load`]).
     pub fn open(path: &std::path::Path, is_default_path: bool) -> Result<Self, LoadError> {
-        Ok(DialplanFile {
+        Self::open_with_trunks(path, is_default_path, Vec::new())
+    }
+
+    /// Loads the file and checks the trunk names its routes use against `trunks` (unless that
+    /// is empty); reloads are checked the same way.
+    pub fn open_with_trunks(
+        path: &std::path::Path,
+        is_default_path: bool,
+        trunks: Vec<String>,
+    ) -> Result<Self, LoadError> {
+        let plan = Dialplan::load(path, is_default_path)?;
+        let file = DialplanFile {
             path: path.to_owned(),
             is_default_path,
-            handle: DialplanHandle::new(Dialplan::load(path, is_default_path)?),
-        })
+            handle: DialplanHandle::new(Dialplan::default_plan()),
+            trunks,
+        };
+        file.check(&plan)?;
+        file.handle.replace(plan);
+        Ok(file)
+    }
+
+    fn check(&self, plan: &Dialplan) -> Result<(), LoadError> {
+        if self.trunks.is_empty() {
+            return Ok(());
+        }
+        plan.check_trunks(|t| self.trunks.iter().any(|n| n == t))
+            .map_err(|error| LoadError::Invalid {
+                path: self.path.clone(),
+                error,
+            })
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -724,6 +754,7 @@ impl DialplanFile {
     /// Re-reads the file; returns the new plan, or the error with the running plan untouched.
     pub fn reload(&self) -> Result<Arc<Dialplan>, LoadError> {
         let plan = Dialplan::load(&self.path, self.is_default_path)?;
+        self.check(&plan)?;
         self.handle.replace(plan);
         Ok(self.handle.current())
     }
