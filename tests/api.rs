@@ -202,6 +202,7 @@ on_both_databases!(
     membership_follows_phones_and_numbers,
     admin_acts_for_a_user,
     data_survives_reopening,
+    call_history,
 );
 
 async fn users_crud(db: Db) {
@@ -1129,6 +1130,9 @@ async fn openapi_lists_every_route() {
         ("/api/v1/dialplan", &["get"]),
         ("/api/v1/dialplan/reload", &["post"]),
         ("/api/v1/bans/{ip}", &["delete"]),
+        ("/api/v1/trunks", &["get"]),
+        ("/api/v1/me/history", &["get"]),
+        ("/api/v1/users/{id}/history", &["get"]),
         ("/healthz", &["get"]),
         ("/metrics", &["get"]),
     ];
@@ -1176,4 +1180,237 @@ async fn health_metrics_and_unknown_routes() {
     api.get("/api/v1/nothing-here", &api.admin)
         .await
         .problem(404, None);
+}
+
+/// Call history through the API: a few hundred generated calls between three users and the
+/// outside; every filter, every sort in both orders paged through with cursors, names resolved
+/// as recorded, and nobody sees anyone else's calls.
+async fn call_history(db: Db) {
+    use switchboard::store::{CallDirection, CallOutcome, CallParty, NewCallRecord, PartyOutcome};
+    let api = Api::new(db).await;
+    let a = api.user("301", &[]).await;
+    let b = api.user("302", &[]).await;
+    let c = api.user("303", &[]).await;
+    let (ta, tb) = (api.user_token(a).await, api.user_token(b).await);
+    let outcomes = [
+        CallOutcome::Answered,
+        CallOutcome::NoAnswer,
+        CallOutcome::Busy,
+        CallOutcome::Failed,
+        CallOutcome::Cancelled,
+    ];
+    // (user, direction, other number, outcome) for each party written: the reference.
+    let mut expected: Vec<(i64, CallDirection, String, PartyOutcome)> = Vec::new();
+    let mut records = Vec::new();
+    for i in 0..300i64 {
+        let outcome = outcomes[(i % 5) as usize];
+        let started = 1_700_000_000_000 + i * 7_919 % 100_000 * 1_000;
+        let answered = (outcome == CallOutcome::Answered).then_some(started + 2_000);
+        let ended = started + 2_000 + (i * 37 % 600) * 1_000;
+        // Calls between users, and users with numbers outside (through a trunk).
+        type Side<'a> = Option<(i64, &'a str)>;
+        let (from, to): (Side, Side) = match i % 4 {
+            0 => (Some((a, "301")), Some((b, "302"))),
+            1 => (Some((b, "302")), Some((a, "301"))),
+            2 => (Some((a, "301")), None),
+            _ => (Some((c, "303")), Some((b, "302"))),
+        };
+        let outside = format!("+4930{:06}", i * 13 % 1000);
+        let mut parties = Vec::new();
+        if let Some((uid, _)) = from {
+            let other = to.map_or(outside.clone(), |t| t.1.to_owned());
+            parties.push(CallParty {
+                user_id: uid,
+                direction: CallDirection::Outgoing,
+                other_number: other.clone(),
+                other_name: format!("name {}", i % 17),
+                answered_by: None,
+            });
+            expected.push((
+                uid,
+                CallDirection::Outgoing,
+                other,
+                PartyOutcome::of(outcome, CallDirection::Outgoing),
+            ));
+        }
+        if let Some((uid, _)) = to {
+            let other = from.map(|f| f.1.to_owned()).unwrap_or_default();
+            parties.push(CallParty {
+                user_id: uid,
+                direction: CallDirection::Incoming,
+                other_number: other.clone(),
+                other_name: String::new(),
+                answered_by: answered.map(|_| format!("phone:{}", 40 + i % 3)),
+            });
+            expected.push((
+                uid,
+                CallDirection::Incoming,
+                other,
+                PartyOutcome::of(outcome, CallDirection::Incoming),
+            ));
+        }
+        records.push(NewCallRecord {
+            call_ref: format!("history-{i}"),
+            started_at: started,
+            answered_at: answered,
+            ended_at: ended,
+            outcome,
+            hangup_cause: "caller".into(),
+            caller_number: from.map(|f| f.1.to_owned()).unwrap_or_default(),
+            caller_name: String::new(),
+            dialled_number: to.map_or(outside.clone(), |t| t.1.to_owned()),
+            callee_number: to.map_or(outside.clone(), |t| t.1.to_owned()),
+            callee_name: String::new(),
+            click_to_call: i % 10 == 0,
+            trunk: to.is_none().then(|| "default".to_owned()),
+            parties,
+        });
+    }
+    api.store.insert_calls(&records).await.unwrap();
+
+    let count = |user: i64, dir: Option<CallDirection>, out: Option<&str>| {
+        expected
+            .iter()
+            .filter(|e| e.0 == user && dir.map_or(true, |d| d == e.1))
+            .filter(|e| match out {
+                Some("answered") => e.3 == PartyOutcome::Answered,
+                Some("missed") => e.3 == PartyOutcome::Missed,
+                _ => true,
+            })
+            .count()
+    };
+    let all_pages = |token: String, query: String| {
+        let api = &api;
+        async move {
+            let mut items: Vec<Value> = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut path = format!("/api/v1/me/history?limit=37{query}");
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={c}"));
+                }
+                let r = api.get(&path, &token).await;
+                assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+                items.extend(r.body["items"].as_array().unwrap().iter().cloned());
+                match r.body["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => return items,
+                }
+            }
+        }
+    };
+
+    // Every filter: the counts of the reference, and only matching entries.
+    for dir in [
+        None,
+        Some(CallDirection::Incoming),
+        Some(CallDirection::Outgoing),
+    ] {
+        for out in [None, Some("answered"), Some("missed")] {
+            let mut q = String::new();
+            if let Some(d) = dir {
+                q.push_str(&format!("&direction={}", d.as_str()));
+            }
+            if let Some(o) = out {
+                q.push_str(&format!("&outcome={o}"));
+            }
+            for (user, token) in [(a, &ta), (b, &tb)] {
+                let items = all_pages(token.clone(), q.clone()).await;
+                assert_eq!(items.len(), count(user, dir, out), "user {user} {q}");
+                for it in &items {
+                    if let Some(d) = dir {
+                        assert_eq!(it["direction"], d.as_str());
+                    }
+                    if let Some(o) = out {
+                        assert_eq!(it["outcome"], o);
+                    }
+                }
+            }
+        }
+    }
+    // Every sort, both orders: pages in order, nothing lost or repeated.
+    let key = |it: &Value, sort: &str| -> (String, i64) {
+        let t = it["started_at"].as_i64().unwrap();
+        match sort {
+            "number" => (it["other_number"].as_str().unwrap().to_owned(), t),
+            "name" => (it["other_name"].as_str().unwrap().to_lowercase(), t),
+            "duration" => (format!("{:012}", it["duration_ms"].as_i64().unwrap()), t),
+            "outcome" => (it["outcome"].as_str().unwrap().to_owned(), t),
+            _ => (String::new(), t),
+        }
+    };
+    for sort in ["time", "number", "name", "duration", "outcome"] {
+        for order in ["asc", "desc"] {
+            let items = all_pages(ta.clone(), format!("&sort={sort}&order={order}")).await;
+            assert_eq!(items.len(), count(a, None, None), "{sort} {order}");
+            let ids: std::collections::HashSet<i64> =
+                items.iter().map(|i| i["id"].as_i64().unwrap()).collect();
+            assert_eq!(ids.len(), items.len(), "{sort} {order}: an entry twice");
+            for w in items.windows(2) {
+                let (k0, k1) = (key(&w[0], sort), key(&w[1], sort));
+                if order == "asc" {
+                    assert!(k0 <= k1, "{sort} asc: {k0:?} > {k1:?}");
+                } else {
+                    assert!(k0 >= k1, "{sort} desc: {k0:?} < {k1:?}");
+                }
+            }
+        }
+    }
+    // The default: newest first; names as recorded; which phone answered; click-to-call.
+    let r = api.get("/api/v1/me/history?limit=500", &ta).await;
+    let items = r.body["items"].as_array().unwrap();
+    assert!(items
+        .windows(2)
+        .all(|w| w[0]["started_at"].as_i64() >= w[1]["started_at"].as_i64()));
+    assert!(items
+        .iter()
+        .filter(|i| i["direction"] == "outgoing")
+        .all(|i| i["other_name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("name "))));
+    assert!(items
+        .iter()
+        .filter(|i| i["direction"] == "incoming" && i["outcome"] == "answered")
+        .all(|i| i["answered_by_phone"]
+            .as_i64()
+            .is_some_and(|p| (40..43).contains(&p))));
+    assert!(items.iter().any(|i| i["click_to_call"] == true));
+    assert!(items.iter().any(|i| i["other_number"]
+        .as_str()
+        .is_some_and(|n| n.starts_with("+4930"))));
+    // The admin mirror gives the same; a user token may not use it; unknown users are 404.
+    let mirror = api
+        .get(&format!("/api/v1/users/{a}/history?limit=500"), &api.admin)
+        .await;
+    assert_eq!(mirror.body["items"], r.body["items"]);
+    api.get(&format!("/api/v1/users/{b}/history"), &ta)
+        .await
+        .problem(403, None);
+    api.get("/api/v1/users/999999/history", &api.admin)
+        .await
+        .problem(404, None);
+    api.get("/api/v1/me/history", &api.admin)
+        .await
+        .problem(403, None);
+    // C's calls are C's and B's only.
+    assert!(items.iter().all(|i| i["other_number"] != "303"));
+    // Bad parameters name the field.
+    api.get("/api/v1/me/history?sort=colour", &ta)
+        .await
+        .problem(422, Some("sort"));
+    api.get("/api/v1/me/history?direction=sideways", &ta)
+        .await
+        .problem(422, Some("direction"));
+    api.get("/api/v1/me/history?outcome=maybe", &ta)
+        .await
+        .problem(422, Some("outcome"));
+    api.get("/api/v1/me/history?order=up", &ta)
+        .await
+        .problem(422, Some("order"));
+    api.get("/api/v1/me/history?limit=0", &ta)
+        .await
+        .problem(400, Some("limit"));
+    let bad = api.get("/api/v1/me/history?cursor=garbage", &ta).await;
+    assert!(bad.status.is_client_error(), "{}", bad.text);
+    assert_eq!(bad.body["field"], "cursor", "{}", bad.text);
 }

@@ -9,6 +9,7 @@ mod bans;
 mod dialplan;
 mod directory;
 mod error;
+mod history;
 mod ops;
 mod trunks;
 
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dialplan::routes())
         .merge(ops::routes())
         .merge(trunks::routes())
+        .merge(history::routes())
         .split_for_parts();
     let doc = Arc::new(doc);
     api.merge(ops::unauthenticated(doc))
