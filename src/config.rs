@@ -119,6 +119,10 @@ struct RawMedia {
     rtp_port_max: Option<u16>,
     threads: Option<usize>,
     timeout_secs: Option<u64>,
+    tones: Option<String>,
+    ringback_tone: Option<String>,
+    busy_tone: Option<String>,
+    congestion_tone: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -375,6 +379,34 @@ pub struct MediaConfig {
     /// An answered call with no RTP or RTCP from either party for this long is hung up (the
     /// phones vanished without a BYE). Default 60 s; 0 turns it off.
     pub timeout_secs: u64,
+    /// Tone preset by country: `eu` (ITU-T/CEPT, the default), `us`, `uk`.
+    pub tones: String,
+    /// Overrides of single tones, as `f1[+f2]/on,off[,on,off…]` (ms), e.g. `425/1000,4000`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ringback_tone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_tone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub congestion_tone: Option<String>,
+}
+
+impl MediaConfig {
+    /// The tones to play (validated at load).
+    pub fn tones(&self) -> crate::media::tone::Tones {
+        let mut t = crate::media::tone::Tones::preset(&self.tones).unwrap_or_default();
+        let set = |slot: &mut crate::media::tone::Tone, spec: &Option<String>| {
+            if let Some(tone) = spec
+                .as_deref()
+                .and_then(|s| crate::media::tone::Tone::parse(s).ok())
+            {
+                *slot = tone;
+            }
+        };
+        set(&mut t.ringback, &self.ringback_tone);
+        set(&mut t.busy, &self.busy_tone);
+        set(&mut t.congestion, &self.congestion_tone);
+        t
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -641,7 +673,23 @@ impl Config {
                 rtp_port_max: m.rtp_port_max.unwrap_or(30000),
                 threads: m.threads.unwrap_or(0),
                 timeout_secs: m.timeout_secs.unwrap_or(60),
+                tones: m.tones.unwrap_or_else(|| "eu".into()),
+                ringback_tone: m.ringback_tone,
+                busy_tone: m.busy_tone,
+                congestion_tone: m.congestion_tone,
             };
+        if crate::media::tone::Tones::preset(&media.tones).is_none() {
+            return Err(invalid("media.tones", "must be one of eu, us, uk"));
+        }
+        for (key, spec) in [
+            ("media.ringback_tone", &media.ringback_tone),
+            ("media.busy_tone", &media.busy_tone),
+            ("media.congestion_tone", &media.congestion_tone),
+        ] {
+            if let Some(Err(e)) = spec.as_deref().map(crate::media::tone::Tone::parse) {
+                return Err(invalid(key, &e.to_string()));
+            }
+        }
         if media.rtp_port_min < 1024 || media.rtp_port_max < media.rtp_port_min.saturating_add(8) {
             return Err(invalid(
                 "media.rtp_port_min",

@@ -2,10 +2,14 @@
 //! signalling, so a burst of SIP cannot delay audio and a flood of RTP cannot delay SIP.
 //!
 //! - [`sdp`]: reading where a party wants its audio and pointing a description at us.
-//! - [`relay`]: the anchoring relay (latching, RTP and RTCP, port pool, worker threads).
+//! - [`relay`]: the anchoring relay (latching, RTP and RTCP, port pool, worker threads,
+//!   PCMU↔PCMA transcoding, playing tones and prompts into a side).
+//! - [`g711`]: the two laws and the conversion between them.
+//! - [`tone`]: ringback/busy/congestion tones and WAV prompts as 20 ms frames.
 //!
-//! Not yet here: transcoding between PCMU and PCMA, tones and prompts, the conference mixer.
+//! Not yet here: the conference mixer, codecs beyond G.711.
 
 pub mod g711;
 pub mod relay;
 pub mod sdp;
+pub mod tone;

@@ -12,8 +12,12 @@
 //! `mio` and relays every datagram it can read before it waits again. Dropping the [`Session`]
 //! closes its sockets and returns its ports to the pool.
 //!
-//! Owns: sockets, ports, the worker threads. Must not touch: SIP, SDP text (see `media::sdp`),
-//! codecs (transcoding comes later).
+//! A side can also be played to ([`Session::play`]): the worker then sends that party 20 ms
+//! G.711 frames of a tone or prompt (`media::tone`) from the side's own RTP socket, with an RTP
+//! stream of its own, and holds back what the other side sends it until the playing stops.
+//!
+//! Owns: sockets, ports, the worker threads, RTP framing of what we play. Must not touch: SIP,
+//! SDP text (see `media::sdp`), tone synthesis (`media::tone`).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -21,12 +25,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::sdp::Endpoint;
+use super::sdp::{Endpoint, PCMA};
+use super::tone::{Sound, Source, FRAME};
 
 /// Largest datagram relayed; RTP over Ethernet never comes close.
 const MAX_DATAGRAM: usize = 2048;
@@ -123,6 +128,12 @@ enum Command {
     Transcode {
         id: u64,
         codecs: Option<(u8, u8)>,
+    },
+    Play {
+        id: u64,
+        side: Side,
+        /// The sound and the payload type (PCMU or PCMA) to send it as; `None` stops.
+        sound: Option<(Sound, u8)>,
     },
 }
 
@@ -320,6 +331,20 @@ impl Session {
         );
     }
 
+    /// Plays `sound` to the party on `side` as G.711 of payload type `pt` (0 PCMU, 8 PCMA),
+    /// replacing what the other side sends it; `None` stops and relays again. A prompt played
+    /// once stops by itself at its end.
+    pub fn play(&self, side: Side, sound: Option<(Sound, u8)>) {
+        self.inner.send(
+            self.worker,
+            Command::Play {
+                id: self.id,
+                side,
+                sound,
+            },
+        );
+    }
+
     /// What a party's description says; resets latching for that side (a re-INVITE may move
     /// the party).
     pub fn set_remote(&self, side: Side, endpoint: Endpoint) {
@@ -361,6 +386,62 @@ struct WorkerSession {
     activity: Arc<Activity>,
     /// (caller's payload type, callee's payload type) when converting between G.711 laws.
     transcode: Option<(u8, u8)>,
+    /// What we play to each side, if anything.
+    players: [Option<Player>; 2],
+}
+
+/// A sound played to one side: its own RTP stream (SSRC, sequence, timestamp).
+struct Player {
+    source: Source,
+    pt: u8,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    next: Instant,
+    /// The next packet carries the marker bit (start of a talkspurt).
+    marker: bool,
+}
+
+/// A frame late by more than this is skipped rather than sent in a burst.
+const MAX_CATCH_UP: u32 = 3;
+
+impl Player {
+    fn new(sound: Sound, pt: u8, id: u64, now: Instant) -> Player {
+        let mut seed = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(pt);
+        let r = crate::b2bua::call::splitmix(&mut seed);
+        Player {
+            source: Source::new(sound),
+            pt,
+            ssrc: r as u32,
+            seq: (r >> 32) as u16,
+            ts: (r >> 48) as u32,
+            next: now,
+            marker: true,
+        }
+    }
+
+    /// One RTP packet of the next 20 ms; `None` once a prompt has ended.
+    fn packet(&mut self, out: &mut [u8; 12 + FRAME]) -> Option<()> {
+        let mut frame = [0i16; FRAME];
+        let more = self.source.next_frame(&mut frame);
+        out[0] = 0x80;
+        out[1] = self.pt | if self.marker { 0x80 } else { 0 };
+        out[2..4].copy_from_slice(&self.seq.to_be_bytes());
+        out[4..8].copy_from_slice(&self.ts.to_be_bytes());
+        out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        let encode = if self.pt == PCMA {
+            super::g711::linear_to_alaw
+        } else {
+            super::g711::linear_to_ulaw
+        };
+        for (o, &x) in out[12..].iter_mut().zip(frame.iter()) {
+            *o = encode(x);
+        }
+        self.marker = false;
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(FRAME as u32);
+        more.then_some(())
+    }
 }
 
 fn token(id: u64, socket: usize) -> Token {
@@ -372,8 +453,19 @@ fn run_worker(mut poll: Poll, commands: std_mpsc::Receiver<Command>, counters: A
     let mut events = Events::with_capacity(256);
     let mut sessions: HashMap<u64, WorkerSession> = HashMap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Sessions something is played in, and when the next frame of any of them is due.
+    let mut playing: std::collections::HashSet<u64> = Default::default();
     loop {
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(1))) {
+        let now = Instant::now();
+        let next_frame = playing
+            .iter()
+            .filter_map(|id| sessions.get(id))
+            .flat_map(|s| s.players.iter().flatten().map(|p| p.next))
+            .min();
+        let timeout = next_frame
+            .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
+            .min(Duration::from_secs(1));
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::error!(error = %e, "media worker: poll failed");
                 std::thread::sleep(Duration::from_millis(10));
@@ -384,6 +476,15 @@ fn run_worker(mut poll: Poll, commands: std_mpsc::Receiver<Command>, counters: A
         // worker notices that the relay is gone (its command channel closed).
         loop {
             match commands.try_recv() {
+                Ok(Command::Play { id, side, sound }) => {
+                    if let Some(s) = sessions.get_mut(&id) {
+                        s.players[side.index()] =
+                            sound.map(|(sound, pt)| Player::new(sound, pt, id, Instant::now()));
+                        if s.players.iter().any(Option::is_some) {
+                            playing.insert(id);
+                        }
+                    }
+                }
                 Ok(cmd) => apply(&poll, &mut sessions, cmd),
                 Err(std_mpsc::TryRecvError::Empty) => break,
                 // The relay is gone: so is every session.
@@ -400,7 +501,48 @@ fn run_worker(mut poll: Poll, commands: std_mpsc::Receiver<Command>, counters: A
                 relay(s, socket, &mut buf, &counters);
             }
         }
+        if !playing.is_empty() {
+            let now = Instant::now();
+            playing.retain(|id| match sessions.get_mut(id) {
+                Some(s) => play_due(s, now, &counters),
+                None => false,
+            });
+        }
     }
+}
+
+/// Sends the frames that are due to each side being played to; false when nothing plays any
+/// more in this session.
+fn play_due(s: &mut WorkerSession, now: Instant, counters: &Counters) -> bool {
+    let mut pkt = [0u8; 12 + FRAME];
+    for side in [Side::Caller, Side::Callee] {
+        let i = side.index();
+        let peer = s.peers[i];
+        let Some(p) = s.players[i].as_mut() else {
+            continue;
+        };
+        let mut sent = 0;
+        while p.next <= now {
+            if sent == MAX_CATCH_UP {
+                // Far behind (the thread was starved): resynchronise instead of bursting.
+                p.next = now;
+            }
+            p.next += Duration::from_millis(20);
+            let more = p.packet(&mut pkt).is_some();
+            let to = peer.latched_rtp.or(peer.declared.map(|e| e.rtp));
+            if let Some(to) = to {
+                if s.sockets[i * 2].send_to(&pkt, to).is_ok() {
+                    counters.packets.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            sent += 1;
+            if !more {
+                s.players[i] = None;
+                break;
+            }
+        }
+    }
+    s.players.iter().any(Option::is_some)
 }
 
 fn apply(poll: &Poll, sessions: &mut HashMap<u64, WorkerSession>, cmd: Command) {
@@ -425,6 +567,7 @@ fn apply(poll: &Poll, sessions: &mut HashMap<u64, WorkerSession>, cmd: Command) 
                     peers: [Peer::default(); 2],
                     activity,
                     transcode: None,
+                    players: [None, None],
                 },
             );
         }
@@ -442,6 +585,8 @@ fn apply(poll: &Poll, sessions: &mut HashMap<u64, WorkerSession>, cmd: Command) 
                 s.transcode = codecs;
             }
         }
+        // Handled by the worker loop, which tracks who plays.
+        Command::Play { .. } => {}
         Command::Remove { id } => {
             if let Some(mut s) = sessions.remove(&id) {
                 for sock in s.sockets.iter_mut() {
@@ -479,6 +624,10 @@ fn relay(s: &mut WorkerSession, socket: usize, buf: &mut [u8], counters: &Counte
             *latched = Some(from);
         }
         let other = side.other();
+        if !rtcp && s.players[other.index()].is_some() {
+            // The other party hears what we play, not this.
+            continue;
+        }
         let them = s.peers[other.index()];
         let to = if rtcp {
             them.latched_rtcp.or(them.declared.map(|e| e.rtcp))
@@ -755,5 +904,81 @@ mod tests {
         let s = r.session().unwrap();
         assert!(matches!(r.session(), Err(RelayError::NoPorts { .. })));
         drop(s);
+    }
+
+    /// Ringback played to the caller: RTP from our port, PCMA as asked, 20 ms apart, with
+    /// rising sequence numbers and timestamps; what the callee sends is held back meanwhile and
+    /// relayed again once the playing stops.
+    #[test]
+    fn a_tone_played_to_one_side_replaces_the_other_side() {
+        let r = relay(1, 31700);
+        let sess = r.session().unwrap();
+        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
+        sess.set_remote(Side::Caller, endpoint(&caller));
+        sess.set_remote(Side::Callee, endpoint(&callee));
+        let tones = crate::media::tone::Tones::default();
+        sess.play(Side::Caller, Some((Sound::Tone(tones.ringback), PCMA)));
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        let mut last: Option<(u16, u32)> = None;
+        for i in 0..25 {
+            if i == 5 {
+                // Held back while the tone plays.
+                callee
+                    .send_to(b"callee talks", sess.callee_facing())
+                    .unwrap();
+            }
+            let (pkt, from) = recv(&caller);
+            assert_eq!(from, sess.caller_facing());
+            assert_eq!(pkt.len(), 12 + FRAME, "{:?}", &pkt[..pkt.len().min(20)]);
+            assert_eq!(pkt[0], 0x80);
+            assert_eq!(pkt[1] & 0x7f, PCMA);
+            assert_eq!(
+                pkt[1] & 0x80 != 0,
+                i == 0,
+                "marker on the first packet only"
+            );
+            let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
+            let ts = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
+            if let Some((s0, t0)) = last {
+                assert_eq!(seq, s0.wrapping_add(1));
+                assert_eq!(ts, t0.wrapping_add(160));
+            }
+            last = Some((seq, ts));
+            samples.extend(
+                pkt[12..]
+                    .iter()
+                    .map(|&a| crate::media::g711::alaw_to_linear(a)),
+            );
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(440) && took < Duration::from_millis(900),
+            "25 frames of 20 ms took {took:?}"
+        );
+        // 425 Hz: about 425 / 8000 · 2 zero crossings per sample.
+        let crossings = samples
+            .windows(2)
+            .filter(|w| (w[0] < 0) != (w[1] < 0))
+            .count();
+        let expected = 425.0 * 2.0 * samples.len() as f64 / 8000.0;
+        assert!(
+            (crossings as f64 - expected).abs() < expected * 0.05,
+            "{crossings} crossings, expected about {expected}"
+        );
+        sess.play(Side::Caller, None);
+        std::thread::sleep(Duration::from_millis(60));
+        // Drain what was in flight, then the callee is heard again.
+        caller
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut b = [0u8; 1500];
+        while caller.recv_from(&mut b).is_ok() {}
+        callee
+            .send_to(b"callee again", sess.callee_facing())
+            .unwrap();
+        let (got, _) = recv(&caller);
+        assert_eq!(got, b"callee again");
     }
 }
