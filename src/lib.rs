@@ -111,6 +111,7 @@ impl Server {
                 no_answer_status: config.calls.no_answer_status,
                 media_timeout: (config.media.timeout_secs > 0)
                     .then(|| std::time::Duration::from_secs(config.media.timeout_secs)),
+                tones: config.media.tones(),
             },
             b2bua::service::Routing {
                 store: store.clone(),
@@ -123,6 +124,8 @@ impl Server {
             rand::random(),
         );
         let record_writer = calls.take_record_writer();
+        let events = calls.events();
+        let click_to_call = calls.click_to_call();
         sip::endpoint::start(
             transports.clone(),
             incoming_rx,
@@ -143,6 +146,8 @@ impl Server {
             registrar: registrar.clone(),
             dialplan: dialplan.clone(),
             trunks: trunks.clone(),
+            events,
+            click_to_call,
         };
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await

@@ -67,19 +67,43 @@ impl Api {
         let registrar = switchboard::registrar::service::Handle::idle(store.clone(), &config)
             .await
             .unwrap();
+        let dialplan = Arc::new(
+            switchboard::routing::DialplanFile::open(
+                std::path::Path::new(switchboard::config::DEFAULT_DIALPLAN_PATH),
+                true,
+            )
+            .unwrap(),
+        );
+        let trunks = Arc::new(switchboard::trunks::Trunks::new(&config.trunks));
+        // The B2BUA without SIP sockets: the API's history and event routes need its handles.
+        let (calls, _work) = switchboard::b2bua::service::Calls::new(
+            switchboard::b2bua::service::CallsConfig {
+                realm: "test.example".into(),
+                algorithms: vec![switchboard::sip::auth::Algorithm::Md5],
+                no_answer: std::time::Duration::from_secs(30),
+                no_answer_status: 480,
+                media_timeout: None,
+                tones: Default::default(),
+            },
+            switchboard::b2bua::service::Routing {
+                store: store.clone(),
+                registrar: registrar.clone(),
+                dialplan: dialplan.clone(),
+                trunks: trunks.clone(),
+            },
+            &[],
+            None,
+            1,
+        );
         let app = api::router(AppState {
             store: store.clone(),
             realm: Arc::from("test.example"),
             metrics: Arc::new(Metrics::default()),
             registrar,
-            dialplan: Arc::new(
-                switchboard::routing::DialplanFile::open(
-                    std::path::Path::new(switchboard::config::DEFAULT_DIALPLAN_PATH),
-                    true,
-                )
-                .unwrap(),
-            ),
-            trunks: Arc::new(switchboard::trunks::Trunks::new(&config.trunks)),
+            dialplan,
+            trunks,
+            events: calls.events(),
+            click_to_call: calls.click_to_call(),
         });
         Api {
             app,
@@ -1133,6 +1157,12 @@ async fn openapi_lists_every_route() {
         ("/api/v1/trunks", &["get"]),
         ("/api/v1/me/history", &["get"]),
         ("/api/v1/users/{id}/history", &["get"]),
+        ("/api/v1/me/calls", &["post"]),
+        ("/api/v1/me/calls/{call_id}", &["get", "delete"]),
+        ("/api/v1/users/{id}/calls", &["post"]),
+        ("/api/v1/users/{id}/calls/{call_id}", &["get", "delete"]),
+        ("/api/v1/me/events", &["get"]),
+        ("/api/v1/events", &["get"]),
         ("/healthz", &["get"]),
         ("/metrics", &["get"]),
     ];

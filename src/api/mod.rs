@@ -6,6 +6,7 @@
 //! [`crate::store`].
 
 mod bans;
+mod calls;
 mod dialplan;
 mod directory;
 mod error;
@@ -44,6 +45,10 @@ pub struct AppState {
     pub dialplan: Arc<crate::routing::DialplanFile>,
     /// The SIP trunks and their registration status.
     pub trunks: Arc<crate::trunks::Trunks>,
+    /// Live call events (SSE).
+    pub events: Arc<crate::b2bua::events::Events>,
+    /// Starting, following and hanging up click-to-calls.
+    pub click_to_call: crate::b2bua::click_to_call::ClickToCall,
 }
 
 #[derive(OpenApi)]
@@ -82,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(trunks::routes())
         .merge(history::routes())
+        .merge(calls::routes())
         .split_for_parts();
     let doc = Arc::new(doc);
     api.merge(ops::unauthenticated(doc))

@@ -13,4 +13,6 @@
 //! next piece of work (issue 4).
 
 pub mod call;
+pub mod click_to_call;
+pub mod events;
 pub mod service;

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::call::{Action, BranchCredentials, Call, CallConfig, Key, Outcome, Target, Towards};
+use super::events::{CallEvent, EventKind, Events};
 use crate::config::Transport;
 use crate::media::relay::{Relay, Session, Side};
 use crate::media::sdp;
@@ -38,7 +39,8 @@ use crate::sip::transaction::{self, ClientTxId, ServerTxId, TransactionLayer, Tx
 use crate::sip::transport::Peer;
 use crate::sip::uri::{Host, Uri};
 use crate::store::{
-    now_ms, CallDirection, CallOutcome, CallParty, NewCallRecord, Page, PhoneCredentials, Store,
+    now_ms, CallDirection, CallOutcome, CallParty, NewCallRecord, Page, PartyOutcome,
+    PhoneCredentials, Store,
 };
 use crate::trunks::{DidTarget, Trunk, Trunks};
 
@@ -64,6 +66,8 @@ pub struct CallsConfig {
     /// An answered call from whose parties no RTP or RTCP has come for this long is hung up
     /// (the other side vanished without a BYE); `None` never.
     pub media_timeout: Option<Duration>,
+    /// What click-to-call plays to the user while the target rings or when it fails.
+    pub tones: crate::media::tone::Tones,
 }
 
 /// Where routes come from: the directory (store), the registrar's bindings, the dialplan and
@@ -76,12 +80,12 @@ pub struct Routing {
 }
 
 /// What resolving a route needs; shared with the tasks that do it.
-struct Lookup {
-    store: Store,
+pub(super) struct Lookup {
+    pub(super) store: Store,
     registrar: registrar::service::Handle,
-    dialplan: Arc<DialplanFile>,
+    pub(super) dialplan: Arc<DialplanFile>,
     trunks: Arc<Trunks>,
-    realm: String,
+    pub(super) realm: String,
     cache: DirectoryCache,
 }
 
@@ -106,7 +110,10 @@ struct DirectoryCache {
 }
 
 impl Lookup {
-    async fn user(&self, id: i64) -> crate::store::Result<Option<Arc<crate::directory::User>>> {
+    pub(super) async fn user(
+        &self,
+        id: i64,
+    ) -> crate::store::Result<Option<Arc<crate::directory::User>>> {
         let now = Instant::now();
         if let Some(hit) = self.cache.users.get(&id).filter(|e| e.0 > now) {
             return Ok(hit.1.clone());
@@ -156,9 +163,21 @@ impl Lookup {
     }
 }
 
+/// Work for the endpoint's task from elsewhere: a route resolved off the task, or a
+/// click-to-call from the API.
+#[derive(Debug)]
+// Routes are the common case by far: boxing them would cost an allocation per call to save
+// channel slots that hold a few hundred bytes each.
+#[allow(clippy::large_enum_variant)]
+pub enum Routed {
+    Route(RouteDone),
+    ClickToCall(Box<super::click_to_call::Start>),
+    HangUp(String),
+}
+
 /// A route resolved off the endpoint's task, to start a call with.
 #[derive(Debug)]
-pub struct Routed {
+pub struct RouteDone {
     tx: ServerTxId,
     invite: Message,
     caller: Peer,
@@ -166,7 +185,7 @@ pub struct Routed {
 }
 
 #[derive(Debug)]
-enum Decision {
+pub(super) enum Decision {
     Ring {
         caller_id: Box<NameAddr>,
         targets: Vec<(Target, Peer)>,
@@ -180,20 +199,20 @@ enum Decision {
 
 /// Who is in the call, for its record.
 #[derive(Debug, Clone)]
-struct Parties {
-    dialled: String,
-    caller: Party,
-    callee: Party,
+pub(super) struct Parties {
+    pub(super) dialled: String,
+    pub(super) caller: Party,
+    pub(super) callee: Party,
     /// The trunk the call came in or goes out through.
-    trunk: Option<String>,
+    pub(super) trunk: Option<String>,
 }
 
 /// One side of a call: a user, or a number outside (through a trunk).
 #[derive(Debug, Clone)]
-struct Party {
-    user_id: Option<i64>,
-    number: String,
-    name: String,
+pub(super) struct Party {
+    pub(super) user_id: Option<i64>,
+    pub(super) number: String,
+    pub(super) name: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -216,13 +235,21 @@ struct Entry {
     parties: Parties,
     /// Wall-clock start, for the record (the call itself only knows `Instant`s).
     started_ms: i64,
-    invite_tx: ServerTxId,
+    /// The caller's INVITE transaction; none for a click-to-call leg (our own caller).
+    invite_tx: Option<ServerTxId>,
     caller: Peer,
+    /// The id the API and the events know the call by.
+    api_id: String,
+    /// Set on the two legs of a click-to-call.
+    c2c: Option<C2cLeg>,
+    /// `answered` has been announced.
+    announced: bool,
     branches: Vec<BranchIo>,
     /// In-dialog requests received (and from which leg), waiting for the call's answer.
     waiting: HashMap<Key, (ServerTxId, super::call::Leg)>,
-    /// The call's media through our relay; dropped (ports freed) when the call ends.
-    media: Option<Session>,
+    /// The call's media through our relay; dropped (ports freed) when the call ends. The two
+    /// legs of a click-to-call share one session.
+    media: Option<Arc<Session>>,
     next_key: Key,
     ok_retransmit: Option<Retransmit>,
     linger_until: Option<Instant>,
@@ -233,6 +260,40 @@ struct Entry {
     /// When to look at the media's idle time next (answered calls with media).
     media_check: Option<Instant>,
 }
+
+/// One leg of a click-to-call (see `click_to_call`).
+struct C2cLeg {
+    id: String,
+    /// The relay side this leg's phones talk to: `Caller` for leg A (the user's phones),
+    /// `Callee` for leg B (the target).
+    side: Side,
+    /// The other leg's call: B for A once dialled, A for B.
+    other: Option<u64>,
+    /// Leg A: the target's route, until A answers.
+    target: Option<Box<Decision>>,
+    /// The G.711 payload type this leg's phone answered with.
+    pt: u8,
+    /// Leg A: hang up then (after a busy or congestion tone for a target that failed).
+    hangup_at: Option<Instant>,
+    /// This leg has ended.
+    over: bool,
+}
+
+/// What one call's actions mean for the other leg of a click-to-call; carried out once the
+/// first call is no longer borrowed.
+enum Linked {
+    /// Leg A answered: dial the target.
+    DialTarget(u64),
+    /// Leg B answered: join the two.
+    Bridge { a: u64, b: u64 },
+    /// This leg ended: end the other one too.
+    End(u64),
+    /// Leg B ended unanswered: tell leg A with a tone, then hang up.
+    TargetFailed { a: u64, outcome: Outcome },
+}
+
+/// How long a tone tells a click-to-call's user that the target failed before we hang up.
+const FAILURE_TONE: Duration = Duration::from_secs(4);
 
 struct BranchIo {
     peer: Peer,
@@ -270,6 +331,13 @@ pub struct Calls {
     writer: Option<tokio::task::JoinHandle<()>>,
     /// INVITEs the caller cancelled while their route was being resolved.
     cancelled: std::collections::HashSet<ServerTxId>,
+    /// Live call events for the API.
+    events: Arc<super::events::Events>,
+    /// Click-to-calls: leg A's call by id, and the state the API shows.
+    c2c_calls: HashMap<String, u64>,
+    c2c_status: super::click_to_call::Status,
+    c2c_handle: super::click_to_call::ClickToCall,
+    tones: crate::media::tone::Tones,
 }
 
 impl Calls {
@@ -294,15 +362,23 @@ impl Calls {
         let (routed_tx, routed_rx) = mpsc::channel(ROUTE_QUEUE);
         let (records, records_rx) = mpsc::channel(RECORD_QUEUE);
         let writer = tokio::spawn(record_writer(store.clone(), records_rx));
+        let lookup = Arc::new(Lookup {
+            store,
+            registrar,
+            dialplan,
+            trunks,
+            realm: config.realm.clone(),
+            cache: DirectoryCache::default(),
+        });
+        let (c2c_handle, c2c_status) =
+            super::click_to_call::ClickToCall::new(lookup.clone(), routed_tx.clone());
         let calls = Calls {
-            lookup: Arc::new(Lookup {
-                store,
-                registrar,
-                dialplan,
-                trunks,
-                realm: config.realm.clone(),
-                cache: DirectoryCache::default(),
-            }),
+            lookup,
+            events: Arc::new(super::events::Events::new()),
+            c2c_calls: HashMap::new(),
+            c2c_status,
+            c2c_handle,
+            tones: config.tones.clone(),
             digest: DigestServer::new(&secret).with_algorithms(&config.algorithms),
             realm: config.realm,
             no_answer: config.no_answer,
@@ -323,6 +399,16 @@ impl Calls {
             cancelled: Default::default(),
         };
         (calls, routed_rx)
+    }
+
+    /// The live call events (for the API's stream).
+    pub fn events(&self) -> Arc<super::events::Events> {
+        self.events.clone()
+    }
+
+    /// The API's handle for click-to-call.
+    pub fn click_to_call(&self) -> super::click_to_call::ClickToCall {
+        self.c2c_handle.clone()
     }
 
     /// The call-record writer, for the server to wait on at shutdown: it ends once the calls
@@ -493,12 +579,22 @@ impl Calls {
 
     /// Starts (or refuses) a call whose route has been resolved.
     pub fn start(&mut self, layer: &mut TransactionLayer, routed: Routed, now: Instant) {
-        let Routed {
+        let RouteDone {
             tx,
             invite,
             caller,
             decision,
-        } = routed;
+        } = match routed {
+            Routed::Route(r) => r,
+            Routed::ClickToCall(start) => {
+                self.start_click_to_call(layer, *start, now);
+                return;
+            }
+            Routed::HangUp(id) => {
+                self.hang_up_click_to_call(layer, &id, now);
+                return;
+            }
+        };
         if self.cancelled.remove(&tx) {
             let rsp = self.reply(&invite, 487);
             let _ = layer.send_response(tx, rsp, now);
@@ -536,7 +632,7 @@ impl Calls {
         let media = match &self.relay {
             None => None,
             Some(relay) => match relay.session() {
-                Ok(m) => Some(m),
+                Ok(m) => Some(Arc::new(m)),
                 Err(e) => {
                     tracing::warn!(error = %e, "b2bua: no media ports for a call");
                     let mut rsp = self.reply(&invite, 503);
@@ -560,25 +656,19 @@ impl Calls {
         };
         let id = self.next_call;
         self.next_call += 1;
-        let branches = peers
-            .into_iter()
-            .map(|peer| BranchIo {
-                peer,
-                invite: None,
-                tx: None,
-                provisional: false,
-                cancel_pending: None,
-                ack: None,
-            })
-            .collect();
+        let branches = peers.into_iter().map(BranchIo::new).collect();
+        let api_id = format!("{:016x}", self.next_random());
         self.calls.insert(
             id,
             Entry {
                 call,
                 parties,
                 started_ms: now_ms(),
-                invite_tx: tx,
+                invite_tx: Some(tx),
                 caller,
+                api_id,
+                c2c: None,
+                announced: false,
                 branches,
                 waiting: HashMap::new(),
                 media,
@@ -592,6 +682,9 @@ impl Calls {
         );
         self.invites.insert(tx, id);
         tracing::debug!(call = id, "b2bua: call started");
+        if let Some(e) = self.calls.get(&id) {
+            emit(&self.events, e, EventKind::Ringing, None);
+        }
         self.apply(id, layer, now);
     }
 
@@ -622,10 +715,16 @@ impl Calls {
                     }
                 }
             }
+            if let Some(c) = e.c2c.as_mut() {
+                if c.hangup_at.is_some_and(|t| t <= now) {
+                    c.hangup_at = None;
+                    e.call.hang_up_both("target_failed", now);
+                }
+            }
             if let (Some(at), Some(limit)) = (e.media_check, self.media_timeout) {
                 if at <= now {
                     e.media_check = None;
-                    let idle = e.media.as_ref().map_or(Duration::ZERO, Session::idle);
+                    let idle = e.media.as_ref().map_or(Duration::ZERO, |m| m.idle());
                     if idle >= limit {
                         tracing::info!(
                             call = id,
@@ -734,12 +833,12 @@ impl Calls {
                 if let Err(e) = store.phone_credentials(&username).await {
                     tracing::error!(error = %e, "b2bua: credentials lookup failed");
                 }
-                permit.send(Routed {
+                permit.send(Routed::Route(RouteDone {
                     tx,
                     invite: msg,
                     caller: from,
                     decision: Decision::Reauthenticate,
-                });
+                }));
             });
             return;
         }
@@ -810,12 +909,12 @@ impl Calls {
         };
         tokio::spawn(async move {
             let decision = resolve(&lookup, &caller, &msg).await;
-            permit.send(Routed {
+            permit.send(Routed::Route(RouteDone {
                 tx,
                 invite: msg,
                 caller: from,
                 decision,
-            });
+            }));
         });
     }
 
@@ -833,14 +932,41 @@ impl Calls {
             return;
         };
         let mut ended = false;
+        // A click-to-call leg's caller is ourselves: nothing goes to it, and every description
+        // on the leg is already our own (no anchoring).
+        let virtual_caller = e.c2c.is_some();
+        let media = if virtual_caller {
+            None
+        } else {
+            e.media.clone()
+        };
+        let was_answered = e.call.is_answered();
         while let Some(action) = e.call.poll_action() {
             match action {
+                Action::AnswerCaller(rsp) if virtual_caller => {
+                    on_virtual_answer(e, &rsp);
+                }
+                Action::Ack {
+                    towards: Towards::Caller,
+                    ..
+                } if virtual_caller => {}
+                Action::Request {
+                    key,
+                    towards: Towards::Caller,
+                    request,
+                } if virtual_caller => {
+                    let rsp = virtual_reply(e, &request.message);
+                    e.call.on_response(key, &rsp, now);
+                }
                 Action::AnswerCaller(rsp) => {
+                    let Some(invite_tx) = e.invite_tx else {
+                        continue;
+                    };
                     let rsp = match &e.media {
                         Some(m) => bridge_codecs(m, e.call.caller_invite(), rsp),
                         None => rsp,
                     };
-                    let rsp = anchor(&e.media, rsp, Side::Caller);
+                    let rsp = anchor(&media, rsp, Side::Caller);
                     let ok = rsp.status().is_some_and(|s| (200..300).contains(&s));
                     if ok && !e.caller.is_reliable() {
                         e.ok_retransmit = Some(Retransmit {
@@ -850,15 +976,15 @@ impl Calls {
                             until: now + 64 * T1,
                         });
                     }
-                    let _ = layer.send_response(e.invite_tx, rsp, now);
+                    let _ = layer.send_response(invite_tx, rsp, now);
                 }
                 Action::Invite { branch, request } => {
                     let Some(io) = e.branches.get_mut(branch) else {
                         continue;
                     };
                     let request = for_transport(request, io.peer.transport);
-                    let request = anchor(&e.media, request, Side::Callee);
-                    let request = match &e.media {
+                    let request = anchor(&media, request, Side::Callee);
+                    let request = match &media {
                         Some(_) => with_sdp(request, |sdp| Some(sdp::offer_both_g711(sdp))),
                         None => request,
                     };
@@ -890,7 +1016,7 @@ impl Calls {
                 Action::Ack { towards, request } => {
                     let peer = peer_towards(e, towards);
                     let msg = for_transport(request.message, peer.transport);
-                    let msg = anchor(&e.media, msg, side_of(towards));
+                    let msg = anchor(&media, msg, side_of(towards));
                     layer.send_stateless(&msg, tx_peer(&peer));
                     if let Towards::Branch(b) = towards {
                         if let Some(io) = e.branches.get_mut(b) {
@@ -905,7 +1031,7 @@ impl Calls {
                 } => {
                     let peer = peer_towards(e, towards);
                     let msg = for_transport(request.message, peer.transport);
-                    let msg = anchor(&e.media, msg, side_of(towards));
+                    let msg = anchor(&media, msg, side_of(towards));
                     match layer.send_request(msg, tx_peer(&peer), now) {
                         Ok(tx) => {
                             self.clients.insert(tx, (id, Purpose::Request(key)));
@@ -923,7 +1049,7 @@ impl Calls {
                             super::call::Leg::Caller => Side::Caller,
                             super::call::Leg::Callee => Side::Callee,
                         };
-                        let response = anchor(&e.media, response, to);
+                        let response = anchor(&media, response, to);
                         let _ = layer.send_response(server_tx, response, now);
                     }
                 }
@@ -933,9 +1059,50 @@ impl Calls {
         for d in e.call.dialog_ids() {
             self.dialogs.insert(d, id);
         }
+        let mut linked = Vec::new();
+        if !was_answered && e.call.is_answered() && !e.announced {
+            e.announced = true;
+            match &e.c2c {
+                Some(c) if c.side == Side::Caller => linked.push(Linked::DialTarget(id)),
+                Some(c) => {
+                    if let Some(a) = c.other {
+                        linked.push(Linked::Bridge { a, b: id });
+                    }
+                    emit(&self.events, e, EventKind::Answered, None);
+                }
+                None => emit(&self.events, e, EventKind::Answered, None),
+            }
+        }
+        // Leg A of a click-to-call that went on to its target leaves the record and the
+        // `ended` event to leg B.
+        let quiet = e
+            .c2c
+            .as_ref()
+            .is_some_and(|c| c.side == Side::Caller && c.other.is_some());
         if ended {
-            // The media ports go back to the pool at once.
+            // The media ports go back to the pool at once (for a click-to-call, once both
+            // legs let go of the session).
             e.media = None;
+            let s = e.call.summary();
+            if let Some(c) = e.c2c.as_mut() {
+                c.over = true;
+                match (c.side, c.other) {
+                    (Side::Caller, Some(b)) => linked.push(Linked::End(b)),
+                    (Side::Callee, Some(a)) if s.outcome == Outcome::Answered => {
+                        linked.push(Linked::End(a))
+                    }
+                    (Side::Callee, Some(a)) => linked.push(Linked::TargetFailed {
+                        a,
+                        outcome: s.outcome,
+                    }),
+                    _ => {}
+                }
+            }
+            if !quiet {
+                emit(&self.events, e, EventKind::Ended, Some(s.outcome));
+            }
+        }
+        if ended && !quiet {
             let s = e.call.summary();
             let record = call_record(e, &s);
             if self.records.try_send(record).is_err() {
@@ -959,6 +1126,12 @@ impl Calls {
                 e.ok_retransmit = None;
             }
         }
+        if ended {
+            self.c2c_ended(id);
+        }
+        let Some(e) = self.calls.get_mut(&id) else {
+            return;
+        };
         if e.call.is_finished() && e.linger_until.is_none() {
             e.ok_retransmit = None;
             e.linger_until = Some(now + LINGER);
@@ -986,6 +1159,354 @@ impl Calls {
                 self.timers.push(Reverse((r.next, id)));
             }
         }
+        for l in linked {
+            self.link(l, layer, now);
+        }
+    }
+
+    // --- click-to-call --------------------------------------------------------------------------
+
+    /// Starts leg A of a click-to-call: the user's location rings with "Call to <target>".
+    fn start_click_to_call(
+        &mut self,
+        layer: &mut TransactionLayer,
+        start: super::click_to_call::Start,
+        now: Instant,
+    ) {
+        let super::click_to_call::Start {
+            id: c2c_id,
+            user,
+            to,
+            a,
+            b,
+        } = start;
+        let fail = |status: &super::click_to_call::Status, reason: &str| {
+            status.update(&c2c_id, |v| {
+                v.state = "ended".into();
+                v.outcome = Some("failed".into());
+                v.reason = Some(reason.into());
+                v.ended_at = Some(now_ms());
+            });
+        };
+        let Decision::Ring {
+            caller_id,
+            targets,
+            parties,
+        } = a
+        else {
+            return fail(&self.c2c_status, "nothing to ring");
+        };
+        let session = match self.relay.as_ref().map(Relay::session) {
+            Some(Ok(s)) => Arc::new(s),
+            _ => return fail(&self.c2c_status, "no media ports free"),
+        };
+        let caller = virtual_peer();
+        let Some(local) = local_for(&self.local, &caller) else {
+            return fail(&self.c2c_status, "no UDP listener");
+        };
+        let me = caller_id_of(&user, &self.realm);
+        let body = super::click_to_call::offer(session.caller_facing(), self.next_random(), None);
+        let Some(invite) = super::click_to_call::virtual_invite(
+            &c2c_id,
+            "a",
+            &me,
+            &to,
+            &self.realm,
+            &local.contact,
+            body,
+        ) else {
+            return fail(&self.c2c_status, "the number does not make a SIP URI");
+        };
+        let config = CallConfig {
+            no_answer: self.no_answer,
+            no_answer_status: self.no_answer_status,
+            contact: local.contact,
+            via: local.via,
+            caller_id: *caller_id,
+        };
+        let (targets, peers): (Vec<Target>, Vec<Peer>) = targets.into_iter().unzip();
+        let seed = self.next_random();
+        let tag = format!("c2c{c2c_id}");
+        let call = match Call::new(invite, &tag, targets, config, seed, now) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "b2bua: click-to-call leg A refused");
+                return fail(&self.c2c_status, "internal error");
+            }
+        };
+        let id = self.next_call;
+        self.next_call += 1;
+        self.calls.insert(
+            id,
+            Entry {
+                call,
+                parties: *parties,
+                started_ms: now_ms(),
+                invite_tx: None,
+                caller,
+                api_id: c2c_id.clone(),
+                c2c: Some(C2cLeg {
+                    id: c2c_id.clone(),
+                    side: Side::Caller,
+                    other: None,
+                    target: Some(Box::new(b)),
+                    pt: sdp::PCMU,
+                    hangup_at: None,
+                    over: false,
+                }),
+                announced: false,
+                branches: peers.into_iter().map(BranchIo::new).collect(),
+                waiting: HashMap::new(),
+                media: Some(session),
+                next_key: 1,
+                ok_retransmit: None,
+                linger_until: None,
+                armed_deadline: None,
+                armed_retransmit: None,
+                media_check: None,
+            },
+        );
+        self.c2c_calls.insert(c2c_id, id);
+        tracing::info!(call = id, "b2bua: click-to-call started");
+        if let Some(e) = self.calls.get(&id) {
+            emit(&self.events, e, EventKind::Ringing, None);
+        }
+        self.apply(id, layer, now);
+    }
+
+    /// The API hangs up a click-to-call: both legs, whatever state they are in.
+    fn hang_up_click_to_call(&mut self, layer: &mut TransactionLayer, c2c_id: &str, now: Instant) {
+        let Some(&a) = self.c2c_calls.get(c2c_id) else {
+            return;
+        };
+        let b = self
+            .calls
+            .get(&a)
+            .and_then(|e| e.c2c.as_ref())
+            .and_then(|c| c.other);
+        for id in [b, Some(a)].into_iter().flatten() {
+            if let Some(e) = self.calls.get_mut(&id) {
+                // Whichever applies: cancel while ringing, BYE once answered.
+                e.call.on_caller_cancel(now);
+                e.call.hang_up_both("api", now);
+                if let Some(c) = e.c2c.as_mut() {
+                    c.hangup_at = None;
+                }
+            }
+            self.apply(id, layer, now);
+        }
+    }
+
+    /// Carries out what one leg of a click-to-call means for the other.
+    fn link(&mut self, l: Linked, layer: &mut TransactionLayer, now: Instant) {
+        match l {
+            Linked::DialTarget(a) => self.dial_target(a, layer, now),
+            Linked::Bridge { a, b } => {
+                let b_pt = self
+                    .calls
+                    .get(&b)
+                    .and_then(|e| e.c2c.as_ref())
+                    .map_or(sdp::PCMU, |c| c.pt);
+                let Some(e) = self.calls.get(&a) else {
+                    return;
+                };
+                let a_pt = e.c2c.as_ref().map_or(sdp::PCMU, |c| c.pt);
+                if let Some(m) = &e.media {
+                    m.play(Side::Caller, None);
+                    m.set_transcoding((a_pt != b_pt).then_some((a_pt, b_pt)));
+                }
+                let c2c_id = e.api_id.clone();
+                self.c2c_status.update(&c2c_id, |v| {
+                    v.state = "connected".into();
+                    v.answered_at = Some(now_ms());
+                });
+            }
+            Linked::End(other) => {
+                if let Some(e) = self.calls.get_mut(&other) {
+                    e.call.on_caller_cancel(now);
+                    e.call.hang_up_both("other_leg", now);
+                }
+                self.apply(other, layer, now);
+            }
+            Linked::TargetFailed { a, outcome } => {
+                let tone = match outcome {
+                    Outcome::Busy => self.tones.busy.clone(),
+                    _ => self.tones.congestion.clone(),
+                };
+                let Some(e) = self.calls.get_mut(&a) else {
+                    return;
+                };
+                if !e.call.is_answered() {
+                    return;
+                }
+                let pt = e.c2c.as_ref().map_or(sdp::PCMU, |c| c.pt);
+                if let Some(m) = &e.media {
+                    m.play(
+                        Side::Caller,
+                        Some((crate::media::tone::Sound::Tone(tone), pt)),
+                    );
+                }
+                let at = now + FAILURE_TONE;
+                if let Some(c) = e.c2c.as_mut() {
+                    c.hangup_at = Some(at);
+                }
+                self.timers.push(Reverse((at, a)));
+            }
+        }
+    }
+
+    /// Leg A answered: ringback to the user, and the target's call.
+    fn dial_target(&mut self, a: u64, layer: &mut TransactionLayer, now: Instant) {
+        let Some(e) = self.calls.get_mut(&a) else {
+            return;
+        };
+        let Some(c) = e.c2c.as_mut() else {
+            return;
+        };
+        let target = c.target.take();
+        let (pt, c2c_id) = (c.pt, c.id.clone());
+        let Some(session) = e.media.clone() else {
+            return;
+        };
+        session.play(
+            Side::Caller,
+            Some((
+                crate::media::tone::Sound::Tone(self.tones.ringback.clone()),
+                pt,
+            )),
+        );
+        self.c2c_status
+            .update(&c2c_id, |v| v.state = "calling_target".into());
+        let Some(Decision::Ring {
+            caller_id,
+            targets,
+            parties,
+        }) = target.map(|t| *t)
+        else {
+            self.link(
+                Linked::TargetFailed {
+                    a,
+                    outcome: Outcome::Failed,
+                },
+                layer,
+                now,
+            );
+            return;
+        };
+        let caller = virtual_peer();
+        let Some(local) = local_for(&self.local, &caller) else {
+            return;
+        };
+        let body = super::click_to_call::offer(session.callee_facing(), self.next_random(), None);
+        let to = parties.dialled.clone();
+        let Some(invite) = super::click_to_call::virtual_invite(
+            &c2c_id,
+            "b",
+            &caller_id,
+            &to,
+            &self.realm,
+            &local.contact,
+            body,
+        ) else {
+            return;
+        };
+        let config = CallConfig {
+            no_answer: self.no_answer,
+            no_answer_status: self.no_answer_status,
+            contact: local.contact,
+            via: local.via,
+            caller_id: *caller_id,
+        };
+        let (targets, peers): (Vec<Target>, Vec<Peer>) = targets.into_iter().unzip();
+        let seed = self.next_random();
+        let Ok(call) = Call::new(invite, &format!("c2c{c2c_id}b"), targets, config, seed, now)
+        else {
+            return;
+        };
+        let b = self.next_call;
+        self.next_call += 1;
+        self.calls.insert(
+            b,
+            Entry {
+                call,
+                parties: *parties,
+                started_ms: now_ms(),
+                invite_tx: None,
+                caller,
+                api_id: c2c_id.clone(),
+                c2c: Some(C2cLeg {
+                    id: c2c_id,
+                    side: Side::Callee,
+                    other: Some(a),
+                    target: None,
+                    pt: sdp::PCMU,
+                    hangup_at: None,
+                    over: false,
+                }),
+                announced: false,
+                branches: peers.into_iter().map(BranchIo::new).collect(),
+                waiting: HashMap::new(),
+                media: Some(session),
+                next_key: 1,
+                ok_retransmit: None,
+                linger_until: None,
+                armed_deadline: None,
+                armed_retransmit: None,
+                media_check: None,
+            },
+        );
+        if let Some(c) = self.calls.get_mut(&a).and_then(|e| e.c2c.as_mut()) {
+            c.other = Some(b);
+        }
+        if let Some(e) = self.calls.get(&b) {
+            // The user's own `ringing` came with leg A; the target's comes now.
+            emit_for(&self.events, e, EventKind::Ringing, None, false, true);
+        }
+        self.apply(b, layer, now);
+    }
+
+    /// A click-to-call leg ended: once both have, the API shows the outcome.
+    fn c2c_ended(&mut self, id: u64) {
+        let Some(e) = self.calls.get(&id) else {
+            return;
+        };
+        let Some(c) = &e.c2c else {
+            return;
+        };
+        let other_over = c
+            .other
+            .and_then(|o| self.calls.get(&o))
+            .and_then(|o| o.c2c.as_ref())
+            .map_or(true, |o| o.over);
+        let s = e.call.summary();
+        let (outcome, reason) = match (c.side, s.outcome) {
+            (Side::Callee, Outcome::Answered) => ("answered", "hung up".to_owned()),
+            (Side::Caller, Outcome::Answered) if c.other.is_none() => {
+                ("failed", "the target could not be dialled".to_owned())
+            }
+            (Side::Caller, Outcome::Answered) => ("", String::new()),
+            (Side::Caller, Outcome::NoAnswer) => ("no_answer", "your phone did not answer".into()),
+            (Side::Caller, Outcome::Busy) => ("busy", "your phone is busy or declined".into()),
+            (Side::Caller, Outcome::Cancelled) => {
+                ("cancelled", "hung up before you answered".into())
+            }
+            (Side::Caller, Outcome::Failed) => ("failed", "your phone could not be reached".into()),
+            (_, Outcome::NoAnswer) => ("no_answer", "the target did not answer".into()),
+            (_, Outcome::Busy) => ("busy", "the target is busy".into()),
+            (_, Outcome::Cancelled) => ("cancelled", "hung up before the target answered".into()),
+            (_, Outcome::Failed) => ("failed", "the target could not be reached".into()),
+        };
+        let both = other_over;
+        self.c2c_status.update(&c.id, |v| {
+            if !outcome.is_empty() && v.outcome.is_none() {
+                v.outcome = Some(outcome.into());
+                v.reason = Some(reason);
+            }
+            if both {
+                v.state = "ended".into();
+                v.ended_at = Some(now_ms());
+            }
+        });
     }
 
     fn forget(&mut self, id: u64) {
@@ -993,9 +1514,153 @@ impl Calls {
             for d in e.call.dialog_ids() {
                 self.dialogs.remove(&d);
             }
-            self.invites.remove(&e.invite_tx);
+            if let Some(tx) = e.invite_tx {
+                self.invites.remove(&tx);
+            }
+            if let Some(c) = &e.c2c {
+                if c.side == Side::Caller {
+                    self.c2c_calls.remove(&c.id);
+                }
+            }
             self.clients.retain(|_, (c, _)| *c != id);
         }
+    }
+}
+
+/// The peer of a click-to-call leg's caller: ourselves, never sent to.
+fn virtual_peer() -> Peer {
+    Peer {
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9)),
+        transport: Transport::Udp,
+        flow: 0,
+    }
+}
+
+/// The user as a From: `"Name" <sip:ext@realm>`.
+fn caller_id_of(user: &Party, realm: &str) -> NameAddr {
+    caller_id(&user.number, &user.name, realm)
+        .or_else(|| NameAddr::parse(&format!("<sip:switchboard@{realm}>")).ok())
+        .unwrap_or_else(|| {
+            NameAddr::new(Uri::Other {
+                scheme: "sip".into(),
+                rest: "switchboard".into(),
+            })
+        })
+}
+
+impl BranchIo {
+    fn new(peer: Peer) -> BranchIo {
+        BranchIo {
+            peer,
+            invite: None,
+            tx: None,
+            provisional: false,
+            cancel_pending: None,
+            ack: None,
+        }
+    }
+}
+
+/// A click-to-call leg's phone answered (the answer "to the caller", which is us): where it
+/// wants its audio and in which law.
+fn on_virtual_answer(e: &mut Entry, rsp: &Message) {
+    if !rsp.status().is_some_and(|s| (200..300).contains(&s)) {
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(rsp.body()) else {
+        return;
+    };
+    let (Some(c), Some(m)) = (e.c2c.as_mut(), e.media.as_ref()) else {
+        return;
+    };
+    if let Some(ep) = sdp::audio_endpoint(text) {
+        m.set_remote(c.side, ep);
+    }
+    if let Some(pt) = sdp::audio_formats(text)
+        .into_iter()
+        .find(|f| *f == sdp::PCMU || *f == sdp::PCMA)
+    {
+        c.pt = pt;
+    }
+}
+
+/// Our answer, as a click-to-call leg's virtual caller, to a request the phone sent in the
+/// dialog (relayed to us by the call): 200, with our description for an offer.
+fn virtual_reply(e: &mut Entry, request: &Message) -> Message {
+    let mut rsp = Message::response_to(request, 200, "OK");
+    let offer = matches!(request.method(), Some(Method::Invite | Method::Update))
+        && !request.body().is_empty();
+    if let (true, Some(c), Some(m)) = (offer, e.c2c.as_ref(), e.media.as_ref()) {
+        if let Some(ep) = std::str::from_utf8(request.body())
+            .ok()
+            .and_then(sdp::audio_endpoint)
+        {
+            // The phone moved (or put us on hold): our side follows it.
+            m.set_remote(c.side, ep);
+        }
+        let ours = match c.side {
+            Side::Caller => m.caller_facing(),
+            Side::Callee => m.callee_facing(),
+        };
+        let body = super::click_to_call::offer(ours, 1, Some(c.pt));
+        let _ = rsp.set_body(body.into_bytes(), Some("application/sdp"));
+    }
+    rsp
+}
+
+/// Publishes `kind` for each user of the call.
+fn emit(events: &Events, e: &Entry, kind: EventKind, outcome: Option<Outcome>) {
+    emit_for(events, e, kind, outcome, true, true);
+}
+
+/// Publishes `kind` for the call's caller and/or callee, when they are users.
+fn emit_for(
+    events: &Events,
+    e: &Entry,
+    kind: EventKind,
+    outcome: Option<Outcome>,
+    caller: bool,
+    callee: bool,
+) {
+    let p = &e.parties;
+    let sides = [
+        (caller, &p.caller, &p.callee, CallDirection::Outgoing),
+        (callee, &p.callee, &p.caller, CallDirection::Incoming),
+    ];
+    for (wanted, me, other, direction) in sides {
+        let Some(user_id) = me.user_id.filter(|_| wanted) else {
+            continue;
+        };
+        if direction == CallDirection::Incoming && p.caller.user_id == Some(user_id) {
+            // Calling oneself is one (outgoing) call.
+            continue;
+        }
+        events.publish(CallEvent {
+            id: 0,
+            kind,
+            call_id: e.api_id.clone(),
+            user_id,
+            direction: direction.as_str().into(),
+            other_number: other.number.clone(),
+            other_name: other.name.clone(),
+            outcome: outcome.map(|o| {
+                PartyOutcome::of(call_outcome(o), direction)
+                    .as_str()
+                    .to_owned()
+            }),
+            click_to_call: e.c2c.is_some(),
+            at: 0,
+        });
+    }
+}
+
+fn call_outcome(o: Outcome) -> CallOutcome {
+    match o {
+        Outcome::Answered => CallOutcome::Answered,
+        Outcome::NoAnswer => CallOutcome::NoAnswer,
+        Outcome::Busy => CallOutcome::Busy,
+        Outcome::Failed => CallOutcome::Failed,
+        Outcome::Cancelled => CallOutcome::Cancelled,
     }
 }
 
@@ -1146,12 +1811,21 @@ async fn from_phone(
     let Some(dialled) = dialled_number(invite) else {
         return Ok(Decision::Reject(404));
     };
+    let Some(user) = lookup.user(phone.user_id).await? else {
+        return Ok(Decision::Reject(403));
+    };
+    from_user(lookup, &user, dialled).await
+}
+
+/// Where a call by `user` to `dialled` goes (the dialplan for internal callers).
+pub(super) async fn from_user(
+    lookup: &Lookup,
+    user: &crate::directory::User,
+    dialled: String,
+) -> crate::store::Result<Decision> {
     let plan = lookup.dialplan.current();
     let Some(decision) = plan.route(&dialled, CallerClass::Internal) else {
         return Ok(Decision::Reject(404));
-    };
-    let Some(user) = lookup.user(phone.user_id).await? else {
-        return Ok(Decision::Reject(403));
     };
     let Some(caller_id) = caller_id(&user.extension, &user.display_name, &lookup.realm) else {
         return Ok(Decision::Reject(403));
@@ -1256,7 +1930,7 @@ async fn from_trunk(
 
 /// Ringing a user: every registered contact of each phone of their current location, and each
 /// external number of it through the trunk the dialplan sends it to.
-async fn ring_user(
+pub(super) async fn ring_user(
     lookup: &Lookup,
     extension: &str,
     dialled: String,
@@ -1394,7 +2068,7 @@ fn dialled_number(invite: &Message) -> Option<String> {
     }
 }
 
-fn caller_id(extension: &str, name: &str, realm: &str) -> Option<NameAddr> {
+pub(super) fn caller_id(extension: &str, name: &str, realm: &str) -> Option<NameAddr> {
     let mut na = NameAddr::parse(&format!("<sip:{extension}@{realm}>")).ok()?;
     if !name.is_empty() {
         na.display_name = Some(name.to_owned());
@@ -1439,13 +2113,7 @@ fn call_record(e: &Entry, s: &super::call::Summary) -> NewCallRecord {
         started_at: e.started_ms,
         answered_at,
         ended_at,
-        outcome: match s.outcome {
-            Outcome::Answered => CallOutcome::Answered,
-            Outcome::NoAnswer => CallOutcome::NoAnswer,
-            Outcome::Busy => CallOutcome::Busy,
-            Outcome::Failed => CallOutcome::Failed,
-            Outcome::Cancelled => CallOutcome::Cancelled,
-        },
+        outcome: call_outcome(s.outcome),
         hangup_cause: if s.cause.is_empty() {
             "unknown".into()
         } else {
@@ -1456,7 +2124,7 @@ fn call_record(e: &Entry, s: &super::call::Summary) -> NewCallRecord {
         dialled_number: p.dialled.clone(),
         callee_number: p.callee.number.clone(),
         callee_name: p.callee.name.clone(),
-        click_to_call: false,
+        click_to_call: e.c2c.is_some(),
         trunk: p.trunk.clone(),
         parties,
     }
@@ -1511,7 +2179,7 @@ fn side_of(towards: Towards) -> Side {
 /// Anchors the media of a message going to `to`: its description came from the other party,
 /// who is from now on reached at the address in it (until latching finds a better one), and
 /// `to` is told to send to our relay instead. Messages without a description pass unchanged.
-fn anchor(media: &Option<Session>, msg: Message, to: Side) -> Message {
+fn anchor(media: &Option<Arc<Session>>, msg: Message, to: Side) -> Message {
     let Some(session) = media else {
         return msg;
     };

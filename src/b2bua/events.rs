@@ -1,0 +1,161 @@
+//! Call events for the API's live stream: `ringing`, `answered`, `ended` for each user of a
+//! call, on a broadcast bus with a replay buffer.
+//!
+//! The B2BUA publishes ([`Events::publish`]); each subscriber ([`Events::subscribe`]) gets
+//! what was published after a given event id (from the buffer, which keeps the last
+//! [`KEEP`]) and then everything new. Ids rise strictly and start from the wall clock, so an id
+//! from before a restart is simply older than every new one (a client resuming across a
+//! restart gets what the new process has, not a gap that looks like nothing happened).
+//!
+//! Owns: event ids, the buffer, the channel. Must not touch: call state (the driver decides
+//! what happened), HTTP (the API frames the stream).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+use utoipa::ToSchema;
+
+/// How long events stay replayable.
+pub const KEEP: Duration = Duration::from_secs(600);
+/// At most this many events are kept for replay, whatever their age.
+const KEEP_MAX: usize = 100_000;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Ringing,
+    Answered,
+    Ended,
+}
+
+/// One event of one user's call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct CallEvent {
+    /// Rises strictly; the SSE `id`.
+    pub id: u64,
+    #[serde(rename = "event")]
+    pub kind: EventKind,
+    /// The call's id (for a click-to-call, the id `POST /calls` returned).
+    pub call_id: String,
+    pub user_id: i64,
+    /// `incoming` or `outgoing`, from this user's side.
+    pub direction: String,
+    pub other_number: String,
+    pub other_name: String,
+    /// `ended` only: the outcome as this user's history will show it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    pub click_to_call: bool,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// The bus. Shared (`Arc`) by the B2BUA and the API.
+#[derive(Debug)]
+pub struct Events {
+    next_id: AtomicU64,
+    recent: Mutex<VecDeque<CallEvent>>,
+    live: broadcast::Sender<CallEvent>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Events {
+    pub fn new() -> Events {
+        let (live, _) = broadcast::channel(4096);
+        Events {
+            next_id: AtomicU64::new(crate::store::now_ms().max(0) as u64 * 1000),
+            recent: Mutex::new(VecDeque::new()),
+            live,
+        }
+    }
+
+    /// Publishes `event` (its `id` and `at` are set here).
+    pub fn publish(&self, mut event: CallEvent) {
+        let now = crate::store::now_ms();
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        // Ids are taken under the lock so the buffer stays in id order.
+        event.id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        event.at = now;
+        let oldest = now - KEEP.as_millis() as i64;
+        while recent
+            .front()
+            .is_some_and(|e| e.at < oldest || recent.len() >= KEEP_MAX)
+        {
+            recent.pop_front();
+        }
+        recent.push_back(event.clone());
+        // Nobody listening is fine.
+        let _ = self.live.send(event);
+    }
+
+    /// Events after `after` (all kept ones when `None`) that `wanted` accepts, and a receiver
+    /// for the ones still to come (which may repeat some of the first: skip ids already seen).
+    pub fn subscribe(
+        &self,
+        after: Option<u64>,
+        wanted: impl Fn(&CallEvent) -> bool,
+    ) -> (Vec<CallEvent>, broadcast::Receiver<CallEvent>) {
+        // Subscribe before reading the buffer: nothing published in between is lost.
+        let rx = self.live.subscribe();
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let replay = match after {
+            None => Vec::new(),
+            Some(id) => recent
+                .iter()
+                .filter(|e| e.id > id && wanted(e))
+                .cloned()
+                .collect(),
+        };
+        (replay, rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(user: i64, kind: EventKind) -> CallEvent {
+        CallEvent {
+            id: 0,
+            kind,
+            call_id: "c1".into(),
+            user_id: user,
+            direction: "outgoing".into(),
+            other_number: "200".into(),
+            other_name: String::new(),
+            outcome: None,
+            click_to_call: false,
+            at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn replay_after_an_id_then_live() {
+        let bus = Events::new();
+        bus.publish(ev(1, EventKind::Ringing));
+        bus.publish(ev(2, EventKind::Ringing));
+        bus.publish(ev(1, EventKind::Answered));
+        let (all, _) = bus.subscribe(Some(0), |e| e.user_id == 1);
+        assert_eq!(all.len(), 2);
+        assert!(all[0].id < all[1].id);
+        assert_eq!(all[1].kind, EventKind::Answered);
+        let (after, mut rx) = bus.subscribe(Some(all[0].id), |e| e.user_id == 1);
+        assert_eq!(after.len(), 1);
+        let (fresh, _) = bus.subscribe(None, |_| true);
+        assert!(fresh.is_empty(), "a new subscriber starts from now");
+        bus.publish(ev(1, EventKind::Ended));
+        let live = rx.recv().await.unwrap();
+        assert_eq!(live.kind, EventKind::Ended);
+        assert!(live.id > all[1].id);
+    }
+}
