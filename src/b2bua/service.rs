@@ -940,7 +940,6 @@ impl Calls {
         } else {
             e.media.clone()
         };
-        let was_answered = e.call.is_answered();
         while let Some(action) = e.call.poll_action() {
             match action {
                 Action::AnswerCaller(rsp) if virtual_caller => {
@@ -1060,7 +1059,7 @@ impl Calls {
             self.dialogs.insert(d, id);
         }
         let mut linked = Vec::new();
-        if !was_answered && e.call.is_answered() && !e.announced {
+        if e.call.is_answered() && !e.announced {
             e.announced = true;
             match &e.c2c {
                 Some(c) if c.side == Side::Caller => linked.push(Linked::DialTarget(id)),
