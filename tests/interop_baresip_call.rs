@@ -236,3 +236,190 @@ async fn pcmu_and_pcma_phones_hear_each_other() {
     )
     .await
 }
+
+/// Starts a baresip phone from `dir` for `secs` seconds, and waits until `user` is registered.
+async fn start_phone(
+    server: &switchboard::Server,
+    dir: &Path,
+    user: &str,
+    secs: u32,
+) -> std::process::Child {
+    let child = Command::new("baresip")
+        .arg("-f")
+        .arg(dir)
+        .args(["-t", &secs.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("baresip is installed (Debian package baresip)");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while server.registrar().bindings_for(user).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !server.registrar().bindings_for(user).is_empty(),
+        "{user} did not register"
+    );
+    child
+}
+
+/// `POST /api/v1/me/calls` for the user of `token`; returns the call's id.
+async fn click_to_call(server: &switchboard::Server, token: &str, to: &str) -> String {
+    let (addr, token, body) = (
+        server.http_addr(),
+        token.to_owned(),
+        format!("{{\"to\":\"{to}\"}}"),
+    );
+    let (status, v) = tokio::task::spawn_blocking(move || {
+        common::http(addr, "POST", "/api/v1/me/calls", &token, &body)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 202, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+async fn hang_up(server: &switchboard::Server, token: &str, id: &str) {
+    let (addr, token, path) = (
+        server.http_addr(),
+        token.to_owned(),
+        format!("/api/v1/me/calls/{id}"),
+    );
+    let (status, v) =
+        tokio::task::spawn_blocking(move || common::http(addr, "DELETE", &path, &token, ""))
+            .await
+            .unwrap();
+    assert_eq!(status, 204, "{v}");
+}
+
+/// Click-to-call with baresip as the user's phone and as the target (both answer by
+/// themselves): each recording holds the other phone's tone, so the two legs are joined
+/// through the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_to_call_joins_two_baresip_phones() {
+    let tdb = TestDb::new(Db::Sqlite).await;
+    let (server, _data) = common::start_server(
+        &tdb,
+        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\ndigest_algorithms = [\"MD5\"]",
+        "",
+    )
+    .await;
+    let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
+    common::user_with_phone(&server, "200", "bob", "bob-secret").await;
+    let token = server
+        .store()
+        .create_token(
+            switchboard::directory::Scope::User,
+            Some(alice),
+            "groupware",
+        )
+        .await
+        .unwrap();
+    let sip = common::sip_addr(&server, Transport::Udp);
+    let bob_dir = phone_dir("bob", "bob-secret", sip, 600.0, ";answermode=auto");
+    let alice_dir = phone_dir("alice", "alice-secret", sip, 1000.0, ";answermode=auto");
+    let mut bob = start_phone(&server, bob_dir.path(), "bob", 20).await;
+    let mut me = start_phone(&server, alice_dir.path(), "alice", 20).await;
+
+    let id = click_to_call(&server, &token, "200").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    hang_up(&server, &token, &id).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in [&mut bob, &mut me] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+
+    let at_bob = read_samples(&received(bob_dir.path()));
+    let at_alice = read_samples(&received(alice_dir.path()));
+    for (who, x, want, other) in [
+        ("bob", &at_bob, 1000.0, 600.0),
+        ("alice", &at_alice, 600.0, 1000.0),
+    ] {
+        assert!(
+            x.len() > RATE as usize,
+            "{who} recorded {} samples",
+            x.len()
+        );
+        let tail = &x[x.len() - RATE as usize..];
+        let (p_want, p_other) = (power(tail, want), power(tail, other));
+        assert!(
+            p_want > 100.0 * p_other,
+            "{who} heard {want} Hz at {p_want:.3e}, {other} Hz at {p_other:.3e}"
+        );
+    }
+    server.shutdown().await;
+}
+
+/// While the target rings, the user's phone hears ringback from our media engine: 425 Hz
+/// (the European default), on for one second of every five.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_to_call_plays_ringback_while_the_target_rings() {
+    let tdb = TestDb::new(Db::Sqlite).await;
+    let (server, _data) = common::start_server(
+        &tdb,
+        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\ndigest_algorithms = [\"MD5\"]",
+        "",
+    )
+    .await;
+    let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
+    common::user_with_phone(&server, "200", "bob", "bob-secret").await;
+    let token = server
+        .store()
+        .create_token(
+            switchboard::directory::Scope::User,
+            Some(alice),
+            "groupware",
+        )
+        .await
+        .unwrap();
+    let sip = common::sip_addr(&server, Transport::Udp);
+    // Bob is a SIPp phone that rings 3 s before it answers (and sends no audio).
+    let scenarios = tempfile::tempdir().unwrap();
+    let slow = scenarios.path().join("call_uas_slow.xml");
+    let text = std::fs::read_to_string(common::sipp::sipp_dir().join("call_uas.xml")).unwrap();
+    std::fs::write(
+        &slow,
+        text.replace(
+            "<pause milliseconds=\"200\" />",
+            "<pause milliseconds=\"3000\" />",
+        ),
+    )
+    .unwrap();
+    let bob_port = common::free_udp_port();
+    common::sipp::register(&server, "bob", "bob-secret", bob_port).await;
+    let bob = common::sipp::spawn_sipp(slow.to_str().unwrap(), sip, bob_port, &[]);
+    let alice_dir = phone_dir("alice", "alice-secret", sip, 1000.0, ";answermode=auto");
+    let mut me = start_phone(&server, alice_dir.path(), "alice", 20).await;
+
+    let id = click_to_call(&server, &token, "200").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    hang_up(&server, &token, &id).await;
+    common::sipp::must_pass("bob's phone", bob).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = me.kill();
+    let _ = me.wait();
+    let heard = read_samples(&received(alice_dir.path()));
+    assert!(
+        heard.len() > RATE as usize,
+        "alice recorded {} samples",
+        heard.len()
+    );
+    // The first ringback burst: some 250 ms window of the first 1.5 s is 425 Hz.
+    let window = RATE as usize / 4;
+    let best = heard[..(RATE as usize * 3 / 2).min(heard.len())]
+        .chunks(window)
+        .filter(|c| c.len() == window)
+        .map(|c| (power(c, 425.0), power(c, 1000.0), power(c, 600.0)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap();
+    assert!(
+        best.0 > 100.0 * best.1 && best.0 > 100.0 * best.2 && best.0 > 1e9,
+        "425 Hz {:.3e}, 1000 Hz {:.3e}, 600 Hz {:.3e}",
+        best.0,
+        best.1,
+        best.2
+    );
+    server.shutdown().await;
+}

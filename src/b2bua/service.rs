@@ -1101,14 +1101,16 @@ impl Calls {
                 emit(&self.events, e, EventKind::Ended, Some(s.outcome));
             }
         }
-        if ended && !quiet {
+        if ended {
             let s = e.call.summary();
-            let record = call_record(e, &s);
-            if self.records.try_send(record).is_err() {
-                // The writer is far behind (the store is down): keep the record anyway, on a
-                // task of its own that retries.
+            if !quiet {
                 let record = call_record(e, &s);
-                tokio::spawn(write_record(self.lookup.store.clone(), record));
+                if self.records.try_send(record).is_err() {
+                    // The writer is far behind (the store is down): keep the record anyway, on
+                    // a task of its own that retries.
+                    let record = call_record(e, &s);
+                    tokio::spawn(write_record(self.lookup.store.clone(), record));
+                }
             }
             tracing::info!(
                 call = id,
@@ -1311,6 +1313,7 @@ impl Calls {
                 };
                 let a_pt = e.c2c.as_ref().map_or(sdp::PCMU, |c| c.pt);
                 if let Some(m) = &e.media {
+                    tracing::debug!(a_pt, b_pt, "click-to-call: legs joined");
                     m.play(Side::Caller, None);
                     m.set_transcoding((a_pt != b_pt).then_some((a_pt, b_pt)));
                 }
@@ -1573,6 +1576,7 @@ fn on_virtual_answer(e: &mut Entry, rsp: &Message) {
         return;
     };
     if let Some(ep) = sdp::audio_endpoint(text) {
+        tracing::debug!(side = ?c.side, rtp = %ep.rtp, "click-to-call: leg answered");
         m.set_remote(c.side, ep);
     }
     if let Some(pt) = sdp::audio_formats(text)

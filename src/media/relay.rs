@@ -388,6 +388,43 @@ struct WorkerSession {
     transcode: Option<(u8, u8)>,
     /// What we play to each side, if anything.
     players: [Option<Player>; 2],
+    /// After playing to a side, what is relayed to it continues our stream (see [`Rewrite`]).
+    rewrite: [Option<Rewrite>; 2],
+}
+
+/// Continues the RTP stream we played to a party with the packets relayed to it afterwards:
+/// same SSRC, sequence numbers and timestamps that go on from ours. Phones' jitter buffers
+/// take a new SSRC badly when the new sequence numbers happen to be "older" than the last ones
+/// (baresip, seen in the click-to-call test, then plays nothing at all).
+#[derive(Debug, Clone, Copy)]
+struct Rewrite {
+    ssrc: u32,
+    next_seq: u16,
+    next_ts: u32,
+    /// (sequence, timestamp) added to every relayed packet; fixed by the first one.
+    offsets: Option<(u16, u32)>,
+}
+
+impl Rewrite {
+    fn apply(&mut self, pkt: &mut [u8]) {
+        if pkt.len() < 12 || pkt[0] >> 6 != 2 {
+            return;
+        }
+        let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
+        let ts = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
+        let first = self.offsets.is_none();
+        let (ds, dt) = *self.offsets.get_or_insert((
+            self.next_seq.wrapping_sub(seq),
+            self.next_ts.wrapping_sub(ts),
+        ));
+        pkt[2..4].copy_from_slice(&seq.wrapping_add(ds).to_be_bytes());
+        pkt[4..8].copy_from_slice(&ts.wrapping_add(dt).to_be_bytes());
+        pkt[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        if first {
+            // A new talkspurt as far as the receiver can tell.
+            pkt[1] |= 0x80;
+        }
+    }
 }
 
 /// A sound played to one side: its own RTP stream (SSRC, sequence, timestamp).
@@ -417,6 +454,16 @@ impl Player {
             ts: (r >> 48) as u32,
             next: now,
             marker: true,
+        }
+    }
+
+    /// How relayed packets continue this stream once it stops.
+    fn continuation(&self) -> Rewrite {
+        Rewrite {
+            ssrc: self.ssrc,
+            next_seq: self.seq,
+            next_ts: self.ts,
+            offsets: None,
         }
     }
 
@@ -478,7 +525,11 @@ fn run_worker(mut poll: Poll, commands: std_mpsc::Receiver<Command>, counters: A
             match commands.try_recv() {
                 Ok(Command::Play { id, side, sound }) => {
                     if let Some(s) = sessions.get_mut(&id) {
-                        s.players[side.index()] =
+                        let i = side.index();
+                        if let Some(old) = s.players[i].take() {
+                            s.rewrite[i] = Some(old.continuation());
+                        }
+                        s.players[i] =
                             sound.map(|(sound, pt)| Player::new(sound, pt, id, Instant::now()));
                         if s.players.iter().any(Option::is_some) {
                             playing.insert(id);
@@ -537,6 +588,7 @@ fn play_due(s: &mut WorkerSession, now: Instant, counters: &Counters) -> bool {
             }
             sent += 1;
             if !more {
+                s.rewrite[i] = Some(p.continuation());
                 s.players[i] = None;
                 break;
             }
@@ -568,6 +620,7 @@ fn apply(poll: &Poll, sessions: &mut HashMap<u64, WorkerSession>, cmd: Command) 
                     activity,
                     transcode: None,
                     players: [None, None],
+                    rewrite: [None, None],
                 },
             );
         }
@@ -638,6 +691,9 @@ fn relay(s: &mut WorkerSession, socket: usize, buf: &mut [u8], counters: &Counte
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
+        if let (Some(rw), false) = (s.rewrite[other.index()].as_mut(), rtcp) {
+            rw.apply(&mut buf[..n]);
+        }
         if let (Some((caller_pt, callee_pt)), false) = (s.transcode, rtcp) {
             let (from, to) = match side {
                 Side::Caller => (caller_pt, callee_pt),
@@ -973,12 +1029,46 @@ mod tests {
         caller
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
+        // Drained tone packets move the last sequence number on.
         let mut b = [0u8; 1500];
-        while caller.recv_from(&mut b).is_ok() {}
-        callee
-            .send_to(b"callee again", sess.callee_facing())
-            .unwrap();
+        let (mut s0, mut t0) = last.unwrap();
+        while let Ok((n, _)) = caller.recv_from(&mut b) {
+            if n >= 12 {
+                s0 = u16::from_be_bytes([b[2], b[3]]);
+                t0 = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+            }
+        }
+        // The callee's RTP now continues our stream: our SSRC, the next sequence number and
+        // timestamp, the marker set; the payload untouched.
+        let mut rtp = vec![
+            0x80, 0x00, 0x12, 0x34, 0, 0, 0x10, 0, 0xde, 0xad, 0xbe, 0xef,
+        ];
+        rtp.extend_from_slice(b"callee again");
+        callee.send_to(&rtp, sess.callee_facing()).unwrap();
         let (got, _) = recv(&caller);
-        assert_eq!(got, b"callee again");
+        assert_eq!(&got[12..], b"callee again");
+        assert_eq!(got[1], 0x80, "marker, PCMU as sent");
+        let seq = u16::from_be_bytes([got[2], got[3]]);
+        let ts = u32::from_be_bytes([got[4], got[5], got[6], got[7]]);
+        assert_eq!(seq, s0.wrapping_add(1), "{s0} -> {seq}");
+        assert_eq!(ts, t0.wrapping_add(160), "{t0} -> {ts}");
+        assert_ne!(
+            &got[8..12],
+            &[0xde, 0xad, 0xbe, 0xef],
+            "our SSRC, not the callee's"
+        );
+        // The next one keeps the same offsets.
+        let mut rtp2 = rtp.clone();
+        rtp2[3] = 0x35;
+        rtp2[7] = 0xa0;
+        callee.send_to(&rtp2, sess.callee_facing()).unwrap();
+        let (got2, _) = recv(&caller);
+        assert_eq!(u16::from_be_bytes([got2[2], got2[3]]), seq.wrapping_add(1));
+        assert_eq!(
+            u32::from_be_bytes([got2[4], got2[5], got2[6], got2[7]]),
+            ts.wrapping_add(160)
+        );
+        assert_eq!(got2[1], 0x00, "no marker after the first");
+        assert_eq!(&got2[8..12], &got[8..12]);
     }
 }
