@@ -35,6 +35,7 @@ pub struct Server {
     dialplan: Arc<routing::DialplanFile>,
     tasks: JoinSet<()>,
     record_writer: Option<tokio::task::JoinHandle<()>>,
+    relay: media::relay::Relay,
 }
 
 impl Server {
@@ -98,6 +99,7 @@ impl Server {
             rand::random(),
             std::time::Instant::now(),
         );
+        let relay = start_relay(&config, transports.bound())?;
         let (mut calls, routed) = b2bua::service::Calls::new(
             b2bua::service::CallsConfig {
                 realm: config.sip.realm.clone(),
@@ -120,7 +122,7 @@ impl Server {
                 trunks: trunks.clone(),
             },
             &advertised,
-            Some(start_relay(&config, transports.bound())?),
+            Some(relay.clone()),
             rand::random(),
         );
         let record_writer = calls.take_record_writer();
@@ -175,6 +177,7 @@ impl Server {
             initial_admin_token,
             tasks,
             record_writer,
+            relay,
         })
     }
 
@@ -193,6 +196,11 @@ impl Server {
     /// Live registrations and bans.
     pub fn registrar(&self) -> &registrar::service::Handle {
         &self.registrar
+    }
+
+    /// The RTP relay (its counters, for tests and metrics).
+    pub fn relay(&self) -> &media::relay::Relay {
+        &self.relay
     }
 
     /// The dialplan: the plan in force, and reloading it (SIGHUP, the admin API).

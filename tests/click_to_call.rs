@@ -109,12 +109,23 @@ impl Setup {
 
 /// Reads `GET /api/v1/me/events` until an `ended` event (or 30 s); returns (event, data).
 fn sse(addr: std::net::SocketAddr, token: String) -> std::thread::JoinHandle<Vec<(String, Value)>> {
+    sse_from(addr, "/api/v1/me/events", token, None)
+}
+
+/// Reads an event stream at `path` (resuming after `last` when given) until an `ended` event.
+fn sse_from(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: String,
+    last: Option<u64>,
+) -> std::thread::JoinHandle<Vec<(String, Value)>> {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let resume = last.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
     write!(
         s,
-        "GET /api/v1/me/events HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
-         Accept: text/event-stream\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+         Accept: text/event-stream\r\n{resume}\r\n"
     )
     .unwrap();
     std::thread::spawn(move || {
@@ -135,6 +146,14 @@ fn sse(addr: std::net::SocketAddr, token: String) -> std::thread::JoinHandle<Vec
         }
         events
     })
+}
+
+fn relayed(server: &Server) -> u64 {
+    server
+        .relay()
+        .counters()
+        .packets
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn received<'a>(run: &'a SippRun, what: &str) -> &'a str {
@@ -162,11 +181,14 @@ async fn history(server: &Server, user: i64) -> Vec<switchboard::store::HistoryE
 async fn answered_and_bridged(db: Db) {
     let tdb = TestDb::new(db).await;
     let s = setup(&tdb, "").await;
-    let desk = s.phone("alice", "call_uas.xml").await;
+    // Alice's desk phone talks (RTP from a pcap) once it has answered.
+    let desk = s.phone("alice", "call_uas_rtp.xml").await;
     let soft = s.phone("alice2", "call_uas_ringing.xml").await;
     let bob = s.phone("bob", "call_uas.xml").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stream = sse(s.server.http_addr(), s.token.clone());
+    let admin = s.server.initial_admin_token().unwrap().to_owned();
+    let everyone = sse_from(s.server.http_addr(), "/api/v1/events", admin.clone(), None);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let (status, call) = s
@@ -177,7 +199,11 @@ async fn answered_and_bridged(db: Db) {
     let id = call["id"].as_str().unwrap().to_owned();
     let connected = s.wait_state(&id, |v| v["state"] == "connected").await;
     assert!(connected["answered_at"].as_i64().is_some(), "{connected}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The bridge carries alice's RTP to bob (50 packets a second).
+    let before = relayed(&s.server);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let carried = relayed(&s.server) - before;
+    assert!(carried >= 30, "only {carried} packets relayed in a second");
     let (status, _) = s
         .http("DELETE", &format!("/api/v1/me/calls/{id}"), Value::Null)
         .await;
@@ -226,6 +252,34 @@ async fn answered_and_bridged(db: Db) {
         assert_eq!(v["user_id"], s.alice);
     }
     assert_eq!(mine[2].1["outcome"], "answered");
+    // Reconnecting after the first event gets the other two again, from the replay buffer.
+    let first = mine[0].1["id"].as_u64().unwrap();
+    let again = sse_from(
+        s.server.http_addr(),
+        "/api/v1/me/events",
+        s.token.clone(),
+        Some(first),
+    )
+    .join()
+    .unwrap();
+    let kinds: Vec<&str> = again
+        .iter()
+        .filter(|(_, v)| v["call_id"] == id.as_str())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(kinds, ["answered", "ended"], "{again:?}");
+    // The admin stream sees every user: alice's outgoing call and bob's incoming one.
+    let all = everyone.join().unwrap();
+    let seen = |user: i64, kind: &str, dir: &str| {
+        all.iter()
+            .any(|(k, v)| k == kind && v["user_id"] == user && v["direction"] == dir)
+    };
+    assert!(seen(s.alice, "ringing", "outgoing"), "{all:?}");
+    assert!(seen(s.bob, "ringing", "incoming"), "{all:?}");
+    assert!(seen(s.bob, "answered", "incoming"), "{all:?}");
+    // A user token cannot follow everyone.
+    let (status, _) = s.http("GET", "/api/v1/events", Value::Null).await;
+    assert_eq!(status, 403);
 
     // One history entry each: an outgoing click-to-call for alice, an incoming call for bob.
     let a = history(&s.server, s.alice).await;
@@ -302,7 +356,7 @@ async fn my_phone_does_not_answer(db: Db) {
 async fn target_busy(db: Db) {
     let tdb = TestDb::new(db).await;
     let s = setup(&tdb, "").await;
-    let desk = s.phone("alice", "call_uas.xml").await;
+    let desk = s.phone("alice", "call_uas_rtp.xml").await;
     let bob = s.phone("bob", "call_uas_busy.xml").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, call) = s
@@ -357,7 +411,7 @@ async fn target_through_a_trunk(db: Db) {
          dids = [ {{ number = \"+4930555100\", extension = \"100\" }} ]\n"
     );
     let s = setup(&tdb, &trunk).await;
-    let desk = s.phone("alice", "call_uas.xml").await;
+    let desk = s.phone("alice", "call_uas_rtp.xml").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, call) = s
         .http("POST", "/api/v1/me/calls", json!({"to": "030 1234567"}))
