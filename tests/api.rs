@@ -227,6 +227,7 @@ on_both_databases!(
     admin_acts_for_a_user,
     data_survives_reopening,
     call_history,
+    click_to_call_routes,
 );
 
 async fn users_crud(db: Db) {
@@ -1443,4 +1444,71 @@ async fn call_history(db: Db) {
     let bad = api.get("/api/v1/me/history?cursor=garbage", &ta).await;
     assert!(bad.status.is_client_error(), "{}", bad.text);
     assert_eq!(bad.body["field"], "cursor", "{}", bad.text);
+}
+
+/// Click-to-call's API edges (the calls themselves are in tests/click_to_call.rs, against SIPp
+/// phones): who may start one for whom, and the refusals that need no phone.
+async fn click_to_call_routes(db: Db) {
+    let api = Api::new(db).await;
+    let a = api.user("301", &[]).await;
+    let b = api.user("302", &[]).await;
+    let ta = api.user_token(a).await;
+    // No phone of A's location is registered: 409, for A and for a service token acting for A.
+    api.post("/api/v1/me/calls", &ta, json!({"to": "302"}))
+        .await
+        .problem(409, None);
+    api.post(
+        &format!("/api/v1/users/{a}/calls"),
+        &api.admin,
+        json!({"to": "302"}),
+    )
+    .await
+    .problem(409, None);
+    // Numbers that go nowhere, and bodies that say too much or too little: 422 on the field.
+    for (body, field) in [
+        (json!({"to": "x1"}), "to"),
+        (json!({"to": ""}), "to"),
+        (json!({"to": "399"}), "to"),
+        (json!({}), "to"),
+        (json!({"to": "302", "history_id": 3}), "to"),
+        (json!({"history_id": 3}), "history_id"),
+    ] {
+        api.post("/api/v1/me/calls", &ta, body)
+            .await
+            .problem(422, Some(field));
+    }
+    api.post("/api/v1/me/calls", &ta, json!({"to": 302}))
+        .await
+        .problem(400, None);
+    // A user token cannot act for someone else; unknown ids are 404 for everyone.
+    api.post(
+        &format!("/api/v1/users/{b}/calls"),
+        &ta,
+        json!({"to": "301"}),
+    )
+    .await
+    .problem(403, None);
+    api.post(
+        "/api/v1/users/999999/calls",
+        &api.admin,
+        json!({"to": "301"}),
+    )
+    .await
+    .problem(404, None);
+    api.get("/api/v1/me/calls/0123456789abcdef", &ta)
+        .await
+        .problem(404, None);
+    api.delete("/api/v1/me/calls/0123456789abcdef", &ta)
+        .await
+        .problem(404, None);
+    api.get(
+        &format!("/api/v1/users/{a}/calls/0123456789abcdef"),
+        &api.admin,
+    )
+    .await
+    .problem(404, None);
+    api.get("/api/v1/events", &ta).await.problem(403, None);
+    api.get("/api/v1/me/events", &api.admin)
+        .await
+        .problem(403, None);
 }
