@@ -676,8 +676,58 @@ async fn bad_input_is_named(db: Db) {
     assert!(store.call_history(a, &q).await.is_ok());
 }
 
+/// The batch write the B2BUA's record writer uses: many records in multi-row statements (chunk
+/// sizes 64, 8, 1 all exercised by 150 records), read back exactly; writing the batch again,
+/// or part of it, adds nothing; a batch naming a user that does not exist is refused whole.
+async fn batch_writes(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let store = tdb.store().await;
+    let a = add_user(&store, "100", "Alice Example").await;
+    let b = add_user(&store, "101", "bob builder").await;
+    let records = generate(
+        &[(a, "100", "Alice Example"), (b, "101", "bob builder")],
+        150,
+        11,
+    );
+    store.insert_calls(&records).await.unwrap();
+    assert_eq!(store.count_rows("calls").await.unwrap(), 150);
+    let parties: usize = records.iter().map(|r| r.parties.len()).sum();
+    assert_eq!(
+        store.count_rows("call_parties").await.unwrap(),
+        parties as i64
+    );
+    for r in &records {
+        let stored = store.call_by_ref(&r.call_ref).await.unwrap().unwrap();
+        assert_eq!(&stored.record, r);
+    }
+    // A retry of the whole batch and of a slice of it, mixed with two new records.
+    store.insert_calls(&records).await.unwrap();
+    let mut mixed = records[40..50].to_vec();
+    let fresh = generate(&[(a, "100", "Alice Example")], 2, 99);
+    for (i, mut r) in fresh.into_iter().enumerate() {
+        r.call_ref = format!("fresh-{i}");
+        mixed.push(r);
+    }
+    store.insert_calls(&mixed).await.unwrap();
+    assert_eq!(store.count_rows("calls").await.unwrap(), 152);
+    // A party of a user that is gone: nothing of the batch is written.
+    let mut bad = generate(&[(a, "100", "Alice Example")], 3, 5);
+    for (i, r) in bad.iter_mut().enumerate() {
+        r.call_ref = format!("bad-{i}");
+    }
+    let with_party = bad
+        .iter_mut()
+        .rev()
+        .find_map(|r| r.parties.first_mut())
+        .expect("a generated call with a party");
+    with_party.user_id = 999_999;
+    assert!(store.insert_calls(&bad).await.is_err());
+    assert_eq!(store.count_rows("calls").await.unwrap(), 152);
+}
+
 on_both_databases!(
     history_matches_reference,
     writes_are_idempotent_and_atomic,
-    bad_input_is_named
+    bad_input_is_named,
+    batch_writes
 );

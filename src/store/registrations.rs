@@ -14,12 +14,12 @@ use crate::registrar::{Binding, BindingChange, Source, Transport};
 /// then reused from the driver's statement cache: preparing a fresh multi-row statement for
 /// every batch cost more than the round trips it saved. 64 rows × 14 parameters stays far below
 /// SQLite's limit of 32,766.
-const CHUNK_SIZES: [usize; 3] = [64, 8, 1];
+pub(super) const CHUNK_SIZES: [usize; 3] = [64, 8, 1];
 
 /// Rows per page when loading bindings at start.
 const LOAD_PAGE: usize = 1000;
 
-fn chunk_size(remaining: usize) -> usize {
+pub(super) fn chunk_size(remaining: usize) -> usize {
     CHUNK_SIZES
         .into_iter()
         .find(|s| *s <= remaining)
@@ -30,7 +30,7 @@ fn chunk_size(remaining: usize) -> usize {
 /// for a numbered `$k`, sqlx asks SQLite for each parameter's name, and SQLite finds a name by a
 /// linear scan, so a 64-row upsert (896 parameters) cost ~400,000 scan steps per execution — a
 /// twentieth of the server's CPU under registration load.
-fn placeholder(backend: Backend, k: usize) -> String {
+pub(super) fn placeholder(backend: Backend, k: usize) -> String {
     match backend {
         Backend::Sqlite => "?".to_string(),
         Backend::Postgres => format!("${k}"),
