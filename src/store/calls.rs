@@ -880,6 +880,65 @@ impl Store {
     }
 }
 
+/// `INSERT INTO calls` for `rows` records, returning (id, call_ref) of those not written before.
+fn bulk_calls_sql(backend: super::Backend, rows: usize) -> &'static str {
+    static CACHE: std::sync::OnceLock<Vec<(super::Backend, usize, String)>> =
+        std::sync::OnceLock::new();
+    bulk_sql(&CACHE, backend, rows, 13, |values| {
+        format!(
+            "INSERT INTO calls (call_ref, started_at, answered_at, ended_at, outcome, \
+               hangup_cause, caller_number, caller_name, dialled_number, callee_number, \
+               callee_name, click_to_call, trunk) VALUES {values} \
+             ON CONFLICT (call_ref) DO NOTHING RETURNING id, call_ref"
+        )
+    })
+}
+
+/// `INSERT INTO call_parties` for `rows` parties.
+fn bulk_parties_sql(backend: super::Backend, rows: usize) -> &'static str {
+    static CACHE: std::sync::OnceLock<Vec<(super::Backend, usize, String)>> =
+        std::sync::OnceLock::new();
+    bulk_sql(&CACHE, backend, rows, 12, |values| {
+        format!(
+            "INSERT INTO call_parties (call_id, user_id, direction, other_number, other_name, \
+               other_name_key, answered_by, started_at, answered_at, duration_ms, outcome, \
+               click_to_call) VALUES {values}"
+        )
+    })
+}
+
+/// A multi-row statement of `rows` rows of `width` parameters, built once per backend and
+/// chunk size (so that sqlx's statement cache sees a handful of texts, not one per batch).
+fn bulk_sql(
+    cache: &'static std::sync::OnceLock<Vec<(super::Backend, usize, String)>>,
+    backend: super::Backend,
+    rows: usize,
+    width: usize,
+    wrap: impl Fn(&str) -> String,
+) -> &'static str {
+    let all = cache.get_or_init(|| {
+        let mut out = Vec::new();
+        for b in [super::Backend::Sqlite, super::Backend::Postgres] {
+            for n in super::registrations::CHUNK_SIZES {
+                let values: Vec<String> = (0..n)
+                    .map(|i| {
+                        let p: Vec<String> = (1..=width)
+                            .map(|k| super::registrations::placeholder(b, i * width + k))
+                            .collect();
+                        format!("({})", p.join(", "))
+                    })
+                    .collect();
+                out.push((b, n, wrap(&values.join(", "))));
+            }
+        }
+        out
+    });
+    all.iter()
+        .find(|(b, n, _)| *b == backend && *n == rows)
+        .map(|(_, _, s)| s.as_str())
+        .unwrap_or("")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -938,63 +997,4 @@ mod tests {
         );
         assert_eq!("nope".parse::<CallOutcome>().unwrap_err().field, "outcome");
     }
-}
-
-/// `INSERT INTO calls` for `rows` records, returning (id, call_ref) of those not written before.
-fn bulk_calls_sql(backend: super::Backend, rows: usize) -> &'static str {
-    static CACHE: std::sync::OnceLock<Vec<(super::Backend, usize, String)>> =
-        std::sync::OnceLock::new();
-    bulk_sql(&CACHE, backend, rows, 13, |values| {
-        format!(
-            "INSERT INTO calls (call_ref, started_at, answered_at, ended_at, outcome, \
-               hangup_cause, caller_number, caller_name, dialled_number, callee_number, \
-               callee_name, click_to_call, trunk) VALUES {values} \
-             ON CONFLICT (call_ref) DO NOTHING RETURNING id, call_ref"
-        )
-    })
-}
-
-/// `INSERT INTO call_parties` for `rows` parties.
-fn bulk_parties_sql(backend: super::Backend, rows: usize) -> &'static str {
-    static CACHE: std::sync::OnceLock<Vec<(super::Backend, usize, String)>> =
-        std::sync::OnceLock::new();
-    bulk_sql(&CACHE, backend, rows, 12, |values| {
-        format!(
-            "INSERT INTO call_parties (call_id, user_id, direction, other_number, other_name, \
-               other_name_key, answered_by, started_at, answered_at, duration_ms, outcome, \
-               click_to_call) VALUES {values}"
-        )
-    })
-}
-
-/// A multi-row statement of `rows` rows of `width` parameters, built once per backend and
-/// chunk size (so that sqlx's statement cache sees a handful of texts, not one per batch).
-fn bulk_sql(
-    cache: &'static std::sync::OnceLock<Vec<(super::Backend, usize, String)>>,
-    backend: super::Backend,
-    rows: usize,
-    width: usize,
-    wrap: impl Fn(&str) -> String,
-) -> &'static str {
-    let all = cache.get_or_init(|| {
-        let mut out = Vec::new();
-        for b in [super::Backend::Sqlite, super::Backend::Postgres] {
-            for n in super::registrations::CHUNK_SIZES {
-                let values: Vec<String> = (0..n)
-                    .map(|i| {
-                        let p: Vec<String> = (1..=width)
-                            .map(|k| super::registrations::placeholder(b, i * width + k))
-                            .collect();
-                        format!("({})", p.join(", "))
-                    })
-                    .collect();
-                out.push((b, n, wrap(&values.join(", "))));
-            }
-        }
-        out
-    });
-    all.iter()
-        .find(|(b, n, _)| *b == backend && *n == rows)
-        .map(|(_, _, s)| s.as_str())
-        .unwrap_or("")
 }
