@@ -423,3 +423,60 @@ async fn click_to_call_plays_ringback_while_the_target_rings() {
     );
     server.shutdown().await;
 }
+
+/// The echo test (`*43` in the shipped dialplan): the PBX answers and the relay sends the
+/// phone's audio straight back, so baresip records its own 1000 Hz tone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_test_returns_the_callers_audio() {
+    let tdb = TestDb::new(Db::Sqlite).await;
+    let (server, _data) = common::start_server(
+        &tdb,
+        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\ndigest_algorithms = [\"MD5\"]",
+        "",
+    )
+    .await;
+    let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
+    let sip = common::sip_addr(&server, Transport::Udp);
+    let dir = phone_dir("alice", "alice-secret", sip, 1000.0, "");
+    let dial = format!("/dial sip:*43@{sip}");
+    let mut phone = Command::new("baresip")
+        .arg("-f")
+        .arg(dir.path())
+        .args(["-t", "5", "-e", &dial])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("baresip is installed (Debian package baresip)");
+    let _ = tokio::task::spawn_blocking(move || phone.wait()).await;
+    let heard = read_samples(&received(dir.path()));
+    assert!(
+        heard.len() > RATE as usize,
+        "recorded {} samples",
+        heard.len()
+    );
+    let tail = &heard[heard.len() - RATE as usize..];
+    let (p_own, p_off) = (power(tail, 1000.0), power(tail, 600.0));
+    assert!(
+        p_own > 100.0 * p_off && p_own > 1e9,
+        "1000 Hz at {p_own:.3e}, 600 Hz at {p_off:.3e}"
+    );
+    let mut entries = Vec::new();
+    for _ in 0..30 {
+        entries = server
+            .store()
+            .call_history(alice, &HistoryQuery::default())
+            .await
+            .unwrap()
+            .entries;
+        if !entries.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].other_number, "*43");
+    assert_eq!(entries[0].other_name, "Echo test");
+    assert_eq!(entries[0].outcome, PartyOutcome::Answered);
+    server.shutdown().await;
+}

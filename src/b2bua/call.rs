@@ -261,6 +261,9 @@ pub struct Call {
     actions: VecDeque<Action>,
     /// RFC 4028 session interval agreed with the caller (who refreshes), once answered.
     session_interval: Option<u32>,
+    /// Answered by the PBX itself (the echo test): our session description, which also
+    /// answers the caller's re-INVITEs; there is no callee leg.
+    local_answer: Option<Vec<u8>>,
 }
 
 impl Call {
@@ -271,6 +274,39 @@ impl Call {
         caller_invite: Message,
         caller_tag: &str,
         targets: Vec<Target>,
+        config: CallConfig,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Call, CallError> {
+        Call::start(caller_invite, caller_tag, targets, None, config, seed, now)
+    }
+
+    /// A call the PBX answers itself (the echo test) with the session description `sdp`: a 200
+    /// to the caller at once, no callee leg; re-INVITEs and UPDATEs get `sdp` again, BYE ends it.
+    pub fn answer_here(
+        caller_invite: Message,
+        caller_tag: &str,
+        sdp: Vec<u8>,
+        config: CallConfig,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Call, CallError> {
+        Call::start(
+            caller_invite,
+            caller_tag,
+            Vec::new(),
+            Some(sdp),
+            config,
+            seed,
+            now,
+        )
+    }
+
+    fn start(
+        caller_invite: Message,
+        caller_tag: &str,
+        targets: Vec<Target>,
+        local: Option<Vec<u8>>,
         config: CallConfig,
         seed: u64,
         now: Instant,
@@ -303,6 +339,7 @@ impl Call {
             random,
             actions: VecDeque::new(),
             session_interval: None,
+            local_answer: None,
         };
         if call.caller_invite.max_forwards() == Some(0) {
             call.fail_caller(483, "Too Many Hops", Outcome::Failed, now);
@@ -326,6 +363,20 @@ impl Call {
             if supports_timer(&call.caller_invite) {
                 call.session_interval = Some(se);
             }
+        }
+        if let Some(body) = local {
+            // The PBX answers the call itself: no branch, no callee leg.
+            if let Ok(mut ok) = call.caller.response(&call.caller_invite, 200, "OK") {
+                let _ = ok.set_body(body.clone(), Some("application/sdp"));
+                call.add_session_timer(&mut ok);
+                call.actions.push_back(Action::AnswerCaller(ok));
+            }
+            call.local_answer = Some(body);
+            call.phase = Phase::Answered;
+            call.deadline = call.session_interval.map(|se| now + expiry_margin(se));
+            call.answered = Some(now);
+            call.outcome = Some(Outcome::Answered);
+            return Ok(call);
         }
         if targets.is_empty() {
             // Nobody of the location is reachable (no phone registered, no number).
@@ -613,9 +664,36 @@ impl Call {
                 if leg == Leg::Caller && matches!(method, Method::Invite | Method::Update) {
                     self.refreshed(request, now);
                 }
-                self.relay(leg, tx, request, method)
+                if self.local_answer.is_some() {
+                    self.answer_locally(tx, request, method);
+                } else {
+                    self.relay(leg, tx, request, method)
+                }
             }
         }
+    }
+
+    /// An in-dialog request to a call the PBX answered itself: a re-INVITE or UPDATE gets our
+    /// description again (hold and the like change nothing here), INFO, NOTIFY and OPTIONS a
+    /// plain 200, anything else (REFER: nowhere to transfer to) 403.
+    fn answer_locally(&mut self, tx: Key, request: &Message, method: Method) {
+        let (status, reason) = match method {
+            Method::Invite | Method::Update | Method::Info | Method::Notify | Method::Options => {
+                (200, "OK")
+            }
+            _ => (403, "Forbidden"),
+        };
+        let Ok(mut rsp) = self.caller.response(request, status, reason) else {
+            return;
+        };
+        if matches!(method, Method::Invite | Method::Update) {
+            if let Some(body) = &self.local_answer {
+                let _ = rsp.set_body(body.clone(), Some("application/sdp"));
+            }
+            self.add_session_timer(&mut rsp);
+        }
+        self.actions
+            .push_back(Action::Respond { tx, response: rsp });
     }
 
     /// A re-INVITE or UPDATE from the caller refreshes the session (RFC 4028 §10), possibly

@@ -194,6 +194,10 @@ pub(super) enum Decision {
         parties: Box<Parties>,
     },
     Reject(u16),
+    /// The echo test: the PBX answers and sends the caller's audio back.
+    Echo {
+        parties: Box<Parties>,
+    },
     /// The caller's credentials were not cached and have been looked up: authenticate the
     /// INVITE again (once).
     Reauthenticate,
@@ -617,6 +621,10 @@ impl Calls {
                 targets,
                 parties,
             } => (*caller_id, targets, *parties),
+            Decision::Echo { parties } => {
+                self.start_echo(layer, tx, invite, caller, *parties, now);
+                return;
+            }
         };
         let Some(local) = local_for(&self.local, &caller) else {
             tracing::warn!(transport = %caller.transport, "b2bua: no local address for the caller's transport");
@@ -1179,6 +1187,95 @@ impl Calls {
         for l in linked {
             self.link(l, layer, now);
         }
+    }
+
+    /// The echo test: answered here; the relay sends the caller's RTP straight back.
+    fn start_echo(
+        &mut self,
+        layer: &mut TransactionLayer,
+        tx: ServerTxId,
+        invite: Message,
+        caller: Peer,
+        parties: Parties,
+        now: Instant,
+    ) {
+        let offer = std::str::from_utf8(invite.body()).unwrap_or("");
+        let law = sdp::audio_formats(offer)
+            .into_iter()
+            .find(|f| *f == sdp::PCMU || *f == sdp::PCMA);
+        let (Some(law), Some(ep)) = (law, sdp::audio_endpoint(offer)) else {
+            // No G.711 audio offered (or no offer at all): nothing we can echo.
+            let rsp = self.reply(&invite, 488);
+            let _ = layer.send_response(tx, rsp, now);
+            return;
+        };
+        let session = match self.relay.as_ref().map(Relay::session) {
+            Some(Ok(m)) => Arc::new(m),
+            _ => {
+                let mut rsp = self.reply(&invite, 503);
+                let _ = rsp.push_header(HeaderName::RetryAfter, "5");
+                let _ = layer.send_response(tx, rsp, now);
+                return;
+            }
+        };
+        session.set_echo();
+        session.set_remote(Side::Caller, ep);
+        let Some(local) = local_for(&self.local, &caller) else {
+            let rsp = self.reply(&invite, 500);
+            let _ = layer.send_response(tx, rsp, now);
+            return;
+        };
+        let body =
+            super::click_to_call::offer(session.caller_facing(), self.next_random(), Some(law));
+        let config = CallConfig {
+            no_answer: self.no_answer,
+            no_answer_status: self.no_answer_status,
+            contact: local.contact.clone(),
+            via: local.via,
+            caller_id: local.contact,
+        };
+        let seed = self.next_random();
+        let tag = self.caller_tag(&invite);
+        let call =
+            match Call::answer_here(invite.clone(), &tag, body.into_bytes(), config, seed, now) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "b2bua: INVITE refused");
+                    let rsp = self.reply(&invite, 400);
+                    let _ = layer.send_response(tx, rsp, now);
+                    return;
+                }
+            };
+        let id = self.next_call;
+        self.next_call += 1;
+        let api_id = format!("{:016x}", self.next_random());
+        self.calls.insert(
+            id,
+            Entry {
+                call,
+                parties,
+                started_ms: now_ms(),
+                invite_tx: Some(tx),
+                caller,
+                api_id,
+                c2c: None,
+                announced: false,
+                branches: Vec::new(),
+                waiting: HashMap::new(),
+                media: Some(session),
+                next_key: 1,
+                ok_retransmit: None,
+                linger_until: None,
+                armed_deadline: None,
+                armed_retransmit: None,
+                media_check: None,
+            },
+        );
+        self.invites.insert(tx, id);
+        if let Some(e) = self.calls.get(&id) {
+            emit(&self.events, e, EventKind::Ringing, None);
+        }
+        self.apply(id, layer, now);
     }
 
     // --- click-to-call --------------------------------------------------------------------------
@@ -1883,6 +1980,18 @@ pub(super) async fn from_user(
             })
         }
         routing::Target::Reject { status } => Ok(Decision::Reject(status)),
+        routing::Target::Echo => Ok(Decision::Echo {
+            parties: Box::new(Parties {
+                callee: Party {
+                    user_id: None,
+                    number: dialled.clone(),
+                    name: "Echo test".into(),
+                },
+                dialled,
+                caller,
+                trunk: None,
+            }),
+        }),
         other => {
             tracing::info!(route = %decision.route, target = ?other, "b2bua: route target not available yet");
             Ok(Decision::Reject(503))

@@ -135,6 +135,9 @@ enum Command {
         /// The sound and the payload type (PCMU or PCMA) to send it as; `None` stops.
         sound: Option<(Sound, u8)>,
     },
+    Echo {
+        id: u64,
+    },
 }
 
 /// One call's media. Dropping it ends the relay and frees the ports.
@@ -345,6 +348,12 @@ impl Session {
         );
     }
 
+    /// The echo test: from now on the RTP a party sends comes straight back to it, from the
+    /// same port (RTCP is not echoed: it describes the sender's own stream).
+    pub fn set_echo(&self) {
+        self.inner.send(self.worker, Command::Echo { id: self.id });
+    }
+
     /// What a party's description says; resets latching for that side (a re-INVITE may move
     /// the party).
     pub fn set_remote(&self, side: Side, endpoint: Endpoint) {
@@ -388,6 +397,8 @@ struct WorkerSession {
     transcode: Option<(u8, u8)>,
     /// What we play to each side, if anything.
     players: [Option<Player>; 2],
+    /// The echo test: RTP goes back to where it came from.
+    echo: bool,
     /// After playing to a side, what is relayed to it continues our stream (see [`Rewrite`]).
     rewrite: [Option<Rewrite>; 2],
 }
@@ -621,6 +632,7 @@ fn apply(poll: &Poll, sessions: &mut HashMap<u64, WorkerSession>, cmd: Command) 
                     transcode: None,
                     players: [None, None],
                     rewrite: [None, None],
+                    echo: false,
                 },
             );
         }
@@ -640,6 +652,11 @@ fn apply(poll: &Poll, sessions: &mut HashMap<u64, WorkerSession>, cmd: Command) 
         }
         // Handled by the worker loop, which tracks who plays.
         Command::Play { .. } => {}
+        Command::Echo { id } => {
+            if let Some(s) = sessions.get_mut(&id) {
+                s.echo = true;
+            }
+        }
         Command::Remove { id } => {
             if let Some(mut s) = sessions.remove(&id) {
                 for sock in s.sockets.iter_mut() {
@@ -675,6 +692,16 @@ fn relay(s: &mut WorkerSession, socket: usize, buf: &mut [u8], counters: &Counte
         };
         if latched.is_none() {
             *latched = Some(from);
+        }
+        if s.echo {
+            if !rtcp && s.players[side.index()].is_none() {
+                let out = side.index() * 2;
+                if s.sockets[out].send_to(&buf[..n], from).is_ok() {
+                    counters.packets.fetch_add(1, Ordering::Relaxed);
+                    counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+            continue;
         }
         let other = side.other();
         if !rtcp && s.players[other.index()].is_some() {
@@ -1070,5 +1097,18 @@ mod tests {
         );
         assert_eq!(got2[1], 0x00, "no marker after the first");
         assert_eq!(&got2[8..12], &got[8..12]);
+    }
+
+    #[test]
+    fn echo_sends_rtp_back_to_where_it_came_from() {
+        let r = relay(1, 31800);
+        let sess = r.session().unwrap();
+        sess.set_echo();
+        std::thread::sleep(Duration::from_millis(20));
+        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        caller.send_to(b"hello me", sess.caller_facing()).unwrap();
+        let (got, from) = recv(&caller);
+        assert_eq!(got, b"hello me");
+        assert_eq!(from, sess.caller_facing());
     }
 }

@@ -688,3 +688,52 @@ fn a_phone_branch_does_not_answer_challenges() {
     assert!(invites(&a).is_empty());
     assert_eq!(caller_answers(&a), vec![503]);
 }
+
+/// The echo test: the PBX answers at once with its own description; a re-INVITE gets it again,
+/// INFO a 200, REFER a 403; the caller's BYE ends the call with nothing sent anywhere else.
+#[test]
+fn a_call_answered_here_has_no_callee_leg() {
+    let t0 = Instant::now();
+    let ours = b"v=0\r\no=pbx 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\n".to_vec();
+    let mut call =
+        Call::answer_here(caller_invite(), "pbx-tag", ours.clone(), config(), 3, t0).unwrap();
+    let a = drain(&mut call);
+    let ok = ok_to_caller(&a);
+    assert_eq!(ok.body(), &ours[..]);
+    assert_eq!(a.len(), 1, "no INVITE to anyone: {a:?}");
+    assert!(call.is_answered());
+    assert_eq!(call.summary().outcome, Outcome::Answered);
+
+    let hold = CALLER_SDP.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
+    let reinvite = from_caller(&call, "INVITE", 2, Some(&hold));
+    call.on_request(Leg::Caller, 7, &reinvite, t0);
+    match &drain(&mut call)[..] {
+        [Action::Respond { tx: 7, response }] => {
+            assert_eq!(response.status(), Some(200));
+            assert_eq!(response.body(), &ours[..]);
+        }
+        other => panic!("expected our 200, got {other:?}"),
+    }
+    let info = from_caller(&call, "INFO", 3, None);
+    call.on_request(Leg::Caller, 8, &info, t0);
+    assert!(
+        matches!(&drain(&mut call)[..], [Action::Respond { tx: 8, response }] if response.status() == Some(200))
+    );
+    let refer = from_caller(&call, "REFER", 4, None);
+    call.on_request(Leg::Caller, 9, &refer, t0);
+    assert!(
+        matches!(&drain(&mut call)[..], [Action::Respond { tx: 9, response }] if response.status() == Some(403))
+    );
+
+    let bye = from_caller(&call, "BYE", 5, None);
+    call.on_request(Leg::Caller, 10, &bye, t0);
+    let a = drain(&mut call);
+    assert!(
+        a.iter()
+            .all(|x| matches!(x, Action::Respond { .. } | Action::Ended)),
+        "{a:?}"
+    );
+    assert!(a.iter().any(|x| matches!(x, Action::Ended)));
+    assert_eq!(call.summary().cause, "caller");
+    assert!(call.is_finished());
+}
