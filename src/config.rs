@@ -123,6 +123,7 @@ struct RawMedia {
     ringback_tone: Option<String>,
     busy_tone: Option<String>,
     congestion_tone: Option<String>,
+    unreachable_prompt: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -388,6 +389,10 @@ pub struct MediaConfig {
     pub busy_tone: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub congestion_tone: Option<String>,
+    /// A WAV announcement played (once) instead of the congestion tone when a click-to-call's
+    /// target cannot be reached. Any rate and channel count; checked at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable_prompt: Option<PathBuf>,
 }
 
 impl MediaConfig {
@@ -677,6 +682,7 @@ impl Config {
                 ringback_tone: m.ringback_tone,
                 busy_tone: m.busy_tone,
                 congestion_tone: m.congestion_tone,
+                unreachable_prompt: m.unreachable_prompt,
             };
         if crate::media::tone::Tones::preset(&media.tones).is_none() {
             return Err(invalid("media.tones", "must be one of eu, us, uk"));

@@ -114,6 +114,13 @@ impl Server {
                 media_timeout: (config.media.timeout_secs > 0)
                     .then(|| std::time::Duration::from_secs(config.media.timeout_secs)),
                 tones: config.media.tones(),
+                unreachable_prompt: match &config.media.unreachable_prompt {
+                    None => None,
+                    Some(path) => Some(
+                        media::tone::Prompt::load(path)
+                            .context("media.unreachable_prompt: the announcement cannot be used")?,
+                    ),
+                },
             },
             b2bua::service::Routing {
                 store: store.clone(),

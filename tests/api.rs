@@ -84,6 +84,7 @@ impl Api {
                 no_answer_status: 480,
                 media_timeout: None,
                 tones: Default::default(),
+                unreachable_prompt: None,
             },
             switchboard::b2bua::service::Routing {
                 store: store.clone(),

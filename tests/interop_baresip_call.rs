@@ -480,3 +480,79 @@ async fn the_echo_test_returns_the_callers_audio() {
     assert_eq!(entries[0].outcome, PartyOutcome::Answered);
     server.shutdown().await;
 }
+
+/// A click-to-call whose target cannot be reached plays the configured announcement
+/// (`media.unreachable_prompt`: here a 16 kHz stereo WAV of 700 Hz, resampled to the call's
+/// 8 kHz G.711) to the user's phone, then hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_to_call_announces_an_unreachable_target() {
+    let tdb = TestDb::new(Db::Sqlite).await;
+    let prompts = tempfile::tempdir().unwrap();
+    let prompt = prompts.path().join("unreachable.wav");
+    {
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 16000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&prompt, spec).unwrap();
+        for i in 0..24000 {
+            let v = (9000.0 * (2.0 * std::f64::consts::PI * 700.0 * f64::from(i) / 16000.0).sin())
+                as i16;
+            w.write_sample(v).unwrap();
+            w.write_sample(v).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+    let (server, _data) = common::start_server(
+        &tdb,
+        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\ndigest_algorithms = [\"MD5\"]",
+        &format!(
+            "[media]\nunreachable_prompt = {:?}\n",
+            prompt.display().to_string()
+        ),
+    )
+    .await;
+    let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
+    // Bob exists but no phone of his is registered.
+    common::user_with_phone(&server, "200", "bob", "bob-secret").await;
+    let token = server
+        .store()
+        .create_token(
+            switchboard::directory::Scope::User,
+            Some(alice),
+            "groupware",
+        )
+        .await
+        .unwrap();
+    let sip = common::sip_addr(&server, Transport::Udp);
+    let dir = phone_dir("alice", "alice-secret", sip, 1000.0, ";answermode=auto");
+    let mut me = start_phone(&server, dir.path(), "alice", 20).await;
+    click_to_call(&server, &token, "200").await;
+    // 1.5 s of announcement, then our BYE.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let _ = me.kill();
+    let _ = me.wait();
+    let heard = read_samples(&received(dir.path()));
+    assert!(
+        heard.len() > RATE as usize,
+        "recorded {} samples",
+        heard.len()
+    );
+    let window = RATE as usize / 4;
+    let best = heard
+        .chunks(window)
+        .filter(|c| c.len() == window)
+        .map(|c| (power(c, 700.0), power(c, 425.0), power(c, 1000.0)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap();
+    assert!(
+        best.0 > 1e9 && best.0 > 100.0 * best.1 && best.0 > 100.0 * best.2,
+        "700 Hz {:.3e}, 425 Hz {:.3e}, 1000 Hz {:.3e}",
+        best.0,
+        best.1,
+        best.2
+    );
+    server.shutdown().await;
+}

@@ -70,6 +70,8 @@ pub struct CallsConfig {
     pub media_timeout: Option<Duration>,
     /// What click-to-call plays to the user while the target rings or when it fails.
     pub tones: crate::media::tone::Tones,
+    /// Played instead of the congestion tone when a click-to-call's target is unreachable.
+    pub unreachable_prompt: Option<crate::media::tone::Prompt>,
 }
 
 /// Where routes come from: the directory (store), the registrar's bindings, the dialplan and
@@ -344,6 +346,7 @@ pub struct Calls {
     c2c_status: super::click_to_call::Status,
     c2c_handle: super::click_to_call::ClickToCall,
     tones: crate::media::tone::Tones,
+    unreachable_prompt: Option<crate::media::tone::Prompt>,
 }
 
 impl Calls {
@@ -385,6 +388,7 @@ impl Calls {
             c2c_status,
             c2c_handle,
             tones: config.tones.clone(),
+            unreachable_prompt: config.unreachable_prompt.clone(),
             digest: DigestServer::new(&secret).with_algorithms(&config.algorithms),
             realm: config.realm,
             no_answer: config.no_answer,
@@ -1444,9 +1448,19 @@ impl Calls {
                 self.apply(other, layer, now);
             }
             Linked::TargetFailed { a, outcome } => {
-                let tone = match outcome {
-                    Outcome::Busy => self.tones.busy.clone(),
-                    _ => self.tones.congestion.clone(),
+                use crate::media::tone::{Sound, FRAME};
+                // A busy target gets the busy tone; an unreachable one the announcement when
+                // there is one (played once, then we hang up), else the congestion tone.
+                let (sound, lasts) = match (outcome, &self.unreachable_prompt) {
+                    (Outcome::Busy, _) => (Sound::Tone(self.tones.busy.clone()), FAILURE_TONE),
+                    (_, Some(p)) => (
+                        Sound::Prompt {
+                            prompt: p.clone(),
+                            repeat: false,
+                        },
+                        Duration::from_millis((p.len() / (FRAME / 20)) as u64 + 500),
+                    ),
+                    _ => (Sound::Tone(self.tones.congestion.clone()), FAILURE_TONE),
                 };
                 let Some(e) = self.calls.get_mut(&a) else {
                     return;
@@ -1456,12 +1470,9 @@ impl Calls {
                 }
                 let pt = e.c2c.as_ref().map_or(sdp::PCMU, |c| c.pt);
                 if let Some(m) = &e.media {
-                    m.play(
-                        Side::Caller,
-                        Some((crate::media::tone::Sound::Tone(tone), pt)),
-                    );
+                    m.play(Side::Caller, Some((sound, pt)));
                 }
-                let at = now + FAILURE_TONE;
+                let at = now + lasts;
                 if let Some(c) = e.c2c.as_mut() {
                     c.hangup_at = Some(at);
                 }
