@@ -2,10 +2,10 @@
 //! it feeds.
 //!
 //! A new INVITE is authenticated here (407 with the calling phone's own credentials, digest as
-//! for REGISTER); the route is then resolved off the endpoint's task (the dialplan, then the
-//! callee's current location and the registrar's bindings of its phones: database reads) and
-//! comes back on the channel [`Calls::new`] returns, for the endpoint to pass to
-//! [`Calls::start`]. From then on everything is in memory:
+//! for REGISTER; an ITSP's INVITE is recognised by its address instead). The route is decided
+//! in [`route`]: on this task when the facts are cached, else off it (database reads), coming
+//! back on the channel [`Calls::new`] returns for the endpoint to pass to [`Calls::start`].
+//! From then on everything is in memory:
 //! the driver turns each [`Action`] into transactions, CANCELs and stateless ACKs, keeps the
 //! indexes that map transactions and dialogs back to calls, retransmits our 2xx to the caller
 //! until its ACK arrives (RFC 6026 leaves that to the TU), and re-sends the ACK when a callee
@@ -13,6 +13,10 @@
 //!
 //! Requests to a leg go where that phone really is: the caller's source address and connection,
 //! the binding's source and flow for a callee (phones behind NAT), not the Contact's host.
+//!
+//! Besides calls between phones and trunks it runs the PBX's own legs: the echo test (a call it
+//! answers itself) and the two legs of a click-to-call (see `click_to_call`), joined through one
+//! relay session; it publishes the call events (`events`); [`records`] writes each call's record.
 //!
 //! Owns: the call table and its indexes, digest state for INVITE. Must not touch: binding
 //! storage (the registrar), call state rules (`call`), sockets (the endpoint's transports).
@@ -24,13 +28,19 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::call::{Action, BranchCredentials, Call, CallConfig, Key, Outcome, Target, Towards};
+mod records;
+mod route;
+
+use self::records::{call_outcome, call_record, record_writer, write_record};
+use self::route::{caller_id, resolve, Caller, DirectoryCache, Parties};
+pub(in crate::b2bua) use self::route::{from_user, ring_user, Decision, Lookup, Party};
+use super::call::{Action, Call, CallConfig, Key, Outcome, Target, Towards};
 use super::events::{CallEvent, EventKind, Events};
 use crate::config::Transport;
 use crate::media::relay::{Relay, Session, Side};
 use crate::media::sdp;
 use crate::registrar;
-use crate::routing::{self, CallerClass, DialplanFile};
+use crate::routing::DialplanFile;
 use crate::sip::auth::{Algorithm, DigestServer, Verdict};
 use crate::sip::dialog::DialogId;
 use crate::sip::header::{Credentials, HeaderName, NameAddr, Via};
@@ -38,11 +48,8 @@ use crate::sip::message::{self, Message, Method};
 use crate::sip::transaction::{self, ClientTxId, ServerTxId, TransactionLayer, TxId};
 use crate::sip::transport::Peer;
 use crate::sip::uri::{Host, Uri};
-use crate::store::{
-    now_ms, CallDirection, CallOutcome, CallParty, NewCallRecord, Page, PartyOutcome,
-    PhoneCredentials, Store,
-};
-use crate::trunks::{DidTarget, Trunk, Trunks};
+use crate::store::{now_ms, CallDirection, NewCallRecord, PartyOutcome, Store};
+use crate::trunks::Trunks;
 
 /// RFC 3261 timer values for our own 2xx retransmissions to the caller (§13.3.1.4).
 const T1: Duration = Duration::from_millis(500);
@@ -83,90 +90,6 @@ pub struct Routing {
     pub trunks: Arc<Trunks>,
 }
 
-/// What resolving a route needs; shared with the tasks that do it.
-pub(super) struct Lookup {
-    pub(super) store: Store,
-    registrar: registrar::service::Handle,
-    pub(super) dialplan: Arc<DialplanFile>,
-    trunks: Arc<Trunks>,
-    pub(super) realm: String,
-    cache: DirectoryCache,
-}
-
-/// How long routing trusts what it read from the directory. A call needs the caller's user and
-/// the callee's user, current location and phones: four database reads that cost more than
-/// all of the call's SIP work together, for facts that change rarely. A change made through
-/// the API or the CLI reaches new calls within this time.
-const DIRECTORY_TTL: Duration = Duration::from_secs(2);
-
-/// What a callee's extension resolves to, as routing needs it.
-#[derive(Debug)]
-struct Callee {
-    user: crate::directory::User,
-    location: Option<crate::directory::Location>,
-    phones: Vec<crate::directory::Phone>,
-}
-
-#[derive(Default)]
-struct DirectoryCache {
-    users: dashmap::DashMap<i64, (Instant, Option<Arc<crate::directory::User>>)>,
-    callees: dashmap::DashMap<String, (Instant, Option<Arc<Callee>>)>,
-}
-
-impl Lookup {
-    pub(super) async fn user(
-        &self,
-        id: i64,
-    ) -> crate::store::Result<Option<Arc<crate::directory::User>>> {
-        let now = Instant::now();
-        if let Some(hit) = self.cache.users.get(&id).filter(|e| e.0 > now) {
-            return Ok(hit.1.clone());
-        }
-        let user = self.store.get_user(id).await?.map(Arc::new);
-        self.cache
-            .users
-            .insert(id, (now + DIRECTORY_TTL, user.clone()));
-        Ok(user)
-    }
-
-    async fn callee(&self, extension: &str) -> crate::store::Result<Option<Arc<Callee>>> {
-        let now = Instant::now();
-        if let Some(hit) = self.cache.callees.get(extension).filter(|e| e.0 > now) {
-            return Ok(hit.1.clone());
-        }
-        let callee = match self.store.user_by_extension(extension).await? {
-            None => None,
-            Some(user) => {
-                let location = self.store.current_location(user.id).await?;
-                let phones = self
-                    .store
-                    .list_phones(
-                        user.id,
-                        Page {
-                            after: 0,
-                            limit: 500,
-                        },
-                    )
-                    .await?
-                    .items;
-                Some(Arc::new(Callee {
-                    user,
-                    location,
-                    phones,
-                }))
-            }
-        };
-        if self.cache.callees.len() > 100_000 {
-            self.cache.callees.retain(|_, e| e.0 > now);
-            self.cache.users.retain(|_, e| e.0 > now);
-        }
-        self.cache
-            .callees
-            .insert(extension.to_owned(), (now + DIRECTORY_TTL, callee.clone()));
-        Ok(callee)
-    }
-}
-
 /// Work for the endpoint's task from elsewhere: a route resolved off the task, or a
 /// click-to-call from the API.
 #[derive(Debug)]
@@ -186,41 +109,6 @@ pub struct RouteDone {
     invite: Message,
     caller: Peer,
     decision: Decision,
-}
-
-#[derive(Debug)]
-pub(super) enum Decision {
-    Ring {
-        caller_id: Box<NameAddr>,
-        targets: Vec<(Target, Peer)>,
-        parties: Box<Parties>,
-    },
-    Reject(u16),
-    /// The echo test: the PBX answers and sends the caller's audio back.
-    Echo {
-        parties: Box<Parties>,
-    },
-    /// The caller's credentials were not cached and have been looked up: authenticate the
-    /// INVITE again (once).
-    Reauthenticate,
-}
-
-/// Who is in the call, for its record.
-#[derive(Debug, Clone)]
-pub(super) struct Parties {
-    pub(super) dialled: String,
-    pub(super) caller: Party,
-    pub(super) callee: Party,
-    /// The trunk the call came in or goes out through.
-    pub(super) trunk: Option<String>,
-}
-
-/// One side of a call: a user, or a number outside (through a trunk).
-#[derive(Debug, Clone)]
-pub(super) struct Party {
-    pub(super) user_id: Option<i64>,
-    pub(super) number: String,
-    pub(super) name: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1781,16 +1669,6 @@ fn emit_for(
     }
 }
 
-fn call_outcome(o: Outcome) -> CallOutcome {
-    match o {
-        Outcome::Answered => CallOutcome::Answered,
-        Outcome::NoAnswer => CallOutcome::NoAnswer,
-        Outcome::Busy => CallOutcome::Busy,
-        Outcome::Failed => CallOutcome::Failed,
-        Outcome::Cancelled => CallOutcome::Cancelled,
-    }
-}
-
 fn send_cancel(
     clients: &mut HashMap<ClientTxId, (u64, Purpose)>,
     id: u64,
@@ -1904,414 +1782,6 @@ fn digest_credentials(req: &Message) -> Option<Credentials> {
     req.credentials(&HeaderName::ProxyAuthorization)
         .filter_map(Result::ok)
         .find(|c| c.is_digest())
-}
-
-/// Who is calling: one of our phones (authenticated) or a trunk (trusted by its address).
-#[derive(Debug)]
-enum Caller {
-    Phone(PhoneCredentials),
-    Trunk(Arc<Trunk>),
-}
-
-/// Resolves where a call goes: the dialplan (or a trunk's DIDs), then the callee's location,
-/// its phones' bindings and its external numbers.
-async fn resolve(lookup: &Lookup, caller: &Caller, invite: &Message) -> Decision {
-    let result = match caller {
-        Caller::Phone(phone) => from_phone(lookup, phone, invite).await,
-        Caller::Trunk(trunk) => from_trunk(lookup, trunk, invite).await,
-    };
-    match result {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "b2bua: resolving a route failed");
-            Decision::Reject(500)
-        }
-    }
-}
-
-/// A call from one of our phones: the dialplan decides.
-async fn from_phone(
-    lookup: &Lookup,
-    phone: &PhoneCredentials,
-    invite: &Message,
-) -> crate::store::Result<Decision> {
-    let Some(dialled) = dialled_number(invite) else {
-        return Ok(Decision::Reject(404));
-    };
-    let Some(user) = lookup.user(phone.user_id).await? else {
-        return Ok(Decision::Reject(403));
-    };
-    from_user(lookup, &user, dialled).await
-}
-
-/// Where a call by `user` to `dialled` goes (the dialplan for internal callers).
-pub(super) async fn from_user(
-    lookup: &Lookup,
-    user: &crate::directory::User,
-    dialled: String,
-) -> crate::store::Result<Decision> {
-    let plan = lookup.dialplan.current();
-    let Some(decision) = plan.route(&dialled, CallerClass::Internal) else {
-        return Ok(Decision::Reject(404));
-    };
-    let Some(caller_id) = caller_id(&user.extension, &user.display_name, &lookup.realm) else {
-        return Ok(Decision::Reject(403));
-    };
-    let caller = Party {
-        user_id: Some(user.id),
-        number: user.extension.clone(),
-        name: user.display_name.clone(),
-    };
-    match decision.target {
-        routing::Target::User { extension } => {
-            ring_user(lookup, &extension, dialled, caller, caller_id, None).await
-        }
-        routing::Target::Trunk { trunk, number } => {
-            let Some(t) = lookup.trunks.get(&trunk) else {
-                tracing::warn!(route = %decision.route, %trunk, "b2bua: route names a trunk that is not configured");
-                return Ok(Decision::Reject(503));
-            };
-            let from = t.caller_number(Some(&user.extension));
-            let Some(target) = trunk_target(lookup, t, &number, &from, &user.display_name) else {
-                return Ok(Decision::Reject(503));
-            };
-            Ok(Decision::Ring {
-                caller_id: Box::new(caller_id),
-                targets: vec![target],
-                parties: Box::new(Parties {
-                    dialled,
-                    caller,
-                    callee: Party {
-                        user_id: None,
-                        number,
-                        name: String::new(),
-                    },
-                    trunk: Some(trunk),
-                }),
-            })
-        }
-        routing::Target::Reject { status } => Ok(Decision::Reject(status)),
-        routing::Target::Echo => Ok(Decision::Echo {
-            parties: Box::new(Parties {
-                callee: Party {
-                    user_id: None,
-                    number: dialled.clone(),
-                    name: "Echo test".into(),
-                },
-                dialled,
-                caller,
-                trunk: None,
-            }),
-        }),
-        other => {
-            tracing::info!(route = %decision.route, target = ?other, "b2bua: route target not available yet");
-            Ok(Decision::Reject(503))
-        }
-    }
-}
-
-/// A call from a trunk: its DIDs first, then the dialplan's routes for trunk callers (which
-/// may only reach users: a trunk call is never sent out again).
-async fn from_trunk(
-    lookup: &Lookup,
-    trunk: &Arc<Trunk>,
-    invite: &Message,
-) -> crate::store::Result<Decision> {
-    let Some(dialled) = dialled_number(invite) else {
-        return Ok(Decision::Reject(404));
-    };
-    let plan = lookup.dialplan.current();
-    let extension = match trunk.did(&dialled, plan.numbering()) {
-        Some((_, DidTarget::User { extension })) => extension,
-        Some((did, DidTarget::Fax)) => {
-            tracing::info!(trunk = trunk.name(), did = %did.number, "b2bua: fax DID called; fax reception is not built yet");
-            return Ok(Decision::Reject(503));
-        }
-        None => match plan.route(&dialled, CallerClass::Trunk).map(|d| d.target) {
-            Some(routing::Target::User { extension }) => extension,
-            Some(routing::Target::Reject { status }) => return Ok(Decision::Reject(status)),
-            _ => {
-                tracing::info!(trunk = trunk.name(), %dialled, "b2bua: call from a trunk to a number that is not ours");
-                return Ok(Decision::Reject(404));
-            }
-        },
-    };
-    let from = invite.from();
-    let number = from
-        .and_then(|f| f.uri.user().map(|u| u.into_owned()))
-        .unwrap_or_default();
-    let name = from
-        .and_then(|f| f.display_name.clone())
-        .unwrap_or_default();
-    let shown = if number.is_empty() {
-        "anonymous"
-    } else {
-        number.as_str()
-    };
-    let Some(caller_id) = caller_id(shown, &name, &lookup.realm) else {
-        return Ok(Decision::Reject(400));
-    };
-    let caller = Party {
-        user_id: None,
-        number,
-        name,
-    };
-    ring_user(
-        lookup,
-        &extension,
-        dialled,
-        caller,
-        caller_id,
-        Some(trunk.name().to_owned()),
-    )
-    .await
-}
-
-/// Ringing a user: every registered contact of each phone of their current location, and each
-/// external number of it through the trunk the dialplan sends it to.
-pub(super) async fn ring_user(
-    lookup: &Lookup,
-    extension: &str,
-    dialled: String,
-    caller: Party,
-    caller_id: NameAddr,
-    trunk: Option<String>,
-) -> crate::store::Result<Decision> {
-    let Some(callee) = lookup.callee(extension).await? else {
-        return Ok(Decision::Reject(404));
-    };
-    let (user, location) = (&callee.user, &callee.location);
-    let mut targets = Vec::new();
-    for p in &callee.phones {
-        if location.as_ref().is_some_and(|l| !l.phones.contains(&p.id)) {
-            continue;
-        }
-        // A phone of the location that is not registered is simply skipped.
-        for b in lookup.registrar.bindings_for(&p.sip_username) {
-            let Ok(uri) = Uri::parse(&b.contact) else {
-                continue;
-            };
-            targets.push((
-                Target::phone(uri, format!("phone:{}", p.id)),
-                Peer {
-                    addr: b.source.addr,
-                    transport: match b.source.transport {
-                        registrar::Transport::Udp => Transport::Udp,
-                        registrar::Transport::Tcp => Transport::Tcp,
-                        registrar::Transport::Tls => Transport::Tls,
-                    },
-                    flow: b.source.flow,
-                },
-            ));
-        }
-    }
-    if let Some(l) = location {
-        let plan = lookup.dialplan.current();
-        for number in &l.numbers {
-            // The number is dialled as the callee would dial it from their desk.
-            match plan.route(number, CallerClass::Internal).map(|d| d.target) {
-                Some(routing::Target::Trunk { trunk, number: out }) => {
-                    let Some(t) = lookup.trunks.get(&trunk) else {
-                        tracing::info!(%trunk, "b2bua: external number skipped: its trunk is not configured");
-                        continue;
-                    };
-                    // The ITSP shows its own account's number (the callee's DID on it) as
-                    // caller; the name is the real caller's.
-                    let from = t.caller_number(Some(&user.extension));
-                    let name = caller_id.display_name.clone().unwrap_or_default();
-                    if let Some(target) = trunk_target(lookup, t, &out, &from, &name) {
-                        targets.push(target);
-                    }
-                }
-                other => {
-                    tracing::debug!(target = ?other, "b2bua: external number of a location does not route to a trunk; skipped");
-                }
-            }
-        }
-    }
-    Ok(Decision::Ring {
-        caller_id: Box::new(caller_id),
-        targets,
-        parties: Box::new(Parties {
-            dialled,
-            caller,
-            callee: Party {
-                user_id: Some(user.id),
-                number: user.extension.clone(),
-                name: user.display_name.clone(),
-            },
-            trunk,
-        }),
-    })
-}
-
-/// A branch to `number` (what the dialplan made of it) through `trunk`, presenting
-/// `from_number` and `name` as caller. `None` while the trunk's host has no address, or when
-/// the number cannot be written the way the trunk wants.
-fn trunk_target(
-    lookup: &Lookup,
-    trunk: &Trunk,
-    number: &str,
-    from_number: &str,
-    name: &str,
-) -> Option<(Target, Peer)> {
-    let Some(hop) = trunk.next_hop() else {
-        tracing::warn!(
-            trunk = trunk.name(),
-            "b2bua: trunk has no address (DNS); branch skipped"
-        );
-        return None;
-    };
-    let plan = lookup.dialplan.current();
-    let Some(formatted) = trunk.format_number(number, plan.numbering()) else {
-        tracing::warn!(trunk = trunk.name(), %number, "b2bua: number cannot be written in the trunk's format (no [numbering] in the dialplan?)");
-        return None;
-    };
-    let port = if trunk.domain_port == 5060 {
-        String::new()
-    } else {
-        format!(":{}", trunk.domain_port)
-    };
-    let uri = Uri::parse(&format!("sip:{formatted}@{}{port}", trunk.domain)).ok()?;
-    let mut from = NameAddr::parse(&format!("<sip:{from_number}@{}>", trunk.domain)).ok()?;
-    if !name.is_empty() {
-        from.display_name = Some(name.to_owned());
-    }
-    let credentials = trunk.credentials().map(|(u, p)| {
-        Arc::new(BranchCredentials {
-            username: u.to_owned(),
-            password: p.to_owned(),
-        })
-    });
-    Some((
-        Target {
-            uri,
-            label: number.to_owned(),
-            from: Some(from),
-            credentials,
-        },
-        Peer {
-            addr: hop,
-            transport: Transport::Udp,
-            flow: 0,
-        },
-    ))
-}
-
-/// The number dialled: the Request-URI's user part (or a tel: URI's number).
-fn dialled_number(invite: &Message) -> Option<String> {
-    match invite.uri()? {
-        Uri::Sip(s) => s.user().map(|u| u.into_owned()),
-        Uri::Tel(t) => Some(t.to_string().trim_start_matches("tel:").to_owned()),
-        Uri::Other { .. } => None,
-    }
-}
-
-pub(super) fn caller_id(extension: &str, name: &str, realm: &str) -> Option<NameAddr> {
-    let mut na = NameAddr::parse(&format!("<sip:{extension}@{realm}>")).ok()?;
-    if !name.is_empty() {
-        na.display_name = Some(name.to_owned());
-    }
-    Some(na)
-}
-
-/// The store's record of a call that ended.
-fn call_record(e: &Entry, s: &super::call::Summary) -> NewCallRecord {
-    let at = |t: Option<Instant>| {
-        t.map(|t| e.started_ms + t.saturating_duration_since(s.started).as_millis() as i64)
-    };
-    let answered_at = if s.outcome == Outcome::Answered {
-        at(s.answered)
-    } else {
-        None
-    };
-    let ended_at = at(s.ended).unwrap_or_else(now_ms).max(e.started_ms);
-    let p = &e.parties;
-    let mut parties = Vec::with_capacity(2);
-    if let Some(user_id) = p.caller.user_id {
-        parties.push(CallParty {
-            user_id,
-            direction: CallDirection::Outgoing,
-            other_number: p.callee.number.clone(),
-            other_name: p.callee.name.clone(),
-            answered_by: None,
-        });
-    }
-    // A user calling their own extension has one history entry, the outgoing one.
-    if let Some(user_id) = p.callee.user_id.filter(|&u| Some(u) != p.caller.user_id) {
-        parties.push(CallParty {
-            user_id,
-            direction: CallDirection::Incoming,
-            other_number: p.caller.number.clone(),
-            other_name: p.caller.name.clone(),
-            answered_by: s.answered_by.clone(),
-        });
-    }
-    NewCallRecord {
-        call_ref: e.call.dialog_ids()[0].to_string(),
-        started_at: e.started_ms,
-        answered_at,
-        ended_at,
-        outcome: call_outcome(s.outcome),
-        hangup_cause: if s.cause.is_empty() {
-            "unknown".into()
-        } else {
-            s.cause.clone()
-        },
-        caller_number: p.caller.number.clone(),
-        caller_name: p.caller.name.clone(),
-        dialled_number: p.dialled.clone(),
-        callee_number: p.callee.number.clone(),
-        callee_name: p.callee.name.clone(),
-        click_to_call: e.c2c.is_some(),
-        trunk: p.trunk.clone(),
-        parties,
-    }
-}
-
-/// Writes the records of ended calls, every record waiting in one transaction; when a batch
-/// fails, each record is written on its own (with retries) so one bad record costs no others.
-async fn record_writer(store: Store, mut rx: mpsc::Receiver<NewCallRecord>) {
-    let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-        let full = batch.len() == RECORD_BATCH;
-        if let Err(e) = store.insert_calls(&batch).await {
-            tracing::warn!(error = %e, records = batch.len(), "call record batch failed; writing one by one");
-            for r in batch.drain(..) {
-                write_record(store.clone(), r).await;
-            }
-        }
-        batch.clear();
-        if !full {
-            // Let the next records gather: one write per call meant a wake-up of this task and
-            // of the database's thread per call. Nothing waits for a record; this delays
-            // writing by at most RECORD_LINGER.
-            tokio::time::sleep(RECORD_LINGER).await;
-        }
-    }
-}
-
-/// Writes a call record, retrying while the store is unreachable: a record is acknowledged to
-/// nobody, so the only way to lose it is to give up. Writing is idempotent on `call_ref`.
-async fn write_record(store: Store, record: NewCallRecord) {
-    let mut delay = Duration::from_millis(200);
-    for attempt in 1..=8 {
-        match store.insert_call(&record).await {
-            Ok(_) => return,
-            Err(crate::store::StoreError::Invalid(e)) => {
-                // Our own bug, not the store's: retrying cannot help.
-                tracing::error!(error = %e, call = %record.call_ref, "call record refused");
-                return;
-            }
-            Err(_) if attempt == 8 => break,
-            Err(e) => {
-                tracing::warn!(error = %e, attempt, call = %record.call_ref, "call record not written yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
-    tracing::error!(call = %record.call_ref, "call record could not be written; giving up");
 }
 
 /// The relay side a message towards `towards` is meant for.
