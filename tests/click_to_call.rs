@@ -10,7 +10,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
-use common::sipp::{must_pass, register, spawn_sipp, spawn_sipp_from, SippRun};
+use common::sipp::{must_pass, received, register, spawn_sipp, spawn_sipp_from, SippRun};
 use common::{Db, TestDb};
 use serde_json::{json, Value};
 use switchboard::config::Transport;
@@ -154,13 +154,6 @@ fn relayed(server: &Server) -> u64 {
         .counters()
         .packets
         .load(std::sync::atomic::Ordering::Relaxed)
-}
-
-fn received<'a>(run: &'a SippRun, what: &str) -> &'a str {
-    run.messages
-        .split("message received")
-        .find(|m| m.contains(what))
-        .unwrap_or_else(|| panic!("no message with {what:?} in {}", run.messages))
 }
 
 async fn history(server: &Server, user: i64) -> Vec<switchboard::store::HistoryEntry> {

@@ -76,23 +76,6 @@ async fn hangup_causes(server: &Server) -> Vec<String> {
     rows.into_iter().map(|r| r.0).collect()
 }
 
-/// The one history entry of `user`, waiting a little for the record to be written.
-async fn only_entry(server: &Server, user: i64) -> switchboard::store::HistoryEntry {
-    for _ in 0..50 {
-        let page = server
-            .store()
-            .call_history(user, &HistoryQuery::default())
-            .await
-            .unwrap();
-        if let Some(e) = page.entries.first() {
-            assert_eq!(page.entries.len(), 1, "{:?}", page.entries);
-            return e.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no call record for user {user}");
-}
-
 async fn answered_call_hung_up_by_the_caller(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 30).await;
@@ -130,7 +113,7 @@ async fn answered_call_hung_up_by_the_caller(db: Db) {
     }
     assert_ne!(to_callee, to_caller);
 
-    let out = only_entry(&server, alice).await;
+    let out = common::only_entry(&server, alice).await;
     assert_eq!(out.direction, CallDirection::Outgoing);
     assert_eq!(out.outcome, PartyOutcome::Answered);
     assert_eq!(out.other_number, "200");
@@ -139,7 +122,7 @@ async fn answered_call_hung_up_by_the_caller(db: Db) {
         out.duration_ms >= 800 && out.duration_ms < 10_000,
         "{out:?}"
     );
-    let inc = only_entry(&server, bob).await;
+    let inc = common::only_entry(&server, bob).await;
     assert_eq!(inc.direction, CallDirection::Incoming);
     assert_eq!(inc.outcome, PartyOutcome::Answered);
     assert_eq!(inc.other_number, "100");
@@ -177,10 +160,10 @@ async fn answered_call_hung_up_by_the_callee(db: Db) {
         .find(|m| m.contains("BYE sip:caller@"))
         .unwrap_or_default();
     assert!(bye.contains("Call-ID: 1-"), "{bye}");
-    let out = only_entry(&server, alice).await;
+    let out = common::only_entry(&server, alice).await;
     assert_eq!(out.outcome, PartyOutcome::Answered);
     assert_eq!(
-        only_entry(&server, bob).await.outcome,
+        common::only_entry(&server, bob).await.outcome,
         PartyOutcome::Answered
     );
     assert_eq!(hangup_causes(&server).await, vec!["callee"]);
@@ -207,7 +190,7 @@ async fn silent_call_is_hung_up(db: Db) {
     must_pass("the callee", callee).await;
     must_pass("the caller", caller).await;
     assert_eq!(
-        only_entry(&server, alice).await.outcome,
+        common::only_entry(&server, alice).await.outcome,
         PartyOutcome::Answered
     );
     assert_eq!(hangup_causes(&server).await, vec!["media_timeout"]);
@@ -251,8 +234,14 @@ async fn busy_callee(db: Db) {
     let caller = alice_calls(&server, &rejected_scenario(&scenarios, 486), &[]);
     must_pass("the caller", caller).await;
     must_pass("the callee", callee).await;
-    assert_eq!(only_entry(&server, alice).await.outcome, PartyOutcome::Busy);
-    assert_eq!(only_entry(&server, bob).await.outcome, PartyOutcome::Missed);
+    assert_eq!(
+        common::only_entry(&server, alice).await.outcome,
+        PartyOutcome::Busy
+    );
+    assert_eq!(
+        common::only_entry(&server, bob).await.outcome,
+        PartyOutcome::Missed
+    );
     server.shutdown().await;
 }
 
@@ -267,10 +256,13 @@ async fn unanswered_call_times_out(db: Db) {
     // A CANCEL for a timeout carries no "completed elsewhere" reason.
     assert!(!callee.messages.contains("Call completed elsewhere"));
     assert_eq!(
-        only_entry(&server, alice).await.outcome,
+        common::only_entry(&server, alice).await.outcome,
         PartyOutcome::NoAnswer
     );
-    assert_eq!(only_entry(&server, bob).await.outcome, PartyOutcome::Missed);
+    assert_eq!(
+        common::only_entry(&server, bob).await.outcome,
+        PartyOutcome::Missed
+    );
     server.shutdown().await;
 }
 
@@ -350,11 +342,11 @@ async fn both_phones_ring_and_the_loser_is_told(db: Db) {
         cancel.contains("Reason: SIP;cause=200;text=\"Call completed elsewhere\""),
         "{cancel}"
     );
-    let inc = only_entry(&server, bob).await;
+    let inc = common::only_entry(&server, bob).await;
     assert_eq!(inc.outcome, PartyOutcome::Answered);
     assert_eq!(inc.answered_by, Some(format!("phone:{}", desk2.0.id)));
     assert_eq!(
-        only_entry(&server, alice).await.outcome,
+        common::only_entry(&server, alice).await.outcome,
         PartyOutcome::Answered
     );
     server.shutdown().await;

@@ -10,10 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::sipp::{must_pass, register, spawn_sipp, spawn_sipp_from, SippRun};
+use common::sipp::{must_pass, received, register, spawn_sipp, spawn_sipp_from, SippRun};
 use common::{Db, TestDb};
 use switchboard::config::Transport;
-use switchboard::store::{CallDirection, HistoryQuery, PartyOutcome};
+use switchboard::store::{CallDirection, PartyOutcome};
 use switchboard::Server;
 
 const ITSP_IP: &str = "127.0.0.2";
@@ -80,23 +80,6 @@ async fn trunk_status(
     panic!("trunk status never got there: {last}");
 }
 
-/// The one history entry of `user`, waiting a little for the record to be written.
-async fn only_entry(server: &Server, user: i64) -> switchboard::store::HistoryEntry {
-    for _ in 0..50 {
-        let page = server
-            .store()
-            .call_history(user, &HistoryQuery::default())
-            .await
-            .unwrap();
-        if let Some(e) = page.entries.first() {
-            assert_eq!(page.entries.len(), 1, "{:?}", page.entries);
-            return e.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no call record for user {user}");
-}
-
 /// The trunks each call record names.
 async fn record_trunks(server: &Server) -> Vec<Option<String>> {
     let rows: Vec<(Option<String>,)> = sqlx::query_as("SELECT trunk FROM calls")
@@ -104,13 +87,6 @@ async fn record_trunks(server: &Server) -> Vec<Option<String>> {
         .await
         .unwrap();
     rows.into_iter().map(|r| r.0).collect()
-}
-
-fn received<'a>(run: &'a SippRun, what: &str) -> &'a str {
-    run.messages
-        .split("message received")
-        .find(|m| m.contains(what))
-        .unwrap_or_else(|| panic!("no message with {what:?} in {}", run.messages))
 }
 
 async fn trunk_registers(db: Db) {
@@ -230,7 +206,7 @@ async fn outgoing_call_through_the_trunk(db: Db) {
     assert!(invite.contains("CSeq: 2 INVITE"), "{invite}");
     received(&trunk, "BYE sip:");
 
-    let out = only_entry(&server, alice).await;
+    let out = common::only_entry(&server, alice).await;
     assert_eq!(out.direction, CallDirection::Outgoing);
     assert_eq!(out.outcome, PartyOutcome::Answered);
     assert_eq!(out.other_number, "+49301234567");
@@ -267,7 +243,7 @@ async fn incoming_call_to_a_did(db: Db) {
         invite.contains("From: \"Caller Name\" <sip:+4915112345678@test.example>;tag="),
         "{invite}"
     );
-    let inc = only_entry(&server, bob).await;
+    let inc = common::only_entry(&server, bob).await;
     assert_eq!(inc.direction, CallDirection::Incoming);
     assert_eq!(inc.outcome, PartyOutcome::Answered);
     assert_eq!(inc.other_number, "+4915112345678");
@@ -386,11 +362,11 @@ async fn location_rings_phones_and_an_external_number(db: Db) {
             "{cancel}"
         );
     }
-    let inc = only_entry(&server, bob).await;
+    let inc = common::only_entry(&server, bob).await;
     assert_eq!(inc.outcome, PartyOutcome::Answered);
     assert_eq!(inc.answered_by.as_deref(), Some("+491701234567"));
     assert_eq!(
-        only_entry(&server, alice).await.outcome,
+        common::only_entry(&server, alice).await.outcome,
         PartyOutcome::Answered
     );
     server.shutdown().await;

@@ -544,7 +544,7 @@ impl Store {
     pub async fn insert_call(&self, call: &NewCallRecord) -> Result<i64> {
         call.validate()?;
         let mut tx = self.pool.begin().await?;
-        let id = Self::insert_call_in(&mut tx, call).await?;
+        let id = Self::insert_call_in(self.backend, &mut tx, call).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -568,20 +568,7 @@ impl Store {
             rest = tail;
             let mut q = sqlx::query(bulk_calls_sql(backend, n));
             for c in chunk {
-                q = q
-                    .bind(&c.call_ref)
-                    .bind(c.started_at)
-                    .bind(c.answered_at)
-                    .bind(c.ended_at)
-                    .bind(c.outcome.as_str())
-                    .bind(&c.hangup_cause)
-                    .bind(&c.caller_number)
-                    .bind(&c.caller_name)
-                    .bind(&c.dialled_number)
-                    .bind(&c.callee_number)
-                    .bind(&c.callee_name)
-                    .bind(c.click_to_call)
-                    .bind(&c.trunk);
+                q = bind_call(q, c);
             }
             // Records written before (a retry) return nothing: their parties are there too.
             let ids: std::collections::HashMap<String, i64> = q
@@ -602,19 +589,7 @@ impl Store {
                 prest = ptail;
                 let mut q = sqlx::query(bulk_parties_sql(backend, m));
                 for (id, c, p) in pchunk {
-                    q = q
-                        .bind(*id)
-                        .bind(p.user_id)
-                        .bind(p.direction.as_str())
-                        .bind(&p.other_number)
-                        .bind(&p.other_name)
-                        .bind(name_key(&p.other_name))
-                        .bind(&p.answered_by)
-                        .bind(c.started_at)
-                        .bind(c.answered_at)
-                        .bind(c.duration_ms())
-                        .bind(PartyOutcome::of(c.outcome, p.direction).as_str())
-                        .bind(c.click_to_call);
+                    q = bind_party(q, *id, c, p);
                 }
                 q.execute(&mut *tx).await.map_err(|e| match &e {
                     sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
@@ -629,32 +604,14 @@ impl Store {
     }
 
     async fn insert_call_in(
+        backend: super::Backend,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         call: &NewCallRecord,
     ) -> Result<i64> {
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO calls (call_ref, started_at, answered_at, ended_at, outcome, \
-               hangup_cause, caller_number, caller_name, dialled_number, callee_number, \
-               callee_name, click_to_call, trunk) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT (call_ref) DO NOTHING RETURNING id",
-        )
-        .bind(&call.call_ref)
-        .bind(call.started_at)
-        .bind(call.answered_at)
-        .bind(call.ended_at)
-        .bind(call.outcome.as_str())
-        .bind(&call.hangup_cause)
-        .bind(&call.caller_number)
-        .bind(&call.caller_name)
-        .bind(&call.dialled_number)
-        .bind(&call.callee_number)
-        .bind(&call.callee_name)
-        .bind(call.click_to_call)
-        .bind(&call.trunk)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(id) = id else {
+        let row = bind_call(sqlx::query(bulk_calls_sql(backend, 1)), call)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(row) = row else {
             // Already written (a retry): the stored record stands.
             let existing: i64 = sqlx::query_scalar("SELECT id FROM calls WHERE call_ref = $1")
                 .bind(&call.call_ref)
@@ -662,34 +619,17 @@ impl Store {
                 .await?;
             return Ok(existing);
         };
-        let duration = call.duration_ms();
+        let id: i64 = row.try_get(0)?;
         for (i, p) in call.parties.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO call_parties (call_id, user_id, direction, other_number, \
-                   other_name, other_name_key, answered_by, started_at, answered_at, \
-                   duration_ms, outcome, click_to_call) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(id)
-            .bind(p.user_id)
-            .bind(p.direction.as_str())
-            .bind(&p.other_number)
-            .bind(&p.other_name)
-            .bind(name_key(&p.other_name))
-            .bind(&p.answered_by)
-            .bind(call.started_at)
-            .bind(call.answered_at)
-            .bind(duration)
-            .bind(PartyOutcome::of(call.outcome, p.direction).as_str())
-            .bind(call.click_to_call)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                    Invalid::new(format!("parties[{i}].user_id"), "no such user").into()
-                }
-                _ => StoreError::Db(e),
-            })?;
+            bind_party(sqlx::query(bulk_parties_sql(backend, 1)), id, call, p)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                        Invalid::new(format!("parties[{i}].user_id"), "no such user").into()
+                    }
+                    _ => StoreError::Db(e),
+                })?;
         }
         Ok(id)
     }
@@ -878,6 +818,46 @@ impl Store {
             .map(|r| entry_from_row(r).map(|(e, _)| e))
             .transpose()
     }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// A record's 13 values, in the column order of [`bulk_calls_sql`].
+fn bind_call<'q>(q: AnyQuery<'q>, c: &'q NewCallRecord) -> AnyQuery<'q> {
+    q.bind(&c.call_ref)
+        .bind(c.started_at)
+        .bind(c.answered_at)
+        .bind(c.ended_at)
+        .bind(c.outcome.as_str())
+        .bind(&c.hangup_cause)
+        .bind(&c.caller_number)
+        .bind(&c.caller_name)
+        .bind(&c.dialled_number)
+        .bind(&c.callee_number)
+        .bind(&c.callee_name)
+        .bind(c.click_to_call)
+        .bind(&c.trunk)
+}
+
+/// A party's 12 values, in the column order of [`bulk_parties_sql`].
+fn bind_party<'q>(
+    q: AnyQuery<'q>,
+    call_id: i64,
+    c: &'q NewCallRecord,
+    p: &'q CallParty,
+) -> AnyQuery<'q> {
+    q.bind(call_id)
+        .bind(p.user_id)
+        .bind(p.direction.as_str())
+        .bind(&p.other_number)
+        .bind(&p.other_name)
+        .bind(name_key(&p.other_name))
+        .bind(&p.answered_by)
+        .bind(c.started_at)
+        .bind(c.answered_at)
+        .bind(c.duration_ms())
+        .bind(PartyOutcome::of(c.outcome, p.direction).as_str())
+        .bind(c.click_to_call)
 }
 
 /// `INSERT INTO calls` for `rows` records, returning (id, call_ref) of those not written before.

@@ -287,3 +287,23 @@ pub async fn user_with_phone(
         .unwrap();
     user.id
 }
+
+/// The one history entry of `user`, waiting a little for the record to be written.
+pub async fn only_entry(
+    server: &switchboard::Server,
+    user: i64,
+) -> switchboard::store::HistoryEntry {
+    for _ in 0..50 {
+        let page = server
+            .store()
+            .call_history(user, &switchboard::store::HistoryQuery::default())
+            .await
+            .unwrap();
+        if let Some(e) = page.entries.first() {
+            assert_eq!(page.entries.len(), 1, "{:?}", page.entries);
+            return e.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no call record for user {user}");
+}

@@ -119,3 +119,11 @@ pub async fn register(server: &Server, user: &str, password: &str, port: u16) {
     .await;
     assert_eq!(server.registrar().bindings_for(user).len(), 1);
 }
+
+/// The first message SIPp received that contains `what` (panics with the whole log if none).
+pub fn received<'a>(run: &'a SippRun, what: &str) -> &'a str {
+    run.messages
+        .split("message received")
+        .find(|m| m.contains(what))
+        .unwrap_or_else(|| panic!("no message with {what:?} in {}", run.messages))
+}

@@ -563,23 +563,10 @@ impl Calls {
         self.calls.insert(
             id,
             Entry {
-                call,
-                parties,
-                started_ms: now_ms(),
                 invite_tx: Some(tx),
-                caller,
                 api_id,
-                c2c: None,
-                announced: false,
                 branches,
-                waiting: HashMap::new(),
-                media,
-                next_key: 1,
-                ok_retransmit: None,
-                linger_until: None,
-                armed_deadline: None,
-                armed_retransmit: None,
-                media_check: None,
+                ..Entry::new(call, parties, caller, media)
             },
         );
         self.invites.insert(tx, id);
@@ -1144,23 +1131,9 @@ impl Calls {
         self.calls.insert(
             id,
             Entry {
-                call,
-                parties,
-                started_ms: now_ms(),
                 invite_tx: Some(tx),
-                caller,
                 api_id,
-                c2c: None,
-                announced: false,
-                branches: Vec::new(),
-                waiting: HashMap::new(),
-                media: Some(session),
-                next_key: 1,
-                ok_retransmit: None,
-                linger_until: None,
-                armed_deadline: None,
-                armed_retransmit: None,
-                media_check: None,
+                ..Entry::new(call, parties, caller, Some(session))
             },
         );
         self.invites.insert(tx, id);
@@ -1245,11 +1218,6 @@ impl Calls {
         self.calls.insert(
             id,
             Entry {
-                call,
-                parties: *parties,
-                started_ms: now_ms(),
-                invite_tx: None,
-                caller,
                 api_id: c2c_id.clone(),
                 c2c: Some(C2cLeg {
                     id: c2c_id.clone(),
@@ -1260,16 +1228,8 @@ impl Calls {
                     hangup_at: None,
                     over: false,
                 }),
-                announced: false,
                 branches: peers.into_iter().map(BranchIo::new).collect(),
-                waiting: HashMap::new(),
-                media: Some(session),
-                next_key: 1,
-                ok_retransmit: None,
-                linger_until: None,
-                armed_deadline: None,
-                armed_retransmit: None,
-                media_check: None,
+                ..Entry::new(call, *parties, caller, Some(session))
             },
         );
         self.c2c_calls.insert(c2c_id, id);
@@ -1442,11 +1402,6 @@ impl Calls {
         self.calls.insert(
             b,
             Entry {
-                call,
-                parties: *parties,
-                started_ms: now_ms(),
-                invite_tx: None,
-                caller,
                 api_id: c2c_id.clone(),
                 c2c: Some(C2cLeg {
                     id: c2c_id,
@@ -1457,16 +1412,8 @@ impl Calls {
                     hangup_at: None,
                     over: false,
                 }),
-                announced: false,
                 branches: peers.into_iter().map(BranchIo::new).collect(),
-                waiting: HashMap::new(),
-                media: Some(session),
-                next_key: 1,
-                ok_retransmit: None,
-                linger_until: None,
-                armed_deadline: None,
-                armed_retransmit: None,
-                media_check: None,
+                ..Entry::new(call, *parties, caller, Some(session))
             },
         );
         if let Some(c) = self.calls.get_mut(&a).and_then(|e| e.c2c.as_mut()) {
@@ -1560,6 +1507,31 @@ fn caller_id_of(user: &Party, realm: &str) -> NameAddr {
                 rest: "switchboard".into(),
             })
         })
+}
+
+impl Entry {
+    /// A call just started, with nothing sent or armed yet; the caller fills in the rest.
+    fn new(call: Call, parties: Parties, caller: Peer, media: Option<Arc<Session>>) -> Entry {
+        Entry {
+            call,
+            parties,
+            started_ms: now_ms(),
+            invite_tx: None,
+            caller,
+            api_id: String::new(),
+            c2c: None,
+            announced: false,
+            branches: Vec::new(),
+            waiting: HashMap::new(),
+            media,
+            next_key: 1,
+            ok_retransmit: None,
+            linger_until: None,
+            armed_deadline: None,
+            armed_retransmit: None,
+            media_check: None,
+        }
+    }
 }
 
 impl BranchIo {
