@@ -84,12 +84,11 @@ impl Server {
         // into Via and Contact as the address of the interface with the default route.
         let advertised = advertised_sip(&config, transports.bound());
         let trunks = Arc::new(trunks::Trunks::new(&config.trunks));
-        let resolver = trunks
-            .resolve_all(std::time::Duration::from_secs(300))
-            .await;
-        tasks.spawn(async move {
-            let _ = resolver.await;
-        });
+        tasks.spawn(
+            trunks
+                .resolve_all(std::time::Duration::from_secs(300))
+                .await,
+        );
         let registrations = trunks::service::Registrations::new(
             trunks.clone(),
             advertised

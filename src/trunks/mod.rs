@@ -302,18 +302,22 @@ impl Trunks {
         self.trunks.iter().find(|t| t.is_source(ip))
     }
 
-    /// Resolves every trunk's host now (start-up), logging the ones that fail, then keeps
-    /// resolving them in the background every `every` (addresses of ITSPs do change).
-    pub async fn resolve_all(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// Resolves every trunk's host now (start-up), logging the ones that fail; the returned
+    /// future keeps resolving them every `every` (addresses of ITSPs do change) until the
+    /// trunks are dropped. The caller runs it on its task set, so shutdown stops it.
+    pub async fn resolve_all(
+        self: &Arc<Self>,
+        every: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.resolve_once().await;
         let this = Arc::downgrade(self);
-        tokio::spawn(async move {
+        async move {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(this) = this.upgrade() else { return };
                 this.resolve_once().await;
             }
-        })
+        }
     }
 
     async fn resolve_once(&self) {
