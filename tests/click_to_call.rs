@@ -431,6 +431,42 @@ async fn target_through_a_trunk(db: Db) {
     s.server.shutdown().await;
 }
 
+/// The user's phone puts the connected call on hold (re-INVITE, a=sendonly): our side of the
+/// relay answers with a=recvonly, and the call goes on until it is hung up.
+async fn hold_from_the_users_phone(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let s = setup(&tdb, "").await;
+    let desk = s.phone("alice", "call_uas_hold.xml").await;
+    let bob = s.phone("bob", "call_uas.xml").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, call) = s
+        .http("POST", "/api/v1/me/calls", json!({"to": "200"}))
+        .await;
+    assert_eq!(status, 202, "{call}");
+    let id = call["id"].as_str().unwrap().to_owned();
+    s.wait_state(&id, |v| v["state"] == "connected").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let v = s.wait_state(&id, |_| true).await;
+    assert_eq!(v["state"], "connected", "hold does not end the call: {v}");
+    let (status, _) = s
+        .http("DELETE", &format!("/api/v1/me/calls/{id}"), Value::Null)
+        .await;
+    assert_eq!(status, 204);
+    let desk = must_pass("alice's phone (holding)", desk).await;
+    must_pass("bob's phone", bob).await;
+    let ok = received(&desk, "a=recvonly");
+    assert!(
+        ok.contains("SIP/2.0 200 OK") && ok.contains("CSeq: 1 INVITE"),
+        "{ok}"
+    );
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold() {
+    hold_from_the_users_phone(Db::Sqlite).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridged() {
     answered_and_bridged(Db::Sqlite).await;

@@ -258,6 +258,34 @@ impl ClickToCall {
 /// Our SDP for one side of a click-to-call at `rtp` (a relay session's side): the offer lists
 /// both G.711 laws (`law = None`), an answer the one law in use; telephone-events either way.
 pub(super) fn offer(rtp: std::net::SocketAddr, session: u64, law: Option<u8>) -> String {
+    description(rtp, session, law, "sendrecv")
+}
+
+/// Our answer to a phone's re-offer (hold, resume) on a leg whose other side is ours: the law
+/// in use, and the direction RFC 3264 §6.1 pairs with the offered one (sendonly → recvonly,
+/// recvonly → sendonly, inactive → inactive, else sendrecv).
+pub(super) fn answer(rtp: std::net::SocketAddr, law: u8, offer: &str) -> String {
+    let offered = offer
+        .lines()
+        .map(str::trim)
+        .rev()
+        .find_map(|l| match l {
+            "a=sendonly" => Some("recvonly"),
+            "a=recvonly" => Some("sendonly"),
+            "a=inactive" => Some("inactive"),
+            "a=sendrecv" => Some("sendrecv"),
+            _ => None,
+        })
+        .unwrap_or("sendrecv");
+    description(rtp, 1, Some(law), offered)
+}
+
+fn description(
+    rtp: std::net::SocketAddr,
+    session: u64,
+    law: Option<u8>,
+    direction: &str,
+) -> String {
     let (family, ip) = match rtp.ip() {
         std::net::IpAddr::V4(a) => ("IP4", a.to_string()),
         std::net::IpAddr::V6(a) => ("IP6", a.to_string()),
@@ -274,7 +302,7 @@ pub(super) fn offer(rtp: std::net::SocketAddr, session: u64, law: Option<u8>) ->
         "v=0\r\no=switchboard {session} {session} IN {family} {ip}\r\ns=switchboard\r\n\
          c=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {formats}\r\n\
          {maps}a=rtpmap:101 telephone-event/8000\r\n\
-         a=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n",
+         a=fmtp:101 0-15\r\na=ptime:20\r\na={direction}\r\n",
         port = rtp.port()
     )
 }
@@ -311,4 +339,24 @@ pub(super) fn virtual_invite(
     }
     m.set_body(sdp.into_bytes(), Some("application/sdp")).ok()?;
     Some(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_pair_the_offered_direction() {
+        let at: std::net::SocketAddr = "192.0.2.1:20000".parse().unwrap();
+        let hold = "v=0\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
+        assert!(answer(at, 0, hold).contains("a=recvonly\r\n"));
+        assert!(answer(at, 0, "m=audio 1 RTP/AVP 0\r\na=inactive\r\n").contains("a=inactive"));
+        assert!(answer(at, 8, "m=audio 1 RTP/AVP 8\r\n").contains("a=sendrecv"));
+        let a = answer(at, 8, hold);
+        assert!(a.contains("m=audio 20000 RTP/AVP 8 101\r\n"), "{a}");
+        assert!(!a.contains("PCMU"));
+        let o = offer(at, 7, None);
+        assert!(o.contains("m=audio 20000 RTP/AVP 0 8 101\r\n") && o.contains("a=sendrecv"));
+        assert!(o.contains("c=IN IP4 192.0.2.1"));
+    }
 }

@@ -1589,7 +1589,8 @@ fn virtual_reply(e: &mut Entry, request: &Message) -> Message {
             Side::Caller => m.caller_facing(),
             Side::Callee => m.callee_facing(),
         };
-        let body = super::click_to_call::offer(ours, 1, Some(c.pt));
+        let offer = std::str::from_utf8(request.body()).unwrap_or("");
+        let body = super::click_to_call::answer(ours, c.pt, offer);
         let _ = rsp.set_body(body.into_bytes(), Some("application/sdp"));
     }
     rsp
