@@ -301,7 +301,8 @@ pub struct TrunkConfig {
     /// Where requests go instead of `host`, `host[:port]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outbound_proxy: Option<String>,
-    /// Only `udp` for now (outgoing TCP/TLS connections are not built yet).
+    /// `udp` (the default) or `tcp` (one connection of ours, opened when first needed and
+    /// reused; TLS is not built yet).
     pub transport: Transport,
     /// The account (the user part of the registered AOR).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -812,9 +813,10 @@ fn resolve_trunks(raw: Vec<RawTrunk>) -> Result<Vec<TrunkConfig>, String> {
             .as_deref()
         {
             None | Some("udp") => Transport::Udp,
+            Some("tcp") => Transport::Tcp,
             Some(other) => {
                 return Err(format!(
-                    "{what}: transport `{other}` is not supported for trunks yet (only udp)"
+                    "{what}: transport `{other}` is not supported for trunks yet (udp or tcp)"
                 ))
             }
         };

@@ -91,10 +91,7 @@ impl Server {
         );
         let registrations = trunks::service::Registrations::new(
             trunks.clone(),
-            advertised
-                .iter()
-                .find(|l| l.transport == config::Transport::Udp)
-                .map(|l| l.addr),
+            &advertised,
             rand::random(),
             std::time::Instant::now(),
         );

@@ -34,7 +34,7 @@ async fn server(
     );
     let (server, data) = common::start_server(
         db,
-        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
+        "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
          digest_algorithms = [\"MD5\", \"SHA-256\"]",
         &format!("[calls]\nno_answer_secs = 20\n{trunk}"),
     )
@@ -128,6 +128,42 @@ async fn trunk_registers(db: Db) {
     let in_s = (expires - switchboard::store::now_ms()) / 1000;
     assert!((290..=300).contains(&in_s), "{status}");
     assert_eq!(status["next_hop"], format!("{ITSP_IP}:{port}"));
+    server.shutdown().await;
+}
+
+/// The same over TCP: we open the connection to the ITSP, register through it, and the
+/// Contact says so.
+async fn trunk_registers_over_tcp(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let port = common::free_udp_port();
+    let registrar = itsp(
+        "trunk_registrar.xml",
+        port,
+        &[
+            "-t",
+            "t1",
+            "-set",
+            "user",
+            "acct",
+            "-set",
+            "pass",
+            "acct-secret",
+            "-set",
+            "expires",
+            "300",
+        ],
+    )
+    .await;
+    let (server, _data, _, _) = server(&tdb, port, "transport = \"tcp\"").await;
+    let registrar = must_pass("the ITSP's registrar (TCP)", registrar).await;
+    let register = received(&registrar, "Authorization:");
+    assert!(register.contains("Via: SIP/2.0/TCP "), "{register}");
+    let tcp = common::sip_addr(&server, Transport::Tcp);
+    assert!(
+        register.contains(&format!("Contact: <sip:acct@{tcp};transport=tcp>")),
+        "{register}"
+    );
+    trunk_status(&server, |s| s["registration"] == "registered").await;
     server.shutdown().await;
 }
 
@@ -375,6 +411,11 @@ async fn location_rings_phones_and_an_external_number(db: Db) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers() {
     trunk_registers(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_over_tcp() {
+    trunk_registers_over_tcp(Db::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

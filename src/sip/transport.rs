@@ -30,6 +30,8 @@ use crate::config::{SipListen, Transport};
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A stream with no traffic at all for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(900);
+/// How long opening a connection of ours may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a message came from, or goes to: address, transport and the flow (the UDP socket or the
 /// stream connection) that carries it.
@@ -82,6 +84,12 @@ enum Sender {
 /// The bound transports. Cheap to share (`Arc`); `send` never blocks.
 pub struct Transports {
     flows: DashMap<u64, (Sender, Transport)>,
+    /// Connections we open (a trunk over TCP), by destination: the queue of their writer,
+    /// usable while the connection is still being made.
+    outbound: DashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// Where incoming messages go (outbound connections read into it too).
+    sink: mpsc::Sender<Incoming>,
+    me: std::sync::OnceLock<std::sync::Weak<Transports>>,
     /// One UDP socket per address family, for sending to peers we have no flow with.
     udp_default: Vec<(u64, Arc<UdpSocket>)>,
     next_flow: AtomicU64,
@@ -143,10 +151,14 @@ impl Transports {
         }
         let this = Arc::new(Transports {
             flows,
+            outbound: DashMap::new(),
+            sink: sink.clone(),
+            me: std::sync::OnceLock::new(),
             next_flow: AtomicU64::new(udp_default.len() as u64 + 1),
             udp_default,
             bound,
         });
+        let _ = this.me.set(Arc::downgrade(&this));
 
         for (flow, sock) in this.udp_default.clone() {
             let local = sock.local_addr().ok();
@@ -193,6 +205,7 @@ impl Transports {
                 true
             }
             Some(Sender::Stream(tx)) => tx.try_send(bytes).is_ok(),
+            None if to.transport == Transport::Tcp => self.send_outbound(to.addr, bytes),
             None if to.transport == Transport::Udp => {
                 let family_ok = |s: &Arc<UdpSocket>| {
                     s.local_addr()
@@ -209,6 +222,36 @@ impl Transports {
             }
             None => false,
         }
+    }
+
+    /// Sends over our own TCP connection to `to`, opening it first when there is none (a trunk
+    /// reached over TCP). What is sent meanwhile waits in the connection's queue; a connection
+    /// that cannot be made drops it, and the transactions time out as for a lost datagram.
+    fn send_outbound(&self, to: SocketAddr, bytes: Vec<u8>) -> bool {
+        if let Some(tx) = self.outbound.get(&to) {
+            return tx.try_send(bytes).is_ok();
+        }
+        let Some(this) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+            return false;
+        };
+        let local = self.local(Transport::Tcp).unwrap_or(to);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(256);
+        let _ = tx.try_send(bytes);
+        self.outbound.insert(to, tx.clone());
+        tokio::spawn(async move {
+            let sink = this.sink.clone();
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(to)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    let t = this.clone();
+                    run_stream(t, stream, to, local, Transport::Tcp, sink, Some((tx, rx))).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%to, error = %e, "sip/tcp: cannot connect"),
+                Err(_) => tracing::debug!(%to, "sip/tcp: connecting timed out"),
+            }
+            this.outbound.remove(&to);
+        });
+        true
     }
 
     /// The peer behind a flow, with its real transport (TLS and TCP look alike to the
@@ -311,18 +354,23 @@ async fn accept_loop(
                     let tls =
                         tokio::time::timeout(Duration::from_secs(10), acc.accept(stream)).await;
                     match tls {
-                        Ok(Ok(s)) => run_stream(transports, s, from, local, transport, sink).await,
+                        Ok(Ok(s)) => {
+                            run_stream(transports, s, from, local, transport, sink, None).await
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(%from, error = %e, "sip/tls handshake failed")
                         }
                         Err(_) => tracing::debug!(%from, "sip/tls handshake timed out"),
                     }
                 }
-                _ => run_stream(transports, stream, from, local, transport, sink).await,
+                _ => run_stream(transports, stream, from, local, transport, sink, None).await,
             }
         });
     }
 }
+
+/// The writing queue of a connection (made before an outbound connection exists).
+type Queue = (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>);
 
 /// Reads and writes one stream connection until either side closes it.
 async fn run_stream<S>(
@@ -332,12 +380,13 @@ async fn run_stream<S>(
     local: SocketAddr,
     transport: Transport,
     sink: mpsc::Sender<Incoming>,
+    queue: Option<Queue>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let flow = transports.next_flow.fetch_add(1, Ordering::Relaxed);
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    let (tx, mut rx) = queue.unwrap_or_else(|| mpsc::channel::<Vec<u8>>(256));
     transports
         .flows
         .insert(flow, (Sender::Stream(tx.clone()), transport));

@@ -32,12 +32,12 @@ pub struct Registrations {
 }
 
 impl Registrations {
-    /// Registrations for the trunks that have `register = true`, sent from `local` (our UDP
-    /// address as the ITSP should see it: never unspecified). Without a local UDP address
-    /// nothing registers.
+    /// Registrations for the trunks that have `register = true`, sent from our listener of the
+    /// trunk's transport in `local` (addresses as the ITSP should see them: never unspecified).
+    /// A trunk whose transport we do not listen on does not register.
     pub fn new(
         trunks: Arc<Trunks>,
-        local: Option<SocketAddr>,
+        local: &[crate::config::SipListen],
         seed: u64,
         now: Instant,
     ) -> Registrations {
@@ -47,6 +47,10 @@ impl Registrations {
             if !t.config.register {
                 continue;
             }
+            let local = local
+                .iter()
+                .find(|l| l.transport == t.config.transport)
+                .map(|l| l.addr);
             let (Some((user, password)), Some(local)) = (t.credentials(), local) else {
                 tracing::warn!(
                     trunk = t.name(),
@@ -67,13 +71,22 @@ impl Registrations {
                 tracing::warn!(trunk = t.name(), "trunk: account does not make a SIP URI");
                 continue;
             };
-            let Ok(contact) = NameAddr::parse(&format!("<sip:{account_user}@{local}>")) else {
+            let tcp = t.config.transport == crate::config::Transport::Tcp;
+            let Ok(contact) = NameAddr::parse(&format!(
+                "<sip:{account_user}@{local}{}>",
+                if tcp { ";transport=tcp" } else { "" }
+            )) else {
                 continue;
             };
             let Ok(host) = Host::parse(&local.ip().to_string()) else {
                 continue;
             };
-            let via = Via::new(Transport::Udp, host, Some(local.port()), "z9hG4bK");
+            let via = Via::new(
+                if tcp { Transport::Tcp } else { Transport::Udp },
+                host,
+                Some(local.port()),
+                "z9hG4bK",
+            );
             let account = Account {
                 registrar,
                 aor,
@@ -176,7 +189,7 @@ impl Registrations {
     ) {
         let peer = transaction::Peer {
             addr: to,
-            reliable: false,
+            reliable: self.entries[i].trunk.config.transport != crate::config::Transport::Udp,
             flow: 0,
         };
         match layer.send_request(req, peer, now) {

@@ -425,7 +425,7 @@ fn trunk_target(
         },
         Peer {
             addr: hop,
-            transport: Transport::Udp,
+            transport: trunk.config.transport,
             flow: 0,
         },
     ))
