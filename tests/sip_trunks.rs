@@ -167,6 +167,45 @@ async fn trunk_registers_over_tcp(db: Db) {
     server.shutdown().await;
 }
 
+/// An outgoing call through a TCP trunk: the INVITE, the ACK and the BYE go over the
+/// connection we open (this ITSP does not challenge).
+async fn outgoing_call_over_tcp(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let port = common::free_udp_port();
+    let trunk = itsp("call_uas.xml", port, &["-t", "t1"]).await;
+    let (server, _data, alice, _) =
+        server(&tdb, port, "register = false\ntransport = \"tcp\"").await;
+    let caller = spawn_sipp(
+        "call_uac.xml",
+        common::sip_addr(&server, Transport::Udp),
+        common::free_udp_port(),
+        &[
+            "-s",
+            "0301234567",
+            "-au",
+            "alice",
+            "-ap",
+            "alice-secret",
+            "-d",
+            "500",
+        ],
+    );
+    must_pass("the caller", caller).await;
+    let trunk = must_pass("the ITSP (TCP)", trunk).await;
+    let invite = received(&trunk, "INVITE sip:");
+    assert!(
+        invite.contains("INVITE sip:0301234567@itsp.test SIP/2.0"),
+        "{invite}"
+    );
+    assert!(invite.contains("Via: SIP/2.0/TCP "), "{invite}");
+    received(&trunk, "BYE sip:");
+    assert_eq!(
+        common::only_entry(&server, alice).await.outcome,
+        PartyOutcome::Answered
+    );
+    server.shutdown().await;
+}
+
 /// The ITSP refuses the credentials (403): the status shows the failure, with its code.
 async fn trunk_with_a_wrong_password_fails(db: Db) {
     let tdb = TestDb::new(db).await;
@@ -416,6 +455,11 @@ async fn registers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_over_tcp() {
     trunk_registers_over_tcp(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_over_tcp() {
+    outgoing_call_over_tcp(Db::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
