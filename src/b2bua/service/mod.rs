@@ -524,13 +524,7 @@ impl Calls {
             let _ = layer.send_response(tx, rsp, now);
             return;
         };
-        let config = CallConfig {
-            no_answer: self.no_answer,
-            no_answer_status: self.no_answer_status,
-            contact: local.contact,
-            via: local.via,
-            caller_id,
-        };
+        let config = self.call_config(local, caller_id);
         let media = match &self.relay {
             None => None,
             Some(relay) => match relay.session() {
@@ -556,19 +550,14 @@ impl Calls {
                 return;
             }
         };
-        let id = self.next_call;
-        self.next_call += 1;
         let branches = peers.into_iter().map(BranchIo::new).collect();
         let api_id = format!("{:016x}", self.next_random());
-        self.calls.insert(
-            id,
-            Entry {
-                invite_tx: Some(tx),
-                api_id,
-                branches,
-                ..Entry::new(call, parties, caller, media)
-            },
-        );
+        let id = self.add(Entry {
+            invite_tx: Some(tx),
+            api_id,
+            branches,
+            ..Entry::new(call, parties, caller, media)
+        });
         self.invites.insert(tx, id);
         tracing::debug!(call = id, "b2bua: call started");
         if let Some(e) = self.calls.get(&id) {
@@ -634,6 +623,26 @@ impl Calls {
     }
 
     // --- internals ----------------------------------------------------------------------------
+
+    /// The configuration of a call whose legs use our address `local`, presenting `caller_id`
+    /// to the parties it rings.
+    fn call_config(&self, local: Local, caller_id: NameAddr) -> CallConfig {
+        CallConfig {
+            no_answer: self.no_answer,
+            no_answer_status: self.no_answer_status,
+            contact: local.contact,
+            via: local.via,
+            caller_id,
+        }
+    }
+
+    /// Files a new call under a fresh id.
+    fn add(&mut self, entry: Entry) -> u64 {
+        let id = self.next_call;
+        self.next_call += 1;
+        self.calls.insert(id, entry);
+        id
+    }
 
     fn next_random(&mut self) -> u64 {
         super::call::splitmix(&mut self.random)
@@ -1106,13 +1115,8 @@ impl Calls {
         };
         let body =
             super::click_to_call::offer(session.caller_facing(), self.next_random(), Some(law));
-        let config = CallConfig {
-            no_answer: self.no_answer,
-            no_answer_status: self.no_answer_status,
-            contact: local.contact.clone(),
-            via: local.via,
-            caller_id: local.contact,
-        };
+        let caller_id = local.contact.clone();
+        let config = self.call_config(local, caller_id);
         let seed = self.next_random();
         let tag = self.caller_tag(&invite);
         let call =
@@ -1125,17 +1129,12 @@ impl Calls {
                     return;
                 }
             };
-        let id = self.next_call;
-        self.next_call += 1;
         let api_id = format!("{:016x}", self.next_random());
-        self.calls.insert(
-            id,
-            Entry {
-                invite_tx: Some(tx),
-                api_id,
-                ..Entry::new(call, parties, caller, Some(session))
-            },
-        );
+        let id = self.add(Entry {
+            invite_tx: Some(tx),
+            api_id,
+            ..Entry::new(call, parties, caller, Some(session))
+        });
         self.invites.insert(tx, id);
         if let Some(e) = self.calls.get(&id) {
             emit(&self.events, e, EventKind::Ringing, None);
@@ -1196,13 +1195,7 @@ impl Calls {
         ) else {
             return fail(&self.c2c_status, "the number does not make a SIP URI");
         };
-        let config = CallConfig {
-            no_answer: self.no_answer,
-            no_answer_status: self.no_answer_status,
-            contact: local.contact,
-            via: local.via,
-            caller_id: *caller_id,
-        };
+        let config = self.call_config(local, *caller_id);
         let (targets, peers): (Vec<Target>, Vec<Peer>) = targets.into_iter().unzip();
         let seed = self.next_random();
         let tag = format!("c2c{c2c_id}");
@@ -1213,25 +1206,20 @@ impl Calls {
                 return fail(&self.c2c_status, "internal error");
             }
         };
-        let id = self.next_call;
-        self.next_call += 1;
-        self.calls.insert(
-            id,
-            Entry {
-                api_id: c2c_id.clone(),
-                c2c: Some(C2cLeg {
-                    id: c2c_id.clone(),
-                    side: Side::Caller,
-                    other: None,
-                    target: Some(Box::new(b)),
-                    pt: sdp::PCMU,
-                    hangup_at: None,
-                    over: false,
-                }),
-                branches: peers.into_iter().map(BranchIo::new).collect(),
-                ..Entry::new(call, *parties, caller, Some(session))
-            },
-        );
+        let id = self.add(Entry {
+            api_id: c2c_id.clone(),
+            c2c: Some(C2cLeg {
+                id: c2c_id.clone(),
+                side: Side::Caller,
+                other: None,
+                target: Some(Box::new(b)),
+                pt: sdp::PCMU,
+                hangup_at: None,
+                over: false,
+            }),
+            branches: peers.into_iter().map(BranchIo::new).collect(),
+            ..Entry::new(call, *parties, caller, Some(session))
+        });
         self.c2c_calls.insert(c2c_id, id);
         tracing::info!(call = id, "b2bua: click-to-call started");
         if let Some(e) = self.calls.get(&id) {
@@ -1384,38 +1372,27 @@ impl Calls {
         ) else {
             return;
         };
-        let config = CallConfig {
-            no_answer: self.no_answer,
-            no_answer_status: self.no_answer_status,
-            contact: local.contact,
-            via: local.via,
-            caller_id: *caller_id,
-        };
+        let config = self.call_config(local, *caller_id);
         let (targets, peers): (Vec<Target>, Vec<Peer>) = targets.into_iter().unzip();
         let seed = self.next_random();
         let Ok(call) = Call::new(invite, &format!("c2c{c2c_id}b"), targets, config, seed, now)
         else {
             return;
         };
-        let b = self.next_call;
-        self.next_call += 1;
-        self.calls.insert(
-            b,
-            Entry {
-                api_id: c2c_id.clone(),
-                c2c: Some(C2cLeg {
-                    id: c2c_id,
-                    side: Side::Callee,
-                    other: Some(a),
-                    target: None,
-                    pt: sdp::PCMU,
-                    hangup_at: None,
-                    over: false,
-                }),
-                branches: peers.into_iter().map(BranchIo::new).collect(),
-                ..Entry::new(call, *parties, caller, Some(session))
-            },
-        );
+        let b = self.add(Entry {
+            api_id: c2c_id.clone(),
+            c2c: Some(C2cLeg {
+                id: c2c_id,
+                side: Side::Callee,
+                other: Some(a),
+                target: None,
+                pt: sdp::PCMU,
+                hangup_at: None,
+                over: false,
+            }),
+            branches: peers.into_iter().map(BranchIo::new).collect(),
+            ..Entry::new(call, *parties, caller, Some(session))
+        });
         if let Some(c) = self.calls.get_mut(&a).and_then(|e| e.c2c.as_mut()) {
             c.other = Some(b);
         }
