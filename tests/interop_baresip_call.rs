@@ -293,16 +293,16 @@ async fn hang_up(server: &switchboard::Server, token: &str, id: &str) {
     assert_eq!(status, 204, "{v}");
 }
 
-/// Click-to-call with baresip as the user's phone and as the target (both answer by
-/// themselves): each recording holds the other phone's tone, so the two legs are joined
-/// through the relay.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn click_to_call_joins_two_baresip_phones() {
-    let tdb = TestDb::new(Db::Sqlite).await;
-    let (server, _data) = common::start_server(
-        &tdb,
+/// A server (MD5 only, for baresip 1.0) with users 100 (phone `alice`) and 200 (phone `bob`,
+/// not registered) and a user token for 100, as the groupware holds one; `extra` is more TOML.
+async fn click_to_call_server(
+    tdb: &TestDb,
+    extra: &str,
+) -> (switchboard::Server, tempfile::TempDir, i64, String) {
+    let (server, data) = common::start_server(
+        tdb,
         "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\ndigest_algorithms = [\"MD5\"]",
-        "",
+        extra,
     )
     .await;
     let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
@@ -316,6 +316,16 @@ async fn click_to_call_joins_two_baresip_phones() {
         )
         .await
         .unwrap();
+    (server, data, alice, token)
+}
+
+/// Click-to-call with baresip as the user's phone and as the target (both answer by
+/// themselves): each recording holds the other phone's tone, so the two legs are joined
+/// through the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_to_call_joins_two_baresip_phones() {
+    let tdb = TestDb::new(Db::Sqlite).await;
+    let (server, _data, _alice, token) = click_to_call_server(&tdb, "").await;
     let sip = common::sip_addr(&server, Transport::Udp);
     let bob_dir = phone_dir("bob", "bob-secret", sip, 600.0, ";answermode=auto");
     let alice_dir = phone_dir("alice", "alice-secret", sip, 1000.0, ";answermode=auto");
@@ -357,23 +367,7 @@ async fn click_to_call_joins_two_baresip_phones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn click_to_call_plays_ringback_while_the_target_rings() {
     let tdb = TestDb::new(Db::Sqlite).await;
-    let (server, _data) = common::start_server(
-        &tdb,
-        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\ndigest_algorithms = [\"MD5\"]",
-        "",
-    )
-    .await;
-    let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
-    common::user_with_phone(&server, "200", "bob", "bob-secret").await;
-    let token = server
-        .store()
-        .create_token(
-            switchboard::directory::Scope::User,
-            Some(alice),
-            "groupware",
-        )
-        .await
-        .unwrap();
+    let (server, _data, _alice, token) = click_to_call_server(&tdb, "").await;
     let sip = common::sip_addr(&server, Transport::Udp);
     // Bob is a SIPp phone that rings 3 s before it answers (and sends no audio).
     let scenarios = tempfile::tempdir().unwrap();
@@ -505,27 +499,12 @@ async fn click_to_call_announces_an_unreachable_target() {
         }
         w.finalize().unwrap();
     }
-    let (server, _data) = common::start_server(
-        &tdb,
-        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\ndigest_algorithms = [\"MD5\"]",
-        &format!(
-            "[media]\nunreachable_prompt = {:?}\n",
-            prompt.display().to_string()
-        ),
-    )
-    .await;
-    let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
     // Bob exists but no phone of his is registered.
-    common::user_with_phone(&server, "200", "bob", "bob-secret").await;
-    let token = server
-        .store()
-        .create_token(
-            switchboard::directory::Scope::User,
-            Some(alice),
-            "groupware",
-        )
-        .await
-        .unwrap();
+    let extra = format!(
+        "[media]\nunreachable_prompt = {:?}\n",
+        prompt.display().to_string()
+    );
+    let (server, _data, _alice, token) = click_to_call_server(&tdb, &extra).await;
     let sip = common::sip_addr(&server, Transport::Udp);
     let dir = phone_dir("alice", "alice-secret", sip, 1000.0, ";answermode=auto");
     let mut me = start_phone(&server, dir.path(), "alice", 20).await;
