@@ -52,6 +52,43 @@ async fn itsp(scenario: &str, port: u16, args: &[&str]) -> tokio::task::JoinHand
     h
 }
 
+/// SIPp as the ITSP taking one call for `number`: it challenges our INVITE with the trunk's
+/// account (acct / acct-secret), then answers.
+async fn itsp_answers_for(port: u16, number: &str) -> tokio::task::JoinHandle<SippRun> {
+    let args = [
+        "-set",
+        "user",
+        "acct",
+        "-set",
+        "pass",
+        "acct-secret",
+        "-set",
+        "num",
+        number,
+    ];
+    itsp("trunk_uas.xml", port, &args).await
+}
+
+/// Alice's phone calls `number` and hangs up `hold_ms` after the answer.
+fn alice_dials(server: &Server, number: &str, hold_ms: u32) -> tokio::task::JoinHandle<SippRun> {
+    let hold = hold_ms.to_string();
+    spawn_sipp(
+        "call_uac.xml",
+        common::sip_addr(server, Transport::Udp),
+        common::free_udp_port(),
+        &[
+            "-s",
+            number,
+            "-au",
+            "alice",
+            "-ap",
+            "alice-secret",
+            "-d",
+            &hold,
+        ],
+    )
+}
+
 /// `GET /api/v1/trunks` until `done` holds for the first trunk (10 s at most).
 async fn trunk_status(
     server: &Server,
@@ -175,21 +212,7 @@ async fn outgoing_call_over_tcp(db: Db) {
     let trunk = itsp("call_uas.xml", port, &["-t", "t1"]).await;
     let (server, _data, alice, _) =
         server(&tdb, port, "register = false\ntransport = \"tcp\"").await;
-    let caller = spawn_sipp(
-        "call_uac.xml",
-        common::sip_addr(&server, Transport::Udp),
-        common::free_udp_port(),
-        &[
-            "-s",
-            "0301234567",
-            "-au",
-            "alice",
-            "-ap",
-            "alice-secret",
-            "-d",
-            "500",
-        ],
-    );
+    let caller = alice_dials(&server, "0301234567", 500);
     must_pass("the caller", caller).await;
     let trunk = must_pass("the ITSP (TCP)", trunk).await;
     let invite = received(&trunk, "INVITE sip:");
@@ -233,38 +256,9 @@ async fn trunk_with_a_wrong_password_fails(db: Db) {
 async fn outgoing_call_through_the_trunk(db: Db) {
     let tdb = TestDb::new(db).await;
     let port = common::free_udp_port();
-    let trunk = itsp(
-        "trunk_uas.xml",
-        port,
-        &[
-            "-set",
-            "user",
-            "acct",
-            "-set",
-            "pass",
-            "acct-secret",
-            "-set",
-            "num",
-            "0301234567",
-        ],
-    )
-    .await;
+    let trunk = itsp_answers_for(port, "0301234567").await;
     let (server, _data, alice, _) = server(&tdb, port, "register = false").await;
-    let caller = spawn_sipp(
-        "call_uac.xml",
-        common::sip_addr(&server, Transport::Udp),
-        common::free_udp_port(),
-        &[
-            "-s",
-            "0301234567",
-            "-au",
-            "alice",
-            "-ap",
-            "alice-secret",
-            "-d",
-            "1000",
-        ],
-    );
+    let caller = alice_dials(&server, "0301234567", 1000);
     must_pass("the caller", caller).await;
     let trunk = must_pass("the ITSP", trunk).await;
     // The ITSP sees alice's DID on the trunk's domain as caller, and her name.
@@ -334,22 +328,7 @@ async fn incoming_call_to_a_did(db: Db) {
 async fn location_rings_phones_and_an_external_number(db: Db) {
     let tdb = TestDb::new(db).await;
     let port = common::free_udp_port();
-    let mobile = itsp(
-        "trunk_uas.xml",
-        port,
-        &[
-            "-set",
-            "user",
-            "acct",
-            "-set",
-            "pass",
-            "acct-secret",
-            "-set",
-            "num",
-            "01701234567",
-        ],
-    )
-    .await;
+    let mobile = itsp_answers_for(port, "01701234567").await;
     let (server, _data, alice, bob) = server(&tdb, port, "register = false").await;
     let store = server.store();
     let desk = store
@@ -406,21 +385,7 @@ async fn location_rings_phones_and_an_external_number(db: Db) {
     let desk_rings = spawn_sipp("call_uas_ringing.xml", to, p1, &[]);
     let soft_rings = spawn_sipp("call_uas_ringing.xml", to, p2, &[]);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let caller = spawn_sipp(
-        "call_uac.xml",
-        to,
-        common::free_udp_port(),
-        &[
-            "-s",
-            "200",
-            "-au",
-            "alice",
-            "-ap",
-            "alice-secret",
-            "-d",
-            "500",
-        ],
-    );
+    let caller = alice_dials(&server, "200", 500);
     must_pass("the caller", caller).await;
     let mobile = must_pass("the mobile (ITSP)", mobile).await;
     // Through the trunk, the caller shows as bob's DID (the ITSP's account), with alice's name.
