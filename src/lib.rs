@@ -36,6 +36,8 @@ pub struct Server {
     tasks: JoinSet<()>,
     record_writer: Option<tokio::task::JoinHandle<()>>,
     relay: media::relay::Relay,
+    /// The SIP core's thread.
+    sip_core: Option<sip::endpoint::Running>,
 }
 
 impl Server {
@@ -131,7 +133,7 @@ impl Server {
         let record_writer = calls.take_record_writer();
         let events = calls.events();
         let click_to_call = calls.click_to_call();
-        sip::endpoint::start(
+        let sip_core = sip::endpoint::start(
             transports.clone(),
             incoming_rx,
             commands_rx,
@@ -141,8 +143,8 @@ impl Server {
                 trunks: registrations,
             },
             rand::random(),
-            &mut tasks,
-        );
+        )
+        .context("starting the SIP core")?;
 
         let state = api::AppState {
             store: store.clone(),
@@ -181,6 +183,7 @@ impl Server {
             tasks,
             record_writer,
             relay,
+            sip_core: Some(sip_core),
         })
     }
 
@@ -221,6 +224,9 @@ impl Server {
     /// Stops every task, then lets the call-record writer finish what it was given (the calls
     /// ended before the stop are written, not lost), then closes the store.
     pub async fn shutdown(mut self) {
+        if let Some(core) = self.sip_core.take() {
+            core.stop().await;
+        }
         self.tasks.shutdown().await;
         if let Some(w) = self.record_writer.take() {
             if tokio::time::timeout(std::time::Duration::from_secs(10), w)

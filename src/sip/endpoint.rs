@@ -1,12 +1,16 @@
 //! The SIP endpoint: the driver that runs the sans-IO transaction layer over the transports and
 //! routes each new request to the service that owns it (registrar, later the B2BUA).
 //!
-//! One task owns the [`TransactionLayer`]: it parses what the transports deliver, feeds the
-//! layer, carries out its outputs (transmissions, timers) and hands requests on. A service
-//! answers in place when it can ([`RequestHandler::submit`]) or later by sending
-//! [`Command::Respond`]; nothing here waits on a database. It owns
-//! no protocol rules of its own beyond the RFC 3261 §8.2 checks a UAS applies before any service
-//! sees a request (OPTIONS, unsupported methods).
+//! The SIP core runs on a thread of its own (`sip-core`, a single-threaded tokio runtime): it
+//! owns the [`TransactionLayer`] and the B2BUA's calls, reads the UDP sockets itself, parses,
+//! feeds the layer, carries out its outputs (transmissions, timers) and hands requests on. A
+//! datagram is read, parsed, decided and answered on this one thread, with no hand-off between
+//! threads; under load each wake-up takes every datagram waiting. Stream connections (TCP, TLS)
+//! and everything that waits on the store run on the main runtime and talk to the core through
+//! channels. A service answers in place when it can ([`RequestHandler::submit`]) or later by
+//! sending [`Command::Respond`]; nothing here waits on a database. It owns no protocol rules of
+//! its own beyond the RFC 3261 §8.2 checks a UAS applies before any service sees a request
+//! (OPTIONS, unsupported methods).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +20,8 @@ use tokio::sync::mpsc;
 use super::header::HeaderName;
 use super::message::{self, Message, Method};
 use super::transaction::{self, Output, ServerTxId, TransactionLayer};
-use super::transport::{Incoming, Peer, Transports};
+use super::transport::{Incoming, Peer, Transports, UdpReader};
+use crate::config::Transport;
 use crate::b2bua::service::{Calls, Routed};
 
 /// Methods the server accepts; listed in `Allow`.
@@ -68,88 +73,204 @@ pub fn channel() -> (mpsc::Sender<Command>, mpsc::Receiver<Command>) {
     mpsc::channel(COMMAND_QUEUE)
 }
 
-/// Starts the endpoint task over `incoming`, answering `commands`, on `tasks`.
+/// The running SIP core. Dropping it stops the core (at its next wake-up).
+pub struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the core and waits for its thread to end.
+    pub async fn stop(mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the core, which returns; its thread ends by itself.
+        self.stop.take();
+    }
+}
+
+/// Starts the SIP core on its own thread: it reads the transports' UDP sockets itself, takes
+/// stream messages from `incoming` and answers `commands`.
 pub fn start(
     transports: Arc<Transports>,
     incoming: mpsc::Receiver<Incoming>,
     commands: mpsc::Receiver<Command>,
     services: Services,
     seed: u64,
-    tasks: &mut tokio::task::JoinSet<()>,
-) {
+) -> std::io::Result<Running> {
     let layer = TransactionLayer::new(transaction::Config {
         tag_seed: seed,
         ..transaction::Config::default()
     });
-    tasks.spawn(run(layer, transports, incoming, commands, services, seed));
+    let udp = transports.udp_readers()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("sip-core".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "sip: cannot start the SIP core's runtime");
+                    return;
+                }
+            };
+            let core = Core {
+                layer,
+                transports,
+                incoming,
+                commands,
+                stopped,
+            };
+            rt.block_on(core.run(udp, services, seed));
+        })?;
+    Ok(Running {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
 }
 
 /// Responses waiting for the endpoint task.
 const COMMAND_QUEUE: usize = 8192;
+/// Datagrams taken from one socket per wake-up before timers and channels get a turn.
+const UDP_BUDGET: usize = 64;
 
-async fn run(
-    mut layer: TransactionLayer,
+/// What the core's loop owns.
+struct Core {
+    layer: TransactionLayer,
     transports: Arc<Transports>,
-    mut incoming: mpsc::Receiver<Incoming>,
-    mut commands: mpsc::Receiver<Command>,
-    services: Services,
-    seed: u64,
-) {
-    let mut tags = seed;
-    let register = services.register;
-    let (mut calls, mut routed) = services.calls;
-    let mut trunks = services.trunks;
-    let mut services = Handlers {
-        register: register.as_ref(),
-        calls: &mut calls,
-        trunks: &mut trunks,
-    };
-    loop {
-        let deadline = [
-            layer.poll_timeout(),
-            services.calls.poll_timeout(),
-            services.trunks.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            msg = incoming.recv() => {
-                let Some(msg) = msg else { return };
-                on_incoming(&mut layer, &transports, msg);
-                // Drain what is already queued before looking at timers again: cheaper under load.
-                while let Ok(msg) = incoming.try_recv() {
-                    on_incoming(&mut layer, &transports, msg);
-                    drain(&mut layer, &transports, &mut services, &mut tags);
-                }
-            }
-            cmd = commands.recv() => {
-                let Some(cmd) = cmd else { return };
-                on_command(&mut layer, cmd);
-                while let Ok(cmd) = commands.try_recv() {
-                    on_command(&mut layer, cmd);
-                    drain(&mut layer, &transports, &mut services, &mut tags);
-                }
-            }
-            r = routed.recv() => {
-                if let Some(r) = r {
-                    services.calls.start(&mut layer, r, Instant::now());
-                }
-            }
-            _ = sleep => {
-                let now = Instant::now();
-                layer.handle_timeout(now);
-                services.calls.handle_timeout(&mut layer, now);
-                services.trunks.handle_timeout(&mut layer, now);
+    incoming: mpsc::Receiver<Incoming>,
+    commands: mpsc::Receiver<Command>,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// A UDP socket registered with the core's reactor.
+struct UdpIn {
+    flow: u64,
+    socket: tokio::net::UdpSocket,
+}
+
+/// Which UDP socket has a datagram waiting (errors count as ready: reading reports them).
+fn udp_ready(udp: &[UdpIn]) -> impl std::future::Future<Output = usize> + '_ {
+    std::future::poll_fn(move |cx| {
+        for (i, u) in udp.iter().enumerate() {
+            if u.socket.poll_recv_ready(cx).is_ready() {
+                return std::task::Poll::Ready(i);
             }
         }
-        drain(&mut layer, &transports, &mut services, &mut tags);
+        std::task::Poll::Pending
+    })
+}
+
+impl Core {
+    async fn run(self, readers: Vec<UdpReader>, services: Services, seed: u64) {
+        let Core {
+            mut layer,
+            transports,
+            mut incoming,
+            mut commands,
+            mut stopped,
+        } = self;
+        let mut udp = Vec::new();
+        for r in readers {
+            match tokio::net::UdpSocket::from_std(r.socket) {
+                Ok(socket) => udp.push(UdpIn {
+                    flow: r.flow,
+                    socket,
+                }),
+                Err(e) => tracing::error!(local = %r.local, error = %e, "sip: cannot read a UDP socket"),
+            }
+        }
+        let mut buf = vec![0u8; 65536];
+        let mut tags = seed;
+        let register = services.register;
+        let (mut calls, mut routed) = services.calls;
+        let mut trunks = services.trunks;
+        let mut services = Handlers {
+            register: register.as_ref(),
+            calls: &mut calls,
+            trunks: &mut trunks,
+        };
+        loop {
+            let deadline = [
+                layer.poll_timeout(),
+                services.calls.poll_timeout(),
+                services.trunks.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                i = udp_ready(&udp) => {
+                    let u = &udp[i];
+                    for _ in 0..UDP_BUDGET {
+                        let (n, from) = match u.socket.try_recv_from(&mut buf) {
+                            Ok(x) => x,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            // ICMP errors from earlier sends surface here on some systems.
+                            Err(e) => {
+                                tracing::trace!(error = %e, "sip/udp receive error");
+                                continue;
+                            }
+                        };
+                        let bytes = &buf[..n];
+                        // Keep-alives (RFC 5626 §4.4.1 uses STUN on UDP; plain CRLF is common
+                        // too): nothing to answer.
+                        if bytes.iter().all(|b| *b == b'\r' || *b == b'\n' || *b == 0) {
+                            continue;
+                        }
+                        let peer = Peer { addr: from, transport: Transport::Udp, flow: u.flow };
+                        on_incoming(&mut layer, &transports, bytes, peer);
+                        drain(&mut layer, &transports, &mut services, &mut tags);
+                    }
+                }
+                msg = incoming.recv() => {
+                    let Some(msg) = msg else { return };
+                    on_incoming(&mut layer, &transports, &msg.bytes, msg.from);
+                    // Drain what is already queued before looking at timers again: cheaper under load.
+                    while let Ok(msg) = incoming.try_recv() {
+                        on_incoming(&mut layer, &transports, &msg.bytes, msg.from);
+                        drain(&mut layer, &transports, &mut services, &mut tags);
+                    }
+                }
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    on_command(&mut layer, cmd);
+                    while let Ok(cmd) = commands.try_recv() {
+                        on_command(&mut layer, cmd);
+                        drain(&mut layer, &transports, &mut services, &mut tags);
+                    }
+                }
+                r = routed.recv() => {
+                    if let Some(r) = r {
+                        services.calls.start(&mut layer, r, Instant::now());
+                    }
+                }
+                _ = sleep => {
+                    let now = Instant::now();
+                    layer.handle_timeout(now);
+                    services.calls.handle_timeout(&mut layer, now);
+                    services.trunks.handle_timeout(&mut layer, now);
+                }
+                _ = &mut stopped => return,
+            }
+            drain(&mut layer, &transports, &mut services, &mut tags);
+        }
     }
 }
 
@@ -164,22 +285,22 @@ fn on_command(layer: &mut TransactionLayer, cmd: Command) {
     }
 }
 
-fn on_incoming(layer: &mut TransactionLayer, transports: &Transports, msg: Incoming) {
-    match message::parse(&msg.bytes) {
+fn on_incoming(layer: &mut TransactionLayer, transports: &Transports, bytes: &[u8], from: Peer) {
+    match message::parse(bytes) {
         Ok(parsed) => {
             let from = transaction::Peer {
-                addr: msg.from.addr,
-                reliable: msg.from.is_reliable(),
-                flow: msg.from.flow,
+                addr: from.addr,
+                reliable: from.is_reliable(),
+                flow: from.flow,
             };
             layer.handle_incoming(parsed, from, Instant::now());
         }
         Err(err) => {
-            tracing::debug!(from = %msg.from.addr, error = %err, "sip: malformed message");
+            tracing::debug!(from = %from.addr, error = %err, "sip: malformed message");
             // A request we can still answer gets its 400/505 statelessly; responses and
             // garbage are dropped (never answer a response).
             if let Some(bytes) = err.response_bytes() {
-                transports.send(&msg.from, bytes);
+                transports.send(&from, bytes);
             }
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! This is the I/O edge of the SIP stack. It owns sockets and connections, frames stream input by
 //! Content-Length ([`message::frame`]), answers CRLF keep-alives (RFC 5626 §3.5.1), and hands
-//! every complete message to the SIP core as an [`Incoming`] with the flow it arrived on. It
+//! every complete stream message to the SIP core as an [`Incoming`] with the flow it arrived on.
+//! UDP sockets are bound here but read by the SIP core itself ([`Transports::udp_readers`]): a
+//! datagram is parsed and answered on the thread that read it, with no hand-off in between. It
 //! sends bytes to a [`Peer`]: over UDP from the socket the peer talks to, over TCP/TLS through the
 //! peer's own connection (which is how we reach phones behind NAT). It knows nothing of
 //! transactions, dialogs or registrations.
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -76,9 +78,20 @@ pub struct TlsFiles<'a> {
     pub data_dir: &'a Path,
 }
 
+/// A UDP socket as the transports keep it: non-blocking, shared by whoever sends.
+type Udp = Arc<std::net::UdpSocket>;
+
 enum Sender {
-    Udp(Arc<UdpSocket>),
+    Udp(Udp),
     Stream(mpsc::Sender<Vec<u8>>),
+}
+
+/// A UDP socket for the SIP core to read: its flow, its address, and its own handle on the
+/// socket (to register with the core's reactor).
+pub struct UdpReader {
+    pub flow: u64,
+    pub local: SocketAddr,
+    pub socket: std::net::UdpSocket,
 }
 
 /// The bound transports. Cheap to share (`Arc`); `send` never blocks.
@@ -90,8 +103,11 @@ pub struct Transports {
     /// Where incoming messages go (outbound connections read into it too).
     sink: mpsc::Sender<Incoming>,
     me: std::sync::OnceLock<std::sync::Weak<Transports>>,
-    /// One UDP socket per address family, for sending to peers we have no flow with.
-    udp_default: Vec<(u64, Arc<UdpSocket>)>,
+    /// The UDP sockets (flow, whether IPv4, socket); the first of a family sends to peers we
+    /// have no flow with.
+    udp_default: Vec<(u64, bool, Udp)>,
+    /// The runtime the transports were bound on, where connections of ours are made.
+    rt: tokio::runtime::Handle,
     next_flow: AtomicU64,
     bound: Vec<SipListen>,
 }
@@ -121,7 +137,8 @@ impl Transports {
             let err = |source| TransportError::Bind { listen: *l, source };
             match l.transport {
                 Transport::Udp => {
-                    let sock = UdpSocket::bind(l.addr).await.map_err(err)?;
+                    let sock = std::net::UdpSocket::bind(l.addr).map_err(err)?;
+                    sock.set_nonblocking(true).map_err(err)?;
                     let addr = sock.local_addr().map_err(err)?;
                     bound.push(SipListen {
                         transport: l.transport,
@@ -144,10 +161,10 @@ impl Transports {
         // UDP sockets get the first flow ids, before anything can arrive.
         let flows = DashMap::new();
         let mut udp_default = Vec::new();
-        for (i, (_, sock)) in udp.iter().enumerate() {
+        for (i, (addr, sock)) in udp.iter().enumerate() {
             let flow = i as u64 + 1;
             flows.insert(flow, (Sender::Udp(sock.clone()), Transport::Udp));
-            udp_default.push((flow, sock.clone()));
+            udp_default.push((flow, addr.is_ipv4(), sock.clone()));
         }
         let this = Arc::new(Transports {
             flows,
@@ -157,15 +174,9 @@ impl Transports {
             next_flow: AtomicU64::new(udp_default.len() as u64 + 1),
             udp_default,
             bound,
+            rt: tokio::runtime::Handle::current(),
         });
         let _ = this.me.set(Arc::downgrade(&this));
-
-        for (flow, sock) in this.udp_default.clone() {
-            let local = sock.local_addr().ok();
-            if let Some(local) = local {
-                tasks.spawn(udp_reader(sock, flow, local, sink.clone()));
-            }
-        }
         for (transport, local, listener) in streams {
             tasks.spawn(accept_loop(
                 this.clone(),
@@ -177,6 +188,21 @@ impl Transports {
             ));
         }
         Ok(this)
+    }
+
+    /// Handles on the UDP sockets for the SIP core to read from (each a duplicate of the
+    /// socket this side sends from, so replies leave from the address requests came to).
+    pub fn udp_readers(&self) -> std::io::Result<Vec<UdpReader>> {
+        self.udp_default
+            .iter()
+            .map(|(flow, _, sock)| {
+                Ok(UdpReader {
+                    flow: *flow,
+                    local: sock.local_addr()?,
+                    socket: sock.try_clone()?,
+                })
+            })
+            .collect()
     }
 
     /// What was bound (port 0 resolved).
@@ -207,13 +233,9 @@ impl Transports {
             Some(Sender::Stream(tx)) => tx.try_send(bytes).is_ok(),
             None if to.transport == Transport::Tcp => self.send_outbound(to.addr, bytes),
             None if to.transport == Transport::Udp => {
-                let family_ok = |s: &Arc<UdpSocket>| {
-                    s.local_addr()
-                        .map(|a| a.is_ipv4() == to.addr.is_ipv4())
-                        .unwrap_or(false)
-                };
-                match self.udp_default.iter().find(|(_, s)| family_ok(s)) {
-                    Some((_, sock)) => {
+                let v4 = to.addr.is_ipv4();
+                match self.udp_default.iter().find(|(_, is_v4, _)| *is_v4 == v4) {
+                    Some((_, _, sock)) => {
                         send_udp(sock.clone(), to.addr, bytes);
                         true
                     }
@@ -238,7 +260,7 @@ impl Transports {
         let (tx, rx) = mpsc::channel::<Vec<u8>>(256);
         let _ = tx.try_send(bytes);
         self.outbound.insert(to, tx.clone());
-        tokio::spawn(async move {
+        self.rt.spawn(async move {
             let sink = this.sink.clone();
             match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(to)).await {
                 Ok(Ok(stream)) => {
@@ -275,54 +297,12 @@ impl Transports {
     }
 }
 
-fn send_udp(sock: Arc<UdpSocket>, to: SocketAddr, bytes: Vec<u8>) {
-    match sock.try_send_to(&bytes, to) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            // The socket buffer is full: finish this one asynchronously rather than drop it.
-            tokio::spawn(async move {
-                if let Err(e) = sock.send_to(&bytes, to).await {
-                    tracing::debug!(%to, error = %e, "sip/udp send failed");
-                }
-            });
-        }
-        Err(e) => tracing::debug!(%to, error = %e, "sip/udp send failed"),
-    }
-}
-
-async fn udp_reader(
-    sock: Arc<UdpSocket>,
-    flow: u64,
-    local: SocketAddr,
-    sink: mpsc::Sender<Incoming>,
-) {
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            // ICMP errors from earlier sends surface here on some systems; keep reading.
-            Err(e) => {
-                tracing::trace!(error = %e, "sip/udp receive error");
-                continue;
-            }
-        };
-        let bytes = &buf[..n];
-        // Keep-alives (RFC 5626 §4.4.1 uses STUN on UDP; plain CRLF is common too): ignore.
-        if bytes.iter().all(|b| *b == b'\r' || *b == b'\n' || *b == 0) {
-            continue;
-        }
-        let msg = Incoming {
-            bytes: bytes.to_vec(),
-            from: Peer {
-                addr: from,
-                transport: Transport::Udp,
-                flow,
-            },
-            local,
-        };
-        if sink.send(msg).await.is_err() {
-            return;
-        }
+fn send_udp(sock: Udp, to: SocketAddr, bytes: Vec<u8>) {
+    if let Err(e) = sock.send_to(&bytes, to) {
+        // A full socket buffer (`WouldBlock`) included: the datagram is lost like any other on
+        // a congested path, and the transaction layer's retransmissions cover it. Waiting here
+        // would stall every other message the SIP core has to handle.
+        tracing::debug!(%to, error = %e, "sip/udp send failed");
     }
 }
 

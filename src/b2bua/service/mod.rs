@@ -235,6 +235,9 @@ pub struct Calls {
     c2c_handle: super::click_to_call::ClickToCall,
     tones: crate::media::tone::Tones,
     unreachable_prompt: Option<crate::media::tone::Prompt>,
+    /// The runtime the server was started on. `Calls` runs on the SIP core's thread; lookups
+    /// that wait on the store go to the main runtime so that thread only does SIP.
+    rt: tokio::runtime::Handle,
 }
 
 impl Calls {
@@ -258,7 +261,8 @@ impl Calls {
         let secret: [u8; 32] = rand::random();
         let (routed_tx, routed_rx) = mpsc::channel(ROUTE_QUEUE);
         let (records, records_rx) = mpsc::channel(RECORD_QUEUE);
-        let writer = tokio::spawn(record_writer(store.clone(), records_rx));
+        let rt = tokio::runtime::Handle::current();
+        let writer = rt.spawn(record_writer(store.clone(), records_rx));
         let lookup = Arc::new(Lookup {
             store,
             registrar,
@@ -295,6 +299,7 @@ impl Calls {
             relay,
             writer: Some(writer),
             cancelled: Default::default(),
+            rt,
         };
         (calls, routed_rx)
     }
@@ -727,7 +732,7 @@ impl Calls {
                 return;
             };
             let store = self.lookup.store.clone();
-            tokio::spawn(async move {
+            self.rt.spawn(async move {
                 if let Err(e) = store.phone_credentials(&username).await {
                     tracing::error!(error = %e, "b2bua: credentials lookup failed");
                 }
@@ -819,7 +824,7 @@ impl Calls {
                 return;
             }
         };
-        tokio::spawn(async move {
+        self.rt.spawn(async move {
             let decision = resolve(&lookup, &caller, &msg).await;
             permit.send(Routed::Route(RouteDone {
                 tx,
@@ -1021,7 +1026,8 @@ impl Calls {
                     // The writer is far behind (the store is down): keep the record anyway, on
                     // a task of its own that retries.
                     let record = call_record(e, &s);
-                    tokio::spawn(write_record(self.lookup.store.clone(), record));
+                    self.rt
+                        .spawn(write_record(self.lookup.store.clone(), record));
                 }
             }
             tracing::info!(
