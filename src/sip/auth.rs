@@ -14,7 +14,6 @@
 //! Nothing here panics on any input.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
@@ -66,9 +65,11 @@ pub fn ha1(alg: Algorithm, username: &str, realm: &str, password: &str) -> Strin
 
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     s
 }

@@ -890,19 +890,14 @@ impl Message {
         Ok(())
     }
 
-    fn validate_new(name: &HeaderName, value: &str) -> Result<(), HeaderError> {
+    /// What every new value must satisfy. Core headers are also typed, by
+    /// [`Message::commit`], which rolls the edit back when that fails:
+    /// checking them here as well would parse each one twice.
+    fn validate_new(value: &str) -> Result<(), HeaderError> {
         if value.contains(['\r', '\n']) {
             return Err(HeaderError::LineBreak);
         }
-        match name {
-            HeaderName::Via => header::parse_vias(value).map(drop),
-            HeaderName::From | HeaderName::To => NameAddr::parse(value).map(drop),
-            HeaderName::CSeq => CSeq::parse(value).map(drop),
-            HeaderName::CallId => header::check_call_id(value),
-            HeaderName::MaxForwards => parse_max_forwards(value).map(drop),
-            HeaderName::Contact => Contacts::parse([value]).map(drop),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// Re-types a core header after a change; on failure (a second From, `*` added next to
@@ -1001,7 +996,7 @@ impl Message {
         value: &str,
         place: impl FnOnce(&mut Vec<Field>, Field),
     ) -> Result<&mut Message, HeaderError> {
-        Message::validate_new(&name, value)?;
+        Message::validate_new(value)?;
         if name == HeaderName::ContentLength {
             return Ok(self);
         }
@@ -1099,12 +1094,32 @@ impl Message {
         // Appending to the text as received, rather than re-rendering the
         // parsed value, keeps To byte-identical apart from the tag: some
         // UACs compare it textually. Either form of To (name-addr or bare
-        // addr-spec) takes a trailing header parameter.
-        let value = format!(
-            "{};tag={tag}",
-            self.header(&HeaderName::To).unwrap_or_default()
-        );
-        self.set_header(HeaderName::To, &value)
+        // addr-spec) takes a trailing header parameter. The typed To gets
+        // the same parameter directly: a token appended to a To that
+        // parsed cannot change how the rest of it parses, so there is
+        // nothing to re-check (every response a UAS sends goes through
+        // here).
+        let mut typed = to.clone();
+        typed.set_tag(tag);
+        let i = self
+            .fields
+            .iter()
+            .position(|f| f.name == HeaderName::To)
+            .ok_or(HeaderError::Empty)?;
+        let Some(field) = self.fields.get_mut(i) else {
+            return Err(HeaderError::Empty);
+        };
+        let old = match &field.value {
+            FieldValue::Raw(a, b) => self.head.get(*a..*b).unwrap_or(""),
+            FieldValue::Owned(v) => v,
+        };
+        let mut value = String::with_capacity(old.len() + tag.len() + 5);
+        value.push_str(old);
+        value.push_str(";tag=");
+        value.push_str(tag);
+        field.value = FieldValue::Owned(value.into());
+        self.core.to = Some(typed);
+        Ok(self)
     }
 
     /// Sets the body and, when given, its Content-Type.
@@ -1129,7 +1144,11 @@ impl Message {
                 out.push_str(" SIP/2.0\r\n");
             }
             StartLine::Response { status, reason } => {
-                out.push_str(&format!("SIP/2.0 {status:03} {reason}\r\n"));
+                out.push_str("SIP/2.0 ");
+                push_decimal(out, u64::from(*status));
+                out.push(' ');
+                out.push_str(reason);
+                out.push_str("\r\n");
             }
         }
         for f in &self.fields {
@@ -1137,7 +1156,9 @@ impl Message {
                 push_field(out, f.name.as_str(), f.text(&self.head));
             }
         }
-        out.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        out.push_str("Content-Length: ");
+        push_decimal(out, self.body.len() as u64);
+        out.push_str("\r\n\r\n");
     }
 
     /// The canonical wire form: long header names, unfolded values, one
@@ -1148,6 +1169,24 @@ impl Message {
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(&self.body);
         bytes
+    }
+}
+
+/// Appends `n` in decimal (what `format!` does, without its machinery: every message we send
+/// writes a status and a Content-Length).
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in &digits[i..] {
+        out.push(char::from(*d));
     }
 }
 
