@@ -21,8 +21,8 @@ use super::header::HeaderName;
 use super::message::{self, Message, Method};
 use super::transaction::{self, Output, ServerTxId, TransactionLayer};
 use super::transport::{Incoming, Peer, Transports, UdpReader};
-use crate::config::Transport;
 use crate::b2bua::service::{Calls, Routed};
+use crate::config::Transport;
 
 /// Methods the server accepts; listed in `Allow`.
 pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO, NOTIFY, REFER";
@@ -187,7 +187,9 @@ impl Core {
                     flow: r.flow,
                     socket,
                 }),
-                Err(e) => tracing::error!(local = %r.local, error = %e, "sip: cannot read a UDP socket"),
+                Err(e) => {
+                    tracing::error!(local = %r.local, error = %e, "sip: cannot read a UDP socket")
+                }
             }
         }
         let mut buf = vec![0u8; 65536];

@@ -431,8 +431,10 @@ impl ServerTx {
 pub struct TransactionLayer {
     config: Config,
     next_id: u64,
-    clients: HashMap<u64, ClientTx>,
-    servers: HashMap<u64, ServerTx>,
+    /// Boxed (a client transaction is close to 1 KiB, a server one a quarter of that): the
+    /// tables grow with the load for a whole Timer J/K, and a resize then moves only pointers.
+    clients: HashMap<u64, Box<ClientTx>>,
+    servers: HashMap<u64, Box<ServerTx>>,
     /// By branch; the CSeq method tells an INVITE from its CANCEL.
     client_index: Index,
     /// By branch (cookie) or by a legacy key starting with a space, which
@@ -664,7 +666,7 @@ impl TransactionLayer {
             arm(&mut self.timers, &mut tx.slots, id, retransmit, now, t.t1);
         }
         arm(&mut self.timers, &mut tx.slots, id, timeout, now, t.t1x64());
-        self.clients.insert(id, tx);
+        self.clients.insert(id, Box::new(tx));
         index_insert(&mut self.client_index, branch, id);
         let txid = ClientTxId(id);
         self.outputs.push_back(Output::Transmit {
@@ -1067,13 +1069,13 @@ impl TransactionLayer {
                 let mut rsp = Message::response_to(&msg, 481, message::reason_phrase(481));
                 let tag = message::new_tag(mix(self.config.tag_seed ^ id));
                 let _ = rsp.set_to_tag(&tag);
-                self.servers.insert(id, s);
+                self.servers.insert(id, Box::new(s));
                 index_insert(&mut self.server_index, key, id);
                 let _ = self.send_response(txid, rsp, now);
                 return;
             }
         }
-        self.servers.insert(id, s);
+        self.servers.insert(id, Box::new(s));
         index_insert(&mut self.server_index, key, id);
     }
 

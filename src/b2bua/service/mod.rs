@@ -211,7 +211,9 @@ pub struct Calls {
     no_answer_status: u16,
     media_timeout: Option<Duration>,
     routed_tx: mpsc::Sender<Routed>,
-    calls: HashMap<u64, Entry>,
+    /// Boxed: an entry is about 4 KiB, and a table of them that grows (calls linger 32 s
+    /// after they end) would move every entry on each resize.
+    calls: HashMap<u64, Box<Entry>>,
     next_call: u64,
     invites: HashMap<ServerTxId, u64>,
     clients: HashMap<ClientTxId, (u64, Purpose)>,
@@ -645,7 +647,7 @@ impl Calls {
     fn add(&mut self, entry: Entry) -> u64 {
         let id = self.next_call;
         self.next_call += 1;
-        self.calls.insert(id, entry);
+        self.calls.insert(id, Box::new(entry));
         id
     }
 
