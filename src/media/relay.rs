@@ -22,7 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -108,6 +108,10 @@ struct Inner {
 struct Worker {
     commands: std_mpsc::Sender<Command>,
     waker: Arc<Waker>,
+    /// Set by the first command since the worker last looked at its queue, which alone wakes
+    /// it: the signalling side sends several commands per call in a burst, and a wake-up is
+    /// a system call here and a context switch there.
+    notified: Arc<AtomicBool>,
 }
 
 enum Command {
@@ -199,12 +203,15 @@ impl Relay {
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (tx, rx) = std_mpsc::channel();
             let counters = counters.clone();
+            let notified = Arc::new(AtomicBool::new(false));
+            let seen = notified.clone();
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
-                .spawn(move || run_worker(poll, rx, counters))?;
+                .spawn(move || run_worker(poll, rx, seen, counters))?;
             workers.push(Worker {
                 commands: tx,
                 waker,
+                notified,
             });
         }
         let first = config.port_min + config.port_min % 2;
@@ -272,7 +279,10 @@ impl Relay {
 impl Inner {
     fn send(&self, worker: usize, cmd: Command) {
         if let Some(w) = self.workers.get(worker) {
-            if w.commands.send(cmd).is_ok() {
+            // The command is queued before the flag is looked at, and the worker clears the
+            // flag before it drains the queue: either this swap sees `false` and wakes it, or
+            // the worker has yet to drain and will find the command.
+            if w.commands.send(cmd).is_ok() && !w.notified.swap(true, Ordering::SeqCst) {
                 let _ = w.waker.wake();
             }
         }
@@ -507,7 +517,12 @@ fn token(id: u64, socket: usize) -> Token {
     Token((id as usize) * 4 + socket)
 }
 
-fn run_worker(mut poll: Poll, commands: std_mpsc::Receiver<Command>, counters: Arc<Counters>) {
+fn run_worker(
+    mut poll: Poll,
+    commands: std_mpsc::Receiver<Command>,
+    notified: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+) {
     let mut events = Events::with_capacity(256);
     let mut sessions: HashMap<u64, WorkerSession> = HashMap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -531,7 +546,9 @@ fn run_worker(mut poll: Poll, commands: std_mpsc::Receiver<Command>, counters: A
             continue;
         }
         // Commands after every wake-up, the waker's or the timeout's: the timeout is how a
-        // worker notices that the relay is gone (its command channel closed).
+        // worker notices that the relay is gone (its command channel closed). The flag is
+        // cleared first, so a command queued from here on wakes the worker again.
+        notified.store(false, Ordering::SeqCst);
         loop {
             match commands.try_recv() {
                 Ok(Command::Play { id, side, sound }) => {
