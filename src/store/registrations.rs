@@ -13,8 +13,10 @@ use crate::registrar::{Binding, BindingChange, Source, Transport};
 /// Rows per statement. Only these sizes are used, so each statement text is prepared once and
 /// then reused from the driver's statement cache: preparing a fresh multi-row statement for
 /// every batch cost more than the round trips it saved. 64 rows × 14 parameters stays far below
-/// SQLite's limit of 32,766.
-pub(super) const CHUNK_SIZES: [usize; 3] = [64, 8, 1];
+/// SQLite's limit of 32,766. Powers of two, so that a batch under 64 rows takes as many
+/// statements as its size has one bits (50 rows: 32 + 16 + 2) — each statement is a round trip
+/// to the database's thread, and with 64/8/1 a 50-row batch took eight.
+pub(super) const CHUNK_SIZES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// Rows per page when loading bindings at start.
 const LOAD_PAGE: usize = 1000;

@@ -32,6 +32,15 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new(db: Db) -> TestDb {
+        // The server's warnings and errors go to the test's captured output, so that a failure
+        // (a 500 from the API, say) comes with the cause the server logged.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .try_init();
         let dir = tempfile::tempdir().expect("temp dir");
         match db {
             Db::Sqlite => TestDb {
