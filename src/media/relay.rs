@@ -112,6 +112,8 @@ struct Worker {
     /// it: the signalling side sends several commands per call in a burst, and a wake-up is
     /// a system call here and a context switch there.
     notified: Arc<AtomicBool>,
+    /// The worker has sessions and looks at its queue every few milliseconds by itself.
+    busy: Arc<AtomicBool>,
 }
 
 enum Command {
@@ -204,14 +206,19 @@ impl Relay {
             let (tx, rx) = std_mpsc::channel();
             let counters = counters.clone();
             let notified = Arc::new(AtomicBool::new(false));
-            let seen = notified.clone();
+            let busy = Arc::new(AtomicBool::new(false));
+            let flags = WorkerFlags {
+                notified: notified.clone(),
+                busy: busy.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
-                .spawn(move || run_worker(poll, rx, seen, counters))?;
+                .spawn(move || run_worker(poll, rx, flags, counters))?;
             workers.push(Worker {
                 commands: tx,
                 waker,
                 notified,
+                busy,
             });
         }
         let first = config.port_min + config.port_min % 2;
@@ -279,10 +286,14 @@ impl Relay {
 impl Inner {
     fn send(&self, worker: usize, cmd: Command) {
         if let Some(w) = self.workers.get(worker) {
-            // The command is queued before the flag is looked at, and the worker clears the
-            // flag before it drains the queue: either this swap sees `false` and wakes it, or
-            // the worker has yet to drain and will find the command.
-            if w.commands.send(cmd).is_ok() && !w.notified.swap(true, Ordering::SeqCst) {
+            // The command is queued before the flags are looked at. A busy worker drains its
+            // queue within COMMAND_LATENCY (and looks once more when it stops being busy). An
+            // idle one clears `notified` before it drains: either this swap sees `false` and
+            // wakes it, or the worker has yet to drain and will find the command.
+            if w.commands.send(cmd).is_ok()
+                && !w.busy.load(Ordering::SeqCst)
+                && !w.notified.swap(true, Ordering::SeqCst)
+            {
                 let _ = w.waker.wake();
             }
         }
@@ -517,10 +528,23 @@ fn token(id: u64, socket: usize) -> Token {
     Token((id as usize) * 4 + socket)
 }
 
+/// How long a command may wait for a worker that has sessions: such a worker wakes for RTP
+/// every few milliseconds anyway, so commands reach it without a wake-up of their own.
+const COMMAND_LATENCY: Duration = Duration::from_millis(5);
+
+/// The flags a worker shares with the senders of its commands.
+struct WorkerFlags {
+    /// Set by the first command since the worker last looked at its queue (see `Inner::send`).
+    notified: Arc<AtomicBool>,
+    /// The worker has sessions, so it looks at its queue at least every [`COMMAND_LATENCY`]
+    /// and needs no wake-up for a command.
+    busy: Arc<AtomicBool>,
+}
+
 fn run_worker(
     mut poll: Poll,
     commands: std_mpsc::Receiver<Command>,
-    notified: Arc<AtomicBool>,
+    flags: WorkerFlags,
     counters: Arc<Counters>,
 ) {
     let mut events = Events::with_capacity(256);
@@ -528,16 +552,32 @@ fn run_worker(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     // Sessions something is played in, and when the next frame of any of them is due.
     let mut playing: std::collections::HashSet<u64> = Default::default();
+    let mut busy = false;
     loop {
+        if busy == sessions.is_empty() {
+            busy = !busy;
+            flags.busy.store(busy, Ordering::SeqCst);
+            if !busy {
+                // A sender that still saw us busy queued without waking us: look once more
+                // before sleeping for long.
+                if !take_commands(&commands, &poll, &mut sessions, &mut playing) {
+                    return;
+                }
+                continue;
+            }
+        }
         let now = Instant::now();
         let next_frame = playing
             .iter()
             .filter_map(|id| sessions.get(id))
             .flat_map(|s| s.players.iter().flatten().map(|p| p.next))
             .min();
-        let timeout = next_frame
+        let mut timeout = next_frame
             .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
             .min(Duration::from_secs(1));
+        if busy {
+            timeout = timeout.min(COMMAND_LATENCY);
+        }
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::error!(error = %e, "media worker: poll failed");
@@ -548,27 +588,9 @@ fn run_worker(
         // Commands after every wake-up, the waker's or the timeout's: the timeout is how a
         // worker notices that the relay is gone (its command channel closed). The flag is
         // cleared first, so a command queued from here on wakes the worker again.
-        notified.store(false, Ordering::SeqCst);
-        loop {
-            match commands.try_recv() {
-                Ok(Command::Play { id, side, sound }) => {
-                    if let Some(s) = sessions.get_mut(&id) {
-                        let i = side.index();
-                        if let Some(old) = s.players[i].take() {
-                            s.rewrite[i] = Some(old.continuation());
-                        }
-                        s.players[i] =
-                            sound.map(|(sound, pt)| Player::new(sound, pt, id, Instant::now()));
-                        if s.players.iter().any(Option::is_some) {
-                            playing.insert(id);
-                        }
-                    }
-                }
-                Ok(cmd) => apply(&poll, &mut sessions, cmd),
-                Err(std_mpsc::TryRecvError::Empty) => break,
-                // The relay is gone: so is every session.
-                Err(std_mpsc::TryRecvError::Disconnected) => return,
-            }
+        flags.notified.store(false, Ordering::SeqCst);
+        if !take_commands(&commands, &poll, &mut sessions, &mut playing) {
+            return;
         }
         for ev in events.iter() {
             if ev.token() == WAKER {
@@ -586,6 +608,35 @@ fn run_worker(
                 Some(s) => play_due(s, now, &counters),
                 None => false,
             });
+        }
+    }
+}
+
+/// Applies every queued command; false when the relay is gone (and so is every session).
+fn take_commands(
+    commands: &std_mpsc::Receiver<Command>,
+    poll: &Poll,
+    sessions: &mut HashMap<u64, WorkerSession>,
+    playing: &mut std::collections::HashSet<u64>,
+) -> bool {
+    loop {
+        match commands.try_recv() {
+            Ok(Command::Play { id, side, sound }) => {
+                if let Some(s) = sessions.get_mut(&id) {
+                    let i = side.index();
+                    if let Some(old) = s.players[i].take() {
+                        s.rewrite[i] = Some(old.continuation());
+                    }
+                    s.players[i] =
+                        sound.map(|(sound, pt)| Player::new(sound, pt, id, Instant::now()));
+                    if s.players.iter().any(Option::is_some) {
+                        playing.insert(id);
+                    }
+                }
+            }
+            Ok(cmd) => apply(poll, sessions, cmd),
+            Err(std_mpsc::TryRecvError::Empty) => return true,
+            Err(std_mpsc::TryRecvError::Disconnected) => return false,
         }
     }
 }
