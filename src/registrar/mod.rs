@@ -219,15 +219,17 @@ impl Registrar {
     /// driver to fetch credentials with. [`Registrar::handle_register`]
     /// checks that same field.
     pub fn auth_username(req: &Message) -> Option<String> {
-        Registrar::digest_credentials(req)?
-            .ok()?
-            .username()
-            .map(str::to_owned)
+        Registrar::username_of(&Registrar::digest_credentials(req))
+    }
+
+    /// The username of credentials from [`Registrar::digest_credentials`].
+    pub fn username_of(creds: &Option<Result<Credentials, ()>>) -> Option<String> {
+        creds.as_ref()?.as_ref().ok()?.username().map(str::to_owned)
     }
 
     /// The first Digest Authorization field, or its parse error; other
     /// schemes are skipped (a phone may add Basic for some other server).
-    fn digest_credentials(req: &Message) -> Option<Result<Credentials, ()>> {
+    pub fn digest_credentials(req: &Message) -> Option<Result<Credentials, ()>> {
         // Judged by the scheme before parsing: Basic's token68 does not
         // parse as auth-params and must not turn the request into a 400.
         req.headers(&HeaderName::Authorization)
@@ -249,6 +251,22 @@ impl Registrar {
         creds: Option<&PhoneCredentials>,
         now_ms: u64,
     ) -> RegisterOutcome {
+        let authorization = Registrar::digest_credentials(req);
+        self.handle_register_with(req, authorization, source, creds, now_ms)
+    }
+
+    /// [`Registrar::handle_register`] with the request's credentials already parsed (by
+    /// [`Registrar::digest_credentials`]: the driver needs the username first, to fetch the
+    /// phone's record, and parsing the Authorization field once is a few per cent of a
+    /// registration).
+    pub fn handle_register_with(
+        &mut self,
+        req: &Message,
+        authorization: Option<Result<Credentials, ()>>,
+        source: Source,
+        creds: Option<&PhoneCredentials>,
+        now_ms: u64,
+    ) -> RegisterOutcome {
         if req.method() != Some(&Method::Register) {
             let mut rsp = self.reply(req, 405);
             let _ = rsp.push_header(HeaderName::Allow, "REGISTER");
@@ -262,7 +280,7 @@ impl Registrar {
         }
 
         // Step 3: authentication.
-        let c = match Registrar::digest_credentials(req) {
+        let c = match authorization {
             None => return RegisterOutcome::reply(self.challenge(req, false, now_ms)),
             Some(Err(())) => return RegisterOutcome::reply(self.reply(req, 400)),
             Some(Ok(c)) => c,

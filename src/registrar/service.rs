@@ -25,6 +25,7 @@ use super::{Binding, BindingChange, Registrar, RegistrarConfig, Source, Transpor
 use crate::config::{self, Config};
 use crate::sip::auth::{Algorithm, DigestServer};
 use crate::sip::endpoint::{Command, Request, RequestHandler};
+use crate::sip::header::Credentials;
 use crate::sip::message::Message;
 use crate::sip::transaction::ServerTxId;
 use crate::store::{now_ms, PhoneCredentials, Store};
@@ -248,7 +249,8 @@ impl RequestHandler for Handle {
             tracing::debug!(%ip, "REGISTER from a banned address dropped");
             return None;
         }
-        let creds = match Registrar::auth_username(&req.msg) {
+        let authorization = Registrar::digest_credentials(&req.msg);
+        let creds = match Registrar::username_of(&authorization) {
             None => None,
             Some(user) => match self.shared.store.cached_phone_credentials(&user) {
                 Some(c) => Some(c),
@@ -263,7 +265,7 @@ impl RequestHandler for Handle {
                             }
                         };
                         if let (Some((tx, response)), Some(endpoint)) =
-                            (decide(&shared, req, creds), &shared.endpoint)
+                            (decide(&shared, req, None, creds), &shared.endpoint)
                         {
                             let _ = endpoint.send(Command::Respond { tx, response }).await;
                         }
@@ -272,20 +274,30 @@ impl RequestHandler for Handle {
                 }
             },
         };
-        decide(&self.shared, req, creds)
+        decide(&self.shared, req, Some(authorization), creds)
     }
 }
 
 /// Runs the registrar on one request; returns the response when it can go at once, or hands
 /// the changes (with the response) to the writer and returns `None`.
+/// `authorization` is the request's parsed credentials when the caller has them (`None`: parse
+/// them here).
 fn decide(
     shared: &Shared,
     req: Request,
+    authorization: Option<Option<Result<Credentials, ()>>>,
     creds: Option<PhoneCredentials>,
 ) -> Option<(ServerTxId, Message)> {
     let now = now();
     let source = source_of(&req);
-    let outcome = lock(&shared.registrar).handle_register(&req.msg, source, creds.as_ref(), now);
+    let authorization = authorization.unwrap_or_else(|| Registrar::digest_credentials(&req.msg));
+    let outcome = lock(&shared.registrar).handle_register_with(
+        &req.msg,
+        authorization,
+        source,
+        creds.as_ref(),
+        now,
+    );
     if outcome.auth_failure {
         record_auth_failure(shared, source.addr.ip(), now);
     }
