@@ -110,20 +110,14 @@ pub fn start(
         ..transaction::Config::default()
     });
     let udp = transports.udp_readers()?;
+    // Built here, so that a failure stops the start instead of leaving a server without SIP.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("sip-core".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "sip: cannot start the SIP core's runtime");
-                    return;
-                }
-            };
             let core = Core {
                 layer,
                 transports,

@@ -113,7 +113,8 @@ pub struct Transports {
 }
 
 impl Transports {
-    /// Binds every listen address; incoming messages go to `sink`.
+    /// Binds every listen address. Stream messages go to `sink`; UDP is read by the SIP core
+    /// ([`Transports::udp_readers`]).
     pub async fn bind(
         listen: &[SipListen],
         tls: TlsFiles<'_>,
