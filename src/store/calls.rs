@@ -543,7 +543,7 @@ impl Store {
     /// not exist fails the whole record with an error naming `parties[i].user_id`.
     pub async fn insert_call(&self, call: &NewCallRecord) -> Result<i64> {
         call.validate()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id = Self::insert_call_in(self.backend, &mut tx, call).await?;
         tx.commit().await?;
         Ok(id)
@@ -560,7 +560,7 @@ impl Store {
         // connection's worker thread, and one statement per row made those hand-offs the
         // largest cost of a call record (a quarter of the server's CPU under call load).
         let backend = self.backend;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut rest = calls;
         while !rest.is_empty() {
             let n = super::registrations::chunk_size(rest.len());

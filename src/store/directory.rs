@@ -99,7 +99,7 @@ impl Store {
 
     pub async fn create_user(&self, new: &NewUser) -> Result<User> {
         new.validate()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO users (extension, display_name, email, fax_number, created_at) \
              VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLS}"
@@ -182,7 +182,7 @@ impl Store {
 
     pub async fn update_user(&self, id: i64, patch: &UserPatch) -> Result<User> {
         patch.validate()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -303,7 +303,7 @@ impl Store {
 
     pub async fn update_phone(&self, id: i64, patch: &PhonePatch, realm: &str) -> Result<Phone> {
         patch.validate()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let current: Option<String> =
             sqlx::query_scalar("SELECT sip_username FROM phones WHERE id = $1")
                 .bind(id)
@@ -341,7 +341,7 @@ impl Store {
 
     /// Deletes a phone; it leaves every location, and locations left empty are removed.
     pub async fn delete_phone(&self, id: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let user_id: Option<i64> = sqlx::query_scalar("SELECT user_id FROM phones WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -420,7 +420,7 @@ impl Store {
 
     pub async fn create_location(&self, user_id: i64, new: &NewLocation) -> Result<Location> {
         new.validate()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         check_ownership(&mut tx, user_id, &new.phones, &new.numbers).await?;
         let row = sqlx::query(&format!(
             "INSERT INTO locations (user_id, name, created_at) VALUES ($1, $2, $3) \
@@ -523,7 +523,7 @@ impl Store {
         let phones = patch.phones.clone().unwrap_or(current.phones);
         let numbers = patch.numbers.clone().unwrap_or(current.numbers);
         check_members(&phones, &numbers)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         check_ownership(&mut tx, user_id, &phones, &numbers).await?;
         if let Some(name) = &patch.name {
             sqlx::query("UPDATE locations SET name = $1 WHERE id = $2")
@@ -549,7 +549,7 @@ impl Store {
     }
 
     pub async fn delete_location(&self, user_id: i64, id: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Clear the pointer explicitly: portable even where ON DELETE SET NULL is not enforced.
         sqlx::query(
             "UPDATE users SET current_location_id = NULL WHERE id = $1 AND current_location_id = $2",

@@ -159,6 +159,21 @@ impl Store {
         &self.pool
     }
 
+    /// A transaction that is going to write. On SQLite it takes the write lock at its start
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that has read and then writes while another
+    /// connection holds the write lock fails at once with `SQLITE_BUSY`, without waiting (the
+    /// wait could deadlock). The other connection may be one whose failed transaction is still
+    /// being rolled back (sqlx rolls back a dropped transaction lazily), the likeliest cause of
+    /// a 500 seen once in the API tests for a PATCH right after a refused one.
+    /// `BEGIN IMMEDIATE` waits its turn instead, within the busy timeout
+    /// (`tests/store_writes.rs`).
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// A cheap round trip, for health checks.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

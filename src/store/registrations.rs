@@ -157,7 +157,7 @@ impl Store {
             }
         }
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut rest = upserts.as_slice();
         while !rest.is_empty() {
             let size = chunk_size(rest.len());
