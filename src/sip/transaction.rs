@@ -276,13 +276,99 @@ struct Entry {
     kind: TimerKind,
 }
 
-type Heap = BinaryHeap<Reverse<Entry>>;
+/// Pending deadlines: a heap, plus first-in-first-out lanes for the timers whose duration is
+/// the same every time they are armed (the linger timers D, I, J, K, L and M: 64·T1 or T4 from
+/// the configuration). Armed with a `now` that does not go back, a lane is in deadline order by
+/// construction, so those timers cost O(1) to arm and to fire instead of O(log n) on a heap
+/// that holds hundreds of thousands of Timer J entries under registration load. Entries are
+/// deleted lazily (see [`TransactionLayer::is_live`]).
+#[derive(Debug, Default)]
+struct TimerQueue {
+    heap: BinaryHeap<Reverse<Entry>>,
+    lanes: Vec<(Duration, VecDeque<Entry>)>,
+}
+
+impl TimerQueue {
+    fn push(&mut self, entry: Entry, after: Duration) {
+        if matches!(entry.kind.slot(), Slot::Linger) {
+            let lane = match self.lanes.iter().position(|(d, _)| *d == after) {
+                Some(i) => i,
+                None => {
+                    self.lanes.push((after, VecDeque::new()));
+                    self.lanes.len() - 1
+                }
+            };
+            if let Some((_, q)) = self.lanes.get_mut(lane) {
+                if q.back().map_or(true, |last| *last <= entry) {
+                    q.push_back(entry);
+                    return;
+                }
+            }
+        }
+        // Out of order (a clock that went back) or not a fixed-length timer.
+        self.heap.push(Reverse(entry));
+    }
+
+    /// The earliest entry, and where it is (`None`: the heap; `Some(i)`: lane `i`).
+    fn earliest(&self) -> Option<(&Entry, Option<usize>)> {
+        let mut best = self.heap.peek().map(|Reverse(e)| (e, None));
+        for (i, (_, q)) in self.lanes.iter().enumerate() {
+            if let Some(front) = q.front() {
+                if best.map_or(true, |(b, _)| front < b) {
+                    best = Some((front, Some(i)));
+                }
+            }
+        }
+        best
+    }
+
+    fn peek(&self) -> Option<&Entry> {
+        self.earliest().map(|(e, _)| e)
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        let (_, lane) = self.earliest()?;
+        match lane {
+            None => self.heap.pop().map(|Reverse(e)| e),
+            Some(i) => self.lanes.get_mut(i).and_then(|(_, q)| q.pop_front()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.heap.len() + self.lanes.iter().map(|(_, q)| q.len()).sum::<usize>()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the entries `live` accepts (order is kept).
+    fn retain(&mut self, live: impl Fn(&Entry) -> bool) {
+        self.heap.retain(|Reverse(e)| live(e));
+        for (_, q) in &mut self.lanes {
+            q.retain(|e| live(e));
+        }
+    }
+
+    /// Gives back room after a burst.
+    fn shrink(&mut self) {
+        if self.heap.capacity() > 8 * self.heap.len() + 1024 {
+            self.heap.shrink_to(2 * self.heap.len());
+        }
+        for (_, q) in &mut self.lanes {
+            if q.capacity() > 8 * q.len() + 1024 {
+                q.shrink_to(2 * q.len());
+            }
+        }
+    }
+}
 
 /// Arms `kind` for `id` at `now + after`. A deadline past the end of
 /// `Instant` (absurd configuration) leaves the timer unarmed instead of
 /// panicking.
 fn arm(
-    heap: &mut Heap,
+    timers: &mut TimerQueue,
     slots: &mut Slots,
     id: u64,
     kind: TimerKind,
@@ -292,7 +378,7 @@ fn arm(
     let at = now.checked_add(after);
     *slots.get_mut(kind.slot()) = at;
     if let Some(at) = at {
-        heap.push(Reverse(Entry { at, id, kind }));
+        timers.push(Entry { at, id, kind }, after);
     }
 }
 
@@ -440,7 +526,7 @@ pub struct TransactionLayer {
     /// By branch (cookie) or by a legacy key starting with a space, which
     /// no branch token can contain.
     server_index: Index,
-    timers: Heap,
+    timers: TimerQueue,
     outputs: VecDeque<Output>,
 }
 
@@ -556,7 +642,7 @@ impl TransactionLayer {
             servers: HashMap::new(),
             client_index: HashMap::new(),
             server_index: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: TimerQueue::default(),
             outputs: VecDeque::new(),
         }
     }
@@ -583,7 +669,7 @@ impl TransactionLayer {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         // Drop dead entries first so a cancelled timer does not cause a
         // spurious wake-up.
-        while let Some(Reverse(e)) = self.timers.peek() {
+        while let Some(e) = self.timers.peek() {
             if self.is_live(e) {
                 return Some(e.at);
             }
@@ -594,11 +680,11 @@ impl TransactionLayer {
 
     /// Fires every timer due at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse(e)) = self.timers.peek() {
+        while let Some(e) = self.timers.peek() {
             if e.at > now {
                 break;
             }
-            if let Some(Reverse(e)) = self.timers.pop() {
+            if let Some(e) = self.timers.pop() {
                 self.fire(e, now);
             }
         }
@@ -1249,11 +1335,9 @@ impl TransactionLayer {
     fn maybe_compact(&mut self) {
         let live_bound = 4 * self.len() + 64;
         if self.timers.len() > 2 * live_bound {
-            let heap = std::mem::take(&mut self.timers);
-            self.timers = heap
-                .into_iter()
-                .filter(|Reverse(e)| self.is_live(e))
-                .collect();
+            let mut timers = std::mem::take(&mut self.timers);
+            timers.retain(|e| self.is_live(e));
+            self.timers = timers;
         }
         // Tables never shrink by themselves: after a burst (a registration storm keeps tens of
         // thousands of transactions for Timer J) they would hold the burst's memory for good.
@@ -1264,9 +1348,7 @@ impl TransactionLayer {
         if self.outputs.capacity() > 8 * self.outputs.len() + 1024 {
             self.outputs.shrink_to(2 * self.outputs.len());
         }
-        if self.timers.capacity() > 8 * self.timers.len() + 1024 {
-            self.timers.shrink_to(2 * self.timers.len());
-        }
+        self.timers.shrink();
     }
 }
 
