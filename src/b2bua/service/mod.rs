@@ -216,8 +216,8 @@ pub struct Calls {
     no_answer_status: u16,
     media_timeout: Option<Duration>,
     routed_tx: mpsc::Sender<Routed>,
-    /// Boxed: an entry is about 4 KiB, and a table of them that grows (calls linger 32 s
-    /// after they end) would move every entry on each resize.
+    /// Boxed: an entry is about 4 KiB, and a table of them that grows with the load would
+    /// move every entry on each resize.
     calls: HashMap<u64, Box<Entry>>,
     next_call: u64,
     invites: HashMap<ServerTxId, u64>,
