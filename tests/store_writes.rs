@@ -9,34 +9,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Db, TestDb};
-use switchboard::directory::{NewPhone, NewUser, PhonePatch};
+use switchboard::directory::PhonePatch;
 
 #[tokio::test]
 async fn a_write_waits_for_another_writer_on_sqlite() {
     let tdb = TestDb::new(Db::Sqlite).await;
     let store = tdb.store().await;
-    let user = store
-        .create_user(&NewUser {
-            extension: "100".into(),
-            display_name: "A".into(),
-            email: "a@example.com".into(),
-            fax_number: None,
-            external_numbers: vec![],
-        })
-        .await
-        .unwrap();
-    let (phone, _) = store
-        .create_phone(
-            user.id,
-            &NewPhone {
-                sip_username: "alice".into(),
-                name: "Desk".into(),
-                password: Some("alice-secret".into()),
-            },
-            "r",
-        )
-        .await
-        .unwrap();
+    let (user_id, phone_id) =
+        common::add_user_with_phone(&store, "100", "alice", "alice-secret", "r").await;
 
     // Another connection takes the write lock and keeps it for a while, as a transaction
     // that failed and is still being rolled back does.
@@ -46,7 +26,7 @@ async fn a_write_waits_for_another_writer_on_sqlite() {
         .await
         .unwrap();
     sqlx::query("UPDATE users SET display_name = 'B' WHERE id = ?")
-        .bind(user.id)
+        .bind(user_id)
         .execute(&mut *other)
         .await
         .unwrap();
@@ -60,7 +40,7 @@ async fn a_write_waits_for_another_writer_on_sqlite() {
     let started = Instant::now();
     let updated = store
         .update_phone(
-            phone.id,
+            phone_id,
             &PhonePatch {
                 name: Some("Laptop".into()),
                 sip_username: None,

@@ -271,7 +271,20 @@ pub async fn user_with_phone(
     username: &str,
     password: &str,
 ) -> i64 {
-    let store = server.store();
+    add_user_with_phone(server.store(), ext, username, password, "test.example")
+        .await
+        .0
+}
+
+/// Adds user `ext` with one phone `username`/`password` in `realm` straight into `store`;
+/// returns the user's and the phone's ids.
+pub async fn add_user_with_phone(
+    store: &Store,
+    ext: &str,
+    username: &str,
+    password: &str,
+    realm: &str,
+) -> (i64, i64) {
     let user = store
         .create_user(&switchboard::directory::NewUser {
             extension: ext.into(),
@@ -282,7 +295,7 @@ pub async fn user_with_phone(
         })
         .await
         .unwrap();
-    store
+    let (phone, _) = store
         .create_phone(
             user.id,
             &switchboard::directory::NewPhone {
@@ -290,11 +303,11 @@ pub async fn user_with_phone(
                 name: "Desk".into(),
                 password: Some(password.into()),
             },
-            "test.example",
+            realm,
         )
         .await
         .unwrap();
-    user.id
+    (user.id, phone.id)
 }
 
 /// The one history entry of `user`, waiting a little for the record to be written.
