@@ -13,6 +13,9 @@ free_port() {
 # counted after the parenthesised command name, which may contain spaces).
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
+# Minor page faults of a process so far (field 10 of /proc/PID/stat).
+minor_faults() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $8}'; }
+
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # Per-thread CPU, "name count ticks" lines, to see which part of the server is busy.

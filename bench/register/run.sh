@@ -156,6 +156,7 @@ run_load() {
   local hard=$(( planned + 12 ))
   thread_ticks "$SERVER_PID" >"$dir/threads.before"
   local c0; c0="$(cpu_ticks "$SERVER_PID")"
+  local f0; f0="$(minor_faults "$SERVER_PID")"
   local t0; t0="$(date +%s.%N)"
   SIPP_PIDS=()
   for i in $(seq 0 $(( INSTANCES - 1 ))); do
@@ -177,6 +178,7 @@ run_load() {
   SIPP_PIDS=()
   local t1; t1="$(date +%s.%N)"
   local c1; c1="$(cpu_ticks "$SERVER_PID")"
+  local f1; f1="$(minor_faults "$SERVER_PID")"
   thread_ticks "$SERVER_PID" >"$dir/threads.after"
   LOAD_CPU_TICKS=$(( c1 - c0 ))
   LOAD_WALL="$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')"
@@ -211,6 +213,7 @@ PY
   done
   LOAD_RTT_MS="$(awk -v s="$LOAD_RTT_SUM" -v n="$LOAD_OK" 'BEGIN {printf "%.2f", n ? s / n * 1000 : 0}')"
   LOAD_FAILED_PCT="$(awk -v f="$LOAD_FAILED" -v n="$count" 'BEGIN {printf "%.3f", f * 100 / n}')"
+  LOAD_FAULTS="$(awk -v f=$(( f1 - f0 )) -v n="$LOAD_OK" 'BEGIN {printf "%.2f", n ? f / n : 0}')"
   LOAD_US="$(awk -v t="$LOAD_CPU_TICKS" -v k="$CLK_TCK" -v n="$LOAD_OK" 'BEGIN {printf "%.1f", n ? t * 1e6 / k / n : 0}')"
   # Held: SIPp placed every call on schedule (the last one created within a second and a half of
   # the planned duration; its statistics rows come once a second), every call ended, and fewer
@@ -223,6 +226,7 @@ PY
     sed "s/.*received 'SIP\/2.0 //" | sort | uniq -c | awk '{printf "%s×%s ", $2, $1}' || true)"
   printf '   %-10s rate %6s/s  ok %7s  failed %5s (%6s%%)  placed in %5.1fs  wall %6ss  server CPU %6.1f µs/reg  mean call %7s ms  SIPp CPU %s held=%s\n' \
     "$name" "$rate" "$LOAD_OK" "$LOAD_FAILED" "$LOAD_FAILED_PCT" "$LOAD_CREATED" "$LOAD_WALL" "$LOAD_US" "$LOAD_RTT_MS" "$LOAD_SIPP_CPU" "$LOAD_HELD"
+  echo "              page faults per registration: $LOAD_FAULTS"
   [ -z "$LOAD_UNEXPECTED" ] || echo "              unexpected responses (status×count, capped log): $LOAD_UNEXPECTED"
 }
 

@@ -267,7 +267,7 @@ impl RequestHandler for Handle {
                         if let (Some((tx, response)), Some(endpoint)) =
                             (decide(&shared, req, None, creds), &shared.endpoint)
                         {
-                            let _ = endpoint.send(Command::Respond { tx, response }).await;
+                            let _ = endpoint.send(Command::Respond(vec![(tx, response)])).await;
                         }
                     });
                     return None;
@@ -352,7 +352,7 @@ fn record_auth_failure(shared: &Shared, ip: IpAddr, now: u64) {
 /// Commits waiting changes in batches, then releases their responses.
 async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, endpoint: mpsc::Sender<Command>) {
     let mut batch: Vec<Pending> = Vec::new();
-    let mut changes: Vec<BindingChange> = Vec::new();
+    let mut replies = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
         tokio::time::sleep(WRITE_LINGER).await;
@@ -362,16 +362,13 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, endpoint: mpsc::S
                 Err(_) => break,
             }
         }
-        changes.clear();
-        for p in &batch {
-            changes.extend(p.changes.iter().cloned());
-        }
-        let all_ok = match store.apply_binding_changes(&changes).await {
+        let all: Vec<&BindingChange> = batch.iter().flat_map(|p| p.changes.iter()).collect();
+        let all_ok = match store.apply_binding_changes(all).await {
             Ok(()) => true,
             Err(e) => {
                 // One bad change (say, a phone deleted between its REGISTER and this commit)
                 // must not fail everybody else's: retry each request's changes on their own.
-                tracing::warn!(error = %e, changes = changes.len(), "batch failed; retrying one by one");
+                tracing::warn!(error = %e, requests = batch.len(), "batch failed; retrying one by one");
                 false
             }
         };
@@ -392,7 +389,12 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, endpoint: mpsc::S
                 response = Message::response_to(&response, 500, "Server Internal Error");
                 let _ = response.push_header(crate::sip::header::HeaderName::RetryAfter, "5");
             }
-            let _ = endpoint.send(Command::Respond { tx, response }).await;
+            replies.push((tx, response));
+        }
+        if !replies.is_empty() {
+            let _ = endpoint
+                .send(Command::Respond(std::mem::take(&mut replies)))
+                .await;
         }
     }
 }

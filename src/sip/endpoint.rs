@@ -30,8 +30,10 @@ pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, IN
 /// What a service hands to the endpoint.
 #[derive(Debug)]
 pub enum Command {
-    /// Send a final (or provisional) response on a server transaction.
-    Respond { tx: ServerTxId, response: Message },
+    /// Send final (or provisional) responses on server transactions: one, or all that one
+    /// commit of the registrar's writer releases (one hand-off and at most one wake-up of the
+    /// core for the whole batch).
+    Respond(Vec<(ServerTxId, Message)>),
 }
 
 /// A new request for a service, with what it needs to answer.
@@ -271,13 +273,20 @@ impl Core {
 }
 
 fn on_command(layer: &mut TransactionLayer, cmd: Command) {
+    let now = Instant::now();
     match cmd {
-        Command::Respond { tx, response } => {
-            if let Err(e) = layer.send_response(tx, response, Instant::now()) {
-                // The transaction ended meanwhile (e.g. Timer H); nothing to answer any more.
-                tracing::debug!(error = ?e, "sip: response for a finished transaction dropped");
+        Command::Respond(responses) => {
+            for (tx, response) in responses {
+                respond(layer, tx, response, now);
             }
         }
+    }
+}
+
+fn respond(layer: &mut TransactionLayer, tx: ServerTxId, response: Message, now: Instant) {
+    if let Err(e) = layer.send_response(tx, response, now) {
+        // The transaction ended meanwhile (e.g. Timer H); nothing to answer any more.
+        tracing::debug!(error = ?e, "sip: response for a finished transaction dropped");
     }
 }
 
@@ -296,7 +305,7 @@ fn on_incoming(layer: &mut TransactionLayer, transports: &Transports, bytes: &[u
             // A request we can still answer gets its 400/505 statelessly; responses and
             // garbage are dropped (never answer a response).
             if let Some(bytes) = err.response_bytes() {
-                transports.send(&from, bytes);
+                transports.send(&from, bytes.into());
             }
         }
     }
@@ -320,7 +329,7 @@ fn drain(
         match out {
             Output::Transmit { to, bytes, tx } => {
                 let peer = transports.peer(to.addr, to.flow, to.reliable);
-                if !transports.send(&peer, bytes.to_vec()) {
+                if !transports.send(&peer, bytes) {
                     if let Some(tx) = tx {
                         layer.transport_error(tx, Instant::now());
                     }

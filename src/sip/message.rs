@@ -1057,6 +1057,29 @@ impl Message {
             (Some(v), true) => v,
             _ => return Err(HeaderError::Syntax),
         };
+        self.replace_top_via(text, typed)
+    }
+
+    /// Records on the topmost Via where a request really came from: `received`, and `rport`
+    /// when given (RFC 3261 §18.2.1, RFC 3581 §4). [`Message::set_top_via`] with those two
+    /// parameters set, minus the re-parse: an address and a port are always valid values, so
+    /// the typed Via is edited in place. This runs on every request the server receives.
+    pub fn stamp_top_via(
+        &mut self,
+        received: std::net::IpAddr,
+        rport: Option<u16>,
+    ) -> Result<&mut Message, HeaderError> {
+        let mut via = self.core.vias.first().cloned().ok_or(HeaderError::Empty)?;
+        via.params.set("received", Some(received.to_string()));
+        if let Some(port) = rport {
+            via.params.set("rport", Some(port.to_string()));
+        }
+        let text = via.to_string();
+        self.replace_top_via(text, via)
+    }
+
+    /// Puts `text` (one Via value, typed as `typed`) in place of the topmost Via value.
+    fn replace_top_via(&mut self, text: String, typed: Via) -> Result<&mut Message, HeaderError> {
         let i = self
             .fields
             .iter()
@@ -1609,6 +1632,30 @@ mod tests {
             .replace("INVITE", "ACK")
             .replace("SIP/2.0\r\n", "SIP/9.0\r\n");
         assert!(err(&ack).response_bytes().is_none());
+    }
+
+    #[test]
+    fn stamping_the_top_via_matches_setting_it() {
+        // Two Via values in one field: only the first changes, the second is kept as sent.
+        let text = INVITE.replace(
+            "branch=z9hG4bK776asdhds\r\n",
+            "branch=z9hG4bK776asdhds;rport, SIP/2.0/TCP proxy.example.com;branch=z9hG4bKp\r\n",
+        );
+        let req = ok(&text);
+        let src: std::net::IpAddr = "2001:db8::7".parse().unwrap();
+        let mut stamped = req.clone();
+        stamped.stamp_top_via(src, Some(5062)).unwrap();
+        let mut via = req.top_via().unwrap().clone();
+        via.params.set("received", Some(src.to_string()));
+        via.params.set("rport", Some("5062".into()));
+        let mut set = req.clone();
+        set.set_top_via(&via).unwrap();
+        assert_eq!(stamped.to_bytes(), set.to_bytes());
+        assert_eq!(stamped.top_via(), set.top_via());
+        let wire = parse(&stamped.to_bytes()).unwrap();
+        assert_eq!(wire.top_via(), stamped.top_via());
+        assert_eq!(wire.via_headers().len(), 2);
+        assert_eq!(wire.top_via().and_then(Via::received), Some(src));
     }
 
     #[test]

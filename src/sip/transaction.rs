@@ -570,14 +570,9 @@ fn stamp_received(msg: &mut Message, from: Peer) {
     if !wants_rport && (!differs || has_received) {
         return;
     }
-    let mut via = via.clone();
-    via.params.set("received", Some(src.to_string()));
-    if wants_rport {
-        via.params.set("rport", Some(from.addr.port().to_string()));
-    }
-    // Cannot fail for a Via that parsed; if it somehow did, the request
-    // still goes up unchanged rather than being lost.
-    let _ = msg.set_top_via(&via);
+    // Cannot fail for a message whose Via parsed; if it somehow did, the request still goes
+    // up unchanged rather than being lost.
+    let _ = msg.stamp_top_via(src, wants_rport.then(|| from.addr.port()));
 }
 
 /// RFC 2543 index key: the parts of §17.2.3 that are the same for a

@@ -78,12 +78,16 @@ pub struct TlsFiles<'a> {
     pub data_dir: &'a Path,
 }
 
+/// Bytes on their way out. Shared, not owned: the transaction layer keeps the same bytes for
+/// retransmissions, and a send copies nothing.
+pub type Payload = Arc<[u8]>;
+
 /// A UDP socket as the transports keep it: non-blocking, shared by whoever sends.
 type Udp = Arc<std::net::UdpSocket>;
 
 enum Sender {
     Udp(Udp),
-    Stream(mpsc::Sender<Vec<u8>>),
+    Stream(mpsc::Sender<Payload>),
 }
 
 /// A UDP socket for the SIP core to read: its flow, its address, and its own handle on the
@@ -99,7 +103,7 @@ pub struct Transports {
     flows: DashMap<u64, (Sender, Transport)>,
     /// Connections we open (a trunk over TCP), by destination: the queue of their writer,
     /// usable while the connection is still being made.
-    outbound: DashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    outbound: DashMap<SocketAddr, mpsc::Sender<Payload>>,
     /// Where incoming messages go (outbound connections read into it too).
     sink: mpsc::Sender<Incoming>,
     me: std::sync::OnceLock<std::sync::Weak<Transports>>,
@@ -222,35 +226,38 @@ impl Transports {
     /// Sends `bytes` to `to`. UDP goes out of the flow's socket (or a default one); a stream
     /// goes through the peer's connection. Returns false when the flow is gone (a closed TCP
     /// connection): the caller treats that as a transport error.
-    pub fn send(&self, to: &Peer, bytes: Vec<u8>) -> bool {
-        match self.flows.get(&to.flow).map(|f| match &f.0 {
-            Sender::Udp(s) => Sender::Udp(s.clone()),
-            Sender::Stream(tx) => Sender::Stream(tx.clone()),
-        }) {
-            Some(Sender::Udp(sock)) => {
-                send_udp(sock, to.addr, bytes);
-                true
-            }
-            Some(Sender::Stream(tx)) => tx.try_send(bytes).is_ok(),
-            None if to.transport == Transport::Tcp => self.send_outbound(to.addr, bytes),
-            None if to.transport == Transport::Udp => {
+    pub fn send(&self, to: &Peer, bytes: Payload) -> bool {
+        // Sent under the map's read guard: both sends are non-blocking, and it spares cloning
+        // the socket or the queue for every message.
+        if let Some(flow) = self.flows.get(&to.flow) {
+            return match &flow.0 {
+                Sender::Udp(sock) => {
+                    send_udp(sock, to.addr, &bytes);
+                    true
+                }
+                Sender::Stream(tx) => tx.try_send(bytes).is_ok(),
+            };
+        }
+        match to.transport {
+            Transport::Tcp => self.send_outbound(to.addr, bytes),
+            Transport::Udp => {
                 let v4 = to.addr.is_ipv4();
                 match self.udp_default.iter().find(|(_, is_v4, _)| *is_v4 == v4) {
                     Some((_, _, sock)) => {
-                        send_udp(sock.clone(), to.addr, bytes);
+                        send_udp(sock, to.addr, &bytes);
                         true
                     }
                     None => false,
                 }
             }
-            None => false,
+            Transport::Tls => false,
         }
     }
 
     /// Sends over our own TCP connection to `to`, opening it first when there is none (a trunk
     /// reached over TCP). What is sent meanwhile waits in the connection's queue; a connection
     /// that cannot be made drops it, and the transactions time out as for a lost datagram.
-    fn send_outbound(&self, to: SocketAddr, bytes: Vec<u8>) -> bool {
+    fn send_outbound(&self, to: SocketAddr, bytes: Payload) -> bool {
         if let Some(tx) = self.outbound.get(&to) {
             return tx.try_send(bytes).is_ok();
         }
@@ -258,7 +265,7 @@ impl Transports {
             return false;
         };
         let local = self.local(Transport::Tcp).unwrap_or(to);
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(256);
+        let (tx, rx) = mpsc::channel::<Payload>(256);
         let _ = tx.try_send(bytes);
         self.outbound.insert(to, tx.clone());
         self.rt.spawn(async move {
@@ -298,8 +305,8 @@ impl Transports {
     }
 }
 
-fn send_udp(sock: Udp, to: SocketAddr, bytes: Vec<u8>) {
-    if let Err(e) = sock.send_to(&bytes, to) {
+fn send_udp(sock: &std::net::UdpSocket, to: SocketAddr, bytes: &[u8]) {
+    if let Err(e) = sock.send_to(bytes, to) {
         // A full socket buffer (`WouldBlock`) included: the datagram is lost like any other on
         // a congested path, and the transaction layer's retransmissions cover it. Waiting here
         // would stall every other message the SIP core has to handle.
@@ -351,7 +358,7 @@ async fn accept_loop(
 }
 
 /// The writing queue of a connection (made before an outbound connection exists).
-type Queue = (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>);
+type Queue = (mpsc::Sender<Payload>, mpsc::Receiver<Payload>);
 
 /// Reads and writes one stream connection until either side closes it.
 async fn run_stream<S>(
@@ -367,7 +374,7 @@ async fn run_stream<S>(
 {
     let flow = transports.next_flow.fetch_add(1, Ordering::Relaxed);
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (tx, mut rx) = queue.unwrap_or_else(|| mpsc::channel::<Vec<u8>>(256));
+    let (tx, mut rx) = queue.unwrap_or_else(|| mpsc::channel::<Payload>(256));
     transports
         .flows
         .insert(flow, (Sender::Stream(tx.clone()), transport));
@@ -409,14 +416,14 @@ async fn run_stream<S>(
                     buf.drain(..len);
                     // A double-CRLF ping gets a single-CRLF pong (RFC 5626 §3.5.1).
                     if len >= 4 {
-                        let _ = tx.try_send(b"\r\n".to_vec());
+                        let _ = tx.try_send(Payload::from(&b"\r\n"[..]));
                     }
                 }
                 Frame::Incomplete => break,
                 Frame::Invalid(err) => {
                     tracing::debug!(%from, error = %err, "sip: unframeable stream input, closing");
                     if let Some(resp) = err.response_bytes() {
-                        let _ = tx.send(resp).await;
+                        let _ = tx.send(resp.into()).await;
                     }
                     break 'conn;
                 }

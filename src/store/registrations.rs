@@ -136,17 +136,22 @@ impl Store {
     /// in multi-row statements and all removals in one statement per chunk. One statement per
     /// change cost a round trip to the database driver each, which under load was a sixth of
     /// the server's CPU.
-    pub async fn apply_binding_changes(&self, changes: &[BindingChange]) -> Result<()> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let mut last: HashMap<(&str, &str), &BindingChange> = HashMap::with_capacity(changes.len());
+    pub async fn apply_binding_changes<'a>(
+        &self,
+        changes: impl IntoIterator<Item = &'a BindingChange>,
+    ) -> Result<()> {
+        let changes = changes.into_iter();
+        let mut last: HashMap<(&str, &str), &BindingChange> =
+            HashMap::with_capacity(changes.size_hint().0);
         for c in changes {
             let key = match c {
                 BindingChange::Upsert(b) => (b.aor.as_str(), b.contact.as_str()),
                 BindingChange::Remove { aor, contact } => (aor.as_str(), contact.as_str()),
             };
             last.insert(key, c);
+        }
+        if last.is_empty() {
+            return Ok(());
         }
         let mut upserts = Vec::new();
         let mut removals = Vec::new();
