@@ -93,33 +93,46 @@ pub fn response(
     alg.hash_hex(data.as_bytes())
 }
 
-/// HMAC-SHA256 (RFC 2104) over the concatenation of `parts`, with the key
-/// already padded to a block. Written out rather than taking the `hmac`
+/// An HMAC-SHA256 (RFC 2104) key, for nonces and tokens. Written out rather than taking the `hmac`
 /// crate: it is a dozen lines over `sha2`, which we need anyway. A plain
 /// H(key || data) would also be unforgeable here (nonces are short, fixed
 /// layout, and SHA-256 length extension only lets an attacker append to
 /// the data, which the fixed-width parse rejects), but HMAC removes the
 /// need for that argument.
-fn hmac_sha256(key_block: &[u8; 64], parts: &[&[u8]]) -> [u8; 32] {
-    let mut inner = Sha256::new();
-    inner.update(key_block.map(|b| b ^ 0x36));
-    for p in parts {
-        inner.update(p);
-    }
-    let mut outer = Sha256::new();
-    outer.update(key_block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+#[derive(Clone)]
+struct HmacKey {
+    /// SHA-256 states that have absorbed the key block XOR ipad and XOR opad: the first
+    /// compression of each hash is the same for every message, so it is done once. That halves
+    /// the work for the short inputs signed here (a nonce, a To tag).
+    inner: Sha256,
+    outer: Sha256,
 }
 
-fn key_block(secret: &[u8]) -> [u8; 64] {
-    let mut block = [0u8; 64];
-    if secret.len() > block.len() {
-        block[..32].copy_from_slice(&Sha256::digest(secret));
-    } else {
-        block[..secret.len()].copy_from_slice(secret);
+impl HmacKey {
+    fn new(secret: &[u8]) -> HmacKey {
+        let mut block = [0u8; 64];
+        if secret.len() > block.len() {
+            block[..32].copy_from_slice(&Sha256::digest(secret));
+        } else {
+            block[..secret.len()].copy_from_slice(secret);
+        }
+        let mut inner = Sha256::new();
+        inner.update(block.map(|b| b ^ 0x36));
+        let mut outer = Sha256::new();
+        outer.update(block.map(|b| b ^ 0x5c));
+        HmacKey { inner, outer }
     }
-    block
+
+    /// HMAC-SHA256 of the concatenation of `parts`.
+    fn sign(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut inner = self.inner.clone();
+        for p in parts {
+            inner.update(p);
+        }
+        let mut outer = self.outer.clone();
+        outer.update(inner.finalize());
+        outer.finalize().into()
+    }
 }
 
 /// Equality whose running time does not depend on where the inputs differ,
@@ -199,7 +212,7 @@ const NONCE_LEN: usize = 64;
 /// pruned of expired nonces as it goes.
 #[derive(Clone)]
 pub struct DigestServer {
-    key: [u8; 64],
+    key: HmacKey,
     lifetime_ms: u64,
     max_tracked: usize,
     counter: u64,
@@ -239,7 +252,7 @@ impl DigestServer {
     /// and phones see a plain 401 instead of a stale one).
     pub fn new(secret: &[u8]) -> DigestServer {
         DigestServer {
-            key: key_block(secret),
+            key: HmacKey::new(secret),
             lifetime_ms: DEFAULT_NONCE_LIFETIME_MS,
             max_tracked: DEFAULT_MAX_TRACKED_NONCES,
             counter: 0,
@@ -279,15 +292,12 @@ impl DigestServer {
     }
 
     fn mac(&self, issued_ms: u64, counter: u64, realm: &str) -> [u8; 32] {
-        hmac_sha256(
-            &self.key,
-            &[
-                b"nonce\0",
-                &issued_ms.to_be_bytes(),
-                &counter.to_be_bytes(),
-                realm.as_bytes(),
-            ],
-        )
+        self.key.sign(&[
+            b"nonce\0",
+            &issued_ms.to_be_bytes(),
+            &counter.to_be_bytes(),
+            realm.as_bytes(),
+        ])
     }
 
     /// A fresh nonce for `realm`.
@@ -318,7 +328,7 @@ impl DigestServer {
     /// nonces by `label`), e.g. a To tag that is unpredictable without a
     /// random source: 16 hex digits.
     pub fn token(&self, label: &str, data: &[u8]) -> String {
-        let mac = hmac_sha256(&self.key, &[b"token\0", label.as_bytes(), b"\0", data]);
+        let mac = self.key.sign(&[b"token\0", label.as_bytes(), b"\0", data]);
         hex(mac.get(..8).unwrap_or(&mac))
     }
 
@@ -644,17 +654,15 @@ mod tests {
     /// RFC 4231 test case 2.
     #[test]
     fn hmac_sha256_rfc4231() {
-        let mac = hmac_sha256(&key_block(b"Jefe"), &[b"what do ya ", b"want for nothing?"]);
+        let mac = HmacKey::new(b"Jefe").sign(&[b"what do ya ", b"want for nothing?"]);
         assert_eq!(
             hex(&mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         // Keys longer than a block are hashed first (test case 6).
         let key = [0xaau8; 131];
-        let mac = hmac_sha256(
-            &key_block(&key),
-            &[b"Test Using Larger Than Block-Size Key - Hash Key First"],
-        );
+        let mac =
+            HmacKey::new(&key).sign(&[b"Test Using Larger Than Block-Size Key - Hash Key First"]);
         assert_eq!(
             hex(&mac),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"

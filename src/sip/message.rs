@@ -18,6 +18,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use super::header::{
     self, CSeq, Challenge, Contacts, Credentials, HeaderError, HeaderName, NameAddr, Via,
@@ -323,11 +324,14 @@ impl Field {
 }
 
 /// The typed core headers. Invariant: always consistent with `fields`.
+///
+/// Via, From and To are shared (`Arc`): a response copies them from its request, and most
+/// responses never change them (a To tag is the usual exception, copied on write).
 #[derive(Debug, Clone, Default)]
 struct Core {
-    vias: Vec<Via>,
-    from: Option<NameAddr>,
-    to: Option<NameAddr>,
+    vias: Arc<Vec<Via>>,
+    from: Option<Arc<NameAddr>>,
+    to: Option<Arc<NameAddr>>,
     cseq: Option<CSeq>,
     max_forwards: Option<u8>,
     contacts: Option<Contacts>,
@@ -403,10 +407,20 @@ impl Core {
                 for v in values {
                     vias.extend(header::parse_vias(v)?);
                 }
-                self.vias = vias;
+                self.vias = Arc::new(vias);
             }
-            HeaderName::From => self.from = single(values)?.map(NameAddr::parse).transpose()?,
-            HeaderName::To => self.to = single(values)?.map(NameAddr::parse).transpose()?,
+            HeaderName::From => {
+                self.from = single(values)?
+                    .map(NameAddr::parse)
+                    .transpose()?
+                    .map(Arc::new);
+            }
+            HeaderName::To => {
+                self.to = single(values)?
+                    .map(NameAddr::parse)
+                    .transpose()?
+                    .map(Arc::new);
+            }
             HeaderName::CSeq => self.cseq = single(values)?.map(CSeq::parse).transpose()?,
             HeaderName::CallId => {
                 single(values)?.map(header::check_call_id).transpose()?;
@@ -465,7 +479,17 @@ fn skip_leading_crlf(mut data: &[u8]) -> &[u8] {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    let (&first, tail) = needle.split_first()?;
+    let mut from = 0;
+    // Jump between candidates for the first byte (a CR, in practice), then compare the rest.
+    while let Some(i) = hay.get(from..)?.iter().position(|&b| b == first) {
+        let at = from + i;
+        if hay.get(at + 1..at + needle.len()) == Some(tail) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 fn parse_inner(data: &[u8]) -> Result<Message, ErrorKind> {
@@ -571,18 +595,27 @@ fn locate_fields(head: &str) -> Result<Vec<Field>, ErrorKind> {
     let mut fields: Vec<Field> = Vec::with_capacity(16);
     // (name, value start, value end, folded) of the field being read.
     let mut current: Option<(HeaderName, usize, usize, bool)> = None;
-    let mut offset = 0;
-    for (i, line) in head.split("\r\n").enumerate() {
+    // The start line is parsed on its own; fields begin after its CRLF.
+    let Some(first_end) = find(head.as_bytes(), b"\r\n") else {
+        return Ok(fields);
+    };
+    let bytes = head.as_bytes();
+    let mut offset = first_end + 2;
+    while offset <= head.len() {
         let line_start = offset;
-        offset += line.len() + 2;
-        if i == 0 {
-            continue;
-        }
         // A bare CR or LF would make the field boundaries a matter of
-        // interpretation; RFC 3261 requires CRLF.
-        if line.contains(['\r', '\n']) {
-            return Err(ErrorKind::HeaderLine);
-        }
+        // interpretation; RFC 3261 requires CRLF. One scan finds the line's
+        // end and refuses a stray CR or LF on the way.
+        let rest = bytes.get(line_start..).unwrap_or_default();
+        let line_end = match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+            None => head.len(),
+            Some(n) if rest.get(n..n + 2) == Some(b"\r\n") => line_start + n,
+            Some(_) => return Err(ErrorKind::HeaderLine),
+        };
+        offset = line_end + 2;
+        let line = head
+            .get(line_start..line_end)
+            .ok_or(ErrorKind::HeaderLine)?;
         if line.starts_with([' ', '\t']) {
             let cur = current.as_mut().ok_or(ErrorKind::HeaderLine)?;
             cur.2 = line_start + line.len();
@@ -764,11 +797,11 @@ impl Message {
     }
 
     pub fn from(&self) -> Option<&NameAddr> {
-        self.core.from.as_ref()
+        self.core.from.as_deref()
     }
 
     pub fn to(&self) -> Option<&NameAddr> {
-        self.core.to.as_ref()
+        self.core.to.as_deref()
     }
 
     pub fn call_id(&self) -> Option<&str> {
@@ -1037,7 +1070,7 @@ impl Message {
         if self.core.vias.is_empty() {
             None
         } else {
-            Some(self.core.vias.remove(0))
+            Some(Arc::make_mut(&mut self.core.vias).remove(0))
         }
     }
 
@@ -1096,9 +1129,10 @@ impl Message {
         if let Some(f) = self.fields.get_mut(i) {
             f.value = FieldValue::Owned(joined.into());
         }
-        match self.core.vias.first_mut() {
+        let vias = Arc::make_mut(&mut self.core.vias);
+        match vias.first_mut() {
             Some(top) => *top = typed,
-            None => self.core.vias.push(typed),
+            None => vias.push(typed),
         }
         Ok(self)
     }
@@ -1122,7 +1156,7 @@ impl Message {
         // parsed cannot change how the rest of it parses, so there is
         // nothing to re-check (every response a UAS sends goes through
         // here).
-        let mut typed = to.clone();
+        let mut typed = NameAddr::clone(to);
         typed.set_tag(tag);
         let i = self
             .fields
@@ -1141,7 +1175,7 @@ impl Message {
         value.push_str(";tag=");
         value.push_str(tag);
         field.value = FieldValue::Owned(value.into());
-        self.core.to = Some(typed);
+        self.core.to = Some(Arc::new(typed));
         Ok(self)
     }
 
