@@ -235,6 +235,70 @@ async fn register_over_tcp(db: Db) {
     server.shutdown().await;
 }
 
+/// Every SIP message SIPp received, as text, oldest first.
+fn all_received(messages: &str) -> Vec<String> {
+    messages
+        .split("message received")
+        .skip(1)
+        .map(|block| {
+            block
+                .lines()
+                .skip(1)
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.starts_with("----"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The value of `name=` in a header line starting with `header`, quotes removed.
+fn param_of(msg: &str, header: &str, name: &str) -> Option<String> {
+    let line = msg.lines().find(|l| l.starts_with(header))?;
+    let at = line.find(&format!("{name}="))? + name.len() + 1;
+    let rest = line[at..].trim_start_matches('"');
+    Some(rest.split(['"', ';', ',', ' ']).next()?.to_owned())
+}
+
+/// A retransmitted first REGISTER is challenged afresh, as a stateless UAS answers (RFC 3261
+/// §8.2.7: the server keeps no transaction for an unauthenticated request): a new nonce, the
+/// same To tag. The phone then registers on the second challenge.
+async fn retransmitted_first_register_is_challenged_afresh(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data) = server(&tdb, "").await;
+    phone(&server, "100", "alice", "alice-secret").await;
+    let udp = sip_addr(&server, Transport::Udp);
+    let run = sipp(
+        "register_retransmitted.xml",
+        udp,
+        Transport::Udp,
+        "alice",
+        "alice-secret",
+        300,
+    )
+    .await;
+    assert!(run.ok, "{}\n{}", run.stderr, run.messages);
+    let challenges: Vec<String> = all_received(&run.messages)
+        .into_iter()
+        .filter(|m| m.starts_with("SIP/2.0 401"))
+        .collect();
+    assert_eq!(challenges.len(), 2, "{}", run.messages);
+    let tag = |m: &str| param_of(m, "To:", "tag");
+    let nonce = |m: &str| param_of(m, "WWW-Authenticate:", "nonce");
+    assert!(tag(&challenges[0]).is_some(), "{}", challenges[0]);
+    assert_eq!(tag(&challenges[0]), tag(&challenges[1]));
+    assert!(nonce(&challenges[0]).is_some(), "{}", challenges[0]);
+    assert_ne!(
+        nonce(&challenges[0]),
+        nonce(&challenges[1]),
+        "the retransmission got the first 401 again: the challenge was kept as transaction state"
+    );
+    assert_eq!(bindings(&server, "alice").await, 1);
+    server.shutdown().await;
+}
+
 /// Masks the values that differ by design between two challenges (tags, nonces, Call-ID, Via
 /// branch), leaving everything an attacker could compare.
 fn masked(msg: &str) -> String {
@@ -449,6 +513,7 @@ async fn options_is_answered(db: Db) {
 on_both_databases!(
     register_and_unregister,
     register_over_tcp,
+    retransmitted_first_register_is_challenged_afresh,
     wrong_password_and_unknown_user_look_the_same,
     bindings_expire_on_time,
     too_short_expiry_gets_423,

@@ -158,6 +158,11 @@ pub struct RegisterOutcome {
     /// set for a REGISTER without credentials (every phone's first
     /// attempt), a stale nonce, or a replay (which needs the password).
     pub auth_failure: bool,
+    /// `response` challenges a request that could not be authenticated (no credentials, a
+    /// stale or foreign nonce): it may be sent statelessly (RFC 3261 §8.2.7), since answering a
+    /// retransmission afresh gives the same answer with the same To tag. Not set for a wrong
+    /// password: a retransmission must not count as a second failure toward a ban.
+    pub stateless: bool,
 }
 
 // Caps on per-binding strings: the memory target is under 1 KiB per
@@ -281,7 +286,7 @@ impl Registrar {
 
         // Step 3: authentication.
         let c = match authorization {
-            None => return RegisterOutcome::reply(self.challenge(req, false, now_ms)),
+            None => return RegisterOutcome::challenge(self.challenge(req, false, now_ms)),
             Some(Err(())) => return RegisterOutcome::reply(self.reply(req, 400)),
             Some(Ok(c)) => c,
         };
@@ -302,13 +307,13 @@ impl Registrar {
             (Verdict::Ok, Some(p)) => p,
             (Verdict::Malformed, _) => return RegisterOutcome::reply(self.reply(req, 400)),
             (Verdict::Stale, _) => {
-                return RegisterOutcome::reply(self.challenge(req, true, now_ms));
+                return RegisterOutcome::challenge(self.challenge(req, true, now_ms));
             }
             // Replay and foreign nonces: the response was either right or
             // never checked, so stale=true lets the phone retry silently
             // with a fresh nonce and tells an attacker nothing.
             (Verdict::Failed(Failure::Replay | Failure::Nonce), _) => {
-                return RegisterOutcome::reply(self.challenge(req, true, now_ms));
+                return RegisterOutcome::challenge(self.challenge(req, true, now_ms));
             }
             // Wrong password and unknown user take this same path, so the
             // two answers cannot be told apart.
@@ -341,6 +346,7 @@ impl Registrar {
                     response,
                     changes,
                     auth_failure: false,
+                    stateless: false,
                 }
             }
             Err(rsp) => RegisterOutcome::reply(*rsp),
@@ -686,6 +692,15 @@ impl RegisterOutcome {
             response,
             changes: Vec::new(),
             auth_failure: false,
+            stateless: false,
+        }
+    }
+
+    /// A challenge to a request that could not be authenticated.
+    fn challenge(response: Message) -> RegisterOutcome {
+        RegisterOutcome {
+            stateless: true,
+            ..RegisterOutcome::reply(response)
         }
     }
 }
@@ -1024,8 +1039,15 @@ mod tests {
         let rsp = &out.response;
         assert_eq!(rsp.status(), Some(401));
         assert!(!out.auth_failure);
+        // Unauthenticated: may go statelessly, and a retransmission gets the same To tag.
+        assert!(out.stateless);
         assert!(out.changes.is_empty());
         assert!(rsp.to().and_then(NameAddr::tag).is_some());
+        let again = w.send(&req, udp());
+        assert_eq!(
+            again.response.to().and_then(NameAddr::tag),
+            rsp.to().and_then(NameAddr::tag)
+        );
         let ch: Vec<_> = rsp
             .challenges(&HeaderName::WwwAuthenticate)
             .map(Result::unwrap)
@@ -1124,6 +1146,8 @@ mod tests {
         for out in [&a, &b] {
             assert_eq!(out.response.status(), Some(401));
             assert!(out.auth_failure);
+            // Stateful, so a retransmission is absorbed instead of counting twice.
+            assert!(!out.stateless);
             assert!(out.changes.is_empty());
         }
         assert_eq!(mask(&a.response), mask(&b.response));
@@ -1140,6 +1164,7 @@ mod tests {
         let out = p.once(&mut w, C1);
         assert_eq!(out.response.status(), Some(401));
         assert!(!out.auth_failure);
+        assert!(out.stateless);
         assert!(out.changes.is_empty());
         let ch = out
             .response

@@ -24,7 +24,7 @@ use super::guard::{Ban, Guard, GuardConfig};
 use super::{Binding, BindingChange, Registrar, RegistrarConfig, Source, Transport};
 use crate::config::{self, Config};
 use crate::sip::auth::{Algorithm, DigestServer};
-use crate::sip::endpoint::{Command, Request, RequestHandler};
+use crate::sip::endpoint::{Answer, Command, Request, RequestHandler};
 use crate::sip::header::Credentials;
 use crate::sip::message::Message;
 use crate::sip::transaction::ServerTxId;
@@ -241,7 +241,7 @@ impl RequestHandler for Handle {
 
     /// Decides a REGISTER on the endpoint's task when the credentials are in memory (nearly
     /// always: they are preloaded); only a cache miss goes to the database, on a task of its own.
-    fn submit(&self, req: Request) -> Option<(ServerTxId, Message)> {
+    fn submit(&self, req: Request) -> Option<Answer> {
         let ip = req.source.addr.ip();
         if lock(&self.shared.guard).is_banned(ip, now()) {
             // A banned source gets no answer at all: answering costs us and tells it the ban's
@@ -264,10 +264,13 @@ impl RequestHandler for Handle {
                                 None
                             }
                         };
-                        if let (Some((tx, response)), Some(endpoint)) =
+                        if let (Some(a), Some(endpoint)) =
                             (decide(&shared, req, None, creds), &shared.endpoint)
                         {
-                            let _ = endpoint.send(Command::Respond(vec![(tx, response)])).await;
+                            // Stateful even for a challenge: this path is rare (a cache miss).
+                            let _ = endpoint
+                                .send(Command::Respond(vec![(a.tx, a.response)]))
+                                .await;
                         }
                     });
                     return None;
@@ -287,7 +290,7 @@ fn decide(
     req: Request,
     authorization: Option<Option<Result<Credentials, ()>>>,
     creds: Option<PhoneCredentials>,
-) -> Option<(ServerTxId, Message)> {
+) -> Option<Answer> {
     let now = now();
     let source = source_of(&req);
     let authorization = authorization.unwrap_or_else(|| Registrar::digest_credentials(&req.msg));
@@ -302,7 +305,11 @@ fn decide(
         record_auth_failure(shared, source.addr.ip(), now);
     }
     if outcome.changes.is_empty() {
-        return Some((req.tx, outcome.response));
+        return Some(Answer {
+            tx: req.tx,
+            response: outcome.response,
+            stateless: outcome.stateless,
+        });
     }
     let Some(writes) = &shared.writes else {
         // An idle handle never sees SIP traffic.
@@ -322,7 +329,11 @@ fn decide(
             let (tx, response) = pending.reply?;
             let mut busy = Message::response_to(&response, 503, "Service Unavailable");
             let _ = busy.push_header(crate::sip::header::HeaderName::RetryAfter, "1");
-            Some((tx, busy))
+            Some(Answer {
+                tx,
+                response: busy,
+                stateless: false,
+            })
         }
     }
 }

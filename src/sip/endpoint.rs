@@ -45,12 +45,23 @@ pub struct Request {
     pub source: Peer,
 }
 
+/// A response a service gives at once.
+#[derive(Debug)]
+pub struct Answer {
+    pub tx: ServerTxId,
+    pub response: Message,
+    /// Send it as a stateless UAS would and forget the transaction (RFC 3261 §8.2.7; see
+    /// [`TransactionLayer::respond_statelessly`]): for a challenge to an unauthenticated
+    /// non-INVITE request, whose To tag the service derives from the request.
+    pub stateless: bool,
+}
+
 /// A service that takes requests from the endpoint. `submit` runs on the endpoint's task and
 /// must not block: it answers at once when it can (most REGISTERs: the decision is in memory),
 /// or takes the request and answers later through [`Command::Respond`] (after a database write
 /// or lookup). Answering in place saves two task hand-offs per request.
 pub trait RequestHandler: Send + Sync {
-    fn submit(&self, req: Request) -> Option<(ServerTxId, Message)>;
+    fn submit(&self, req: Request) -> Option<Answer>;
 
     /// Whether requests from `source` get no answer at all (a banned address): the endpoint
     /// then forgets the transaction instead of keeping it open for an answer that never comes.
@@ -355,8 +366,12 @@ fn drain(
                     continue;
                 }
                 let req = Request { tx, msg, source };
-                if let Some((tx, response)) = services.register.submit(req) {
-                    let _ = layer.send_response(tx, response, now);
+                if let Some(a) = services.register.submit(req) {
+                    if a.stateless {
+                        let _ = layer.respond_statelessly(a.tx, a.response, now);
+                    } else {
+                        let _ = layer.send_response(a.tx, a.response, now);
+                    }
                 }
             }
             Output::Cancel {

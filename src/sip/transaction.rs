@@ -852,6 +852,43 @@ impl TransactionLayer {
         Ok(())
     }
 
+    /// Answers a non-INVITE request with a final response and forgets the transaction at once,
+    /// as a stateless UAS does (RFC 3261 §8.2.7): no Timer J, no response kept for
+    /// retransmissions. A retransmission of the request starts a new transaction and is
+    /// answered afresh.
+    ///
+    /// Meant for challenges (401/407) to unauthenticated requests, the RFC's own example:
+    /// keeping them stateful lets a flood of unauthenticated requests fill the table for 64·T1
+    /// (§26.1.5), and under a normal load it doubles what every registration keeps. The TU must
+    /// derive the response's To tag from the request, so that a retransmission gets the same
+    /// one (§8.2.7). An INVITE or a provisional response is refused with
+    /// [`TxError::WrongState`]: those need the state machine.
+    pub fn respond_statelessly(
+        &mut self,
+        tx: ServerTxId,
+        resp: Message,
+        _now: Instant,
+    ) -> Result<(), TxError> {
+        let status = resp.status().ok_or(TxError::NotAResponse)?;
+        if !(100..=699).contains(&status) {
+            return Err(TxError::BadStatus);
+        }
+        if status < 200 {
+            return Err(TxError::WrongState);
+        }
+        let s = self.servers.get(&tx.0).ok_or(TxError::UnknownTransaction)?;
+        if s.invite() || !matches!(s.state, ServerState::Trying | ServerState::Proceeding) {
+            return Err(TxError::WrongState);
+        }
+        self.outputs.push_back(Output::Transmit {
+            to: s.reply_to,
+            bytes: Arc::from(resp.to_bytes()),
+            tx: None,
+        });
+        self.remove_server(tx.0);
+        Ok(())
+    }
+
     /// Forgets a server transaction the TU will never answer (a request from a banned source):
     /// no response, no 100 Trying, no state left behind. A retransmission of the request
     /// starts a new transaction, which the TU can discard again.
@@ -1825,6 +1862,45 @@ mod tests {
         // After J, the same request is new again.
         l.handle_incoming(reg, udp(), c.at(101.0));
         expect_request(&mut l);
+    }
+
+    #[test]
+    fn stateless_challenge_leaves_no_transaction_behind() {
+        let c = clock();
+        let mut l = layer();
+        let reg = request("REGISTER", "z9hG4bKchal1");
+        l.handle_incoming(reg.clone(), udp(), c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        // A provisional response needs the state machine.
+        assert_eq!(
+            l.respond_statelessly(tx, Message::response_to(&got, 100, "Trying"), c.at(0.1)),
+            Err(TxError::WrongState)
+        );
+        l.respond_statelessly(
+            tx,
+            Message::response_to(&got, 401, "Unauthorized"),
+            c.at(0.1),
+        )
+        .expect("challenge");
+        let sent = drain(&mut l);
+        assert!(
+            matches!(&sent[..], [Output::Transmit { to, tx: None, .. }, Output::Terminated { tx: TxId::Server(x) }] if *to == udp() && *x == tx),
+            "{sent:?}"
+        );
+        // Nothing left: no Timer J, no response kept.
+        assert!(l.is_empty());
+        assert_eq!(l.poll_timeout(), None);
+        // A retransmission of the request is a new request, for the TU to answer afresh.
+        l.handle_incoming(reg, udp(), c.at(0.5));
+        let (again, _) = expect_request(&mut l);
+        assert_ne!(again, tx);
+        // An INVITE keeps its state machine (its ACK must be absorbed).
+        l.handle_incoming(request("INVITE", "z9hG4bKchal2"), udp(), c.at(1.0));
+        let (inv, got) = expect_request(&mut l);
+        assert_eq!(
+            l.respond_statelessly(inv, Message::response_to(&got, 407, "x"), c.at(1.0)),
+            Err(TxError::WrongState)
+        );
     }
 
     #[test]
