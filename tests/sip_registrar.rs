@@ -119,20 +119,28 @@ async fn register_alice(to: SocketAddr, transport: Transport, expires: u32) -> S
     .await
 }
 
+/// Every SIP message SIPp received, as text, oldest first.
+fn all_received(messages: &str) -> Vec<String> {
+    messages
+        .split("message received")
+        .skip(1)
+        .map(|block| {
+            block
+                .lines()
+                .skip(1)
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.starts_with("----"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
 /// The last SIP message SIPp received, as text.
 fn last_received(messages: &str) -> String {
-    messages
-        .rsplit("message received")
-        .next()
-        .unwrap_or("")
-        .lines()
-        .skip(1)
-        .skip_while(|l| l.trim().is_empty())
-        .take_while(|l| !l.starts_with("----"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .trim()
-        .to_owned()
+    all_received(messages).pop().unwrap_or_default()
 }
 
 async fn bindings(server: &Server, aor: &str) -> usize {
@@ -233,25 +241,6 @@ async fn register_over_tcp(db: Db) {
         switchboard::registrar::Transport::Tcp
     );
     server.shutdown().await;
-}
-
-/// Every SIP message SIPp received, as text, oldest first.
-fn all_received(messages: &str) -> Vec<String> {
-    messages
-        .split("message received")
-        .skip(1)
-        .map(|block| {
-            block
-                .lines()
-                .skip(1)
-                .skip_while(|l| l.trim().is_empty())
-                .take_while(|l| !l.starts_with("----"))
-                .collect::<Vec<_>>()
-                .join("\n")
-                .trim()
-                .to_owned()
-        })
-        .collect()
 }
 
 /// The value of `name=` in a header line starting with `header`, quotes removed.
