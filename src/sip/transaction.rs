@@ -276,12 +276,17 @@ struct Entry {
     kind: TimerKind,
 }
 
-/// Pending deadlines: a heap, plus first-in-first-out lanes for the timers whose duration is
-/// the same every time they are armed (the linger timers D, I, J, K, L and M: 64·T1 or T4 from
-/// the configuration). Armed with a `now` that does not go back, a lane is in deadline order by
-/// construction, so those timers cost O(1) to arm and to fire instead of O(log n) on a heap
-/// that holds hundreds of thousands of Timer J entries under registration load. Entries are
-/// deleted lazily (see [`TransactionLayer::is_live`]).
+/// Pending deadlines: first-in-first-out lanes, one per timer duration, plus a heap for the
+/// rest. Every timer of the layer has one of a few durations, fixed by the configuration
+/// (64·T1 for B, F, H, J, L, M; T4 for I and K; T1·2ⁿ capped at T2 for the retransmissions;
+/// the 100 Trying delay). Armed with a `now` that does not go back, a lane is in deadline order
+/// by construction, so a timer costs O(1) to arm and to fire instead of O(log n) on a heap that
+/// holds every pending Timer B, F and J under load (most of them cancelled, deleted lazily: see
+/// [`TransactionLayer::is_live`]). The heap takes what does not fit: a clock that went back, or
+/// more distinct durations than [`MAX_LANES`].
+/// Most lanes a [`TimerQueue`] keeps; finding the earliest deadline looks at each lane's front.
+const MAX_LANES: usize = 16;
+
 #[derive(Debug, Default)]
 struct TimerQueue {
     heap: BinaryHeap<Reverse<Entry>>,
@@ -290,22 +295,21 @@ struct TimerQueue {
 
 impl TimerQueue {
     fn push(&mut self, entry: Entry, after: Duration) {
-        if matches!(entry.kind.slot(), Slot::Linger) {
-            let lane = match self.lanes.iter().position(|(d, _)| *d == after) {
-                Some(i) => i,
-                None => {
-                    self.lanes.push((after, VecDeque::new()));
-                    self.lanes.len() - 1
-                }
-            };
-            if let Some((_, q)) = self.lanes.get_mut(lane) {
-                if q.back().map_or(true, |last| *last <= entry) {
-                    q.push_back(entry);
-                    return;
-                }
+        let lane = match self.lanes.iter().position(|(d, _)| *d == after) {
+            Some(i) => Some(i),
+            None if self.lanes.len() < MAX_LANES => {
+                self.lanes.push((after, VecDeque::new()));
+                Some(self.lanes.len() - 1)
+            }
+            None => None,
+        };
+        if let Some((_, q)) = lane.and_then(|i| self.lanes.get_mut(i)) {
+            if q.back().map_or(true, |last| *last <= entry) {
+                q.push_back(entry);
+                return;
             }
         }
-        // Out of order (a clock that went back) or not a fixed-length timer.
+        // Out of order (a clock that went back), or no lane left for this duration.
         self.heap.push(Reverse(entry));
     }
 
@@ -1862,6 +1866,47 @@ mod tests {
         // After J, the same request is new again.
         l.handle_incoming(reg, udp(), c.at(101.0));
         expect_request(&mut l);
+    }
+
+    #[test]
+    fn timer_queue_pops_in_deadline_order_across_lanes_and_heap() {
+        let t0 = Instant::now();
+        let mut q = TimerQueue::default();
+        let mut want = Vec::new();
+        // More distinct durations than lanes, armed at increasing times, plus one armed with a
+        // clock that went back: all must come out in deadline order.
+        for i in 0..(MAX_LANES as u64 + 8) {
+            let now = t0 + Duration::from_millis(i);
+            let after = Duration::from_millis(1000 - 37 * i);
+            q.push(
+                Entry {
+                    at: now + after,
+                    id: i,
+                    kind: TimerKind::E,
+                },
+                after,
+            );
+            want.push((now + after, i));
+        }
+        let late = t0 + Duration::from_millis(500);
+        q.push(
+            Entry {
+                at: late,
+                id: 99,
+                kind: TimerKind::E,
+            },
+            Duration::from_millis(1000),
+        );
+        want.push((late, 99));
+        assert!(q.lanes.len() <= MAX_LANES);
+        assert!(!q.heap.is_empty());
+        want.sort();
+        let mut got = Vec::new();
+        while let Some(e) = q.pop() {
+            got.push((e.at, e.id));
+        }
+        assert_eq!(got, want);
+        assert!(q.is_empty());
     }
 
     #[test]
