@@ -126,6 +126,10 @@ impl Store {
         let pool = AnyPoolOptions::new()
             // SQLite serialises writers anyway; a small pool avoids lock churn.
             .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            // A SQLite connection is a file handle, not a socket that can die while idle: the
+            // ping sqlx sends before lending one out is a pointless round trip to its thread
+            // (one per commit of the registrar's writer).
+            .test_before_acquire(backend != Backend::Sqlite)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await?;
