@@ -78,6 +78,13 @@ async fn batches_apply_in_order(db: Db) {
     assert_eq!(loaded[0].source.transport, Transport::Tcp);
     assert_eq!(loaded[0].q, Some(500));
     assert_eq!(loaded[0].user_agent.as_deref(), Some("Desk/1.0"));
+    assert_eq!(loaded[0].call_id, "c1");
+    assert_eq!(loaded[0].cseq, 7);
+    assert_eq!(
+        (loaded[0].instance.as_deref(), loaded[0].reg_id),
+        (None, None)
+    );
+    assert_eq!(loaded[0].updated_ms, 1);
 
     // Remove then add again in one batch: present.
     store
@@ -117,6 +124,40 @@ async fn batches_apply_in_order(db: Db) {
     // Expired ones are not loaded, and are deleted.
     assert!(store.load_bindings(far + 10).await.unwrap().is_empty());
     assert_eq!(store.delete_expired_bindings(far + 10).await.unwrap(), 1);
+
+    // Text survives the trip whatever it holds (SQLite takes a batch as one JSON document).
+    let mut odd = binding(
+        phone.id,
+        user.id,
+        "alice",
+        "sip:o@[2001:db8::1]:5070;x=\"y\"",
+        far,
+    );
+    odd.user_agent = Some("Desk \"2\" \\ é\u{1}".into());
+    odd.instance = Some("<urn:uuid:00000000-0000-1000-8000-000000000001>".into());
+    odd.reg_id = Some(2);
+    odd.q = None;
+    store
+        .apply_binding_changes(&[BindingChange::Upsert(odd.clone())])
+        .await
+        .unwrap();
+    let back = store.load_bindings(0).await.unwrap();
+    let got = back
+        .iter()
+        .find(|b| b.contact == odd.contact)
+        .expect("the odd binding");
+    assert_eq!(got.user_agent, odd.user_agent);
+    assert_eq!(
+        (&got.instance, got.reg_id, got.q),
+        (&odd.instance, Some(2), None)
+    );
+    store
+        .apply_binding_changes(&[BindingChange::Remove {
+            aor: "alice".into(),
+            contact: odd.contact.clone(),
+        }])
+        .await
+        .unwrap();
 
     // A binding of a phone that no longer exists fails the batch (the caller retries alone).
     let ghost = binding(phone.id + 999, user.id, "ghost", "sip:g@1", far);
