@@ -856,8 +856,8 @@ impl TransactionLayer {
         Ok(())
     }
 
-    /// Answers a non-INVITE request with a final response and forgets the transaction at once,
-    /// as a stateless UAS does (RFC 3261 §8.2.7): no Timer J, no response kept for
+    /// Answers a request with a final response and forgets the transaction at once, as a
+    /// stateless UAS does (RFC 3261 §8.2.7): no Timer G or J, no response kept for
     /// retransmissions. A retransmission of the request starts a new transaction and is
     /// answered afresh.
     ///
@@ -865,8 +865,10 @@ impl TransactionLayer {
     /// keeping them stateful lets a flood of unauthenticated requests fill the table for 64·T1
     /// (§26.1.5), and under a normal load it doubles what every registration keeps. The TU must
     /// derive the response's To tag from the request, so that a retransmission gets the same
-    /// one (§8.2.7). An INVITE or a provisional response is refused with
-    /// [`TxError::WrongState`]: those need the state machine.
+    /// one (§8.2.7). For an INVITE, no transaction absorbs the ACK of the response: it reaches
+    /// the TU as [`Output::Ack2xx`], which must ignore it (§8.2.7: a stateless UAS ignores ACK).
+    /// A provisional response, or a 2xx to an INVITE, is refused with [`TxError::WrongState`]:
+    /// those need the state machine.
     pub fn respond_statelessly(
         &mut self,
         tx: ServerTxId,
@@ -881,7 +883,12 @@ impl TransactionLayer {
             return Err(TxError::WrongState);
         }
         let s = self.servers.get(&tx.0).ok_or(TxError::UnknownTransaction)?;
-        if s.invite() || !matches!(s.state, ServerState::Trying | ServerState::Proceeding) {
+        let open = if s.invite() {
+            s.state == ServerState::Proceeding && status >= 300
+        } else {
+            matches!(s.state, ServerState::Trying | ServerState::Proceeding)
+        };
+        if !open {
             return Err(TxError::WrongState);
         }
         self.outputs.push_back(Output::Transmit {
@@ -1939,13 +1946,32 @@ mod tests {
         l.handle_incoming(reg, udp(), c.at(0.5));
         let (again, _) = expect_request(&mut l);
         assert_ne!(again, tx);
-        // An INVITE keeps its state machine (its ACK must be absorbed).
+        l.discard(again);
+        drain(&mut l);
+        // An INVITE's 2xx needs the state machine; a challenge does not, and its ACK goes up
+        // to the TU, there being no transaction to absorb it.
         l.handle_incoming(request("INVITE", "z9hG4bKchal2"), udp(), c.at(1.0));
         let (inv, got) = expect_request(&mut l);
         assert_eq!(
-            l.respond_statelessly(inv, Message::response_to(&got, 407, "x"), c.at(1.0)),
+            l.respond_statelessly(inv, Message::response_to(&got, 200, "OK"), c.at(1.0)),
             Err(TxError::WrongState)
         );
+        l.respond_statelessly(inv, Message::response_to(&got, 407, "x"), c.at(1.0))
+            .expect("challenge");
+        let sent = drain(&mut l);
+        assert!(
+            matches!(
+                &sent[..],
+                [Output::Transmit { tx: None, .. }, Output::Terminated { .. }]
+            ),
+            "{sent:?}"
+        );
+        assert!(l.is_empty());
+        l.handle_incoming(request("ACK", "z9hG4bKchal2"), udp(), c.at(1.1));
+        let up = drain(&mut l);
+        assert!(matches!(&up[..], [Output::Ack2xx { .. }]), "{up:?}");
+        // Nothing is retransmitted: no Timer G.
+        assert!(run(&mut l, c.at(40.0)).is_empty());
     }
 
     #[test]

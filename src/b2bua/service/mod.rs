@@ -389,6 +389,13 @@ impl Calls {
             return;
         };
         if leg == super::call::Leg::Caller {
+            // The ACK of a challenge sent statelessly (no transaction absorbed it) carries this
+            // dialog's identifiers too, the To tag being derived from the request, but the
+            // challenged INVITE's lower CSeq. It ends nothing.
+            let seq = |m: &Message| m.cseq().map(|c| c.seq);
+            if seq(msg) < seq(e.call.caller_invite()) {
+                return;
+            }
             e.ok_retransmit = None;
         }
         e.call.on_request(leg, 0, msg, now);
@@ -724,8 +731,11 @@ impl Calls {
         let now_ms = now_ms().max(0) as u64;
         let creds = digest_credentials(&msg);
         let Some(creds) = creds else {
+            // Unauthenticated: challenged as a stateless UAS would (RFC 3261 §8.2.7), keeping
+            // no transaction for it (the To tag is derived from the request; the ACK is
+            // ignored in `on_ack`).
             let rsp = self.challenge(&msg, false, now_ms);
-            let _ = layer.send_response(tx, rsp, now);
+            let _ = layer.respond_statelessly(tx, rsp, now);
             return;
         };
         let username = creds.username().unwrap_or_default().to_owned();
@@ -773,7 +783,7 @@ impl Calls {
             }
             (Verdict::Stale, _) => {
                 let rsp = self.challenge(&msg, true, now_ms);
-                let _ = layer.send_response(tx, rsp, now);
+                let _ = layer.respond_statelessly(tx, rsp, now);
                 return;
             }
             // A wrong password and an unknown user get the same fresh challenge, and count
