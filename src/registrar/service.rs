@@ -5,8 +5,9 @@
 //! The decision itself runs on the endpoint's task ([`RequestHandler::submit`]): credentials are
 //! preloaded, the binding table is in memory, so a 401, a 423 or a query is answered in place,
 //! and only a change goes on, to the writer. A challenge to an unauthenticated REGISTER is
-//! answered statelessly ([`Answer::stateless`], RFC 3261 §8.2.7): no transaction is kept for it. A credentials cache miss is looked up on a task of
-//! its own and answered through the endpoint's command channel.
+//! answered statelessly ([`Answer::stateless`], RFC 3261 §8.2.7): no transaction is kept for
+//! it. A credentials cache miss is looked up on a task of its own and answered through the
+//! endpoint's command channel.
 //!
 //! Writes are batched: every change that arrives within [`WRITE_LINGER`] of the first goes into
 //! one transaction, and the responses for all of them are released after the commit. Under load that turns thousands
