@@ -45,6 +45,7 @@ use std::net::SocketAddr;
 
 use crate::sip::auth::{DigestServer, Failure, Verdict};
 use crate::sip::header::{unquote, Credentials, HeaderName, NameAddr};
+use crate::sip::lex::push_decimal;
 use crate::sip::message::{reason_phrase, Message, Method};
 use crate::sip::uri::{SipUri, Uri};
 
@@ -179,6 +180,8 @@ pub struct Registrar {
     config: RegistrarConfig,
     digest: DigestServer,
     bindings: HashMap<String, Vec<Binding>>,
+    /// The Date header of the current second, with that second: every 200 carries one.
+    date: (u64, String),
 }
 
 /// A contact of the request, checked and typed.
@@ -207,6 +210,7 @@ impl Registrar {
             config,
             digest: DigestServer::new(secret),
             bindings: HashMap::new(),
+            date: (0, http_date(0)),
         }
     }
 
@@ -534,7 +538,8 @@ impl Registrar {
     /// Types one Contact of the request; `None` means 400.
     fn wanted(&self, req: &Message, na: &NameAddr) -> Option<Wanted> {
         na.uri.as_sip()?;
-        let text = na.uri.to_string();
+        let mut text = String::with_capacity(64);
+        na.uri.push_to(&mut text);
         if text.len() > MAX_CONTACT_LEN {
             return None;
         }
@@ -597,12 +602,16 @@ impl Registrar {
     }
 
     /// 200 listing every current binding of the AOR (§10.3 step 8).
-    fn ok(&self, req: &Message, aor: &str, now_ms: u64) -> Message {
+    fn ok(&mut self, req: &Message, aor: &str, now_ms: u64) -> Message {
+        let second = now_ms / 1000;
+        if self.date.0 != second {
+            self.date = (second, http_date(now_ms));
+        }
         let mut rsp = self.reply(req, 200);
         for b in self.lookup(aor, now_ms) {
             let _ = rsp.push_header(HeaderName::Contact, &contact_value(b, now_ms));
         }
-        let _ = rsp.push_header(HeaderName::Date, &http_date(now_ms));
+        let _ = rsp.push_header(HeaderName::Date, &self.date.1);
         rsp
     }
 
@@ -752,7 +761,11 @@ pub fn uri_equivalent(a: &Uri, b: &Uri) -> bool {
 }
 
 fn contact_value(b: &Binding, now_ms: u64) -> String {
-    let mut v = format!("<{}>;expires={}", b.contact, b.remaining_secs(now_ms));
+    let mut v = String::with_capacity(b.contact.len() + 24);
+    v.push('<');
+    v.push_str(&b.contact);
+    v.push_str(">;expires=");
+    push_decimal(&mut v, b.remaining_secs(now_ms));
     if let Some(q) = b.q {
         v.push_str(";q=");
         v.push_str(&format_q(q));
@@ -762,7 +775,8 @@ fn contact_value(b: &Binding, now_ms: u64) -> String {
         v.push_str(&crate::sip::auth::quote(i));
     }
     if let Some(r) = b.reg_id {
-        v.push_str(&format!(";reg-id={r}"));
+        v.push_str(";reg-id=");
+        push_decimal(&mut v, u64::from(r));
     }
     v
 }

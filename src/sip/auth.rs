@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use md5::Md5;
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest, Sha256};
 
 use crate::sip::header::{Challenge, Credentials};
 
@@ -51,27 +51,51 @@ impl Algorithm {
 
     /// Lowercase hex of H(data).
     pub fn hash_hex(self, data: &[u8]) -> String {
+        self.hash_hex_parts(&[data])
+    }
+
+    /// Lowercase hex of H(the parts, concatenated), without concatenating them first: digest
+    /// inputs are `a:b:c` strings, and building each one would cost an allocation per hash.
+    pub fn hash_hex_parts(self, parts: &[&[u8]]) -> String {
+        fn run<D: Digest>(parts: &[&[u8]]) -> String {
+            let mut d = D::new();
+            for p in parts {
+                d.update(p);
+            }
+            hex(&d.finalize())
+        }
         match self {
-            Algorithm::Sha256 => hex(&Sha256::digest(data)),
-            Algorithm::Md5 => hex(&Md5::digest(data)),
+            Algorithm::Sha256 => run::<Sha256>(parts),
+            Algorithm::Md5 => run::<Md5>(parts),
         }
     }
 }
 
 /// HA1 = H(username ":" realm ":" password), lowercase hex.
 pub fn ha1(alg: Algorithm, username: &str, realm: &str, password: &str) -> String {
-    alg.hash_hex(format!("{username}:{realm}:{password}").as_bytes())
+    alg.hash_hex_parts(&[
+        username.as_bytes(),
+        b":",
+        realm.as_bytes(),
+        b":",
+        password.as_bytes(),
+    ])
 }
 
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
+    push_hex(&mut s, bytes);
     s
+}
+
+/// Appends the lowercase hex of `bytes` to `out`.
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
 }
 
 /// The `response` value of RFC 7616 §3.4.1 for the qop `auth` (when `qop`
@@ -85,12 +109,22 @@ pub fn response(
     method: &str,
     uri: &str,
 ) -> String {
-    let ha2 = alg.hash_hex(format!("{method}:{uri}").as_bytes());
-    let data = match qop {
-        Some((nc, cnonce)) => format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"),
-        None => format!("{ha1}:{nonce}:{ha2}"),
-    };
-    alg.hash_hex(data.as_bytes())
+    let ha2 = alg.hash_hex_parts(&[method.as_bytes(), b":", uri.as_bytes()]);
+    let (ha1, nonce, ha2) = (ha1.as_bytes(), nonce.as_bytes(), ha2.as_bytes());
+    match qop {
+        Some((nc, cnonce)) => alg.hash_hex_parts(&[
+            ha1,
+            b":",
+            nonce,
+            b":",
+            nc.as_bytes(),
+            b":",
+            cnonce.as_bytes(),
+            b":auth:",
+            ha2,
+        ]),
+        None => alg.hash_hex_parts(&[ha1, b":", nonce, b":", ha2]),
+    }
 }
 
 /// An HMAC-SHA256 (RFC 2104) key, for nonces and tokens. Written out rather than taking the `hmac`
@@ -304,11 +338,11 @@ impl DigestServer {
     pub fn nonce(&mut self, realm: &str, now_ms: u64) -> String {
         self.counter = self.counter.wrapping_add(1);
         let mac = self.mac(now_ms, self.counter, realm);
-        format!(
-            "{now_ms:016x}{:016x}{}",
-            self.counter,
-            hex(mac.get(..16).unwrap_or(&mac))
-        )
+        let mut nonce = String::with_capacity(NONCE_LEN);
+        push_hex(&mut nonce, &now_ms.to_be_bytes());
+        push_hex(&mut nonce, &self.counter.to_be_bytes());
+        push_hex(&mut nonce, mac.get(..16).unwrap_or(&mac));
+        nonce
     }
 
     fn check_nonce(&self, nonce: &str, realm: &str) -> Option<NonceParts> {
@@ -345,10 +379,20 @@ impl DigestServer {
         self.algorithms
             .iter()
             .map(|alg| {
-                format!(
-                    "Digest realm={realm}, nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{stale}",
-                    alg.as_str()
-                )
+                let mut v = String::with_capacity(96 + realm.len());
+                for part in [
+                    "Digest realm=",
+                    &realm,
+                    ", nonce=\"",
+                    &nonce,
+                    "\", algorithm=",
+                    alg.as_str(),
+                    ", qop=\"auth\"",
+                    stale,
+                ] {
+                    v.push_str(part);
+                }
+                v
             })
             .collect()
     }

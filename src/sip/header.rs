@@ -256,20 +256,22 @@ pub(crate) fn parse_params<'a>(mut s: &'a str, out: &mut Params) -> Result<&'a s
     }
 }
 
-fn write_params(f: &mut fmt::Formatter<'_>, params: &Params) -> fmt::Result {
+/// Appends `;name[=value]` for each header parameter, as stored.
+fn push_params(out: &mut String, params: &Params) {
     for p in params.iter() {
-        match p.value() {
-            Some(v) => write!(f, ";{}={}", p.name(), v)?,
-            None => write!(f, ";{}", p.name())?,
+        out.push(';');
+        out.push_str(p.name());
+        if let Some(v) = p.value() {
+            out.push('=');
+            out.push_str(v);
         }
     }
-    Ok(())
 }
 
 /// Strips the quotes of a quoted parameter value, if it has them.
 pub fn unquote(v: &str) -> std::borrow::Cow<'_, str> {
     match lex::parse_quoted(v) {
-        Some((s, "")) => std::borrow::Cow::Owned(s),
+        Some((s, "")) => s,
         _ => std::borrow::Cow::Borrowed(v),
     }
 }
@@ -338,8 +340,8 @@ pub const MAGIC_COOKIE: &str = "z9hG4bK";
 /// One Via value (RFC 3261 §20.42, RFC 3581).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Via {
-    /// `protocol-name/protocol-version`, normally `SIP/2.0`.
-    pub protocol: String,
+    /// `protocol-name/protocol-version`, normally `SIP/2.0` (not copied then).
+    pub protocol: std::borrow::Cow<'static, str>,
     pub transport: Transport,
     pub host: Host,
     pub port: Option<u16>,
@@ -413,7 +415,11 @@ impl Via {
             return Err(HeaderError::Syntax);
         }
         let via = Via {
-            protocol: format!("{name}/{version}"),
+            protocol: if name == "SIP" && version == "2.0" {
+                std::borrow::Cow::Borrowed("SIP/2.0")
+            } else {
+                std::borrow::Cow::Owned(format!("{name}/{version}"))
+            },
             transport: Transport::parse(transport),
             host,
             port,
@@ -504,13 +510,28 @@ fn parse_ip(v: &str) -> Option<IpAddr> {
     }
 }
 
+impl Via {
+    /// Appends the Via value's wire form to `out` (what `Display` writes). Every request the
+    /// server receives has its top Via re-rendered (`received`/`rport`), so this avoids `fmt`.
+    pub fn push_to(&self, out: &mut String) {
+        out.push_str(&self.protocol);
+        out.push('/');
+        out.push_str(self.transport.as_str());
+        out.push(' ');
+        self.host.push_to(out);
+        if let Some(p) = self.port {
+            out.push(':');
+            lex::push_decimal(out, u64::from(p));
+        }
+        push_params(out, &self.params);
+    }
+}
+
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{} {}", self.protocol, self.transport, self.host)?;
-        if let Some(p) = self.port {
-            write!(f, ":{p}")?;
-        }
-        write_params(f, &self.params)
+        let mut s = String::with_capacity(96);
+        self.push_to(&mut s);
+        f.write_str(&s)
     }
 }
 
@@ -549,7 +570,7 @@ impl NameAddr {
             if !rest.starts_with('<') {
                 return Err(HeaderError::Syntax);
             }
-            (Some(dn), Some(rest))
+            (Some(dn.into_owned()), Some(rest))
         } else if let Some(lt) = s
             .find(['<', ';', '"'])
             .filter(|&i| s.as_bytes().get(i) == Some(&b'<'))
@@ -635,15 +656,25 @@ impl NameAddr {
     }
 }
 
+impl NameAddr {
+    /// Appends the wire form to `out` (what `Display` writes).
+    pub fn push_to(&self, out: &mut String) {
+        if let Some(dn) = &self.display_name {
+            lex::write_quoted(out, dn);
+            out.push(' ');
+        }
+        out.push('<');
+        self.uri.push_to(out);
+        out.push('>');
+        push_params(out, &self.params);
+    }
+}
+
 impl fmt::Display for NameAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(dn) = &self.display_name {
-            let mut s = String::with_capacity(dn.len() + 3);
-            lex::write_quoted(&mut s, dn);
-            write!(f, "{s} ")?;
-        }
-        write!(f, "<{}>", self.uri)?;
-        write_params(f, &self.params)
+        let mut s = String::with_capacity(96);
+        self.push_to(&mut s);
+        f.write_str(&s)
     }
 }
 
@@ -801,7 +832,7 @@ fn parse_auth(s: &str) -> Result<(String, Vec<AuthParam>), HeaderError> {
             }
             let (value, quoted) = if v.starts_with('"') {
                 match lex::parse_quoted(v) {
-                    Some((q, tail)) if lex::trim_ws(tail).is_empty() => (q, true),
+                    Some((q, tail)) if lex::trim_ws(tail).is_empty() => (q.into_owned(), true),
                     Some(_) => return Err(HeaderError::Param),
                     None => return Err(HeaderError::UnterminatedQuote),
                 }

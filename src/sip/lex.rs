@@ -143,15 +143,35 @@ pub(crate) fn percent_decode(s: &str) -> Option<Cow<'_, [u8]>> {
     Some(Cow::Owned(out))
 }
 
+/// Appends `n` in decimal: the hot paths write ports, expiry times and sequence numbers into
+/// every message, and `fmt` machinery costs several times this loop.
+pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // `n % 10` is below 10, so the cast and the index are in range.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+}
+
 /// Percent-encodes every byte for which `keep` is false.
 pub(crate) fn percent_encode(out: &mut String, s: &[u8], keep: impl Fn(u8) -> bool) {
-    use std::fmt::Write;
     for &b in s {
         if keep(b) {
             out.push(char::from(b));
         } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "%{b:02X}");
+            const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0xf)]));
         }
     }
 }
@@ -160,13 +180,19 @@ pub(crate) fn percent_encode(out: &mut String, s: &[u8], keep: impl Fn(u8) -> bo
 /// returning its unescaped content and the text after the closing quote.
 /// `None` when the quote is never closed: RFC 4475 §3.1.2.6 warns that
 /// guessing where it should have ended is how parsers go wrong.
-pub(crate) fn parse_quoted(s: &str) -> Option<(String, &str)> {
+pub(crate) fn parse_quoted(s: &str) -> Option<(Cow<'_, str>, &str)> {
     let body = s.strip_prefix('"')?;
-    let mut out = String::new();
-    let mut chars = body.char_indices();
+    // Most quoted strings (nonces, realms, display names) have no escapes: borrow those.
+    let end = memchr::memchr2(b'"', b'\\', body.as_bytes())?;
+    if body.as_bytes().get(end) == Some(&b'"') {
+        return Some((Cow::Borrowed(body.get(..end)?), body.get(end + 1..)?));
+    }
+    let mut out = String::with_capacity(body.len());
+    out.push_str(body.get(..end)?);
+    let mut chars = body.get(end..)?.char_indices();
     while let Some((i, c)) = chars.next() {
         match c {
-            '"' => return Some((out, body.get(i + 1..).unwrap_or(""))),
+            '"' => return Some((Cow::Owned(out), body.get(end + i + 1..).unwrap_or(""))),
             // quoted-pair excludes CR and LF (RFC 3261 §25.1).
             '\\' => match chars.next() {
                 Some((_, e)) if e.is_ascii() && e != '\r' && e != '\n' => out.push(e),

@@ -25,7 +25,7 @@ use super::header::{
     MAGIC_COOKIE,
 };
 use super::lex;
-use super::uri::{Uri, UriError};
+use super::uri::{Host, Uri, UriError};
 
 /// Largest message accepted by [`parse`] and sensible for [`frame`]: a
 /// UDP datagram cannot be bigger, and nothing a PBX handles needs more.
@@ -481,8 +481,9 @@ fn skip_leading_crlf(mut data: &[u8]) -> &[u8] {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, tail) = needle.split_first()?;
     let mut from = 0;
-    // Jump between candidates for the first byte (a CR, in practice), then compare the rest.
-    while let Some(i) = hay.get(from..)?.iter().position(|&b| b == first) {
+    // Jump between candidates for the first byte (a CR, in practice), then compare the rest:
+    // the needles are two or four bytes, too short for `memmem`'s setup to pay.
+    while let Some(i) = memchr::memchr(first, hay.get(from..)?) {
         let at = from + i;
         if hay.get(at + 1..at + needle.len()) == Some(tail) {
             return Some(at);
@@ -607,7 +608,7 @@ fn locate_fields(head: &str) -> Result<Vec<Field>, ErrorKind> {
         // interpretation; RFC 3261 requires CRLF. One scan finds the line's
         // end and refuses a stray CR or LF on the way.
         let rest = bytes.get(line_start..).unwrap_or_default();
-        let line_end = match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+        let line_end = match memchr::memchr2(b'\r', b'\n', rest) {
             None => head.len(),
             Some(n) if rest.get(n..n + 2) == Some(b"\r\n") => line_start + n,
             Some(_) => return Err(ErrorKind::HeaderLine),
@@ -625,7 +626,12 @@ fn locate_fields(head: &str) -> Result<Vec<Field>, ErrorKind> {
         if let Some(done) = current.take() {
             fields.push(finish_field(head, done));
         }
-        let (name, value) = line.split_once(':').ok_or(ErrorKind::HeaderLine)?;
+        let colon = memchr::memchr(b':', line.as_bytes()).ok_or(ErrorKind::HeaderLine)?;
+        // The colon is ASCII, so both sides are on character boundaries.
+        let (name, value) = (
+            line.get(..colon).ok_or(ErrorKind::HeaderLine)?,
+            line.get(colon + 1..).ok_or(ErrorKind::HeaderLine)?,
+        );
         let name = lex::trim_ws(name);
         if !lex::is_token_str(name) {
             return Err(ErrorKind::HeaderLine);
@@ -1103,11 +1109,23 @@ impl Message {
         rport: Option<u16>,
     ) -> Result<&mut Message, HeaderError> {
         let mut via = self.core.vias.first().cloned().ok_or(HeaderError::Empty)?;
-        via.params.set("received", Some(received.to_string()));
+        // `received` takes an IPv6 address without brackets (RFC 3261 §20.42).
+        let received = match received {
+            std::net::IpAddr::V4(a) => {
+                let mut text = String::with_capacity(15);
+                Host::V4(a).push_to(&mut text);
+                text
+            }
+            std::net::IpAddr::V6(a) => a.to_string(),
+        };
+        via.params.set("received", Some(received));
         if let Some(port) = rport {
-            via.params.set("rport", Some(port.to_string()));
+            let mut text = String::with_capacity(5);
+            lex::push_decimal(&mut text, u64::from(port));
+            via.params.set("rport", Some(text));
         }
-        let text = via.to_string();
+        let mut text = String::with_capacity(128);
+        via.push_to(&mut text);
         self.replace_top_via(text, via)
     }
 

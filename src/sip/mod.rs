@@ -13,7 +13,7 @@ pub mod auth;
 pub mod dialog;
 pub mod endpoint;
 pub mod header;
-mod lex;
+pub(crate) mod lex;
 pub mod message;
 pub mod tls;
 pub mod transaction;

@@ -107,6 +107,28 @@ impl From<IpAddr> for Host {
     }
 }
 
+impl Host {
+    /// Appends the host as it goes on the wire (IPv6 in brackets).
+    pub(crate) fn push_to(&self, out: &mut String) {
+        match self {
+            Host::Domain(d) => out.push_str(d),
+            Host::V4(a) => {
+                for (i, octet) in a.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    lex::push_decimal(out, u64::from(octet));
+                }
+            }
+            Host::V6(a) => {
+                use std::fmt::Write;
+                // Writing to a String cannot fail.
+                let _ = write!(out, "[{a}]");
+            }
+        }
+    }
+}
+
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -132,16 +154,38 @@ pub(crate) fn parse_v6(s: &str) -> Option<Ipv6Addr> {
 /// `value%41`); header parameters are stored as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Param {
-    name: String,
+    /// Borrowed for the names every message carries (`tag`, `branch`, `rport`...), so that
+    /// parsing them allocates only for their values.
+    name: Cow<'static, str>,
     value: Option<String>,
 }
 
+/// Parameter names common enough on the hot path to be worth not copying. Matched exactly as
+/// written: a name in another case is kept as it came.
+const WELL_KNOWN_PARAMS: [&str; 14] = [
+    "tag",
+    "branch",
+    "rport",
+    "received",
+    "expires",
+    "q",
+    "transport",
+    "lr",
+    "user",
+    "maddr",
+    "ttl",
+    "ob",
+    "reg-id",
+    "+sip.instance",
+];
+
 impl Param {
-    pub fn new(name: impl Into<String>, value: Option<String>) -> Param {
-        Param {
-            name: name.into(),
-            value,
-        }
+    pub fn new(name: &str, value: Option<String>) -> Param {
+        let name = match WELL_KNOWN_PARAMS.iter().find(|&&n| n == name) {
+            Some(&n) => Cow::Borrowed(n),
+            None => Cow::Owned(name.to_owned()),
+        };
+        Param { name, value }
     }
 
     pub fn name(&self) -> &str {
@@ -248,16 +292,21 @@ fn parse_uri_params(s: &str, out: &mut Params) -> Result<(), UriError> {
             Some((n, v)) => (n, Some(v)),
             None => (item, None),
         };
-        let decode = |t: &str| -> Result<String, UriError> {
+        fn decode(t: &str) -> Result<Cow<'_, str>, UriError> {
             if t.is_empty() || !lex::valid_escaped(t, is_param_char) {
                 return Err(UriError::Param);
             }
-            let bytes = lex::percent_decode(t).ok_or(UriError::Param)?;
-            String::from_utf8(bytes.into_owned()).map_err(|_| UriError::Param)
-        };
+            match lex::percent_decode(t).ok_or(UriError::Param)? {
+                // Nothing was escaped: the text is its own decoding.
+                Cow::Borrowed(_) => Ok(Cow::Borrowed(t)),
+                Cow::Owned(bytes) => String::from_utf8(bytes)
+                    .map(Cow::Owned)
+                    .map_err(|_| UriError::Param),
+            }
+        }
         let name = decode(name)?;
         let value = value.map(decode).transpose()?;
-        out.push(Param { name, value });
+        out.push(Param::new(&name, value.map(Cow::into_owned)));
     }
     Ok(())
 }
@@ -504,29 +553,35 @@ fn parse_port(digits: &str) -> Result<u16, UriError> {
     digits.parse().map_err(|_| UriError::Port)
 }
 
+impl SipUri {
+    /// Appends the URI's wire form to `out` (what `Display` writes).
+    pub fn push_to(&self, out: &mut String) {
+        out.push_str(if self.secure { "sips:" } else { "sip:" });
+        if let Some(u) = &self.user {
+            out.push_str(u);
+            if let Some(p) = &self.password {
+                out.push(':');
+                out.push_str(p);
+            }
+            out.push('@');
+        }
+        self.host.push_to(out);
+        if let Some(p) = self.port {
+            out.push(':');
+            lex::push_decimal(out, u64::from(p));
+        }
+        write_uri_params(out, &self.params);
+        if let Some(h) = &self.headers {
+            out.push('?');
+            out.push_str(h);
+        }
+    }
+}
+
 impl fmt::Display for SipUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::with_capacity(64);
-        s.push_str(if self.secure { "sips:" } else { "sip:" });
-        if let Some(u) = &self.user {
-            s.push_str(u);
-            if let Some(p) = &self.password {
-                s.push(':');
-                s.push_str(p);
-            }
-            s.push('@');
-        }
-        f.write_str(&s)?;
-        write!(f, "{}", self.host)?;
-        if let Some(p) = self.port {
-            write!(f, ":{p}")?;
-        }
-        let mut s = String::new();
-        write_uri_params(&mut s, &self.params);
-        if let Some(h) = &self.headers {
-            s.push('?');
-            s.push_str(h);
-        }
+        self.push_to(&mut s);
         f.write_str(&s)
     }
 }
@@ -592,12 +647,19 @@ impl TelUri {
     }
 }
 
+impl TelUri {
+    /// Appends the URI's wire form to `out` (what `Display` writes).
+    pub fn push_to(&self, out: &mut String) {
+        out.push_str("tel:");
+        out.push_str(&self.number);
+        write_uri_params(out, &self.params);
+    }
+}
+
 impl fmt::Display for TelUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::with_capacity(self.number.len() + 8);
-        s.push_str("tel:");
-        s.push_str(&self.number);
-        write_uri_params(&mut s, &self.params);
+        self.push_to(&mut s);
         f.write_str(&s)
     }
 }
@@ -729,13 +791,26 @@ impl FromStr for Uri {
     }
 }
 
+impl Uri {
+    /// Appends the URI's wire form to `out` (what `Display` writes).
+    pub fn push_to(&self, out: &mut String) {
+        match self {
+            Uri::Sip(u) => u.push_to(out),
+            Uri::Tel(t) => t.push_to(out),
+            Uri::Other { scheme, rest } => {
+                out.push_str(scheme);
+                out.push(':');
+                out.push_str(rest);
+            }
+        }
+    }
+}
+
 impl fmt::Display for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Uri::Sip(u) => u.fmt(f),
-            Uri::Tel(t) => t.fmt(f),
-            Uri::Other { scheme, rest } => write!(f, "{scheme}:{rest}"),
-        }
+        let mut s = String::with_capacity(64);
+        self.push_to(&mut s);
+        f.write_str(&s)
     }
 }
 
