@@ -20,6 +20,10 @@ use switchboard::sip::header::{Challenge, HeaderName};
 use switchboard::sip::message;
 use switchboard::store::PhoneCredentials;
 
+// The server's allocator, so that allocation costs what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const REALM: &str = "bench.example";
 const PASSWORD: &str = "secret";
 

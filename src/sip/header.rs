@@ -803,12 +803,34 @@ pub fn check_call_id(s: &str) -> Result<(), HeaderError> {
 /// One `auth-param` of a challenge or credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthParam {
-    pub name: String,
+    /// Borrowed for the names digest uses, which every REGISTER and INVITE carries.
+    pub name: std::borrow::Cow<'static, str>,
     /// Unquoted value.
     pub value: String,
     /// Whether it was (and will be written as) a quoted-string; some
     /// servers insist on `qop=auth` and `nc=...` being unquoted.
     pub quoted: bool,
+}
+
+/// `name` as an [`AuthParam`] name, not copied when it is one digest defines (as written).
+fn auth_param_name(name: &str) -> std::borrow::Cow<'static, str> {
+    const DIGEST: [&str; 11] = [
+        "username",
+        "realm",
+        "nonce",
+        "uri",
+        "response",
+        "algorithm",
+        "cnonce",
+        "qop",
+        "nc",
+        "opaque",
+        "stale",
+    ];
+    match DIGEST.iter().find(|&&n| n == name) {
+        Some(&n) => std::borrow::Cow::Borrowed(n),
+        None => std::borrow::Cow::Owned(name.to_owned()),
+    }
 }
 
 fn parse_auth(s: &str) -> Result<(String, Vec<AuthParam>), HeaderError> {
@@ -842,7 +864,7 @@ fn parse_auth(s: &str) -> Result<(String, Vec<AuthParam>), HeaderError> {
                 return Err(HeaderError::Param);
             };
             params.push(AuthParam {
-                name: name.to_owned(),
+                name: auth_param_name(name),
                 value,
                 quoted,
             });
@@ -898,7 +920,7 @@ macro_rules! auth_type {
             }
 
             pub fn push(&mut self, name: &str, value: &str, quoted: bool) -> &mut $ty {
-                self.params.push(AuthParam { name: name.to_owned(), value: value.to_owned(), quoted });
+                self.params.push(AuthParam { name: auth_param_name(name), value: value.to_owned(), quoted });
                 self
             }
 

@@ -36,11 +36,14 @@ pub(crate) fn is_ws(b: u8) -> bool {
 }
 
 pub(crate) fn trim_ws(s: &str) -> &str {
-    s.trim_matches([' ', '\t'])
+    let s = trim_ws_start(s);
+    let end = s.len() - s.bytes().rev().take_while(|&b| is_ws(b)).count();
+    // Only ASCII bytes were cut, so `end` is a char boundary.
+    s.get(..end).unwrap_or(s)
 }
 
 pub(crate) fn trim_ws_start(s: &str) -> &str {
-    s.trim_start_matches([' ', '\t'])
+    s.get(span(s, is_ws)..).unwrap_or(s)
 }
 
 /// Length of the leading run of ASCII bytes satisfying `pred`. Stopping at
@@ -253,34 +256,38 @@ impl<'a> Iterator for ListIter<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let s = self.rest?;
-        if self.sep.is_none() {
+        let Some(sep) = self.sep else {
             self.rest = None;
             return Some(trim_ws(s));
-        }
+        };
+        let bytes = s.as_bytes();
         let mut in_quote = false;
-        let mut escaped = false;
         let mut in_angle = false;
-        for (i, b) in s.bytes().enumerate() {
-            if in_quote {
-                if escaped {
-                    escaped = false;
-                } else if b == b'\\' {
-                    escaped = true;
-                } else if b == b'"' {
-                    in_quote = false;
+        let mut i = 0;
+        // Jumps from one byte that matters in the current state to the next: lists are scanned
+        // for every Via, Contact and Authorization a server reads.
+        while let Some(rest) = bytes.get(i..) {
+            let found = if in_quote {
+                memchr::memchr2(b'"', b'\\', rest)
+            } else if in_angle {
+                memchr::memchr2(b'"', b'>', rest)
+            } else {
+                memchr::memchr3(sep, b'"', b'<', rest)
+            };
+            let Some(n) = found else { break };
+            let at = i + n;
+            i = at + 1;
+            match bytes.get(at) {
+                Some(b'\\') => i += 1, // only looked for inside quotes: skip the escaped byte
+                Some(b'"') => in_quote = !in_quote,
+                Some(b'<') => in_angle = true,
+                Some(b'>') => in_angle = false,
+                _ => {
+                    // The separator, outside quotes and angle brackets; it is ASCII, so both
+                    // sides are on char boundaries.
+                    self.rest = Some(s.get(at + 1..).unwrap_or(""));
+                    return Some(trim_ws(s.get(..at).unwrap_or(s)));
                 }
-                continue;
-            }
-            match b {
-                b'"' => in_quote = true,
-                b'<' => in_angle = true,
-                b'>' => in_angle = false,
-                _ if Some(b) == self.sep && !in_angle => {
-                    let (item, tail) = s.split_at(i);
-                    self.rest = Some(tail.get(1..).unwrap_or(""));
-                    return Some(trim_ws(item));
-                }
-                _ => {}
             }
         }
         self.rest = None;
