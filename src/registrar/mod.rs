@@ -294,7 +294,6 @@ impl Registrar {
             Some(Err(())) => return RegisterOutcome::reply(self.reply(req, 400)),
             Some(Ok(c)) => c,
         };
-        let realm = self.config.realm.clone();
         let verdict = self.digest.verify(
             &c,
             "REGISTER",
@@ -304,7 +303,7 @@ impl Registrar {
                     crate::sip::auth::Algorithm::Sha256 => p.ha1_sha256.clone(),
                 })
             },
-            &realm,
+            &self.config.realm,
             now_ms,
         );
         let phone = match (verdict, creds) {
@@ -529,7 +528,13 @@ impl Registrar {
             self.bindings.remove(aor);
         } else {
             kept.shrink_to_fit();
-            self.bindings.insert(aor.to_owned(), kept);
+            // A refresh replaces the list under the key it already has.
+            match self.bindings.get_mut(aor) {
+                Some(list) => *list = kept,
+                None => {
+                    self.bindings.insert(aor.to_owned(), kept);
+                }
+            }
         }
         removals.extend(upserts);
         Ok(removals)

@@ -571,9 +571,8 @@ impl NameAddr {
                 return Err(HeaderError::Syntax);
             }
             (Some(dn.into_owned()), Some(rest))
-        } else if let Some(lt) = s
-            .find(['<', ';', '"'])
-            .filter(|&i| s.as_bytes().get(i) == Some(&b'<'))
+        } else if let Some(lt) =
+            lex::find_byte(s, b"<;\"").filter(|&i| s.as_bytes().get(i) == Some(&b'<'))
         {
             // Only a '<' ahead of any ';' or '"' opens a name-addr; later
             // ones belong to quoted parameter values of a bare addr-spec.
@@ -599,7 +598,7 @@ impl NameAddr {
             None => {
                 // In a bare addr-spec, ';' starts header parameters
                 // (RFC 3261 §20.10, RFC 4475 §3.3.12).
-                let end = s.find([';', ' ', '\t']).unwrap_or(s.len());
+                let end = lex::find_byte(s, b"; \t").unwrap_or(s.len());
                 let (uri_text, rest) = s.split_at(end);
                 if uri_text.contains(['?', ',']) {
                     return Err(HeaderError::NeedsAngleBrackets);

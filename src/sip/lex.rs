@@ -55,6 +55,12 @@ pub(crate) fn span(s: &str, pred: impl Fn(u8) -> bool) -> usize {
         .unwrap_or(s.len())
 }
 
+/// Offset of the first byte of `s` that is one of `set` (all ASCII, so the offset is a char
+/// boundary). A byte scan: `str::find` with a char set decodes UTF-8 as it goes.
+pub(crate) fn find_byte(s: &str, set: &[u8]) -> Option<usize> {
+    s.bytes().position(|b| set.contains(&b))
+}
+
 /// Splits off the leading run of ASCII bytes satisfying `pred`.
 pub(crate) fn take_while(s: &str, pred: impl Fn(u8) -> bool) -> (&str, &str) {
     s.split_at(span(s, pred))

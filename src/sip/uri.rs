@@ -405,7 +405,7 @@ impl SipUri {
             let close = hostpart.find(']').ok_or(UriError::Host)?;
             hostpart.split_at(close + 1)
         } else {
-            let end = hostpart.find([':', ';', '?']).unwrap_or(hostpart.len());
+            let end = lex::find_byte(hostpart, b":;?").unwrap_or(hostpart.len());
             hostpart.split_at(end)
         };
         let host = Host::parse(host_text)?;
