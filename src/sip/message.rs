@@ -993,7 +993,31 @@ impl Message {
         name: HeaderName,
         value: &str,
     ) -> Result<&mut Message, HeaderError> {
-        self.edit(name, value, |fields, field| fields.push(field))
+        // Appending a Via or a Contact only adds values at the end of the typed list: type the
+        // new value alone instead of every field of that name again (a B2BUA and a registrar
+        // push these into every message they build).
+        match name {
+            HeaderName::Via => {
+                Message::validate_new(value)?;
+                let mut added = header::parse_vias(lex::trim_ws(value))?;
+                Arc::make_mut(&mut self.core.vias).append(&mut added);
+            }
+            HeaderName::Contact => {
+                Message::validate_new(value)?;
+                let added = Contacts::parse([lex::trim_ws(value)])?;
+                match (&mut self.core.contacts, added) {
+                    (None, added) => self.core.contacts = Some(added),
+                    (Some(Contacts::List(list)), Contacts::List(mut added)) => {
+                        list.append(&mut added);
+                    }
+                    // A wildcard beside other contacts: the general path decides.
+                    _ => return self.edit(name, value, |fields, field| fields.push(field)),
+                }
+            }
+            _ => return self.edit(name, value, |fields, field| fields.push(field)),
+        }
+        self.fields.push(Message::owned(name, value));
+        Ok(self)
     }
 
     /// Inserts a field above the first field of the same name (or at the
@@ -1708,6 +1732,40 @@ mod tests {
         assert_eq!(wire.top_via(), stamped.top_via());
         assert_eq!(wire.via_headers().len(), 2);
         assert_eq!(wire.top_via().and_then(Via::received), Some(src));
+    }
+
+    #[test]
+    fn pushed_vias_and_contacts_are_typed_as_a_reparse_would() {
+        let raw = b"REGISTER sip:a.example SIP/2.0\r\n\
+            Via: SIP/2.0/UDP h1;branch=z9hG4bK1, SIP/2.0/TCP h2;branch=z9hG4bK2\r\n\
+            From: <sip:a@a.example>;tag=1\r\nTo: <sip:a@a.example>\r\n\
+            Call-ID: c\r\nCSeq: 1 REGISTER\r\nContact: <sip:a@h1>\r\n\
+            Content-Length: 0\r\n\r\n";
+        let mut m = parse(raw).unwrap();
+        m.push_header(HeaderName::Via, "SIP/2.0/UDP h3;branch=z9hG4bK3")
+            .unwrap()
+            .push_header(
+                HeaderName::Contact,
+                "<sip:a@h2>;expires=60, \"B\" <sip:b@h3>",
+            )
+            .unwrap();
+        // A wildcard beside real contacts is refused and changes nothing.
+        assert!(m.push_header(HeaderName::Contact, "*").is_err());
+        assert!(m.push_header(HeaderName::Via, "not a via").is_err());
+        let again = parse(&m.to_bytes()).unwrap();
+        assert_eq!(m.contacts(), again.contacts());
+        assert_eq!(m.contacts().len(), 3);
+        let hosts = |m: &Message| -> Vec<String> {
+            m.core.vias.iter().map(|v| v.host.to_string()).collect()
+        };
+        assert_eq!(hosts(&m), ["h1", "h2", "h3"]);
+        assert_eq!(hosts(&m), hosts(&again));
+
+        // Onto a message with no Contact, and a lone wildcard.
+        let mut r = Message::response(200, "OK");
+        r.push_header(HeaderName::Contact, "*").unwrap();
+        assert!(r.push_header(HeaderName::Contact, "<sip:x@y>").is_err());
+        assert!(matches!(r.core.contacts, Some(Contacts::Wildcard)));
     }
 
     #[test]
