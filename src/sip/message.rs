@@ -444,9 +444,9 @@ impl Core {
 #[derive(Debug, Clone)]
 pub struct Message {
     start: StartLine,
-    /// The header section as received (empty for built messages); `Raw`
-    /// field values index into it.
-    head: Box<str>,
+    /// The header section as received (empty for built messages; a response built from a
+    /// request shares the request's); `Raw` field values index into it.
+    head: Arc<str>,
     fields: Vec<Field>,
     body: Vec<u8>,
     core: Core,
@@ -680,7 +680,7 @@ impl Message {
     fn with_start(start: StartLine) -> Message {
         Message {
             start,
-            head: Box::from(""),
+            head: Arc::from(""),
             fields: Vec::new(),
             body: Vec::new(),
             core: Core::default(),
@@ -702,14 +702,14 @@ impl Message {
             HeaderName::Timestamp => status == 100,
             _ => false,
         };
+        // The copied fields keep pointing into the request's header text, which the response
+        // shares instead of copying each value.
+        rsp.head = request.head.clone();
         rsp.fields = request
             .fields
             .iter()
             .filter(|f| copy(&f.name))
-            .map(|f| Field {
-                name: f.name.clone(),
-                value: FieldValue::Owned(f.text(&request.head).into()),
-            })
+            .cloned()
             .collect();
         rsp.core = Core {
             vias: request.core.vias.clone(),
@@ -1244,7 +1244,7 @@ impl Message {
             }
             StartLine::Response { status, reason } => {
                 out.push_str("SIP/2.0 ");
-                push_decimal(out, u64::from(*status));
+                lex::push_decimal(out, u64::from(*status));
                 out.push(' ');
                 out.push_str(reason);
                 out.push_str("\r\n");
@@ -1256,7 +1256,7 @@ impl Message {
             }
         }
         out.push_str("Content-Length: ");
-        push_decimal(out, self.body.len() as u64);
+        lex::push_decimal(out, self.body.len() as u64);
         out.push_str("\r\n\r\n");
     }
 
@@ -1268,24 +1268,6 @@ impl Message {
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(&self.body);
         bytes
-    }
-}
-
-/// Appends `n` in decimal (what `format!` does, without its machinery: every message we send
-/// writes a status and a Content-Length).
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for d in &digits[i..] {
-        out.push(char::from(*d));
     }
 }
 
