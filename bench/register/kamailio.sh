@@ -245,89 +245,17 @@ echo "== kamailio pid $KAM_PID, SIP udp:127.0.0.1:$SIP_PORT, ${#KAM_PIDS[@]} pro
 kam_print_processes
 echo "   shared memory in use with no binding: $SHM0 B (RSS summed over the processes, shared pages once per process: $RSS0 KiB)"
 
-# --- one SIPp load (run.sh's run_load, with the CPU of the process group) ------------------------
-# run_load NAME RATE COUNT: COUNT calls in total at RATE calls/s, split over the instances (each
-# with its own phones and local port). Sets LOAD_* globals: ok, failed, wall seconds, server CPU
-# ticks, SIPp CPU seconds per instance, mean call time.
-run_load() {
-  local name="$1" rate="$2" count="$3"
-  local dir="$WORK/$name" i
-  mkdir -p "$dir"
-  local per_rate=$(( rate / INSTANCES )) per_count=$(( count / INSTANCES ))
-  local limit=$(( per_rate * 3 + 100 ))
-  local planned=$(( (per_count + per_rate - 1) / per_rate ))
-  local hard=$(( planned + 12 ))
-  group_stat "$KAM_PID" >"$dir/procs.before"
-  local c0; c0="$(group_ticks "$KAM_PID")"
-  local f0; f0="$(group_faults "$KAM_PID")"
-  local t0; t0="$(date +%s.%N)"
-  SIPP_PIDS=()
-  for i in $(seq 0 $(( INSTANCES - 1 ))); do
-    (
-      cd "$dir"
-      TIMEFORMAT='%U %S'
-      { time sipp "127.0.0.1:$SIP_PORT" -sf "$HERE/register.xml" -inf "$WORK/users_$i.csv" \
-          -set expires "$EXPIRES" -i 127.0.0.1 -p "${SIPP_PORTS[$i]}" -t u1 \
-          -r "$per_rate" -rp 1000 -m "$per_count" -l "$limit" \
-          -recv_timeout 5000 -timeout "${hard}s" -nostdin \
-          -max_recv_loops 10000 -max_sched_loops 10000 \
-          -trace_stat -stf "$dir/stat_$i.csv" -fd 1 \
-          -trace_err -error_file "$dir/errors_$i.log" -max_log_size 4000000 \
-          >"$dir/sipp_$i.out" 2>"$dir/sipp_$i.err" ; } 2>"$dir/sipp_$i.time"
-    ) &
-    SIPP_PIDS+=("$!")
-  done
-  for i in "${SIPP_PIDS[@]}"; do wait "$i" || true; done
-  SIPP_PIDS=()
-  local t1; t1="$(date +%s.%N)"
-  local c1; c1="$(group_ticks "$KAM_PID")"
-  local f1; f1="$(group_faults "$KAM_PID")"
-  group_stat "$KAM_PID" >"$dir/procs.after"
-  LOAD_CPU_TICKS=$(( c1 - c0 ))
-  LOAD_WALL="$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')"
-  LOAD_OK=0; LOAD_FAILED=0; LOAD_SIPP_CPU=""; LOAD_RTT_SUM=0; LOAD_CREATED=0
-  for i in $(seq 0 $(( INSTANCES - 1 ))); do
-    local f="$dir/stat_$i.csv"
-    [ -s "$f" ] || die "SIPp wrote no statistics ($dir/sipp_$i.err: $(head -c 300 "$dir/sipp_$i.err"))"
-    local line
-    line="$(python3 - "$f" "$per_count" <<'PY'
-import csv, sys
-rows = list(csv.reader(open(sys.argv[1]), delimiter=';'))
-h, last = rows[0], rows[-1]
-col = lambda name: last[h.index(name)]
-def secs(v):  # SIPp writes HH:MM:SS:uuuuuu (microseconds, millisecond resolution)
-    p = [int(x) for x in v.split(':')]
-    return p[0] * 3600 + p[1] * 60 + p[2] + p[3] / 1e6
-epoch = lambda v: float(v.split('\t')[-1])  # "date<TAB>time<TAB>epoch"
-created = next((epoch(r[h.index('CurrentTime')]) - epoch(r[h.index('StartTime')])
-                for r in rows[1:] if int(r[h.index('TotalCallCreated')]) >= int(sys.argv[2])), 1e9)
-print(col('SuccessfulCall(C)'), col('FailedCall(C)'), secs(col('ResponseTime1(C)')), created)
-PY
-)"
-    local ok failed rtt created
-    read -r ok failed rtt created <<<"$line"
-    LOAD_CREATED="$(awk -v a="$LOAD_CREATED" -v b="$created" 'BEGIN {print (b > a ? b : a)}')"
-    LOAD_OK=$(( LOAD_OK + ok )); LOAD_FAILED=$(( LOAD_FAILED + failed )); TOTAL_OK=$(( TOTAL_OK + ok ))
-    LOAD_RTT_SUM="$(awk -v a="$LOAD_RTT_SUM" -v b="$rtt" -v n="$ok" 'BEGIN {print a + b * n}')"
-    LOAD_SIPP_CPU+="$(awk '{printf "%.1f", $1 + $2}' "$dir/sipp_$i.time")s "
-  done
-  LOAD_RTT_MS="$(awk -v s="$LOAD_RTT_SUM" -v n="$LOAD_OK" 'BEGIN {printf "%.2f", n ? s / n * 1000 : 0}')"
-  LOAD_FAILED_PCT="$(awk -v f="$LOAD_FAILED" -v n="$count" 'BEGIN {printf "%.3f", f * 100 / n}')"
-  LOAD_FAULTS="$(awk -v f=$(( f1 - f0 )) -v n="$LOAD_OK" 'BEGIN {printf "%.2f", n ? f / n : 0}')"
-  LOAD_US="$(awk -v t="$LOAD_CPU_TICKS" -v k="$CLK_TCK" -v n="$LOAD_OK" 'BEGIN {printf "%.1f", n ? t * 1e6 / k / n : 0}')"
-  LOAD_HELD="$(awk -v ok="$LOAD_OK" -v n="$count" -v f="$LOAD_FAILED" -v c="$LOAD_CREATED" -v p="$planned" -v m="$MAX_FAILED_PCT" \
-    'BEGIN {print (f * 100 < m * n && ok + f >= n && c <= p + 1.5) ? "yes" : "no"}')"
-  LOAD_UNEXPECTED="$(cat "$dir"/errors_*.log 2>/dev/null | grep -ao "while expecting '[0-9]*' (index [0-9]*), received 'SIP/2.0 [0-9]*" |
-    sed "s/.*received 'SIP\/2.0 //" | sort | uniq -c | awk '{printf "%s×%s ", $2, $1}' || true)"
-  printf '   %-10s rate %6s/s  ok %7s  failed %5s (%6s%%)  placed in %5.1fs  wall %6ss  server CPU %6.1f µs/reg  mean call %7s ms  SIPp CPU %s held=%s\n' \
-    "$name" "$rate" "$LOAD_OK" "$LOAD_FAILED" "$LOAD_FAILED_PCT" "$LOAD_CREATED" "$LOAD_WALL" "$LOAD_US" "$LOAD_RTT_MS" "$LOAD_SIPP_CPU" "$LOAD_HELD"
-  echo "              page faults per registration: $LOAD_FAULTS"
-  [ -z "$LOAD_UNEXPECTED" ] || echo "              unexpected responses (status×count, capped log): $LOAD_UNEXPECTED"
-}
+# --- one SIPp load (run.sh's, with the CPU of Kamailio's process group) --------------------------
+load_cpu_ticks() { group_ticks "$KAM_PID"; }
+load_faults() { group_faults "$KAM_PID"; }
+load_snapshot() { group_stat "$KAM_PID"; }
+# shellcheck source=load.sh
+. "$HERE/load.sh"
 
 # --- 3. cold pass: N distinct phones register once -------------------------------------------------
 echo "== cold pass: $N distinct phones register once at $COLD_RATE/s"
 run_load cold "$COLD_RATE" "$N"
+TOTAL_OK=$(( TOTAL_OK + LOAD_OK ))
 COLD_US="$LOAD_US"
 kam_process_report "$WORK/cold/procs.before" "$WORK/cold/procs.after" "$LOAD_WALL"
 sleep 1
@@ -349,6 +277,7 @@ declare -A STEP_US STEP_FAILED
 try_rate() {
   local r="$1"
   run_load "rate_$r" "$r" $(( r * STEP_SECS ))
+  TOTAL_OK=$(( TOTAL_OK + LOAD_OK ))
   STEP_US[$r]="$LOAD_US"; STEP_FAILED[$r]="$LOAD_FAILED_PCT"
   if [ "$LOAD_HELD" = yes ]; then
     if [ "$r" -gt "$BEST_RATE" ]; then
