@@ -272,34 +272,11 @@ SETTLED_PER="$(awk -v a="$SHM0" -v b="$SHM1S" -v n="$N" 'BEGIN {printf "%.0f", (
 
 # --- 4. ramp: refreshes at rising rates -----------------------------------------------------------
 echo "== ramp: re-registrations (refreshes), ${STEP_SECS} s per rate"
-BEST_RATE=0; BEST_US=""; BEST_FAILED=""; BEST_NAME=""; BEST_RTT=""; BEST_SIPP=""; BEST_WALL=""; FAIL_RATE=""
-declare -A STEP_US STEP_FAILED
-try_rate() {
-  local r="$1"
-  run_load "rate_$r" "$r" $(( r * STEP_SECS ))
+load_step() {
+  run_load "$@"
   TOTAL_OK=$(( TOTAL_OK + LOAD_OK ))
-  STEP_US[$r]="$LOAD_US"; STEP_FAILED[$r]="$LOAD_FAILED_PCT"
-  if [ "$LOAD_HELD" = yes ]; then
-    if [ "$r" -gt "$BEST_RATE" ]; then
-      BEST_RATE="$r"; BEST_US="$LOAD_US"; BEST_FAILED="$LOAD_FAILED_PCT"; BEST_NAME="rate_$r"
-      BEST_RTT="$LOAD_RTT_MS"; BEST_SIPP="$LOAD_SIPP_CPU"; BEST_WALL="$LOAD_WALL"
-    fi
-    return 0
-  fi
-  FAIL_RATE="$r"
-  return 1
 }
-for r in $RATES; do
-  try_rate "$r" || break
-  [ $(( $(date +%s) - T_START )) -lt 240 ] || { echo "   (time budget reached)"; break; }
-done
-if [ -n "$FAIL_RATE" ] && [ $(( $(date +%s) - T_START )) -lt 250 ]; then
-  mid=$(( (BEST_RATE + FAIL_RATE) / 2 / 500 * 500 ))
-  if [ "$mid" -gt "$BEST_RATE" ] && [ "$mid" -lt "$FAIL_RATE" ]; then
-    sleep 5
-    try_rate "$mid" || true
-  fi
-fi
+ramp
 if [ -n "$BEST_NAME" ]; then
   echo "   kamailio processes during the highest rate held ($BEST_RATE/s):"
   kam_process_report "$WORK/$BEST_NAME/procs.before" "$WORK/$BEST_NAME/procs.after" "$BEST_WALL"

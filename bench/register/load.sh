@@ -1,7 +1,8 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the LOAD_*, BEST_* and STEP_* results are read by the sourcing script
 # run_load, the SIPp registration load that bench/register/run.sh (our server) and
 # bench/register/kamailio.sh (the calibration) both drive, so that the two measure alike.
-# The sourcing script provides WORK, HERE, INSTANCES, SIP_PORT, SIPP_PORTS, EXPIRES,
+# Also the rate ramp both run after their cold pass. The sourcing script provides WORK, HERE,
+# INSTANCES, SIP_PORT, SIPP_PORTS, EXPIRES, RATES, STEP_SECS, T_START,
 # MAX_FAILED_PCT, SIPP_PIDS, die, and three functions for the server under test:
 #   load_cpu_ticks    its CPU time so far, in clock ticks (utime + stime)
 #   load_faults       its minor page faults so far
@@ -93,4 +94,42 @@ PY
     "$name" "$rate" "$LOAD_OK" "$LOAD_FAILED" "$LOAD_FAILED_PCT" "$LOAD_CREATED" "$LOAD_WALL" "$LOAD_US" "$LOAD_RTT_MS" "$LOAD_SIPP_CPU" "$LOAD_HELD"
   echo "              page faults per registration: $LOAD_FAULTS"
   [ -z "$LOAD_UNEXPECTED" ] || echo "              unexpected responses (status×count, capped log): $LOAD_UNEXPECTED"
+}
+
+# ramp: re-registrations at each rate of RATES for STEP_SECS seconds, stopping at the first rate
+# not held, then the midpoint between the best held and that one, once; the whole ramp bounded
+# by T_START + 250 s. Each step is `load_step NAME RATE COUNT`, which the sourcing script
+# defines (run_load, plus whatever it records around it). Sets BEST_* for the highest rate held,
+# FAIL_RATE, and STEP_US / STEP_FAILED per rate.
+declare -A STEP_US STEP_FAILED
+ramp() {
+  BEST_RATE=0; BEST_US=""; BEST_FAILED=""; BEST_NAME=""; BEST_RTT=""; BEST_SIPP=""; BEST_WALL=""
+  FAIL_RATE=""
+  local r mid
+  for r in $RATES; do
+    ramp_step "$r" || break
+    [ $(( $(date +%s) - T_START )) -lt 240 ] || { echo "   (time budget reached)"; break; }
+  done
+  if [ -n "$FAIL_RATE" ] && [ $(( $(date +%s) - T_START )) -lt 250 ]; then
+    mid=$(( (BEST_RATE + FAIL_RATE) / 2 / 500 * 500 ))
+    if [ "$mid" -gt "$BEST_RATE" ] && [ "$mid" -lt "$FAIL_RATE" ]; then
+      sleep 5  # let the overloaded step's backlog and transactions drain first
+      ramp_step "$mid" || true
+    fi
+  fi
+}
+
+ramp_step() {
+  local r="$1"
+  load_step "rate_$r" "$r" $(( r * STEP_SECS ))
+  STEP_US[$r]="$LOAD_US"; STEP_FAILED[$r]="$LOAD_FAILED_PCT"
+  if [ "$LOAD_HELD" = yes ]; then
+    if [ "$r" -gt "$BEST_RATE" ]; then
+      BEST_RATE="$r"; BEST_US="$LOAD_US"; BEST_FAILED="$LOAD_FAILED_PCT"; BEST_NAME="rate_$r"
+      BEST_RTT="$LOAD_RTT_MS"; BEST_SIPP="$LOAD_SIPP_CPU"; BEST_WALL="$LOAD_WALL"
+    fi
+    return 0
+  fi
+  FAIL_RATE="$r"
+  return 1
 }

@@ -198,42 +198,18 @@ echo "   RSS $RSS1S KiB"
 
 # --- 4. ramp: refreshes at rising rates -----------------------------------------------------------
 echo "== ramp: re-registrations (refreshes, credentials cached), ${STEP_SECS} s per rate"
-BEST_RATE=0; BEST_US=""; BEST_FAILED=""; BEST_NAME=""; BEST_RTT=""; BEST_SIPP=""; FAIL_RATE=""
-declare -A STEP_US STEP_FAILED
-try_rate() {
-  local r="$1"
-  local perf_dir="$WORK/rate_$r"
+load_step() {
+  local perf_dir="$WORK/$1"
   if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
     mkdir -p "$perf_dir"
     # shellcheck disable=SC2086  # PERF_CALL_GRAPH is a list of options
     perf record -q ${PERF_CALL_GRAPH:--g} -p "$SERVER_PID" -o "$perf_dir/perf.data" -- sleep "$STEP_SECS" >/dev/null 2>&1 &
     PERF_PID=$!
   fi
-  run_load "rate_$r" "$r" $(( r * STEP_SECS ))
+  run_load "$@"
   if [ -n "$PERF_PID" ]; then wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi
-  STEP_US[$r]="$LOAD_US"; STEP_FAILED[$r]="$LOAD_FAILED_PCT"
-  if [ "$LOAD_HELD" = yes ]; then
-    if [ "$r" -gt "$BEST_RATE" ]; then
-      BEST_RATE="$r"; BEST_US="$LOAD_US"; BEST_FAILED="$LOAD_FAILED_PCT"; BEST_NAME="rate_$r"
-      BEST_RTT="$LOAD_RTT_MS"; BEST_SIPP="$LOAD_SIPP_CPU"; BEST_WALL="$LOAD_WALL"
-    fi
-    return 0
-  fi
-  FAIL_RATE="$r"
-  return 1
 }
-for r in $RATES; do
-  try_rate "$r" || break
-  # Keep the whole run bounded.
-  [ $(( $(date +%s) - T_START )) -lt 240 ] || { echo "   (time budget reached)"; break; }
-done
-if [ -n "$FAIL_RATE" ] && [ $(( $(date +%s) - T_START )) -lt 250 ]; then
-  mid=$(( (BEST_RATE + FAIL_RATE) / 2 / 500 * 500 ))
-  if [ "$mid" -gt "$BEST_RATE" ] && [ "$mid" -lt "$FAIL_RATE" ]; then
-    sleep 5  # let the overloaded step's backlog and transactions drain first
-    try_rate "$mid" || true
-  fi
-fi
+ramp
 if [ -n "$BEST_NAME" ]; then
   echo "   server threads during the highest rate held ($BEST_RATE/s):"
   thread_report "$BEST_NAME" "$BEST_WALL"
