@@ -826,10 +826,7 @@ fn auth_param_name(name: &str) -> std::borrow::Cow<'static, str> {
         "opaque",
         "stale",
     ];
-    match DIGEST.iter().find(|&&n| n == name) {
-        Some(&n) => std::borrow::Cow::Borrowed(n),
-        None => std::borrow::Cow::Owned(name.to_owned()),
-    }
+    lex::known_or_owned(name, &DIGEST)
 }
 
 fn parse_auth(s: &str) -> Result<(String, Vec<AuthParam>), HeaderError> {

@@ -55,6 +55,15 @@ pub(crate) fn span(s: &str, pred: impl Fn(u8) -> bool) -> usize {
         .unwrap_or(s.len())
 }
 
+/// `name` borrowed from `known` when it is one of them (exactly as written), else copied: the
+/// parameter names every message carries need not be allocated for each message.
+pub(crate) fn known_or_owned(name: &str, known: &[&'static str]) -> Cow<'static, str> {
+    match known.iter().find(|&&k| k == name) {
+        Some(&k) => Cow::Borrowed(k),
+        None => Cow::Owned(name.to_owned()),
+    }
+}
+
 /// Offset of the first byte of `s` that is one of `set` (all ASCII, so the offset is a char
 /// boundary). A byte scan: `str::find` with a char set decodes UTF-8 as it goes.
 pub(crate) fn find_byte(s: &str, set: &[u8]) -> Option<usize> {

@@ -131,11 +131,9 @@ impl Host {
 
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Host::Domain(d) => f.write_str(d),
-            Host::V4(a) => write!(f, "{a}"),
-            Host::V6(a) => write!(f, "[{a}]"),
-        }
+        let mut s = String::with_capacity(48);
+        self.push_to(&mut s);
+        f.write_str(&s)
     }
 }
 
@@ -181,11 +179,10 @@ const WELL_KNOWN_PARAMS: [&str; 14] = [
 
 impl Param {
     pub fn new(name: &str, value: Option<String>) -> Param {
-        let name = match WELL_KNOWN_PARAMS.iter().find(|&&n| n == name) {
-            Some(&n) => Cow::Borrowed(n),
-            None => Cow::Owned(name.to_owned()),
-        };
-        Param { name, value }
+        Param {
+            name: lex::known_or_owned(name, &WELL_KNOWN_PARAMS),
+            value,
+        }
     }
 
     pub fn name(&self) -> &str {
