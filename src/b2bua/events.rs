@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -59,8 +59,9 @@ pub struct CallEvent {
 #[derive(Debug)]
 pub struct Events {
     next_id: AtomicU64,
-    recent: Mutex<VecDeque<CallEvent>>,
-    live: broadcast::Sender<CallEvent>,
+    /// Shared with the live channel: an event is built once, whoever keeps or sends it.
+    recent: Mutex<VecDeque<Arc<CallEvent>>>,
+    live: broadcast::Sender<Arc<CallEvent>>,
 }
 
 impl Default for Events {
@@ -93,6 +94,7 @@ impl Events {
         {
             recent.pop_front();
         }
+        let event = Arc::new(event);
         recent.push_back(event.clone());
         // Nobody listening is fine.
         let _ = self.live.send(event);
@@ -104,7 +106,7 @@ impl Events {
         &self,
         after: Option<u64>,
         wanted: impl Fn(&CallEvent) -> bool,
-    ) -> (Vec<CallEvent>, broadcast::Receiver<CallEvent>) {
+    ) -> (Vec<Arc<CallEvent>>, broadcast::Receiver<Arc<CallEvent>>) {
         // Subscribe before reading the buffer: nothing published in between is lost.
         let rx = self.live.subscribe();
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
