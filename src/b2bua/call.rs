@@ -832,23 +832,16 @@ impl Call {
             .caller_invite
             .max_forwards()
             .map_or(70, |m| m.saturating_sub(1).min(70));
-        let headers = [
-            (HeaderName::Via, via.to_string()),
-            (HeaderName::MaxForwards, hops.to_string()),
-            (HeaderName::From, from.to_string()),
-            (
-                HeaderName::To,
-                NameAddr::new(target.uri.clone()).to_string(),
-            ),
-            (HeaderName::CallId, call_id),
-            (HeaderName::CSeq, "1 INVITE".to_string()),
-            (HeaderName::Contact, self.config.contact.to_string()),
-            (HeaderName::Allow, ALLOW.to_string()),
-        ];
-        for (name, value) in headers {
-            // Every value above is built from parsed, typed parts.
-            let _ = req.push_header(name, &value);
-        }
+        // Every value here is built from parsed, typed parts, and a fresh request has none of
+        // these headers yet: only a line break in a display name could be refused.
+        let _ = req.push_via(via);
+        let _ = req.push_header(HeaderName::MaxForwards, &hops.to_string());
+        let _ = req.push_name_addr(HeaderName::From, from);
+        let _ = req.push_name_addr(HeaderName::To, NameAddr::new(target.uri.clone()));
+        let _ = req.push_header(HeaderName::CallId, &call_id);
+        let _ = req.push_cseq(1, Method::Invite);
+        let _ = req.push_name_addr(HeaderName::Contact, self.config.contact.clone());
+        let _ = req.push_header(HeaderName::Allow, ALLOW);
         copy_body(&self.caller_invite, &mut req);
         req
     }
@@ -1018,14 +1011,16 @@ impl Call {
         }
     }
 
-    /// The ids of the call's dialogs (the caller's, and the callee's once answered), for the
-    /// driver's index.
-    pub fn dialog_ids(&self) -> Vec<DialogId> {
-        let mut ids = vec![self.caller.id().clone()];
-        if let Some(d) = &self.callee {
-            ids.push(d.id().clone());
-        }
-        ids
+    /// The caller's dialog: the call's reference in its record.
+    pub fn caller_dialog(&self) -> &DialogId {
+        self.caller.id()
+    }
+
+    /// The ids of the call's dialogs, for the driver's index. The caller's comes first; the set
+    /// only grows (the callee's joins once, on answer) and an id never changes, so the driver
+    /// indexes each once.
+    pub fn dialog_ids(&self) -> impl Iterator<Item = &DialogId> {
+        std::iter::once(self.caller.id()).chain(self.callee.as_ref().map(Dialog::id))
     }
 
     fn on_ack(&mut self, leg: Leg) {

@@ -482,7 +482,7 @@ impl Dialog {
             }
         }
         if answers && (creating || refreshes_target(method)) {
-            rsp.push_header(HeaderName::Contact, &self.local_contact.to_string())
+            rsp.push_name_addr(HeaderName::Contact, self.local_contact.clone())
                 .map_err(header_error(HeaderName::Contact))?;
         }
         match status {
@@ -556,23 +556,31 @@ impl Dialog {
         from.set_tag(&self.id.local_tag);
 
         let mut m = Message::request(method.clone(), ruri);
-        let mut push = |name: HeaderName, value: &str| {
-            m.push_header(name.clone(), value)
-                .map(|_| ())
-                .map_err(header_error(name))
-        };
-        push(HeaderName::Via, &via.to_string())?;
-        push(HeaderName::MaxForwards, "70")?;
+        m.push_via(via).map_err(header_error(HeaderName::Via))?;
+        m.push_header(HeaderName::MaxForwards, "70")
+            .map_err(header_error(HeaderName::MaxForwards))?;
         if !routes.is_empty() {
-            let list: Vec<String> = routes.iter().map(NameAddr::to_string).collect();
-            push(HeaderName::Route, &list.join(", "))?;
+            let mut list = String::new();
+            for (i, r) in routes.iter().enumerate() {
+                if i > 0 {
+                    list.push_str(", ");
+                }
+                r.push_to(&mut list);
+            }
+            m.push_header(HeaderName::Route, &list)
+                .map_err(header_error(HeaderName::Route))?;
         }
-        push(HeaderName::To, &to.to_string())?;
-        push(HeaderName::From, &from.to_string())?;
-        push(HeaderName::CallId, &self.id.call_id)?;
-        push(HeaderName::CSeq, &format!("{seq} {method}"))?;
+        m.push_name_addr(HeaderName::To, to)
+            .map_err(header_error(HeaderName::To))?;
+        m.push_name_addr(HeaderName::From, from)
+            .map_err(header_error(HeaderName::From))?;
+        m.push_header(HeaderName::CallId, &self.id.call_id)
+            .map_err(header_error(HeaderName::CallId))?;
+        m.push_cseq(seq, method)
+            .map_err(header_error(HeaderName::CSeq))?;
         if with_contact {
-            push(HeaderName::Contact, &self.local_contact.to_string())?;
+            m.push_name_addr(HeaderName::Contact, self.local_contact.clone())
+                .map_err(header_error(HeaderName::Contact))?;
         }
         Ok(OutgoingRequest {
             message: m,

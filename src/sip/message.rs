@@ -358,6 +358,15 @@ const CORE_HEADERS: [HeaderName; 7] = [
     HeaderName::Contact,
 ];
 
+/// The text of a typed header value, checked as any new value is ([`Message::validate_new`]): a
+/// display name from the directory could hold a line break.
+fn rendered(render: impl FnOnce(&mut String)) -> Result<String, HeaderError> {
+    let mut text = String::with_capacity(96);
+    render(&mut text);
+    Message::validate_new(&text)?;
+    Ok(text)
+}
+
 fn is_core(name: &HeaderName) -> bool {
     CORE_HEADERS.contains(name)
 }
@@ -1017,6 +1026,82 @@ impl Message {
             _ => return self.edit(name, value, |fields, field| fields.push(field)),
         }
         self.fields.push(Message::owned(name, value));
+        Ok(self)
+    }
+
+    /// Appends a Via from its typed value. The field's text is rendered from the value and the
+    /// value itself joins the typed Vias, so nothing is parsed back: the message is the one
+    /// `push_header(Via, &via.to_string())` makes, for the values a builder already has typed
+    /// (every request a B2BUA leg sends).
+    pub fn push_via(&mut self, via: Via) -> Result<&mut Message, HeaderError> {
+        let text = rendered(|out| via.push_to(out))?;
+        Arc::make_mut(&mut self.core.vias).push(via);
+        self.push_rendered(HeaderName::Via, text)
+    }
+
+    /// Appends a From, To or Contact from its typed value, as [`Message::push_via`] does a Via.
+    /// It refuses what `push_header` refuses: a second From or To, a contact beside `*`. Any
+    /// other name-addr header (Route, Refer-To, ...) is not kept typed and takes the plain path.
+    pub fn push_name_addr(
+        &mut self,
+        name: HeaderName,
+        value: NameAddr,
+    ) -> Result<&mut Message, HeaderError> {
+        let text = rendered(|out| value.push_to(out))?;
+        if value
+            .display_name
+            .as_deref()
+            .is_some_and(|d| d.contains(['\r', '\n']))
+        {
+            // Rendered with spaces instead: the typed value would not be what the text says.
+            return self.push_header(name, &text);
+        }
+        match name {
+            HeaderName::From | HeaderName::To => {
+                let slot = if name == HeaderName::From {
+                    &mut self.core.from
+                } else {
+                    &mut self.core.to
+                };
+                if slot.is_some() {
+                    return Err(HeaderError::Syntax);
+                }
+                *slot = Some(Arc::new(value));
+            }
+            HeaderName::Contact => match &mut self.core.contacts {
+                None => self.core.contacts = Some(Contacts::List(vec![value])),
+                Some(Contacts::List(list)) => list.push(value),
+                Some(Contacts::Wildcard) => return Err(HeaderError::Syntax),
+            },
+            _ => return self.push_header(name, &text),
+        }
+        self.push_rendered(name, text)
+    }
+
+    /// Appends `CSeq: seq method` (refused when the message has one), typed without a parse.
+    pub fn push_cseq(&mut self, seq: u32, method: Method) -> Result<&mut Message, HeaderError> {
+        if self.core.cseq.is_some() {
+            return Err(HeaderError::Syntax);
+        }
+        let text = rendered(|out| {
+            lex::push_decimal(out, u64::from(seq));
+            out.push(' ');
+            out.push_str(method.as_str());
+        })?;
+        self.core.cseq = Some(CSeq { seq, method });
+        self.push_rendered(HeaderName::CSeq, text)
+    }
+
+    /// The field of a typed push, whose value the caller has already put into `core`.
+    fn push_rendered(
+        &mut self,
+        name: HeaderName,
+        text: String,
+    ) -> Result<&mut Message, HeaderError> {
+        self.fields.push(Field {
+            name,
+            value: FieldValue::Owned(text.into_boxed_str()),
+        });
         Ok(self)
     }
 
@@ -1748,6 +1833,71 @@ mod tests {
         r.push_header(HeaderName::Contact, "*").unwrap();
         assert!(r.push_header(HeaderName::Contact, "<sip:x@y>").is_err());
         assert!(matches!(r.core.contacts, Some(Contacts::Wildcard)));
+    }
+
+    #[test]
+    fn typed_pushes_make_the_message_a_reparse_would() {
+        let uri = |s: &str| Uri::parse(s).unwrap();
+        let mut from = NameAddr::new(uri("sip:100@pbx.example;user=phone"));
+        from.display_name = Some("Ann \"the\" O\\Brien".into());
+        from.set_tag("f1");
+        let mut to = NameAddr::new(uri("sip:200@[2001:db8::1]:5070"));
+        to.set_tag("t1");
+        let contact = NameAddr::new(uri("sips:pbx@192.0.2.1:5061;transport=tls"));
+        let via = Via::parse("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKab;rport").unwrap();
+
+        let mut m = Message::request(Method::Invite, uri("sip:200@pbx.example"));
+        m.push_via(via.clone())
+            .unwrap()
+            .push_header(HeaderName::MaxForwards, "70")
+            .unwrap()
+            .push_name_addr(HeaderName::From, from.clone())
+            .unwrap()
+            .push_name_addr(HeaderName::To, to.clone())
+            .unwrap()
+            .push_header(HeaderName::CallId, "c1")
+            .unwrap()
+            .push_cseq(7, Method::Invite)
+            .unwrap()
+            .push_name_addr(HeaderName::Contact, contact.clone())
+            .unwrap()
+            .push_via(via.clone())
+            .unwrap();
+        let again = parse(&m.to_bytes()).unwrap();
+        assert_eq!(m.from(), again.from());
+        assert_eq!(m.to(), again.to());
+        assert_eq!(m.cseq(), again.cseq());
+        assert_eq!(m.contacts(), again.contacts());
+        assert_eq!(m.core.vias, again.core.vias);
+        assert_eq!(m.from(), Some(&from));
+        assert_eq!(m.core.vias.len(), 2);
+        assert_eq!(m.to_bytes(), again.to_bytes());
+
+        // Refused as push_header refuses them, and nothing changes.
+        let before = m.to_bytes();
+        assert!(m.push_name_addr(HeaderName::From, from.clone()).is_err());
+        assert!(m.push_name_addr(HeaderName::To, to).is_err());
+        assert!(m.push_cseq(8, Method::Bye).is_err());
+        assert_eq!(m.to_bytes(), before);
+        let mut r = Message::response(200, "OK");
+        r.push_header(HeaderName::Contact, "*").unwrap();
+        assert!(r.push_name_addr(HeaderName::Contact, contact.clone()).is_err());
+
+        // A line break in a display name goes out as a space, and is typed as the text says.
+        let mut broken = contact.clone();
+        broken.display_name = Some("line\r\nX-Evil: 1".into());
+        m.push_name_addr(HeaderName::Contact, broken).unwrap();
+        let again = parse(&m.to_bytes()).unwrap();
+        assert_eq!(m.contacts(), again.contacts());
+        assert_eq!(m.contacts().len(), 2);
+        assert!(!String::from_utf8_lossy(&m.to_bytes()).contains("\r\nX-Evil"));
+
+        // Other name-addr headers take the plain path and stay untyped text.
+        m.push_name_addr(HeaderName::Route, from).unwrap();
+        assert_eq!(
+            parse(&m.to_bytes()).unwrap().header(&HeaderName::Route),
+            m.header(&HeaderName::Route)
+        );
     }
 
     #[test]

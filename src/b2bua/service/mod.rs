@@ -160,6 +160,8 @@ struct Entry {
     armed_retransmit: Option<Instant>,
     /// When to look at the media's idle time next (answered calls with media).
     media_check: Option<Instant>,
+    /// How many of the call's dialog ids are in `Calls::dialogs` already.
+    indexed_dialogs: usize,
 }
 
 /// One leg of a click-to-call (see `click_to_call`).
@@ -989,8 +991,9 @@ impl Calls {
                 Action::Ended => ended = true,
             }
         }
-        for d in e.call.dialog_ids() {
-            self.dialogs.insert(d, id);
+        for d in e.call.dialog_ids().skip(e.indexed_dialogs) {
+            self.dialogs.insert(d.clone(), id);
+            e.indexed_dialogs += 1;
         }
         let mut linked = Vec::new();
         if e.call.is_answered() && !e.announced {
@@ -1473,7 +1476,7 @@ impl Calls {
     fn forget(&mut self, id: u64) {
         if let Some(e) = self.calls.remove(&id) {
             for d in e.call.dialog_ids() {
-                self.dialogs.remove(&d);
+                self.dialogs.remove(d);
             }
             if let Some(tx) = e.invite_tx {
                 self.invites.remove(&tx);
@@ -1533,6 +1536,7 @@ impl Entry {
             armed_deadline: None,
             armed_retransmit: None,
             media_check: None,
+            indexed_dialogs: 0,
         }
     }
 }
@@ -1673,7 +1677,7 @@ fn send_cancel(
 fn cancel_for(invite: &Message, reason: Option<&str>) -> Option<Message> {
     let mut c = Message::request(Method::Cancel, invite.uri()?.clone());
     if let Some(via) = invite.top_via() {
-        let _ = c.push_header(HeaderName::Via, &via.to_string());
+        let _ = c.push_via(via.clone());
     }
     let _ = c.push_header(HeaderName::MaxForwards, "70");
     for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
@@ -1682,7 +1686,7 @@ fn cancel_for(invite: &Message, reason: Option<&str>) -> Option<Message> {
         }
     }
     let seq = invite.cseq().map_or(1, |s| s.seq);
-    let _ = c.push_header(HeaderName::CSeq, &format!("{seq} CANCEL"));
+    let _ = c.push_cseq(seq, Method::Cancel);
     for v in invite.headers(&HeaderName::Route) {
         let _ = c.push_header(HeaderName::Route, v);
     }

@@ -46,7 +46,7 @@ pub(super) fn call_record(e: &Entry, s: &super::super::call::Summary) -> NewCall
         });
     }
     NewCallRecord {
-        call_ref: e.call.dialog_ids()[0].to_string(),
+        call_ref: e.call.caller_dialog().to_string(),
         started_at: e.started_ms,
         answered_at,
         ended_at,
