@@ -591,7 +591,8 @@ impl NameAddr {
         let (uri, rest) = match angle {
             Some(a) => {
                 let inner = a.strip_prefix('<').ok_or(HeaderError::Syntax)?;
-                let (uri_text, rest) = inner.split_once('>').ok_or(HeaderError::Syntax)?;
+                let (uri_text, rest) =
+                    lex::split_once_byte(inner, b'>').ok_or(HeaderError::Syntax)?;
                 // Uri::parse rejects the spaces of RFC 4475 §3.1.2.14.
                 (Uri::parse(uri_text)?, rest)
             }

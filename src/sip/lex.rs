@@ -70,6 +70,16 @@ pub(crate) fn find_byte(s: &str, set: &[u8]) -> Option<usize> {
     s.bytes().position(|b| set.contains(&b))
 }
 
+/// `s.split_once(sep)` for an ASCII separator, by a byte scan: URIs and parameters are split
+/// this way many times per message, and `str`'s char searcher costs several times more on
+/// such short strings.
+pub(crate) fn split_once_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
+    debug_assert!(sep.is_ascii());
+    let i = memchr::memchr(sep, s.as_bytes())?;
+    // An ASCII byte is always a char boundary, on both sides.
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
 /// Splits off the leading run of ASCII bytes satisfying `pred`.
 pub(crate) fn take_while(s: &str, pred: impl Fn(u8) -> bool) -> (&str, &str) {
     s.split_at(span(s, pred))

@@ -1881,7 +1881,9 @@ mod tests {
         assert_eq!(m.to_bytes(), before);
         let mut r = Message::response(200, "OK");
         r.push_header(HeaderName::Contact, "*").unwrap();
-        assert!(r.push_name_addr(HeaderName::Contact, contact.clone()).is_err());
+        assert!(r
+            .push_name_addr(HeaderName::Contact, contact.clone())
+            .is_err());
 
         // A line break in a display name goes out as a space, and is typed as the text says.
         let mut broken = contact.clone();

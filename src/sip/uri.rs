@@ -56,23 +56,29 @@ impl Host {
             return parse_v6(inner).map(Host::V6).ok_or(UriError::Host);
         }
         let name = s.strip_suffix('.').unwrap_or(s);
-        let top = name.rsplit('.').next().unwrap_or("");
+        // One pass over the labels: each is 1*(alphanum / '-' / '_'), not starting or ending
+        // with '-' ('_' is outside the ABNF but shows up in real deployments' host names;
+        // accepting it costs nothing and avoids 400s).
+        let b = name.as_bytes();
+        let mut label_start = 0;
+        let mut labels_ok = !b.is_empty();
+        for (i, &c) in b.iter().enumerate() {
+            if c == b'.' {
+                labels_ok &= i > label_start && b[i - 1] != b'-';
+                label_start = i + 1;
+            } else if i == label_start {
+                labels_ok &= c.is_ascii_alphanumeric() || c == b'_';
+            } else {
+                labels_ok &= c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+            }
+        }
+        labels_ok &= label_start < b.len() && b.last() != Some(&b'-');
         // RFC 3261 `toplabel` starts with ALPHA, so a name whose last label
         // starts with a digit can only be an IPv4 address.
-        if top.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
+        if b.get(label_start).is_some_and(|c| c.is_ascii_digit()) {
             return s.parse().map(Host::V4).map_err(|_| UriError::Host);
         }
-        let label_ok = |l: &str| {
-            let b = l.as_bytes();
-            // '_' is outside the ABNF but shows up in real deployments'
-            // host names; accepting it costs nothing and avoids 400s.
-            !b.is_empty()
-                && b.iter()
-                    .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-                && b.first() != Some(&b'-')
-                && b.last() != Some(&b'-')
-        };
-        if name.split('.').all(label_ok) {
+        if labels_ok {
             Ok(Host::Domain(s.to_owned()))
         } else {
             Err(UriError::Host)
@@ -284,8 +290,19 @@ fn is_uric(b: u8) -> bool {
 /// Parses `;p1;p2=v` (with `s` starting after the first `;`), decoding each
 /// name and value once.
 fn parse_uri_params(s: &str, out: &mut Params) -> Result<(), UriError> {
-    for item in s.split(';') {
-        let (name, value) = match item.split_once('=') {
+    let mut rest = Some(s);
+    while let Some(r) = rest {
+        let item = match lex::split_once_byte(r, b';') {
+            Some((item, tail)) => {
+                rest = Some(tail);
+                item
+            }
+            None => {
+                rest = None;
+                r
+            }
+        };
+        let (name, value) = match lex::split_once_byte(item, b'=') {
             Some((n, v)) => (n, Some(v)),
             None => (item, None),
         };
@@ -373,14 +390,14 @@ impl SipUri {
         // No component admits a raw '@' except the userinfo delimiter, so
         // the first one ends the userinfo even though the user part may
         // itself contain ';', '?' and '/' (RFC 4475 §3.1.1.2, §3.1.1.9).
-        let (userinfo, hostpart) = match rest.split_once('@') {
+        let (userinfo, hostpart) = match lex::split_once_byte(rest, b'@') {
             Some((u, h)) => (Some(u), h),
             None => (None, rest),
         };
         let (user, password) = match userinfo {
             None => (None, None),
             Some(u) => {
-                let (user, pw) = match u.split_once(':') {
+                let (user, pw) = match lex::split_once_byte(u, b':') {
                     Some((user, pw)) => (user, Some(pw)),
                     None => (u, None),
                 };
@@ -399,7 +416,7 @@ impl SipUri {
         // The port is only ever looked for after ']' (RFC 5118 §4.3): in
         // `[2001:db8::10:5070]` the 5070 is part of the address.
         let (host_text, after_host) = if hostpart.starts_with('[') {
-            let close = hostpart.find(']').ok_or(UriError::Host)?;
+            let close = lex::find_byte(hostpart, b"]").ok_or(UriError::Host)?;
             hostpart.split_at(close + 1)
         } else {
             let end = lex::find_byte(hostpart, b":;?").unwrap_or(hostpart.len());
@@ -415,7 +432,7 @@ impl SipUri {
             None => (None, after_host),
         };
 
-        let (params_text, headers) = match after_port.split_once('?') {
+        let (params_text, headers) = match lex::split_once_byte(after_port, b'?') {
             Some((p, h)) => (p, Some(h)),
             None => (after_port, None),
         };
@@ -680,7 +697,7 @@ impl Uri {
     /// one (RFC 4475 §3.1.2.7, §3.1.2.8), so callers must strip the angle
     /// brackets of a name-addr themselves.
     pub fn parse(s: &str) -> Result<Uri, UriError> {
-        let (scheme, rest) = s.split_once(':').ok_or(UriError::Scheme)?;
+        let (scheme, rest) = lex::split_once_byte(s, b':').ok_or(UriError::Scheme)?;
         let scheme_ok = scheme
             .bytes()
             .next()
@@ -819,6 +836,48 @@ mod tests {
         match Uri::parse(s) {
             Ok(Uri::Sip(u)) => u,
             other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn host_names_and_addresses() {
+        for ok in [
+            "a",
+            "pbx.example.com",
+            "pbx.example.com.",
+            "_sip._udp.example",
+            "9pbx.example",
+            "a-b.c-d",
+            "x1",
+        ] {
+            assert_eq!(Host::parse(ok), Ok(Host::Domain(ok.into())), "{ok}");
+        }
+        assert_eq!(
+            Host::parse("192.0.2.10"),
+            Ok(Host::V4(Ipv4Addr::new(192, 0, 2, 10)))
+        );
+        assert_eq!(
+            Host::parse("[2001:db8::1]"),
+            Ok(Host::V6("2001:db8::1".parse().unwrap()))
+        );
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            ".a",
+            "-a.b",
+            "a-.b",
+            "a.b-",
+            "a.-b",
+            "a b",
+            "a.b..",
+            "192.0.2.256",
+            "192.0.2",
+            "1.2.3.4.",
+            "2001:db8::1",
+            "a.1b",
+        ] {
+            assert!(Host::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 
