@@ -601,6 +601,13 @@ fn parse_start_line(line: &str) -> Result<StartLine, ErrorKind> {
 
 /// Finds every header field of the header section (after the start line),
 /// joining folded lines.
+/// The error of a malformed header line. A function rather than `ok_or(ErrorKind::HeaderLine)`
+/// on the per-line path: that builds and drops an `ErrorKind` (a call, as it is not inlined)
+/// for every line that is fine.
+fn bad_line() -> ErrorKind {
+    ErrorKind::HeaderLine
+}
+
 fn locate_fields(head: &str) -> Result<Vec<Field>, ErrorKind> {
     let mut fields: Vec<Field> = Vec::with_capacity(16);
     // (name, value start, value end, folded) of the field being read.
@@ -625,9 +632,9 @@ fn locate_fields(head: &str) -> Result<Vec<Field>, ErrorKind> {
         offset = line_end + 2;
         let line = head
             .get(line_start..line_end)
-            .ok_or(ErrorKind::HeaderLine)?;
+            .ok_or_else(bad_line)?;
         if line.starts_with([' ', '\t']) {
-            let cur = current.as_mut().ok_or(ErrorKind::HeaderLine)?;
+            let cur = current.as_mut().ok_or_else(bad_line)?;
             cur.2 = line_start + line.len();
             cur.3 = true;
             continue;
@@ -635,11 +642,11 @@ fn locate_fields(head: &str) -> Result<Vec<Field>, ErrorKind> {
         if let Some(done) = current.take() {
             fields.push(finish_field(head, done));
         }
-        let colon = memchr::memchr(b':', line.as_bytes()).ok_or(ErrorKind::HeaderLine)?;
+        let colon = memchr::memchr(b':', line.as_bytes()).ok_or_else(bad_line)?;
         // The colon is ASCII, so both sides are on character boundaries.
         let (name, value) = (
-            line.get(..colon).ok_or(ErrorKind::HeaderLine)?,
-            line.get(colon + 1..).ok_or(ErrorKind::HeaderLine)?,
+            line.get(..colon).ok_or_else(bad_line)?,
+            line.get(colon + 1..).ok_or_else(bad_line)?,
         );
         let name = lex::trim_ws(name);
         if !lex::is_token_str(name) {
