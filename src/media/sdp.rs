@@ -9,6 +9,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::sip::lex::push_decimal;
+use crate::sip::uri::Host;
+
 /// Where a party's audio should go, from its description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
@@ -76,7 +79,11 @@ pub fn anchor(sdp: &str, rtp: SocketAddr) -> Option<String> {
     audio_endpoint(sdp)?;
     let (ip, port) = (rtp.ip(), rtp.port());
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    let ours = format!("c=IN {family} {ip}");
+    // Rendered by hand, not with `format!`: this runs twice per call, on every offer and answer.
+    let mut ip_text = String::with_capacity(40);
+    Host::from(ip).push_to(&mut ip_text);
+    let ip_text = ip_text.trim_start_matches('[').trim_end_matches(']');
+    let ours = ["c=IN ", family, " ", ip_text].concat();
     let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
     let all: Vec<&str> = lines(sdp).collect();
 
@@ -105,7 +112,10 @@ pub fn anchor(sdp: &str, rtp: SocketAddr) -> Option<String> {
             if audio.is_none() && m.starts_with("audio ") {
                 audio = Some(n);
                 let tail = m.splitn(3, ' ').nth(2).unwrap_or("");
-                push(&mut out, &format!("m=audio {port} {tail}"), eol);
+                out.push_str("m=audio ");
+                push_decimal(&mut out, u64::from(port));
+                out.push(' ');
+                push(&mut out, tail, eol);
                 if !has_own && session_c.is_none() {
                     push(&mut out, &ours, eol);
                 }
@@ -128,11 +138,10 @@ pub fn anchor(sdp: &str, rtp: SocketAddr) -> Option<String> {
             // check it, and ours is the right one now.
             let f: Vec<&str> = o.split(' ').collect();
             if f.len() == 6 {
-                push(
-                    &mut out,
-                    &format!("o={} {} {} IN {family} {ip}", f[0], f[1], f[2]),
-                    eol,
-                );
+                for part in ["o=", f[0], " ", f[1], " ", f[2], " IN ", family, " ", ip_text] {
+                    out.push_str(part);
+                }
+                out.push_str(eol);
             } else {
                 push(&mut out, l, eol);
             }

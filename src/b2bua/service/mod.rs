@@ -227,8 +227,8 @@ pub struct Calls {
     dialogs: HashMap<DialogId, u64>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     random: u64,
-    /// The first listening address of each transport, for our Contact and Via.
-    local: HashMap<Transport, std::net::SocketAddr>,
+    /// Our Contact and Via for each transport (from its first listening address), made once.
+    local: HashMap<Transport, Local>,
     /// Records of ended calls, for the writer task.
     records: mpsc::Sender<NewCallRecord>,
     /// The RTP relay every call's media goes through; `None` passes descriptions unchanged.
@@ -303,7 +303,10 @@ impl Calls {
             dialogs: HashMap::new(),
             timers: BinaryHeap::new(),
             random: seed,
-            local,
+            local: local
+                .into_iter()
+                .filter_map(|(t, addr)| Some((t, local_for(t, addr)?)))
+                .collect(),
             records,
             relay,
             writer: Some(writer),
@@ -539,7 +542,7 @@ impl Calls {
                 return;
             }
         };
-        let Some(local) = local_for(&self.local, &caller) else {
+        let Some(local) = self.local.get(&caller.transport).cloned() else {
             tracing::warn!(transport = %caller.transport, "b2bua: no local address for the caller's transport");
             let rsp = self.reply(&invite, 500);
             let _ = layer.send_response(tx, rsp, now);
@@ -1134,7 +1137,7 @@ impl Calls {
         };
         session.set_echo();
         session.set_remote(Side::Caller, ep);
-        let Some(local) = local_for(&self.local, &caller) else {
+        let Some(local) = self.local.get(&caller.transport).cloned() else {
             let rsp = self.reply(&invite, 500);
             let _ = layer.send_response(tx, rsp, now);
             return;
@@ -1205,7 +1208,7 @@ impl Calls {
             _ => return fail(&self.c2c_status, "no media ports free"),
         };
         let caller = virtual_peer();
-        let Some(local) = local_for(&self.local, &caller) else {
+        let Some(local) = self.local.get(&caller.transport).cloned() else {
             return fail(&self.c2c_status, "no UDP listener");
         };
         let me = caller_id_of(&user, &self.realm);
@@ -1382,7 +1385,7 @@ impl Calls {
             return;
         };
         let caller = virtual_peer();
-        let Some(local) = local_for(&self.local, &caller) else {
+        let Some(local) = self.local.get(&caller.transport).cloned() else {
             return;
         };
         let body = super::click_to_call::offer(session.callee_facing(), self.next_random(), None);
@@ -1723,19 +1726,19 @@ fn for_transport(mut msg: Message, transport: Transport) -> Message {
     msg
 }
 
-/// Our Contact and Via template for a call whose caller came in on `caller`'s transport.
+/// Our Contact and Via template for a call whose caller came in on one transport.
+#[derive(Clone)]
 struct Local {
     contact: NameAddr,
     via: Via,
 }
 
-/// Our Contact and Via for a call whose caller reached us over `caller`'s transport: the
-/// first listening address of that transport. (A server behind NAT will need an advertised
-/// address here; not configurable yet.)
-fn local_for(local: &HashMap<Transport, std::net::SocketAddr>, caller: &Peer) -> Option<Local> {
-    let addr = *local.get(&caller.transport)?;
+/// Our Contact and Via for calls whose caller reaches us over `transport`, whose first
+/// listening address is `addr`. (A server behind NAT will need an advertised address here;
+/// not configurable yet.)
+fn local_for(transport: Transport, addr: std::net::SocketAddr) -> Option<Local> {
     let host = Host::parse(&addr.ip().to_string()).ok()?;
-    let t = caller.transport.as_str();
+    let t = transport.as_str();
     let contact = NameAddr::parse(&format!(
         "<sip:switchboard@{}:{};transport={t}>",
         host_text(&addr),
