@@ -138,7 +138,9 @@ pub fn anchor(sdp: &str, rtp: SocketAddr) -> Option<String> {
             // check it, and ours is the right one now.
             let f: Vec<&str> = o.split(' ').collect();
             if f.len() == 6 {
-                for part in ["o=", f[0], " ", f[1], " ", f[2], " IN ", family, " ", ip_text] {
+                for part in [
+                    "o=", f[0], " ", f[1], " ", f[2], " IN ", family, " ", ip_text,
+                ] {
                     out.push_str(part);
                 }
                 out.push_str(eol);

@@ -630,9 +630,7 @@ fn locate_fields(head: &str) -> Result<Vec<Field>, ErrorKind> {
             Some(_) => return Err(ErrorKind::HeaderLine),
         };
         offset = line_end + 2;
-        let line = head
-            .get(line_start..line_end)
-            .ok_or_else(bad_line)?;
+        let line = head.get(line_start..line_end).ok_or_else(bad_line)?;
         if line.starts_with([' ', '\t']) {
             let cur = current.as_mut().ok_or_else(bad_line)?;
             cur.2 = line_start + line.len();
