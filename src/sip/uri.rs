@@ -925,7 +925,13 @@ mod tests {
             let lead = if z % 8 == 0 { "0" } else { "" };
             cases.push(format!("{a}.{b}.{lead}{c}.{d}"));
         }
-        assert!(cases.iter().filter(|c| c.parse::<Ipv4Addr>().is_ok()).count() > 10_000);
+        assert!(
+            cases
+                .iter()
+                .filter(|c| c.parse::<Ipv4Addr>().is_ok())
+                .count()
+                > 10_000
+        );
         for c in &cases {
             assert_eq!(dotted_quad(c), c.parse::<Ipv4Addr>().ok(), "{c:?}");
         }
