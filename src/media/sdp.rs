@@ -10,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::sip::lex::push_decimal;
-use crate::sip::uri::Host;
+use crate::sip::uri::push_ip;
 
 /// Where a party's audio should go, from its description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,8 +81,8 @@ pub fn anchor(sdp: &str, rtp: SocketAddr) -> Option<String> {
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
     // Rendered by hand, not with `format!`: this runs twice per call, on every offer and answer.
     let mut ip_text = String::with_capacity(40);
-    Host::from(ip).push_to(&mut ip_text);
-    let ip_text = ip_text.trim_start_matches('[').trim_end_matches(']');
+    push_ip(&mut ip_text, ip);
+    let ip_text = ip_text.as_str();
     let ours = ["c=IN ", family, " ", ip_text].concat();
     let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
     let all: Vec<&str> = lines(sdp).collect();

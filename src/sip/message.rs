@@ -25,7 +25,7 @@ use super::header::{
     MAGIC_COOKIE,
 };
 use super::lex;
-use super::uri::{Host, Uri, UriError};
+use super::uri::{self, Uri, UriError};
 
 /// Largest message accepted by [`parse`] and sensible for [`frame`]: a
 /// UDP datagram cannot be bigger, and nothing a PBX handles needs more.
@@ -599,8 +599,6 @@ fn parse_start_line(line: &str) -> Result<StartLine, ErrorKind> {
     Ok(StartLine::Request { method, uri })
 }
 
-/// Finds every header field of the header section (after the start line),
-/// joining folded lines.
 /// The error of a malformed header line. A function rather than `ok_or(ErrorKind::HeaderLine)`
 /// on the per-line path: that builds and drops an `ErrorKind` (a call, as it is not inlined)
 /// for every line that is fine.
@@ -608,6 +606,8 @@ fn bad_line() -> ErrorKind {
     ErrorKind::HeaderLine
 }
 
+/// Finds every header field of the header section (after the start line),
+/// joining folded lines.
 fn locate_fields(head: &str) -> Result<Vec<Field>, ErrorKind> {
     let mut fields: Vec<Field> = Vec::with_capacity(16);
     // (name, value start, value end, folded) of the field being read.
@@ -1041,7 +1041,7 @@ impl Message {
     pub fn push_via(&mut self, via: Via) -> Result<&mut Message, HeaderError> {
         let text = rendered(|out| via.push_to(out))?;
         Arc::make_mut(&mut self.core.vias).push(via);
-        self.push_rendered(HeaderName::Via, text)
+        Ok(self.push_rendered(HeaderName::Via, text))
     }
 
     /// Appends a From, To or Contact from its typed value, as [`Message::push_via`] does a Via.
@@ -1080,7 +1080,7 @@ impl Message {
             },
             _ => return self.push_header(name, &text),
         }
-        self.push_rendered(name, text)
+        Ok(self.push_rendered(name, text))
     }
 
     /// Appends `CSeq: seq method` (refused when the message has one), typed without a parse.
@@ -1094,20 +1094,16 @@ impl Message {
             out.push_str(method.as_str());
         })?;
         self.core.cseq = Some(CSeq { seq, method });
-        self.push_rendered(HeaderName::CSeq, text)
+        Ok(self.push_rendered(HeaderName::CSeq, text))
     }
 
     /// The field of a typed push, whose value the caller has already put into `core`.
-    fn push_rendered(
-        &mut self,
-        name: HeaderName,
-        text: String,
-    ) -> Result<&mut Message, HeaderError> {
+    fn push_rendered(&mut self, name: HeaderName, text: String) -> &mut Message {
         self.fields.push(Field {
             name,
             value: FieldValue::Owned(text.into_boxed_str()),
         });
-        Ok(self)
+        self
     }
 
     /// Inserts a field above the first field of the same name (or at the
@@ -1224,15 +1220,9 @@ impl Message {
     ) -> Result<&mut Message, HeaderError> {
         let mut via = self.core.vias.first().cloned().ok_or(HeaderError::Empty)?;
         // `received` takes an IPv6 address without brackets (RFC 3261 §20.42).
-        let received = match received {
-            std::net::IpAddr::V4(a) => {
-                let mut text = String::with_capacity(15);
-                Host::V4(a).push_to(&mut text);
-                text
-            }
-            std::net::IpAddr::V6(a) => a.to_string(),
-        };
-        via.params.set("received", Some(received));
+        let mut text = String::with_capacity(15);
+        uri::push_ip(&mut text, received);
+        via.params.set("received", Some(text));
         if let Some(port) = rport {
             let mut text = String::with_capacity(5);
             lex::push_decimal(&mut text, u64::from(port));

@@ -122,19 +122,32 @@ impl Host {
     pub(crate) fn push_to(&self, out: &mut String) {
         match self {
             Host::Domain(d) => out.push_str(d),
-            Host::V4(a) => {
-                for (i, octet) in a.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        out.push('.');
-                    }
-                    lex::push_decimal(out, u64::from(octet));
-                }
-            }
+            Host::V4(a) => push_ip(out, IpAddr::V4(*a)),
             Host::V6(a) => {
-                use std::fmt::Write;
-                // Writing to a String cannot fail.
-                let _ = write!(out, "[{a}]");
+                out.push('[');
+                push_ip(out, IpAddr::V6(*a));
+                out.push(']');
             }
+        }
+    }
+}
+
+/// Appends an address as text, IPv6 without brackets (a Via's `received`, an SDP `c=` line).
+/// IPv4 without `fmt`: it is written into most messages the server sends.
+pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => {
+            for (i, octet) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                lex::push_decimal(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(a) => {
+            use std::fmt::Write;
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{a}");
         }
     }
 }
