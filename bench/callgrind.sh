@@ -23,7 +23,8 @@
 # Under valgrind the CPU features it does not emulate are off: SHA-256 takes the software path
 # instead of SHA-NI, which makes digest and nonce work look several times dearer than it is.
 #
-# Knobs: CALLS_RATE=20, CALLS_SECS=10. Needs valgrind (Debian package valgrind).
+# Knobs: CALLS_RATE=20, CALLS_SECS=10, KEEP=1 keeps the callgrind outputs (for
+# callgrind_annotate). Needs valgrind (Debian package valgrind).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,7 +33,11 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 command -v valgrind >/dev/null || die "valgrind is not installed"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/bench-target}"
 WORK="$(mktemp -d /tmp/switchboard-callgrind.XXXXXX)"
-trap 'rm -rf "$WORK"' EXIT
+if [ "${KEEP:-0}" = 1 ]; then
+  trap 'echo "callgrind outputs kept in $WORK" >&2' EXIT
+else
+  trap 'rm -rf "$WORK"' EXIT
+fi
 
 # Total instructions ("summary:") of one callgrind output file.
 instructions() { awk '/^summary:/ && !seen {print $2; seen = 1}' "$1"; }

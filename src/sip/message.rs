@@ -304,8 +304,9 @@ enum FieldValue {
     /// Byte range of the (trimmed) value inside `Message::head`.
     Raw(usize, usize),
     /// Values added by builders, and folded values, unfolded once at parse
-    /// time so accessors can hand out `&str` (folding is rare on the wire).
-    Owned(Box<str>),
+    /// time so accessors can hand out `&str` (folding is rare on the wire). Shared, so that
+    /// copying a built message (the B2BUA keeps the requests it sends) copies no text.
+    Owned(Arc<str>),
 }
 
 #[derive(Debug, Clone)]
@@ -1101,7 +1102,7 @@ impl Message {
     fn push_rendered(&mut self, name: HeaderName, text: String) -> &mut Message {
         self.fields.push(Field {
             name,
-            value: FieldValue::Owned(text.into_boxed_str()),
+            value: FieldValue::Owned(text.into()),
         });
         self
     }

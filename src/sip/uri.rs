@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use super::lex;
 
@@ -735,7 +736,9 @@ impl fmt::Display for TelUri {
 /// Any URI a SIP message may carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Uri {
-    Sip(SipUri),
+    /// Shared: a URI is copied into dialogs, transactions and call state far more often than
+    /// it is changed, and a copy is then a reference count, not a string per part.
+    Sip(Arc<SipUri>),
     Tel(TelUri),
     /// Any other absolute URI (`http:`, `mailto:`, `isbn:` ...). Kept opaque:
     /// a PBX only needs to carry these, and RFC 4475 §3.3.2-4 wants them
@@ -769,9 +772,9 @@ impl Uri {
             return Err(UriError::Char);
         }
         if scheme.eq_ignore_ascii_case("sip") {
-            SipUri::parse(rest, false).map(Uri::Sip)
+            SipUri::parse(rest, false).map(Uri::from)
         } else if scheme.eq_ignore_ascii_case("sips") {
-            SipUri::parse(rest, true).map(Uri::Sip)
+            SipUri::parse(rest, true).map(Uri::from)
         } else if scheme.eq_ignore_ascii_case("tel") {
             TelUri::parse(rest).map(Uri::Tel)
         } else if rest.is_empty() || !lex::valid_escaped(rest, is_uric) {
@@ -800,9 +803,10 @@ impl Uri {
         }
     }
 
+    /// The SIP URI to change; a copy of it first if it is shared.
     pub fn as_sip_mut(&mut self) -> Option<&mut SipUri> {
         match self {
-            Uri::Sip(u) => Some(u),
+            Uri::Sip(u) => Some(Arc::make_mut(u)),
             _ => None,
         }
     }
@@ -852,6 +856,12 @@ impl Uri {
     }
 }
 
+impl From<SipUri> for Uri {
+    fn from(u: SipUri) -> Uri {
+        Uri::Sip(Arc::new(u))
+    }
+}
+
 impl FromStr for Uri {
     type Err = UriError;
     fn from_str(s: &str) -> Result<Uri, UriError> {
@@ -888,7 +898,7 @@ mod tests {
 
     fn sip(s: &str) -> SipUri {
         match Uri::parse(s) {
-            Ok(Uri::Sip(u)) => u,
+            Ok(Uri::Sip(u)) => Arc::unwrap_or_clone(u),
             other => panic!("{s}: {other:?}"),
         }
     }
