@@ -16,6 +16,7 @@
 //! Hand-written rather than built on `rsip`, which is unmaintained and
 //! fails compact forms, folded lines, IPv6 Via hosts and tel: URIs.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -295,8 +296,25 @@ pub fn reason_phrase(status: u16) -> &'static str {
 /// Request line or status line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartLine {
-    Request { method: Method, uri: Uri },
-    Response { status: u16, reason: String },
+    Request {
+        method: Method,
+        uri: Uri,
+    },
+    /// The standard phrase for the status is borrowed, not copied (almost every response).
+    Response {
+        status: u16,
+        reason: Cow<'static, str>,
+    },
+}
+
+/// `reason` as stored in a status line: the standard phrase when it is that.
+fn reason_of(status: u16, reason: &str) -> Cow<'static, str> {
+    let standard = reason_phrase(status);
+    if reason == standard {
+        Cow::Borrowed(standard)
+    } else {
+        Cow::Owned(reason.to_owned())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -413,7 +431,11 @@ impl Core {
             .map(|f| f.text(head));
         match name {
             HeaderName::Via => {
-                let mut vias = Vec::new();
+                // Most messages carry one Via field: its list is the result, not a copy.
+                let mut vias = match values.next() {
+                    Some(first) => header::parse_vias(first)?,
+                    None => Vec::new(),
+                };
                 for v in values {
                     vias.extend(header::parse_vias(v)?);
                 }
@@ -587,7 +609,7 @@ fn parse_start_line(line: &str) -> Result<StartLine, ErrorKind> {
         .ok_or(ErrorKind::StatusCode)?;
         return Ok(StartLine::Response {
             status,
-            reason: reason.to_owned(),
+            reason: reason_of(status, reason),
         });
     }
     let method = Method::parse(first).map_err(|_| ErrorKind::StartLine)?;
@@ -688,14 +710,24 @@ impl Message {
     pub fn response(status: u16, reason: &str) -> Message {
         Message::with_start(StartLine::Response {
             status,
-            reason: reason.replace(['\r', '\n'], " "),
+            reason: if reason.contains(['\r', '\n']) {
+                Cow::Owned(reason.replace(['\r', '\n'], " "))
+            } else {
+                reason_of(status, reason)
+            },
         })
     }
 
     fn with_start(start: StartLine) -> Message {
+        /// One empty header text for every built message, instead of an allocation each.
+        fn empty_head() -> Arc<str> {
+            static EMPTY: std::sync::LazyLock<Arc<str>> =
+                std::sync::LazyLock::new(|| Arc::from(""));
+            Arc::clone(&EMPTY)
+        }
         Message {
             start,
-            head: Arc::from(""),
+            head: empty_head(),
             fields: Vec::new(),
             body: Vec::new(),
             core: Core::default(),
@@ -1315,12 +1347,25 @@ impl Message {
         Ok(self)
     }
 
+    /// Enough room for the wire form in all but odd cases (a start-line URI over 200 bytes), so
+    /// that rendering allocates once: for a built message `head` is empty or another message's,
+    /// and says nothing about this one's size.
+    fn wire_len_estimate(&self) -> usize {
+        let fields: usize = self
+            .fields
+            .iter()
+            .map(|f| f.name.as_str().len() + f.text(&self.head).len() + 4)
+            .sum();
+        // Start line, Content-Length and the blank line.
+        256 + fields + self.body.len()
+    }
+
     fn write_head(&self, out: &mut String) {
         match &self.start {
             StartLine::Request { method, uri } => {
                 out.push_str(method.as_str());
                 out.push(' ');
-                out.push_str(&uri.to_string());
+                uri.push_to(out);
                 out.push_str(" SIP/2.0\r\n");
             }
             StartLine::Response { status, reason } => {
@@ -1344,7 +1389,7 @@ impl Message {
     /// The canonical wire form: long header names, unfolded values, one
     /// Content-Length that matches the body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = String::with_capacity(self.head.len() + 64);
+        let mut out = String::with_capacity(self.wire_len_estimate());
         self.write_head(&mut out);
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(&self.body);
