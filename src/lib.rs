@@ -7,6 +7,7 @@ pub mod api;
 pub mod b2bua;
 pub mod config;
 pub mod directory;
+pub mod idmap;
 pub mod media;
 pub mod metrics;
 pub mod registrar;

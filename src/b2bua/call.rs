@@ -24,9 +24,10 @@
 //! Not here yet: media anchoring (session descriptions pass through unchanged until the RTP
 //! engine exists), RFC 4028 session refresh, PRACK.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::idmap::{self, IdMap};
 use crate::sip::dialog::{Dialog, DialogError, DialogId, OutgoingRequest};
 use crate::sip::header::{HeaderName, NameAddr, Via};
 use crate::sip::message::{self, Message, Method};
@@ -251,9 +252,9 @@ pub struct Call {
     deadline: Option<Instant>,
     forwarded_ringing: bool,
     forwarded_early_media: bool,
-    relays: HashMap<Key, Relay>,
+    relays: IdMap<Key, Relay>,
     /// Requests the call started on its own (BYEs); their answers need no relaying.
-    own: HashMap<Key, Leg>,
+    own: IdMap<Key, Leg>,
     /// A relayed re-INVITE's 2xx went to `Leg`; its ACK goes on to the other leg with this CSeq.
     pending_ack: Option<(Leg, u32)>,
     next_key: Key,
@@ -332,8 +333,8 @@ impl Call {
             winner: None,
             forwarded_ringing: false,
             forwarded_early_media: false,
-            relays: HashMap::new(),
-            own: HashMap::new(),
+            relays: idmap::new(),
+            own: idmap::new(),
             pending_ack: None,
             next_key: 1,
             random,

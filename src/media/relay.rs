@@ -19,7 +19,7 @@
 //! Owns: sockets, ports, the worker threads, RTP framing of what we play. Must not touch: SIP,
 //! SDP text (see `media::sdp`), tone synthesis (`media::tone`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,6 +32,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::sdp::{Endpoint, PCMA};
 use super::tone::{Sound, Source, FRAME};
+use crate::idmap::{self, IdMap};
 
 /// Largest datagram relayed; RTP over Ethernet never comes close.
 const MAX_DATAGRAM: usize = 2048;
@@ -546,7 +547,7 @@ fn run_worker(
     counters: Arc<Counters>,
 ) {
     let mut events = Events::with_capacity(256);
-    let mut sessions: HashMap<u64, WorkerSession> = HashMap::new();
+    let mut sessions: IdMap<u64, WorkerSession> = idmap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     // Sessions something is played in, and when the next frame of any of them is due.
     let mut playing: std::collections::HashSet<u64> = Default::default();
@@ -614,7 +615,7 @@ fn run_worker(
 fn take_commands(
     commands: &std_mpsc::Receiver<Command>,
     poll: &Poll,
-    sessions: &mut HashMap<u64, WorkerSession>,
+    sessions: &mut IdMap<u64, WorkerSession>,
     playing: &mut std::collections::HashSet<u64>,
 ) -> bool {
     loop {
@@ -674,7 +675,7 @@ fn play_due(s: &mut WorkerSession, now: Instant, counters: &Counters) -> bool {
     s.players.iter().any(Option::is_some)
 }
 
-fn apply(poll: &Poll, sessions: &mut HashMap<u64, WorkerSession>, cmd: Command) {
+fn apply(poll: &Poll, sessions: &mut IdMap<u64, WorkerSession>, cmd: Command) {
     match cmd {
         Command::Add {
             id,

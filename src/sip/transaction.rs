@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 use super::header::{HeaderName, Via};
 use super::message::{self, Message, Method};
 use super::uri::{Host, Uri};
+use crate::idmap::{self, IdMap};
 
 /// The RFC 3261 timer base values (§17.1.1.1, table 4 of appendix A).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -523,8 +524,8 @@ pub struct TransactionLayer {
     next_id: u64,
     /// Boxed (a client transaction is close to 1 KiB, a server one a quarter of that): the
     /// tables grow with the load for a whole Timer J/K, and a resize then moves only pointers.
-    clients: HashMap<u64, Box<ClientTx>>,
-    servers: HashMap<u64, Box<ServerTx>>,
+    clients: IdMap<u64, Box<ClientTx>>,
+    servers: IdMap<u64, Box<ServerTx>>,
     /// By branch; the CSeq method tells an INVITE from its CANCEL.
     client_index: Index,
     /// By branch (cookie) or by a legacy key starting with a space, which
@@ -637,8 +638,8 @@ impl TransactionLayer {
         TransactionLayer {
             config,
             next_id: 1,
-            clients: HashMap::new(),
-            servers: HashMap::new(),
+            clients: idmap::new(),
+            servers: idmap::new(),
             client_index: HashMap::new(),
             server_index: HashMap::new(),
             timers: TimerQueue::default(),
@@ -1397,7 +1398,9 @@ impl TransactionLayer {
 
 /// Gives back most of a table's room once it is far emptier than its capacity (checked in O(1);
 /// the shrink itself is rare, so its O(n) cost is amortised over the burst that grew the table).
-fn shrink_after_burst<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+fn shrink_after_burst<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    map: &mut HashMap<K, V, S>,
+) {
     if map.capacity() > 8 * map.len() + 1024 {
         map.shrink_to(2 * map.len());
     }

@@ -37,6 +37,7 @@ pub(in crate::b2bua) use self::route::{from_user, ring_user, Decision, Lookup, P
 use super::call::{Action, Call, CallConfig, Key, Outcome, Target, Towards};
 use super::events::{CallEvent, EventKind, Events};
 use crate::config::Transport;
+use crate::idmap::{self, IdMap};
 use crate::media::relay::{Relay, Session, Side};
 use crate::media::sdp;
 use crate::registrar;
@@ -220,10 +221,10 @@ pub struct Calls {
     routed_tx: mpsc::Sender<Routed>,
     /// Boxed: an entry is about 4 KiB, and a table of them that grows with the load would
     /// move every entry on each resize.
-    calls: HashMap<u64, Box<Entry>>,
+    calls: IdMap<u64, Box<Entry>>,
     next_call: u64,
-    invites: HashMap<ServerTxId, u64>,
-    clients: HashMap<ClientTxId, (u64, Purpose)>,
+    invites: IdMap<ServerTxId, u64>,
+    clients: IdMap<ClientTxId, (u64, Purpose)>,
     dialogs: HashMap<DialogId, u64>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     random: u64,
@@ -296,10 +297,10 @@ impl Calls {
             no_answer_status: config.no_answer_status,
             media_timeout: config.media_timeout,
             routed_tx,
-            calls: HashMap::new(),
+            calls: idmap::new(),
             next_call: 1,
-            invites: HashMap::new(),
-            clients: HashMap::new(),
+            invites: idmap::new(),
+            clients: idmap::new(),
             dialogs: HashMap::new(),
             timers: BinaryHeap::new(),
             random: seed,
@@ -1653,7 +1654,7 @@ fn emit_for(
 }
 
 fn send_cancel(
-    clients: &mut HashMap<ClientTxId, (u64, Purpose)>,
+    clients: &mut IdMap<ClientTxId, (u64, Purpose)>,
     id: u64,
     branch: usize,
     io: &mut BranchIo,
