@@ -44,12 +44,14 @@ pub struct CallEvent {
     pub call_id: String,
     pub user_id: i64,
     /// `incoming` or `outgoing`, from this user's side.
-    pub direction: String,
+    #[schema(value_type = String)]
+    pub direction: &'static str,
     pub other_number: String,
     pub other_name: String,
     /// `ended` only: the outcome as this user's history will show it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub outcome: Option<&'static str>,
     pub click_to_call: bool,
     /// Unix milliseconds.
     pub at: i64,
@@ -132,7 +134,7 @@ mod tests {
             kind,
             call_id: "c1".into(),
             user_id: user,
-            direction: "outgoing".into(),
+            direction: "outgoing",
             other_number: "200".into(),
             other_name: String::new(),
             outcome: None,

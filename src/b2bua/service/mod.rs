@@ -1639,14 +1639,10 @@ fn emit_for(
             kind,
             call_id: e.api_id.clone(),
             user_id,
-            direction: direction.as_str().into(),
+            direction: direction.as_str(),
             other_number: other.number.clone(),
             other_name: other.name.clone(),
-            outcome: outcome.map(|o| {
-                PartyOutcome::of(call_outcome(o), direction)
-                    .as_str()
-                    .to_owned()
-            }),
+            outcome: outcome.map(|o| PartyOutcome::of(call_outcome(o), direction).as_str()),
             click_to_call: e.c2c.is_some(),
             at: 0,
         });
