@@ -21,8 +21,10 @@
 //! out [`Call::poll_action`]. Identifiers of transactions are the driver's own (`Key`s); the
 //! call never sees a socket, a transaction or the clock.
 //!
-//! Not here yet: media anchoring (session descriptions pass through unchanged until the RTP
-//! engine exists), RFC 4028 session refresh, PRACK.
+//! RFC 4028 session timers are kept here when the caller asks for them (the caller refreshes;
+//! a session nobody refreshes ends). Media is not: the driver (`b2bua::service`) rewrites the
+//! session descriptions the call carries so that both legs send RTP to our relay. Not here
+//! yet: PRACK (RFC 3262).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
