@@ -949,7 +949,7 @@ mod tests {
             "username", "realm", "nonce", "uri", "response", "nc", "cnonce",
         ] {
             let mut c = good.clone();
-            c.params.retain(|p| p.name != name);
+            c.remove(name);
             assert_eq!(
                 s.verify(&c, "REGISTER", store, REALM, T0),
                 Verdict::Malformed,
@@ -957,16 +957,14 @@ mod tests {
             );
         }
         let mut c = good.clone();
-        c.params.retain(|p| p.name != "qop");
+        c.remove("qop");
         assert_eq!(
             s.verify(&c, "REGISTER", store, REALM, T0),
             Verdict::Failed(Failure::Qop)
         );
         let set = |name: &str, value: &str| {
             let mut c = good.clone();
-            for p in c.params.iter_mut().filter(|p| p.name == name) {
-                p.value = value.to_owned();
-            }
+            c.set(name, value);
             c
         };
         for nc in ["1", "0000000g", "+0000001", "00000000", "000000001"] {
@@ -1001,9 +999,11 @@ mod tests {
         let mut s = server();
         let n = s.nonce(REALM, T0);
         let mut c = alice(None).creds(&n, 1, "REGISTER");
-        for p in c.params.iter_mut().filter(|p| p.name == "response") {
-            p.value = p.value.to_ascii_uppercase();
-        }
+        let upper = c
+            .response()
+            .map(str::to_ascii_uppercase)
+            .unwrap_or_default();
+        c.set("response", &upper);
         assert_eq!(s.verify(&c, "REGISTER", store, REALM, T0), Verdict::Ok);
     }
 

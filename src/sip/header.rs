@@ -802,14 +802,66 @@ pub fn check_call_id(s: &str) -> Result<(), HeaderError> {
 
 /// One `auth-param` of a challenge or credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthParam {
+struct AuthParam {
     /// Borrowed for the names digest uses, which every REGISTER and INVITE carries.
-    pub name: std::borrow::Cow<'static, str>,
-    /// Unquoted value.
-    pub value: String,
+    name: std::borrow::Cow<'static, str>,
+    /// Where the unquoted value lies in its header's `values`.
+    value: std::ops::Range<usize>,
     /// Whether it was (and will be written as) a quoted-string; some
     /// servers insist on `qop=auth` and `nc=...` being unquoted.
-    pub quoted: bool,
+    quoted: bool,
+}
+
+/// The parameters of a challenge or credentials: every unquoted value in one string, one after
+/// another, so that a digest header of ten parameters costs two allocations, not ten or more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct AuthParams {
+    params: Vec<AuthParam>,
+    values: String,
+}
+
+impl AuthParams {
+    fn with_capacity(params: usize, text: usize) -> AuthParams {
+        AuthParams {
+            params: Vec::with_capacity(params),
+            values: String::with_capacity(text),
+        }
+    }
+
+    fn push(&mut self, name: std::borrow::Cow<'static, str>, value: &str, quoted: bool) {
+        let start = self.values.len();
+        self.values.push_str(value);
+        self.params.push(AuthParam {
+            name,
+            value: start..self.values.len(),
+            quoted,
+        });
+    }
+
+    fn value(&self, p: &AuthParam) -> &str {
+        self.values.get(p.value.clone()).unwrap_or("")
+    }
+
+    /// The same parameters with those called `name` (any case) left out, or given `value`.
+    fn rebuilt(&self, name: &str, value: Option<&str>) -> AuthParams {
+        let mut out = AuthParams::with_capacity(self.params.len(), self.values.len());
+        for p in &self.params {
+            match (p.name.eq_ignore_ascii_case(name), value) {
+                (false, _) => out.push(p.name.clone(), self.value(p), p.quoted),
+                (true, Some(v)) => out.push(p.name.clone(), v, p.quoted),
+                (true, None) => {}
+            }
+        }
+        out
+    }
+
+    /// Case-insensitive lookup of an auth-param's unquoted value.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+            .map(|p| self.value(p))
+    }
 }
 
 /// `name` as an [`AuthParam`] name, not copied when it is one digest defines (as written).
@@ -830,14 +882,18 @@ fn auth_param_name(name: &str) -> std::borrow::Cow<'static, str> {
     lex::known_or_owned(name, &DIGEST)
 }
 
-fn parse_auth(s: &str) -> Result<(String, Vec<AuthParam>), HeaderError> {
+fn parse_auth(s: &str) -> Result<(String, AuthParams), HeaderError> {
     let s = lex::trim_ws(s);
     let (scheme, rest) = lex::take_while(s, lex::is_token);
     if scheme.is_empty() {
         return Err(HeaderError::Syntax);
     }
     let rest = lex::trim_ws(rest);
-    let mut params = Vec::new();
+    // At most one parameter per comma, plus one; the values are shorter than the text.
+    let mut params = AuthParams::with_capacity(
+        memchr::memchr_iter(b',', rest.as_bytes()).count() + 1,
+        rest.len(),
+    );
     if !rest.is_empty() {
         for item in split_list(rest) {
             let item = item?;
@@ -851,35 +907,32 @@ fn parse_auth(s: &str) -> Result<(String, Vec<AuthParam>), HeaderError> {
             }
             let (value, quoted) = if v.starts_with('"') {
                 match lex::parse_quoted(v) {
-                    Some((q, tail)) if lex::trim_ws(tail).is_empty() => (q.into_owned(), true),
+                    Some((q, tail)) if lex::trim_ws(tail).is_empty() => (q, true),
                     Some(_) => return Err(HeaderError::Param),
                     None => return Err(HeaderError::UnterminatedQuote),
                 }
             } else if lex::is_token_str(v) {
-                (v.to_owned(), false)
+                (std::borrow::Cow::Borrowed(v), false)
             } else {
                 return Err(HeaderError::Param);
             };
-            params.push(AuthParam {
-                name: auth_param_name(name),
-                value,
-                quoted,
-            });
+            params.push(auth_param_name(name), &value, quoted);
         }
     }
     Ok((scheme.to_owned(), params))
 }
 
-fn write_auth(f: &mut fmt::Formatter<'_>, scheme: &str, params: &[AuthParam]) -> fmt::Result {
+fn write_auth(f: &mut fmt::Formatter<'_>, scheme: &str, params: &AuthParams) -> fmt::Result {
     f.write_str(scheme)?;
-    for (i, p) in params.iter().enumerate() {
+    for (i, p) in params.params.iter().enumerate() {
         f.write_str(if i == 0 { " " } else { ", " })?;
+        let value = params.value(p);
         if p.quoted {
-            let mut s = String::with_capacity(p.value.len() + 2);
-            lex::write_quoted(&mut s, &p.value);
+            let mut s = String::with_capacity(value.len() + 2);
+            lex::write_quoted(&mut s, value);
             write!(f, "{}={}", p.name, s)?;
         } else {
-            write!(f, "{}={}", p.name, p.value)?;
+            write!(f, "{}={}", p.name, value)?;
         }
     }
     Ok(())
@@ -891,12 +944,12 @@ macro_rules! auth_type {
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub struct $ty {
             pub scheme: String,
-            pub params: Vec<AuthParam>,
+            params: AuthParams,
         }
 
         impl $ty {
             pub fn new(scheme: &str) -> $ty {
-                $ty { scheme: scheme.to_owned(), params: Vec::new() }
+                $ty { scheme: scheme.to_owned(), params: AuthParams::default() }
             }
 
             pub fn parse(s: &str) -> Result<$ty, HeaderError> {
@@ -910,14 +963,24 @@ macro_rules! auth_type {
 
             /// Case-insensitive lookup of an auth-param's unquoted value.
             pub fn param(&self, name: &str) -> Option<&str> {
-                self.params
-                    .iter()
-                    .find(|p| p.name.eq_ignore_ascii_case(name))
-                    .map(|p| p.value.as_str())
+                self.params.get(name)
             }
 
             pub fn push(&mut self, name: &str, value: &str, quoted: bool) -> &mut $ty {
-                self.params.push(AuthParam { name: auth_param_name(name), value: value.to_owned(), quoted });
+                self.params.push(auth_param_name(name), value, quoted);
+                self
+            }
+
+            /// Drops every parameter called `name` (any case).
+            pub fn remove(&mut self, name: &str) -> &mut $ty {
+                self.params = self.params.rebuilt(name, None);
+                self
+            }
+
+            /// Gives every parameter called `name` (any case) this unquoted value, in its place
+            /// and with its quoting.
+            pub fn set(&mut self, name: &str, value: &str) -> &mut $ty {
+                self.params = self.params.rebuilt(name, Some(value));
                 self
             }
 
@@ -1187,5 +1250,21 @@ mod tests {
         assert!(Credentials::parse(r#"Digest realm="x"#).is_err());
         assert!(Credentials::parse("Digest realm").is_err());
         assert!(Credentials::parse("Digest a=b,,c=d").is_err());
+    }
+
+    #[test]
+    fn auth_params_are_removed_and_replaced_in_place() {
+        let mut c =
+            Credentials::parse(r#"Digest username="al\"ice", nc=00000001, qop=auth, uri="sip:x""#)
+                .unwrap();
+        assert_eq!(c.username(), Some("al\"ice"));
+        c.set("NC", "00000002").remove("qop");
+        assert_eq!(
+            c.to_string(),
+            r#"Digest username="al\"ice", nc=00000002, uri="sip:x""#
+        );
+        assert_eq!(c.nc(), Some("00000002"));
+        assert_eq!(c.qop(), None);
+        assert_eq!(Credentials::parse(&c.to_string()), Ok(c));
     }
 }
