@@ -6,11 +6,13 @@
 //!   cargo bench --bench media                      # CALLS="250 500 1000 2000" SECS=10
 //!   CALLS="2000 3000" SECS=20 cargo bench --bench media
 //!
-//! The load generator runs on this machine too (one thread, mio), so on a small machine it
-//! competes with the relay for CPU; the jitter figure includes the generator's own scheduling
-//! delays and is an upper bound for what the relay adds. Needs 6 file descriptors per call.
+//! The load generator runs on this machine too (`GEN_THREADS` threads, default 2, each with its
+//! own share of the calls and its own mio poll), so on a small machine it competes with the
+//! relay for CPU; the jitter figure includes the generator's own scheduling delays and is an
+//! upper bound for what the relay adds. As real phones do, the streams are not in step: each
+//! leg sends at its own phase within the 20 ms, and each packet carries the time it was sent.
+//! Needs 6 file descriptors per call.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -78,7 +80,6 @@ fn run(n: usize, duration: Duration) -> io::Result<()> {
         threads: 0,
     })
     .map_err(|e| io::Error::other(e.to_string()))?;
-    let mut poll = Poll::new()?;
     let mut legs: Vec<Leg> = Vec::with_capacity(2 * n);
     let mut sessions = Vec::with_capacity(n);
     for _ in 0..n {
@@ -86,7 +87,7 @@ fn run(n: usize, duration: Duration) -> io::Result<()> {
             .session()
             .map_err(|e| io::Error::other(e.to_string()))?;
         for side in [Side::Caller, Side::Callee] {
-            let mut socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+            let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
             let local = socket.local_addr()?;
             s.set_remote(
                 side,
@@ -95,8 +96,6 @@ fn run(n: usize, duration: Duration) -> io::Result<()> {
                     rtcp: SocketAddr::new(local.ip(), local.port() + 1),
                 },
             );
-            poll.registry()
-                .register(&mut socket, Token(legs.len()), Interest::READABLE)?;
             let to = match side {
                 Side::Caller => s.caller_facing(),
                 Side::Callee => s.callee_facing(),
@@ -116,32 +115,114 @@ fn run(n: usize, duration: Duration) -> io::Result<()> {
     // the CPU figure is this step's relay alone.
     std::thread::sleep(Duration::from_millis(1200));
 
+    let threads: usize = std::env::var("GEN_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
+        .clamp(1, legs.len().max(1));
+    let total = legs.len();
+    // Leg i sends at i/total of the packet interval: the streams are spread over the 20 ms.
+    let mut groups: Vec<Vec<(Duration, Leg)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, leg) in legs.into_iter().enumerate() {
+        let phase = PTIME.mul_f64(i as f64 / total as f64);
+        groups[i % threads].push((phase, leg));
+    }
     let cpu0 = relay_cpu()?;
     let start = Instant::now();
-    let mut next_tick = start;
+    let results: Vec<io::Result<Generated>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|group| scope.spawn(move || generate(group, start, duration)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("generator panicked")))
+            })
+            .collect()
+    });
+    let wall = start.elapsed();
+    let cpu = relay_cpu()? - cpu0;
+    let mut sent = 0u64;
+    let mut received = 0u64;
+    let mut jitter_sum = 0.0;
+    for r in results {
+        let r = r?;
+        sent += r.sent;
+        received += r.received;
+        jitter_sum += r.jitter_sum;
+    }
+    let jitter_ms = jitter_sum / total.max(1) as f64 / 1000.0;
+    let loss_pct = if sent == 0 {
+        0.0
+    } else {
+        (sent.saturating_sub(received)) as f64 * 100.0 / sent as f64
+    };
+    let per_call = cpu / wall.as_secs_f64() / n as f64 * 100.0;
+    println!(
+        "{n:>6} {sent:>10} {received:>10} {loss_pct:>8.3} {jitter_ms:>10.3} {cpu:>12.2} {per_call:>16.4}"
+    );
+    drop(sessions);
+    Ok(())
+}
+
+/// What one generator thread sent and received.
+struct Generated {
+    sent: u64,
+    received: u64,
+    /// Sum over its legs of each leg's final jitter estimate (µs).
+    jitter_sum: f64,
+}
+
+/// Plays both directions of its legs until `duration` has passed since `start`: each leg sends
+/// one packet every PTIME at its own phase, stamped with the time it is sent, and every packet
+/// arriving at a leg updates that leg's RFC 3550 jitter estimate.
+fn generate(
+    group: Vec<(Duration, Leg)>,
+    start: Instant,
+    duration: Duration,
+) -> io::Result<Generated> {
+    let mut poll = Poll::new()?;
+    let mut legs = Vec::with_capacity(group.len());
+    // Due times in phase order, so the next leg to send is always at `next`.
+    let mut due: Vec<(Instant, usize)> = Vec::with_capacity(group.len());
+    for (i, (phase, mut leg)) in group.into_iter().enumerate() {
+        poll.registry()
+            .register(&mut leg.socket, Token(i), Interest::READABLE)?;
+        due.push((start + phase, i));
+        legs.push(leg);
+    }
+    let mut next = 0;
     let mut events = Events::with_capacity(4096);
     let mut buf = [0u8; 2048];
     let mut sent = 0u64;
-    let mut ssrc_of: HashMap<usize, u32> = HashMap::new();
     while start.elapsed() < duration {
         let now = Instant::now();
-        if now >= next_tick {
-            let stamp = start.elapsed().as_micros() as u64;
-            for (i, leg) in legs.iter_mut().enumerate() {
+        // Everything due by now, in phase order (a late wake-up sends its backlog at once).
+        for _ in 0..due.len() {
+            let (at, i) = due[next];
+            if at > now {
+                break;
+            }
+            if let Some(leg) = legs.get_mut(i) {
                 let mut pkt = [0u8; PACKET];
                 pkt[0] = 0x80; // V=2
                 pkt[2..4].copy_from_slice(&leg.seq.to_be_bytes());
-                let ssrc = *ssrc_of.entry(i).or_insert(i as u32);
-                pkt[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                pkt[8..12].copy_from_slice(&(i as u32).to_be_bytes());
+                let stamp = start.elapsed().as_micros() as u64;
                 pkt[12..20].copy_from_slice(&stamp.to_be_bytes());
                 if leg.socket.send_to(&pkt, leg.to).is_ok() {
                     sent += 1;
                 }
                 leg.seq = leg.seq.wrapping_add(1);
             }
-            next_tick += PTIME;
+            due[next].0 = at + PTIME;
+            next = (next + 1) % due.len();
         }
-        let wait = next_tick.saturating_duration_since(Instant::now());
+        let wait = due.get(next).map_or(PTIME, |(at, _)| {
+            at.saturating_duration_since(Instant::now())
+        });
         poll.poll(&mut events, Some(wait))?;
         for ev in events.iter() {
             let Some(leg) = legs.get_mut(ev.token().0) else {
@@ -167,23 +248,28 @@ fn run(n: usize, duration: Duration) -> io::Result<()> {
             }
         }
     }
-    let wall = start.elapsed();
-    let cpu = relay_cpu()? - cpu0;
-    // Packets still in flight at the end are not loss.
-    std::thread::sleep(Duration::from_millis(100));
-    let received: u64 = legs.iter().map(|l| l.received).sum();
-    let jitter_ms = legs.iter().map(|l| l.jitter).sum::<f64>() / legs.len().max(1) as f64 / 1000.0;
-    let loss_pct = if sent == 0 {
-        0.0
-    } else {
-        (sent.saturating_sub(received)) as f64 * 100.0 / sent as f64
-    };
-    let per_call = cpu / wall.as_secs_f64() / n as f64 * 100.0;
-    println!(
-        "{n:>6} {sent:>10} {received:>10} {loss_pct:>8.3} {jitter_ms:>10.3} {cpu:>12.2} {per_call:>16.4}"
-    );
-    drop(sessions);
-    Ok(())
+    // Packets still in flight at the end are not loss: take what arrives in the next 100 ms.
+    let drain_until = Instant::now() + Duration::from_millis(100);
+    while Instant::now() < drain_until {
+        poll.poll(
+            &mut events,
+            Some(drain_until.saturating_duration_since(Instant::now())),
+        )?;
+        for ev in events.iter() {
+            if let Some(leg) = legs.get_mut(ev.token().0) {
+                while let Ok((len, _)) = leg.socket.recv_from(&mut buf) {
+                    if len >= 20 {
+                        leg.received += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(Generated {
+        sent,
+        received: legs.iter().map(|l| l.received).sum(),
+        jitter_sum: legs.iter().map(|l| l.jitter).sum(),
+    })
 }
 
 /// CPU seconds of this process's relay threads (`media-*`), from /proc.
