@@ -387,7 +387,21 @@ fn rendered(render: impl FnOnce(&mut String)) -> Result<String, HeaderError> {
 }
 
 fn is_core(name: &HeaderName) -> bool {
-    CORE_HEADERS.contains(name)
+    core_slot(name).is_some()
+}
+
+/// Where `name` is in [`CORE_HEADERS`].
+fn core_slot(name: &HeaderName) -> Option<usize> {
+    Some(match name {
+        HeaderName::Via => 0,
+        HeaderName::From => 1,
+        HeaderName::To => 2,
+        HeaderName::CallId => 3,
+        HeaderName::CSeq => 4,
+        HeaderName::MaxForwards => 5,
+        HeaderName::Contact => 6,
+        _ => return None,
+    })
 }
 
 fn single<'a>(mut values: impl Iterator<Item = &'a str>) -> Result<Option<&'a str>, CoreError> {
@@ -405,10 +419,29 @@ fn parse_max_forwards(v: &str) -> Result<u8, HeaderError> {
 }
 
 impl Core {
+    /// Types the core headers of a parsed message. One pass finds the fields of each core
+    /// header (most appear once); only a header given in several fields goes back over the
+    /// list. Errors are reported in `CORE_HEADERS` order, whatever the fields' order.
     fn build(fields: &[Field], head: &str) -> Result<Core, ErrorKind> {
+        // For each core header: its first field, and whether more fields follow.
+        let mut at: [Option<(usize, bool)>; CORE_HEADERS.len()] = [None; CORE_HEADERS.len()];
+        for (i, f) in fields.iter().enumerate() {
+            if let Some(k) = core_slot(&f.name) {
+                match &mut at[k] {
+                    None => at[k] = Some((i, false)),
+                    Some((_, more)) => *more = true,
+                }
+            }
+        }
         let mut core = Core::default();
-        for name in &CORE_HEADERS {
-            core.refresh(name, fields, head).map_err(|e| match e {
+        for (name, at) in CORE_HEADERS.iter().zip(at) {
+            let done = match at {
+                // Absent: the default is what typing no value gives.
+                None => Ok(()),
+                Some((i, false)) => core.assign(name, std::iter::once(fields[i].text(head))),
+                Some((_, true)) => core.refresh(name, fields, head),
+            };
+            done.map_err(|e| match e {
                 CoreError::Duplicate => ErrorKind::Duplicate(name.clone()),
                 CoreError::Invalid(error) => ErrorKind::Header {
                     name: name.clone(),
@@ -419,16 +452,28 @@ impl Core {
         Ok(core)
     }
 
+    /// Types header `name` again from all its fields (after an edit).
     fn refresh(
         &mut self,
         name: &HeaderName,
         fields: &[Field],
         head: &str,
     ) -> Result<(), CoreError> {
-        let mut values = fields
-            .iter()
-            .filter(|f| &f.name == name)
-            .map(|f| f.text(head));
+        self.assign(
+            name,
+            fields
+                .iter()
+                .filter(|f| &f.name == name)
+                .map(|f| f.text(head)),
+        )
+    }
+
+    /// Types header `name` from `values`, its fields' texts in order.
+    fn assign<'a>(
+        &mut self,
+        name: &HeaderName,
+        mut values: impl Iterator<Item = &'a str>,
+    ) -> Result<(), CoreError> {
         match name {
             HeaderName::Via => {
                 // Most messages carry one Via field: its list is the result, not a copy.
@@ -1960,6 +2005,14 @@ mod tests {
         // An existing tag is kept.
         rsp.set_to_tag("other").unwrap();
         assert_eq!(rsp.to().and_then(NameAddr::tag), Some("a6c85cf"));
+    }
+
+    #[test]
+    fn core_slots_follow_the_core_header_order() {
+        for (i, name) in CORE_HEADERS.iter().enumerate() {
+            assert_eq!(core_slot(name), Some(i), "{name:?}");
+        }
+        assert_eq!(core_slot(&HeaderName::ContentLength), None);
     }
 
     #[test]
