@@ -563,21 +563,29 @@ fn response_peer(via: &Via, from: Peer) -> Peer {
 
 /// The server side of RFC 3581 and §18.2.1: `received` when the sent-by
 /// is not the source address (always when `rport` is asked for), and the
-/// source port into an empty `rport`.
+/// source port into `rport`.
+///
+/// Only the server writes these: a `received` or an `rport` value that
+/// came in the request is replaced by what the packet really came from,
+/// or responses (and their retransmissions) would go wherever the sender
+/// wrote, which makes us a reflector towards a third party.
 fn stamp_received(msg: &mut Message, from: Peer) {
     let Some(via) = msg.top_via() else {
         return;
     };
     let src: IpAddr = from.addr.ip().to_canonical();
-    let wants_rport = matches!(via.rport(), Some(None));
+    let rport = via.rport();
+    let received = via.received().map(|ip| ip.to_canonical());
     let differs = via.host.ip().map(|ip| ip.to_canonical()) != Some(src);
-    let has_received = via.received().map(|ip| ip.to_canonical()) == Some(src);
-    if !wants_rport && (!differs || has_received) {
+    let needs_received = differs || rport.is_some() || received.is_some();
+    let received_wrong = needs_received && received != Some(src);
+    let rport_wrong = rport.is_some_and(|p| p != Some(from.addr.port()));
+    if !received_wrong && !rport_wrong {
         return;
     }
     // Cannot fail for a message whose Via parsed; if it somehow did, the request still goes
     // up unchanged rather than being lost.
-    let _ = msg.stamp_top_via(src, wants_rport.then(|| from.addr.port()));
+    let _ = msg.stamp_top_via(src, rport.is_some().then(|| from.addr.port()));
 }
 
 /// RFC 2543 index key: the parts of §17.2.3 that are the same for a
@@ -870,11 +878,16 @@ impl TransactionLayer {
     /// the TU as [`Output::Ack2xx`], which must ignore it (§8.2.7: a stateless UAS ignores ACK).
     /// A provisional response, or a 2xx to an INVITE, is refused with [`TxError::WrongState`]:
     /// those need the state machine.
+    ///
+    /// Once a provisional response went out (the automatic 100 Trying of a slow INVITE), the
+    /// response is sent statefully instead: the client stopped retransmitting when it got the
+    /// provisional (§17.1.1.2), so only our own retransmissions (Timer G) can make up for a
+    /// lost final response.
     pub fn respond_statelessly(
         &mut self,
         tx: ServerTxId,
         resp: Message,
-        _now: Instant,
+        now: Instant,
     ) -> Result<(), TxError> {
         let status = resp.status().ok_or(TxError::NotAResponse)?;
         if !(100..=699).contains(&status) {
@@ -891,6 +904,9 @@ impl TransactionLayer {
         };
         if !open {
             return Err(TxError::WrongState);
+        }
+        if s.last_response.is_some() {
+            return self.send_response(tx, resp, now);
         }
         self.outputs.push_back(Output::Transmit {
             to: s.reply_to,
@@ -2042,6 +2058,36 @@ mod tests {
     }
 
     #[test]
+    fn a_challenge_after_100_trying_is_sent_statefully() {
+        // The caller stopped retransmitting when the 100 came: a lost 407 must be resent by us.
+        let c = clock();
+        let mut l = layer();
+        l.handle_incoming(request("INVITE", "z9hG4bKslow407"), udp(), c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        let outs = run(&mut l, c.at(0.3));
+        assert_eq!(transmitted(&outs[0].1).and_then(|m| m.status()), Some(100));
+        let mut challenge = Message::response_to(&got, 407, "Proxy Authentication Required");
+        challenge.set_to_tag("c1").expect("tag");
+        l.respond_statelessly(tx, challenge, c.at(0.4))
+            .expect("respond");
+        assert_eq!(
+            drain(&mut l)
+                .first()
+                .and_then(transmitted)
+                .and_then(|m| m.status()),
+            Some(407)
+        );
+        // Timer G: the 407 again, T1 later.
+        let again = run(&mut l, c.at(1.0));
+        assert!(
+            again
+                .iter()
+                .any(|(_, o)| transmitted(o).and_then(|m| m.status()) == Some(407)),
+            "{again:?}"
+        );
+    }
+
+    #[test]
     fn server_invite_no_auto_trying_when_tu_is_quick() {
         let c = clock();
         let mut l = layer();
@@ -2269,6 +2315,45 @@ mod tests {
         assert!(got
             .top_via()
             .is_some_and(|v| !v.params.contains("received")));
+    }
+
+    #[test]
+    fn received_and_rport_written_by_the_sender_are_replaced() {
+        // A request that names a third party in its own Via must not make us send there.
+        let c = clock();
+        let mut l = layer();
+        let src = Peer {
+            addr: "203.0.113.5:40000".parse().expect("addr"),
+            reliable: false,
+            flow: 2,
+        };
+        for (i, via) in [
+            "SIP/2.0/UDP 203.0.113.5:40000;received=198.51.100.7;rport=9999;branch=z9hG4bKrefl1",
+            "SIP/2.0/UDP 203.0.113.5:40000;received=198.51.100.7;branch=z9hG4bKrefl2",
+            "SIP/2.0/UDP 203.0.113.5:40000;rport=9999;branch=z9hG4bKrefl3",
+            "SIP/2.0/UDP 10.0.0.1:5060;received=198.51.100.7;rport;branch=z9hG4bKrefl4",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let t = i as f64;
+            l.handle_incoming(request_via("OPTIONS", via), src, c.at(t));
+            let (tx, got) = expect_request(&mut l);
+            let v = got.top_via().expect("via");
+            assert_eq!(
+                v.received(),
+                Some("203.0.113.5".parse().expect("ip")),
+                "{via}"
+            );
+            assert!(matches!(v.rport(), None | Some(Some(40000))), "{via}");
+            l.send_response(tx, Message::response_to(&got, 200, "OK"), c.at(t + 0.1))
+                .expect("respond");
+            let sent = drain(&mut l);
+            let [Output::Transmit { to, .. }] = &sent[..] else {
+                panic!("{sent:?}");
+            };
+            assert_eq!(to.addr, src.addr, "{via}");
+        }
     }
 
     #[test]
