@@ -729,12 +729,32 @@ impl TransactionLayer {
         if self.find_client(branch, &method).is_some() {
             return Err(TxError::Duplicate);
         }
+        let t = self.config.timers;
+        if method == Method::Cancel {
+            // §9.1: with no final response 64·T1 after the CANCEL, the INVITE counts as
+            // cancelled and its transaction is destroyed. Timer B stopped at the first
+            // provisional, so without this an INVITE whose callee vanished after ringing would
+            // wait for ever (and so would the call that sent it).
+            if let Some(inv) = self.find_client(branch, &Method::Invite) {
+                if let Some(c) = self.clients.get_mut(&inv) {
+                    if matches!(c.state, ClientState::Calling | ClientState::Proceeding) {
+                        arm(
+                            &mut self.timers,
+                            &mut c.slots,
+                            inv,
+                            TimerKind::B,
+                            now,
+                            t.t1x64(),
+                        );
+                    }
+                }
+            }
+        }
         let branch: Arc<str> = Arc::from(branch);
         let id = self.next_id;
         self.next_id += 1;
         let invite = method == Method::Invite;
         let bytes: Arc<[u8]> = Arc::from(req.to_bytes());
-        let t = self.config.timers;
         let mut tx = ClientTx {
             invite,
             method,
@@ -1823,6 +1843,40 @@ mod tests {
         l.handle_incoming(response(&inv, 487, Some("t")), udp(), c.at(0.3));
         let got = drain(&mut l);
         assert!(matches!(&got[1], Output::Response { tx, .. } if *tx == inv_id));
+    }
+
+    #[test]
+    fn a_cancelled_invite_with_no_final_answer_ends_64_t1_after_the_cancel() {
+        let c = clock();
+        let mut l = layer();
+        let inv = request("INVITE", "z9hG4bKgone");
+        let inv_id = l.send_request(inv.clone(), udp(), c.at(0.0)).expect("send");
+        l.handle_incoming(response(&inv, 180, Some("t")), udp(), c.at(0.1));
+        drain(&mut l);
+        // Ringing: Timer B is off, the INVITE may wait for its final answer as long as it takes.
+        assert!(!run(&mut l, c.at(100.0))
+            .iter()
+            .any(|(_, o)| matches!(o, Output::Timeout { .. })));
+        // The callee vanished; our CANCEL gets its 200 but the 487 never comes.
+        let cancel = request("CANCEL", "z9hG4bKgone");
+        l.send_request(cancel.clone(), udp(), c.at(100.0))
+            .expect("cancel");
+        l.handle_incoming(response(&cancel, 200, Some("t")), udp(), c.at(100.1));
+        drain(&mut l);
+        let outs = run(&mut l, c.at(131.0));
+        assert!(
+            !outs
+                .iter()
+                .any(|(_, o)| matches!(o, Output::Timeout { .. })),
+            "{outs:?}"
+        );
+        let outs = run(&mut l, c.at(133.0));
+        assert!(
+            outs.iter()
+                .any(|(_, o)| matches!(o, Output::Timeout { tx } if *tx == TxId::Client(inv_id))),
+            "{outs:?}"
+        );
+        assert!(l.is_empty());
     }
 
     #[test]

@@ -440,7 +440,9 @@ impl Calls {
             Purpose::Branch(b) => {
                 let status = msg.status().unwrap_or(0);
                 if let Some(io) = e.branches.get_mut(b) {
-                    if status > 100 {
+                    // Any provisional, a 100 Trying too (§9.1): a callee that only ever
+                    // sends 100 (a trunk that is still routing) can be cancelled all the same.
+                    if (100..200).contains(&status) {
                         io.provisional = true;
                     }
                     if (200..300).contains(&status) {
