@@ -642,7 +642,12 @@ impl Call {
             Method::Ack => self.on_ack(leg),
             Method::Bye => {
                 self.respond(leg, tx, request, 200, "OK");
-                if self.phase == Phase::Answered {
+                if self.phase == Phase::Ringing && leg == Leg::Caller {
+                    // §15: the caller may end an early dialog with a BYE. As for a CANCEL, the
+                    // branches are cancelled and the pending INVITE gets 487 (§15.1.2);
+                    // otherwise the callees would ring on until the no-answer timer.
+                    self.on_caller_cancel(now);
+                } else if self.phase == Phase::Answered {
                     self.hang_up(leg.other());
                     self.end(
                         Outcome::Answered,

@@ -471,6 +471,20 @@ fn an_out_of_order_request_gets_500_and_a_vanished_leg_ends_the_call() {
 }
 
 #[test]
+fn a_bye_from_the_caller_while_ringing_ends_the_attempt() {
+    let (mut call, _, t0) = started(2);
+    let bye = from_caller(&call, "BYE", 2, None);
+    call.on_request(Leg::Caller, 9, &bye, t0);
+    let a = drain(&mut call);
+    assert!(a.iter().any(
+        |x| matches!(x, Action::Respond { tx: 9, response } if response.status() == Some(200))
+    ));
+    assert_eq!(cancels(&a).len(), 2);
+    assert_eq!(caller_answers(&a), vec![487]);
+    assert_eq!(call.summary().outcome, Outcome::Cancelled);
+}
+
+#[test]
 fn requests_before_the_answer_are_refused_not_lost() {
     let (mut call, _, t0) = started(1);
     let update = from_caller(&call, "UPDATE", 2, Some(CALLER_SDP));
