@@ -233,7 +233,11 @@ enum Phase {
 struct Relay {
     from: Leg,
     tx: Key,
+    /// As received from `from`: what the answer there is built from.
     request: Message,
+    /// As sent on the other leg: what that leg's dialog checks the answer against (target
+    /// refresh, §12.2.1.2) and what the ACK of a 2xx to a re-INVITE takes its CSeq from.
+    sent: Message,
 }
 
 /// One call. See the module documentation.
@@ -742,7 +746,7 @@ impl Call {
         if let Some(d) = self.dialog_mut(to) {
             // Keeps the target and state of the leg we sent on in step (target refresh,
             // termination on 481/408).
-            let _ = d.receive_response(&relay.request, response);
+            let _ = d.receive_response(&relay.sent, response);
         }
         let method = relay.request.method().cloned();
         let mut answer = match self.dialog_mut(relay.from) {
@@ -764,7 +768,9 @@ impl Call {
             response: answer,
         });
         if (200..300).contains(&status) && method == Some(Method::Invite) {
-            if let Some(seq) = self.dialog(to).and_then(|d| d.local_seq()) {
+            // The re-INVITE's own CSeq (§13.2.2.4): another request may have gone out on that
+            // leg since.
+            if let Some(seq) = relay.sent.cseq().map(|c| c.seq) {
                 self.pending_ack = Some((relay.from, seq));
             }
         }
@@ -1081,6 +1087,7 @@ impl Call {
                 from,
                 tx,
                 request: request.clone(),
+                sent: out.message.clone(),
             },
         );
         self.actions.push_back(Action::Request {

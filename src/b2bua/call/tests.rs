@@ -443,6 +443,44 @@ fn a_re_invite_is_relayed_and_its_ack_follows() {
 }
 
 #[test]
+fn a_re_invite_answer_moves_the_target_and_its_ack_keeps_the_re_invites_cseq() {
+    let (mut call, _, t0) = answered();
+    let reinvite = from_caller(&call, "INVITE", 2, Some(CALLER_SDP));
+    call.on_request(Leg::Caller, 11, &reinvite, t0);
+    let (key, out) = match &drain(&mut call)[..] {
+        [Action::Request { key, request, .. }] => (*key, request.message.clone()),
+        other => panic!("{other:?}"),
+    };
+    // An INFO overtakes the re-INVITE's answer on the callee's leg.
+    call.on_request(Leg::Caller, 12, &from_caller(&call, "INFO", 3, None), t0);
+    let info_seq = match &drain(&mut call)[..] {
+        [Action::Request { request, .. }] => request.message.cseq().unwrap().seq,
+        other => panic!("{other:?}"),
+    };
+    assert!(info_seq > out.cseq().unwrap().seq);
+    // The callee answers from a new address (§12.2.1.2: its Contact is the new target).
+    let mut ok = Message::response_to(&out, 200, "OK");
+    ok.set_to_tag("b0").unwrap();
+    ok.push_header(HeaderName::Contact, "<sip:bob@10.0.1.77:5062>")
+        .unwrap();
+    ok.set_body(CALLEE_SDP.as_bytes().to_vec(), Some("application/sdp"))
+        .unwrap();
+    call.on_response(key, &parse(&ok.to_bytes()).unwrap(), t0);
+    drain(&mut call);
+    call.on_request(Leg::Caller, 0, &from_caller(&call, "ACK", 2, None), t0);
+    match &drain(&mut call)[..] {
+        [Action::Ack { request, .. }] => {
+            assert_eq!(request.message.cseq().unwrap().seq, out.cseq().unwrap().seq);
+            assert_eq!(
+                request.message.uri().map(|u| u.to_string()),
+                Some("sip:bob@10.0.1.77:5062".to_owned())
+            );
+        }
+        other => panic!("expected the ACK relayed, got {other:?}"),
+    }
+}
+
+#[test]
 fn an_out_of_order_request_gets_500_and_a_vanished_leg_ends_the_call() {
     let (mut call, _, t0) = answered();
     let info = from_caller(&call, "INFO", 5, None);
