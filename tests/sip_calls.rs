@@ -146,6 +146,35 @@ async fn answered_call_hung_up_by_the_caller(db: Db) {
     server.shutdown().await;
 }
 
+/// Hold during a call, and the ACK of the re-INVITE's 200 lost once: we send the 200 again
+/// until the ACK comes (RFC 3261 §13.3.1.4), the ACK reaches the callee, and the call goes on.
+async fn re_invite_answer_is_repeated_until_acknowledged(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, _alice, _bob) = server(&tdb, 30).await;
+    let callee = bob_answers(&server, "call_uas_reinvited.xml", &[]).await;
+    let caller = alice_calls(&server, "call_uac_reinvite_late_ack.xml", &[]);
+    let caller = must_pass("the caller", caller).await;
+    let callee = must_pass("the callee", callee).await;
+    // The caller held its ACK back for 2.2 s: T1 and 3·T1 later the 200 came again.
+    let oks = caller
+        .messages
+        .split("message received")
+        .filter(|m| m.contains("SIP/2.0 200 OK") && m.contains("CSeq: 3 INVITE"))
+        .count();
+    assert!(oks >= 3, "the re-INVITE's 200 came {oks} times");
+    // The callee's hold answer went through to the caller, and its ACK back to the callee.
+    let acks = callee
+        .messages
+        .split("message received")
+        .filter(|m| m.contains("ACK sip:"))
+        .count();
+    assert_eq!(
+        acks, 2,
+        "ACKs at the callee: one for the call, one for the re-INVITE"
+    );
+    server.shutdown().await;
+}
+
 async fn answered_call_hung_up_by_the_callee(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 30).await;
@@ -387,4 +416,9 @@ async fn cancel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forking() {
     both_phones_ring_and_the_loser_is_told(Db::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_invite_lost_ack() {
+    re_invite_answer_is_repeated_until_acknowledged(Db::Sqlite).await
 }

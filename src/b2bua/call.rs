@@ -1018,7 +1018,8 @@ impl Call {
         self.actions.push_back(Action::Respond { tx, response });
     }
 
-    fn towards(&self, leg: Leg) -> Towards {
+    /// Where requests to `leg` go.
+    pub fn towards(&self, leg: Leg) -> Towards {
         match (leg, self.winner) {
             (Leg::Callee, Some(b)) => Towards::Branch(b),
             _ => Towards::Caller,

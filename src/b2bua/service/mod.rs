@@ -132,6 +132,28 @@ struct Retransmit {
     until: Instant,
 }
 
+impl Retransmit {
+    fn new(msg: Message, now: Instant) -> Retransmit {
+        Retransmit {
+            msg,
+            interval: T1,
+            next: now + T1,
+            until: now + 64 * T1,
+        }
+    }
+}
+
+/// A 2xx we relayed to a re-INVITE, sent again until its ACK comes (RFC 3261 §13.3.1.4: the
+/// UAS core retransmits a 2xx, not the transaction). One at a time: a dialog has at most one
+/// INVITE pending (§14.1).
+#[derive(Debug)]
+struct ReinviteOk {
+    tx: ServerTxId,
+    leg: super::call::Leg,
+    seq: u32,
+    retransmit: Retransmit,
+}
+
 struct Entry {
     call: Call,
     parties: Parties,
@@ -154,6 +176,10 @@ struct Entry {
     media: Option<Arc<Session>>,
     next_key: Key,
     ok_retransmit: Option<Retransmit>,
+    reinvite_ok: Option<ReinviteOk>,
+    /// The last ACK sent to the caller for a 2xx (to a re-INVITE the callee sent): sent again
+    /// when that 2xx is (the callee's leg keeps its ACKs in its branch).
+    caller_ack: Option<Message>,
     linger_until: Option<Instant>,
     /// Timer-heap entries already pushed for this call (the heap keeps stale ones; these keep
     /// it from filling with copies of the same deadline).
@@ -404,6 +430,12 @@ impl Calls {
             }
             e.ok_retransmit = None;
         }
+        if e.reinvite_ok
+            .as_ref()
+            .is_some_and(|r| r.leg == leg && msg.cseq().map(|c| c.seq) == Some(r.seq))
+        {
+            e.reinvite_ok = None;
+        }
         e.call.on_request(leg, 0, msg, now);
         self.apply(call_id, layer, now);
     }
@@ -464,7 +496,14 @@ impl Calls {
                     }
                 }
             }
-            Purpose::Request(key) => e.call.on_response(key, msg, now),
+            Purpose::Request(key) => {
+                if let Some((ack, peer)) = ack_for_retransmitted_2xx(e, msg) {
+                    // A re-INVITE's 2xx again: the ACK we relayed got lost.
+                    layer.send_stateless(&ack, tx_peer(&peer));
+                    return;
+                }
+                e.call.on_response(key, msg, now)
+            }
             Purpose::Cancel => return,
         }
         self.apply(id, layer, now);
@@ -617,6 +656,22 @@ impl Calls {
                         layer.send_stateless(&r.msg, tx_peer(&e.caller));
                         r.interval = (r.interval * 2).min(T2);
                         r.next = now + r.interval;
+                    }
+                }
+            }
+            if let Some(r) = &mut e.reinvite_ok {
+                let rt = &mut r.retransmit;
+                if rt.next <= now {
+                    if now >= rt.until {
+                        // No ACK within 64·T1: the session is over (§13.3.1.4).
+                        e.reinvite_ok = None;
+                        e.call.hang_up_both("timeout", now);
+                    } else {
+                        // The server transaction is in Accepted (RFC 6026) until Timer L,
+                        // which is as long as this goes on.
+                        let _ = layer.send_response(r.tx, rt.msg.clone(), now);
+                        rt.interval = (rt.interval * 2).min(T2);
+                        rt.next = now + rt.interval;
                     }
                 }
             }
@@ -910,12 +965,7 @@ impl Calls {
                     let rsp = anchor(&media, rsp, Side::Caller);
                     let ok = rsp.status().is_some_and(|s| (200..300).contains(&s));
                     if ok && !e.caller.is_reliable() {
-                        e.ok_retransmit = Some(Retransmit {
-                            msg: rsp.clone(),
-                            interval: T1,
-                            next: now + T1,
-                            until: now + 64 * T1,
-                        });
+                        e.ok_retransmit = Some(Retransmit::new(rsp.clone(), now));
                     }
                     let _ = layer.send_response(invite_tx, rsp, now);
                 }
@@ -959,10 +1009,13 @@ impl Calls {
                     let msg = for_transport(request.message, peer.transport);
                     let msg = anchor(&media, msg, side_of(towards));
                     layer.send_stateless(&msg, tx_peer(&peer));
-                    if let Towards::Branch(b) = towards {
-                        if let Some(io) = e.branches.get_mut(b) {
-                            io.ack = Some(msg);
+                    match towards {
+                        Towards::Branch(b) => {
+                            if let Some(io) = e.branches.get_mut(b) {
+                                io.ack = Some(msg);
+                            }
                         }
+                        Towards::Caller => e.caller_ack = Some(msg),
                     }
                 }
                 Action::Request {
@@ -991,6 +1044,17 @@ impl Calls {
                             super::call::Leg::Callee => Side::Callee,
                         };
                         let response = anchor(&media, response, to);
+                        let reinvite_2xx =
+                            response.status().is_some_and(|s| (200..300).contains(&s))
+                                && response.cseq().is_some_and(|c| c.method == Method::Invite);
+                        if reinvite_2xx && !peer_towards(e, e.call.towards(leg)).is_reliable() {
+                            e.reinvite_ok = response.cseq().map(|c| ReinviteOk {
+                                tx: server_tx,
+                                leg,
+                                seq: c.seq,
+                                retransmit: Retransmit::new(response.clone(), now),
+                            });
+                        }
                         let _ = layer.send_response(server_tx, response, now);
                     }
                 }
@@ -1098,10 +1162,18 @@ impl Calls {
                 self.timers.push(Reverse((t, id)));
             }
         }
-        if let Some(r) = &e.ok_retransmit {
-            if e.armed_retransmit != Some(r.next) {
-                e.armed_retransmit = Some(r.next);
-                self.timers.push(Reverse((r.next, id)));
+        let next_retransmit = [
+            e.ok_retransmit.as_ref(),
+            e.reinvite_ok.as_ref().map(|r| &r.retransmit),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|r| r.next)
+        .min();
+        if let Some(next) = next_retransmit {
+            if e.armed_retransmit != Some(next) {
+                e.armed_retransmit = Some(next);
+                self.timers.push(Reverse((next, id)));
             }
         }
         for l in linked {
@@ -1538,6 +1610,8 @@ impl Entry {
             media,
             next_key: 1,
             ok_retransmit: None,
+            reinvite_ok: None,
+            caller_ack: None,
             linger_until: None,
             armed_deadline: None,
             armed_retransmit: None,
@@ -1704,6 +1778,28 @@ fn tx_peer(p: &Peer) -> transaction::Peer {
         reliable: p.is_reliable(),
         flow: p.flow,
     }
+}
+
+/// The ACK we relayed for `response` (a 2xx to a re-INVITE, retransmitted by the party that
+/// answered it), and where it went; `None` when this 2xx is not one we have acknowledged.
+fn ack_for_retransmitted_2xx(e: &Entry, response: &Message) -> Option<(Message, Peer)> {
+    let cseq = response.cseq()?;
+    if !response.status().is_some_and(|s| (200..300).contains(&s)) || cseq.method != Method::Invite
+    {
+        return None;
+    }
+    let same = |ack: &Message| {
+        ack.call_id() == response.call_id() && ack.cseq().map(|c| c.seq) == Some(cseq.seq)
+    };
+    if let Some(ack) = e.caller_ack.as_ref().filter(|a| same(a)) {
+        return Some((ack.clone(), e.caller));
+    }
+    e.branches.iter().find_map(|io| {
+        io.ack
+            .as_ref()
+            .filter(|a| same(a))
+            .map(|a| (a.clone(), io.peer))
+    })
 }
 
 fn peer_towards(e: &Entry, towards: Towards) -> Peer {
