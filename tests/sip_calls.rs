@@ -175,6 +175,35 @@ async fn re_invite_answer_is_repeated_until_acknowledged(db: Db) {
     server.shutdown().await;
 }
 
+/// A late-offer call (no session description in the INVITE, RFC 3261 §13.2.1): the callee's
+/// offer reaches the caller in the 200, the caller's answer reaches the callee in the ACK, both
+/// pointed at our relay.
+async fn late_offer_call(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, _alice, _bob) = server(&tdb, 30).await;
+    let callee = bob_answers(&server, "call_uas_late_offer.xml", &[]).await;
+    let caller = alice_calls(&server, "call_uac_late_offer.xml", &["-d", "300"]);
+    let caller = must_pass("the caller", caller).await;
+    let callee = must_pass("the callee", callee).await;
+    let ack = callee
+        .messages
+        .split("message received")
+        .find(|m| m.contains("ACK sip:"))
+        .unwrap_or_default();
+    assert!(ack.contains("c=IN IP4 127.0.0.1"), "{ack}");
+    let ok = caller
+        .messages
+        .split("message received")
+        .find(|m| m.contains("SIP/2.0 200 OK") && m.contains("CSeq: 2 INVITE"))
+        .unwrap_or_default();
+    let (to_callee, to_caller) = (audio_port(ack), audio_port(ok));
+    for port in [to_callee, to_caller] {
+        assert!((20000..30000).contains(&port) && port % 2 == 0, "{port}");
+    }
+    assert_ne!(to_callee, to_caller);
+    server.shutdown().await;
+}
+
 async fn answered_call_hung_up_by_the_callee(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 30).await;
@@ -421,4 +450,9 @@ async fn forking() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re_invite_lost_ack() {
     re_invite_answer_is_repeated_until_acknowledged(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_offer() {
+    late_offer_call(Db::Sqlite).await
 }

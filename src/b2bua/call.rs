@@ -643,7 +643,7 @@ impl Call {
             return;
         }
         match method {
-            Method::Ack => self.on_ack(leg),
+            Method::Ack => self.on_ack(leg, request),
             Method::Bye => {
                 self.respond(leg, tx, request, 200, "OK");
                 if self.phase == Phase::Ringing && leg == Leg::Caller {
@@ -897,13 +897,19 @@ impl Call {
         };
         self.branches[branch].state = BranchState::Winner;
         self.winner = Some(branch);
-        let via = self.via();
-        let random = self.random();
-        if let Ok(ack) = callee.ack(cseq_of(&invite), &via, random) {
-            self.actions.push_back(Action::Ack {
-                towards: Towards::Branch(branch),
-                request: ack,
-            });
+        if self.caller_invite.body().is_empty() {
+            // Late offer: the callee's 2xx carries the offer, and the answer comes in the
+            // caller's ACK (§13.2.1), so our ACK to the callee waits for it.
+            self.pending_ack = Some((Leg::Caller, cseq_of(&invite)));
+        } else {
+            let via = self.via();
+            let random = self.random();
+            if let Ok(ack) = callee.ack(cseq_of(&invite), &via, random) {
+                self.actions.push_back(Action::Ack {
+                    towards: Towards::Branch(branch),
+                    request: ack,
+                });
+            }
         }
         self.callee = Some(callee);
         self.cancel_branches(Some(COMPLETED_ELSEWHERE));
@@ -1038,7 +1044,7 @@ impl Call {
         std::iter::once(self.caller.id()).chain(self.callee.as_ref().map(Dialog::id))
     }
 
-    fn on_ack(&mut self, leg: Leg) {
+    fn on_ack(&mut self, leg: Leg, ack_in: &Message) {
         // The ACK of our 200 to the caller ends nothing; the ACK of a relayed re-INVITE's 2xx
         // goes on to the leg that answered it.
         if let Some((to_leg, seq)) = self.pending_ack {
@@ -1046,7 +1052,12 @@ impl Call {
                 self.pending_ack = None;
                 let via = self.via();
                 let random = self.random();
-                if let Some(Ok(ack)) = self.dialog(leg.other()).map(|d| d.ack(seq, &via, random)) {
+                if let Some(Ok(mut ack)) =
+                    self.dialog(leg.other()).map(|d| d.ack(seq, &via, random))
+                {
+                    // An offer in a 2xx is answered in the ACK (§13.2.1, late offer): the
+                    // answer goes on with it.
+                    copy_body(ack_in, &mut ack.message);
                     self.actions.push_back(Action::Ack {
                         towards: self.towards(leg.other()),
                         request: ack,

@@ -481,6 +481,34 @@ fn a_re_invite_answer_moves_the_target_and_its_ack_keeps_the_re_invites_cseq() {
 }
 
 #[test]
+fn late_offer_the_callees_ack_waits_for_the_callers_answer() {
+    let t0 = Instant::now();
+    let mut invite = caller_invite();
+    invite.set_body(Vec::new(), None).unwrap();
+    let mut call = Call::new(invite, "pbx-tag", targets(1), config(), 1, t0).unwrap();
+    let inv = invites(&drain(&mut call));
+    assert!(inv[0].body().is_empty());
+    call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t0);
+    let a = drain(&mut call);
+    assert!(!a.iter().any(|x| matches!(x, Action::Ack { .. })), "{a:?}");
+    assert_eq!(ok_to_caller(&a).body(), CALLEE_SDP.as_bytes());
+    // The caller's answer comes in its ACK and goes on in ours, with the INVITE's CSeq.
+    let ack = from_caller(&call, "ACK", 1, Some(CALLER_SDP));
+    call.on_request(Leg::Caller, 0, &ack, t0);
+    match &drain(&mut call)[..] {
+        [Action::Ack { towards, request }] => {
+            assert_eq!(*towards, Towards::Branch(0));
+            assert_eq!(request.message.body(), CALLER_SDP.as_bytes());
+            assert_eq!(
+                request.message.cseq().unwrap().seq,
+                inv[0].cseq().unwrap().seq
+            );
+        }
+        other => panic!("expected the ACK with the answer, got {other:?}"),
+    }
+}
+
+#[test]
 fn an_out_of_order_request_gets_500_and_a_vanished_leg_ends_the_call() {
     let (mut call, _, t0) = answered();
     let info = from_caller(&call, "INFO", 5, None);
