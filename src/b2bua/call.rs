@@ -499,7 +499,17 @@ impl Call {
             }
             200..=299 => {
                 if state == BranchState::Winner {
-                    // A retransmitted 2xx: the driver re-sends the ACK it already has.
+                    let tag = response.to().and_then(|t| t.tag()).unwrap_or_default();
+                    if self
+                        .callee
+                        .as_ref()
+                        .is_some_and(|d| d.id().remote_tag != tag)
+                    {
+                        // Another dialog: a fork further on answered too (§13.2.2.4). Only
+                        // one can be the call; take this one and hang it up.
+                        self.ack_and_bye(branch, response);
+                    }
+                    // Otherwise a retransmitted 2xx: the driver re-sends the ACK it has.
                     return;
                 }
                 if self.phase == Phase::Ringing && state != BranchState::Cancelling {

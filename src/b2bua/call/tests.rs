@@ -203,6 +203,32 @@ fn first_answer_wins_and_the_other_branches_are_cancelled_as_completed_elsewhere
 }
 
 #[test]
+fn a_second_2xx_from_a_fork_further_on_is_acknowledged_and_hung_up() {
+    let (mut call, inv, t0) = answered();
+    // The same 2xx again: a retransmission, nothing new to do here.
+    call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t0);
+    assert!(drain(&mut call).is_empty());
+    // A 2xx with another To tag on the winning branch: a second callee behind a forking proxy.
+    call.on_invite_response(0, &answer(&inv[0], 200, "b0-fork", Some(CALLEE_SDP)), t0);
+    let a = drain(&mut call);
+    let to_tag = |m: &Message| m.to().and_then(|t| t.tag()).map(str::to_owned);
+    assert!(
+        a.iter().any(
+            |x| matches!(x, Action::Ack { towards: Towards::Branch(0), request }
+        if to_tag(&request.message).as_deref() == Some("b0-fork"))
+        ),
+        "{a:?}"
+    );
+    assert!(
+        a.iter().any(|x| matches!(x, Action::Request { request, .. }
+        if request.message.method() == Some(&Method::Bye)
+            && to_tag(&request.message).as_deref() == Some("b0-fork"))),
+        "{a:?}"
+    );
+    assert!(call.is_answered());
+}
+
+#[test]
 fn ringing_is_passed_on_once_and_early_media_once() {
     let (mut call, inv, t0) = started(2);
     call.on_invite_response(0, &answer(&inv[0], 180, "b0", None), t0);

@@ -22,7 +22,7 @@
 //! storage (the registrar), call state rules (`call`), sockets (the endpoint's transports).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -232,8 +232,25 @@ struct BranchIo {
     /// A provisional answer came: a CANCEL may go now (§9.1).
     provisional: bool,
     cancel_pending: Option<Option<&'static str>>,
-    /// Our ACK of this branch's 2xx, sent again for each retransmitted 2xx.
-    ack: Option<Message>,
+    /// Our ACKs of 2xx responses on this branch (the call's, a re-INVITE's, a downstream
+    /// fork's we hung up), the latest few: each is sent again when its 2xx is (same To tag
+    /// and CSeq), which means it got lost.
+    acks: VecDeque<Message>,
+}
+
+/// How many ACKs a branch keeps for 2xx retransmissions.
+const KEPT_ACKS: usize = 4;
+
+/// The ACK among `acks` that answers `response` (a 2xx): same dialog, same CSeq number.
+fn ack_of<'a>(
+    acks: impl IntoIterator<Item = &'a Message>,
+    response: &Message,
+) -> Option<&'a Message> {
+    let tag = |m: &Message| m.to().and_then(|t| t.tag()).map(str::to_owned);
+    let seq = |m: &Message| m.cseq().map(|c| c.seq);
+    acks.into_iter().find(|a| {
+        a.call_id() == response.call_id() && seq(a) == seq(response) && tag(a) == tag(response)
+    })
 }
 
 /// The calls in progress. Lives on the endpoint's task.
@@ -478,7 +495,7 @@ impl Calls {
                         io.provisional = true;
                     }
                     if (200..300).contains(&status) {
-                        if let Some(ack) = &io.ack {
+                        if let Some(ack) = ack_of(&io.acks, msg) {
                             // A retransmitted 2xx: our ACK got lost.
                             let to = tx_peer(&io.peer);
                             layer.send_stateless(ack, to);
@@ -1012,7 +1029,10 @@ impl Calls {
                     match towards {
                         Towards::Branch(b) => {
                             if let Some(io) = e.branches.get_mut(b) {
-                                io.ack = Some(msg);
+                                if io.acks.len() == KEPT_ACKS {
+                                    io.acks.pop_front();
+                                }
+                                io.acks.push_back(msg);
                             }
                         }
                         Towards::Caller => e.caller_ack = Some(msg),
@@ -1629,7 +1649,7 @@ impl BranchIo {
             tx: None,
             provisional: false,
             cancel_pending: None,
-            ack: None,
+            acks: VecDeque::new(),
         }
     }
 }
@@ -1788,18 +1808,12 @@ fn ack_for_retransmitted_2xx(e: &Entry, response: &Message) -> Option<(Message, 
     {
         return None;
     }
-    let same = |ack: &Message| {
-        ack.call_id() == response.call_id() && ack.cseq().map(|c| c.seq) == Some(cseq.seq)
-    };
-    if let Some(ack) = e.caller_ack.as_ref().filter(|a| same(a)) {
+    if let Some(ack) = ack_of(&e.caller_ack, response) {
         return Some((ack.clone(), e.caller));
     }
-    e.branches.iter().find_map(|io| {
-        io.ack
-            .as_ref()
-            .filter(|a| same(a))
-            .map(|a| (a.clone(), io.peer))
-    })
+    e.branches
+        .iter()
+        .find_map(|io| ack_of(&io.acks, response).map(|a| (a.clone(), io.peer)))
 }
 
 fn peer_towards(e: &Entry, towards: Towards) -> Peer {
