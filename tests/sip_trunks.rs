@@ -286,6 +286,36 @@ async fn outgoing_call_through_the_trunk(db: Db) {
     server.shutdown().await;
 }
 
+/// An ITSP that authenticates our BYE too (401): it gets the BYE again with the trunk's
+/// account, which it verifies; otherwise its leg would stay up, and billed.
+async fn challenged_bye_is_sent_again_with_credentials(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let port = common::free_udp_port();
+    let args = [
+        "-set",
+        "user",
+        "acct",
+        "-set",
+        "pass",
+        "acct-secret",
+        "-set",
+        "num",
+        "0301234567",
+    ];
+    let trunk = itsp("trunk_uas_bye_auth.xml", port, &args).await;
+    let (server, _data, _, _) = server(&tdb, port, "register = false").await;
+    let caller = alice_dials(&server, "0301234567", 500);
+    must_pass("the caller", caller).await;
+    let trunk = must_pass("the ITSP", trunk).await;
+    let bye = trunk
+        .messages
+        .split("message received")
+        .find(|m| m.contains("BYE sip:") && m.contains("Authorization: Digest"))
+        .unwrap_or_else(|| panic!("no BYE with credentials in {}", trunk.messages));
+    assert!(bye.contains("username=\"acct\""), "{bye}");
+    server.shutdown().await;
+}
+
 /// The ITSP delivers a call for DID +4930555200 (as 4930555200, without the `+`): bob's phone
 /// rings and answers; the ITSP is not challenged.
 async fn incoming_call_to_a_did(db: Db) {
@@ -448,4 +478,9 @@ async fn incoming() {
 async fn location_with_an_external_number() {
     location_rings_phones_and_an_external_number(Db::Sqlite).await;
     location_rings_phones_and_an_external_number(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenged_bye() {
+    challenged_bye_is_sent_again_with_credentials(Db::Sqlite).await;
 }

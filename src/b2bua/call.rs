@@ -229,6 +229,15 @@ enum Phase {
 }
 
 /// A request received on one leg and sent on the other, waiting for the answer.
+/// A request of our own (a BYE), kept until its final answer.
+#[derive(Debug)]
+struct Own {
+    towards: Towards,
+    request: OutgoingRequest,
+    /// Sent again with credentials already: a second challenge is a refusal.
+    authorized: bool,
+}
+
 #[derive(Debug)]
 struct Relay {
     from: Leg,
@@ -259,8 +268,9 @@ pub struct Call {
     forwarded_ringing: bool,
     forwarded_early_media: bool,
     relays: IdMap<Key, Relay>,
-    /// Requests the call started on its own (BYEs); their answers need no relaying.
-    own: IdMap<Key, Leg>,
+    /// Requests the call started on its own (BYEs); their answers need no relaying, only a
+    /// challenge from a trunk needs answering.
+    own: IdMap<Key, Own>,
     /// A relayed re-INVITE's 2xx went to `Leg`; its ACK goes on to the other leg with this CSeq.
     pending_ack: Option<(Leg, u32)>,
     next_key: Key,
@@ -746,7 +756,13 @@ impl Call {
         };
         // Provisional answers to a relayed request tell the other side nothing its own
         // transaction's 100 Trying did not; answers to our own BYEs end nothing more.
-        if status < 200 || self.own.remove(&key).is_some() {
+        if status < 200 {
+            return;
+        }
+        if let Some(own) = self.own.remove(&key) {
+            if matches!(status, 401 | 407) && !own.authorized {
+                self.reauthorize_own(own, response);
+            }
             return;
         }
         let Some(relay) = self.relays.remove(&key) else {
@@ -950,14 +966,84 @@ impl Call {
         let via = self.via();
         let random = self.random();
         if let Ok(bye) = dialog.request(Method::Bye, &via, random) {
-            let key = self.key();
-            self.own.insert(key, Leg::Callee);
-            self.actions.push_back(Action::Request {
-                key,
-                towards: Towards::Branch(branch),
-                request: bye,
-            });
+            self.send_own(Towards::Branch(branch), bye, false);
         }
+    }
+
+    /// Sends a request of our own and keeps it for its answer.
+    fn send_own(&mut self, towards: Towards, request: OutgoingRequest, authorized: bool) {
+        let key = self.key();
+        self.own.insert(
+            key,
+            Own {
+                towards,
+                request: request.clone(),
+                authorized,
+            },
+        );
+        self.actions.push_back(Action::Request {
+            key,
+            towards,
+            request,
+        });
+    }
+
+    /// A trunk challenged a request of ours (a BYE: some ITSPs authenticate every request, and
+    /// an unanswered challenge would leave the trunk's leg up, and billed): the same request
+    /// again with the branch's credentials, next CSeq, new Via branch (RFC 3261 §22.2).
+    fn reauthorize_own(&mut self, own: Own, response: &Message) {
+        let Towards::Branch(b) = own.towards else {
+            return;
+        };
+        let Some(creds) = self
+            .branches
+            .get(b)
+            .and_then(|b| b.target.credentials.clone())
+        else {
+            return;
+        };
+        let (challenge, answer) = if response.status() == Some(401) {
+            (HeaderName::WwwAuthenticate, HeaderName::Authorization)
+        } else {
+            (
+                HeaderName::ProxyAuthenticate,
+                HeaderName::ProxyAuthorization,
+            )
+        };
+        let challenges: Vec<_> = response
+            .challenges(&challenge)
+            .filter_map(Result::ok)
+            .collect();
+        let mut request = own.request;
+        let msg = &mut request.message;
+        let (Some(method), Some(uri)) = (msg.method().cloned(), msg.uri().map(|u| u.to_string()))
+        else {
+            return;
+        };
+        let cnonce = format!("{:016x}", self.random());
+        let Some(credentials) = crate::sip::auth::authorize(
+            &challenges,
+            &creds.username,
+            &creds.password,
+            method.as_str(),
+            &uri,
+            &cnonce,
+            1,
+        ) else {
+            return;
+        };
+        let seq = cseq_of(msg) + 1;
+        if let Some(d) = self.dialog_mut(own_leg(own.towards)) {
+            // Later requests on this dialog must go on from the new CSeq.
+            d.advance_local_seq(seq);
+        }
+        let via = self.via();
+        let _ = msg.set_top_via(&via);
+        let _ = msg.set_header(HeaderName::CSeq, &format!("{seq} {}", method.as_str()));
+        msg.remove_headers(&HeaderName::Authorization);
+        msg.remove_headers(&HeaderName::ProxyAuthorization);
+        let _ = msg.push_header(answer, &credentials.to_string());
+        self.send_own(own.towards, request, true);
     }
 
     fn cancel_branches(&mut self, reason: Option<&'static str>) {
@@ -1014,13 +1100,7 @@ impl Call {
             return;
         };
         if let Ok(bye) = dialog.request(Method::Bye, &via, random) {
-            let key = self.key();
-            self.own.insert(key, leg);
-            self.actions.push_back(Action::Request {
-                key,
-                towards,
-                request: bye,
-            });
+            self.send_own(towards, bye, false);
         }
     }
 
@@ -1197,3 +1277,11 @@ pub(crate) fn splitmix(state: &mut u64) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+/// The leg a request of ours went to.
+fn own_leg(towards: Towards) -> Leg {
+    match towards {
+        Towards::Caller => Leg::Caller,
+        Towards::Branch(_) => Leg::Callee,
+    }
+}

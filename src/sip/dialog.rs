@@ -317,6 +317,12 @@ impl Dialog {
         self.local_seq
     }
 
+    /// Moves our CSeq on to `seq` when a request of this dialog was sent again outside
+    /// [`Dialog::request`] (with credentials, §22.2); it never goes back.
+    pub fn advance_local_seq(&mut self, seq: u32) {
+        self.local_seq = Some(self.local_seq.map_or(seq, |s| s.max(seq)));
+    }
+
     pub fn remote_seq(&self) -> Option<u32> {
         self.remote_seq
     }

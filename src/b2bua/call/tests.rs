@@ -785,6 +785,76 @@ fn a_trunk_branch_answers_one_challenge_with_its_credentials() {
     assert_eq!(call.summary().outcome, Outcome::Failed);
 }
 
+/// An ITSP that authenticates our BYE too: the BYE goes again with the trunk's credentials,
+/// once; a second challenge is not answered.
+#[test]
+fn a_trunk_challenging_our_bye_gets_it_again_with_credentials() {
+    use crate::sip::auth::{self, DigestServer, Verdict};
+    let t0 = Instant::now();
+    let trunk = Target {
+        uri: Uri::parse("sip:0301234567@itsp.test").unwrap(),
+        label: "+49301234567".into(),
+        from: None,
+        credentials: Some(std::sync::Arc::new(BranchCredentials {
+            username: "acct".into(),
+            password: "pw".into(),
+        })),
+    };
+    let mut call = Call::new(caller_invite(), "pbx-tag", vec![trunk], config(), 9, t0).unwrap();
+    let inv = invites(&drain(&mut call)).remove(0);
+    call.on_invite_response(0, &answer(&inv, 200, "itsp", Some(CALLEE_SDP)), t0);
+    drain(&mut call);
+    // The caller hangs up: we BYE the trunk's leg.
+    call.on_request(Leg::Caller, 1, &from_caller(&call, "BYE", 2, None), t0);
+    let bye = |a: &[Action]| {
+        a.iter().find_map(|x| match x {
+            Action::Request {
+                key,
+                towards: Towards::Branch(0),
+                request,
+            } if request.message.method() == Some(&Method::Bye) => {
+                Some((*key, request.message.clone()))
+            }
+            _ => None,
+        })
+    };
+    let (key, first) = bye(&drain(&mut call)).expect("a BYE to the trunk");
+    let mut itsp = DigestServer::new(b"0123456789abcdef0123456789abcdef");
+    let mut challenge = Message::response_to(&first, 401, "Unauthorized");
+    for v in itsp.challenge("itsp.test", false, 1_000) {
+        challenge
+            .push_header(HeaderName::WwwAuthenticate, &v)
+            .unwrap();
+    }
+    call.on_response(key, &parse(&challenge.to_bytes()).unwrap(), t0);
+    let (key, second) = bye(&drain(&mut call)).expect("the BYE again");
+    assert_eq!(second.call_id(), first.call_id());
+    assert_eq!(second.cseq().unwrap().seq, first.cseq().unwrap().seq + 1);
+    assert_ne!(
+        second.top_via().unwrap().branch(),
+        first.top_via().unwrap().branch()
+    );
+    let creds = second
+        .credentials(&HeaderName::Authorization)
+        .find_map(Result::ok)
+        .unwrap();
+    let v = itsp.verify(
+        &creds,
+        "BYE",
+        |alg| Some(auth::ha1(alg, "acct", "itsp.test", "pw")),
+        "itsp.test",
+        1_001,
+    );
+    assert_eq!(v, Verdict::Ok);
+    // Refused again: no third BYE.
+    let mut again = Message::response_to(&second, 401, "Unauthorized");
+    for v in itsp.challenge("itsp.test", false, 1_002) {
+        again.push_header(HeaderName::WwwAuthenticate, &v).unwrap();
+    }
+    call.on_response(key, &parse(&again.to_bytes()).unwrap(), t0);
+    assert!(bye(&drain(&mut call)).is_none());
+}
+
 /// A phone that answers 401/407 (it has no credentials from us) is just a failed branch.
 #[test]
 fn a_phone_branch_does_not_answer_challenges() {
