@@ -1247,9 +1247,15 @@ fn final_for_caller(statuses: &[u16]) -> (u16, Outcome) {
     }
     // A challenge we could not answer is ours to handle, never the caller's: passing a trunk's
     // 401/407 on would have the phone answer with its own credentials for a foreign realm.
+    // A redirect is not followed (yet), and passing a 3xx on without its Contact would be
+    // malformed (§21.3): the target is unavailable as far as the caller can tell.
     let lowest = statuses
         .iter()
-        .map(|&s| if matches!(s, 401 | 407) { 503 } else { s })
+        .map(|&s| match s {
+            401 | 407 => 503,
+            300..=399 => 480,
+            s => s,
+        })
         .min()
         .unwrap_or(480);
     (lowest, Outcome::Failed)

@@ -292,6 +292,9 @@ fn final_answer_mapping() {
     assert_eq!(final_for_caller(&[486, 603]), (603, Outcome::Busy));
     assert_eq!(final_for_caller(&[486, 487]), (480, Outcome::NoAnswer));
     assert_eq!(final_for_caller(&[404, 500]), (404, Outcome::Failed));
+    // Never a 3xx without its Contact, never a challenge meant for us.
+    assert_eq!(final_for_caller(&[302]), (480, Outcome::Failed));
+    assert_eq!(final_for_caller(&[407, 500]), (500, Outcome::Failed));
 }
 
 #[test]
