@@ -954,8 +954,10 @@ impl TransactionLayer {
         });
     }
 
-    /// The driver could not send a [`Output::Transmit`] of `tx`: the
-    /// transaction ends (§17.1.4, §17.2.4) and the TU hears of it.
+    /// The driver could not send a [`Output::Transmit`] of `tx`, and the TU hears of it. A
+    /// client transaction ends (§17.1.4). A server transaction stays in its state, as RFC 6026
+    /// §7.1 requires (it corrects §17.2.4): a retransmitted request still finds it and gets
+    /// the response again, perhaps over a new connection, and its timers end it.
     pub fn transport_error(&mut self, tx: TxId, _now: Instant) {
         match tx {
             TxId::Client(c) => {
@@ -965,11 +967,8 @@ impl TransactionLayer {
                 }
             }
             TxId::Server(s) => {
-                if let Some(visible) = self.servers.get(&s.0).map(|s| s.visible) {
-                    if visible {
-                        self.outputs.push_back(Output::TransportError { tx });
-                    }
-                    self.remove_server(s.0);
+                if self.servers.get(&s.0).is_some_and(|s| s.visible) {
+                    self.outputs.push_back(Output::TransportError { tx });
                 }
             }
         }
@@ -2514,6 +2513,35 @@ mod tests {
         l.handle_incoming(other, udp(), c.at(0.1));
         expect_request(&mut l);
         assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn a_transport_error_leaves_a_server_transaction_to_its_timers() {
+        // RFC 6026 §7.1: the response could not be sent; the retransmitted request still
+        // finds the transaction and gets the response, and Timer J ends it as usual.
+        let c = clock();
+        let mut l = layer();
+        let req = request("OPTIONS", "z9hG4bKterr");
+        l.handle_incoming(req.clone(), udp(), c.at(0.0));
+        let (tx, got) = expect_request(&mut l);
+        l.send_response(tx, Message::response_to(&got, 200, "OK"), c.at(0.1))
+            .expect("respond");
+        drain(&mut l);
+        l.transport_error(TxId::Server(tx), c.at(0.1));
+        assert!(matches!(
+            &drain(&mut l)[..],
+            [Output::TransportError { .. }]
+        ));
+        l.handle_incoming(req, udp(), c.at(0.6));
+        assert_eq!(
+            drain(&mut l)
+                .first()
+                .and_then(transmitted)
+                .and_then(|m| m.status()),
+            Some(200)
+        );
+        run(&mut l, c.at(40.0));
+        assert!(l.is_empty());
     }
 
     #[test]
