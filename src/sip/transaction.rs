@@ -1100,13 +1100,24 @@ impl TransactionLayer {
     /// The server transaction `msg` belongs to, looking for `method`
     /// (INVITE for an ACK or for the target of a CANCEL).
     fn find_server(&self, key: &str, method: &Method, msg: &Message, ack: bool) -> Option<u64> {
+        self.find_server_where(key, msg, ack, |m| m == method)
+    }
+
+    /// [`Self::find_server`] for a transaction whose method passes `wanted`.
+    fn find_server_where(
+        &self,
+        key: &str,
+        msg: &Message,
+        ack: bool,
+        wanted: impl Fn(&Method) -> bool,
+    ) -> Option<u64> {
         let ids = self.server_index.get(key)?;
         let via = msg.top_via()?;
         ids.as_slice().iter().copied().find(|id| {
             let Some(s) = self.servers.get(id) else {
                 return false;
             };
-            if &s.method != method
+            if !wanted(&s.method)
                 || !s.sent_by.0.matches(&via.host)
                 || s.sent_by.1 != via.sent_by_port()
             {
@@ -1155,6 +1166,14 @@ impl TransactionLayer {
         } else {
             None
         };
+        // §9.2: a CANCEL that matches a non-INVITE request gets 200 like any other that
+        // matches; it changes nothing for that request, whose final answer comes anyway.
+        let cancels_non_invite = matches!(cancelled, Some(None))
+            && self
+                .find_server_where(&key, &msg, false, |m| {
+                    !matches!(m, Method::Invite | Method::Cancel | Method::Ack)
+                })
+                .is_some();
         let key: Arc<str> = Arc::from(&*key);
         let legacy = (!rfc3261).then(|| {
             Box::new(Legacy {
@@ -1231,7 +1250,8 @@ impl TransactionLayer {
                 // §9.2: nothing to cancel. Answered here so the TU never
                 // sees it; the transaction stays to absorb retransmissions.
                 s.visible = false;
-                let mut rsp = Message::response_to(&msg, 481, message::reason_phrase(481));
+                let status = if cancels_non_invite { 200 } else { 481 };
+                let mut rsp = Message::response_to(&msg, status, message::reason_phrase(status));
                 let tag = message::new_tag(mix(self.config.tag_seed ^ id));
                 let _ = rsp.set_to_tag(&tag);
                 self.servers.insert(id, Box::new(s));
@@ -2298,6 +2318,24 @@ mod tests {
             got.first().and_then(transmitted).and_then(|m| m.status()),
             Some(200)
         );
+    }
+
+    #[test]
+    fn a_cancel_of_a_non_invite_gets_200_and_changes_nothing() {
+        let c = clock();
+        let mut l = layer();
+        l.handle_incoming(request("OPTIONS", "z9hG4bKopt9"), udp(), c.at(0.0));
+        let (opt_tx, opt) = expect_request(&mut l);
+        l.handle_incoming(request("CANCEL", "z9hG4bKopt9"), udp(), c.at(0.1));
+        let got = drain(&mut l);
+        assert_eq!(
+            got.first().and_then(transmitted).and_then(|m| m.status()),
+            Some(200),
+            "{got:?}"
+        );
+        // The OPTIONS still gets its own final answer.
+        l.send_response(opt_tx, Message::response_to(&opt, 200, "OK"), c.at(0.2))
+            .expect("the OPTIONS is still ours to answer");
     }
 
     #[test]
