@@ -133,12 +133,16 @@ struct Retransmit {
 }
 
 impl Retransmit {
-    fn new(msg: Message, now: Instant) -> Retransmit {
+    /// Over a reliable transport nothing is sent again (the transport delivers), but the ACK
+    /// is still awaited for 64·T1 (§13.3.1.4), or a caller that never sends it would keep the
+    /// call up for ever.
+    fn new(msg: Message, now: Instant, reliable: bool) -> Retransmit {
+        let (interval, until) = (T1, now + 64 * T1);
         Retransmit {
             msg,
-            interval: T1,
-            next: now + T1,
-            until: now + 64 * T1,
+            interval,
+            next: if reliable { until } else { now + interval },
+            until,
         }
     }
 }
@@ -981,8 +985,9 @@ impl Calls {
                     };
                     let rsp = anchor(&media, rsp, Side::Caller);
                     let ok = rsp.status().is_some_and(|s| (200..300).contains(&s));
-                    if ok && !e.caller.is_reliable() {
-                        e.ok_retransmit = Some(Retransmit::new(rsp.clone(), now));
+                    if ok {
+                        let reliable = e.caller.is_reliable();
+                        e.ok_retransmit = Some(Retransmit::new(rsp.clone(), now, reliable));
                     }
                     let _ = layer.send_response(invite_tx, rsp, now);
                 }
@@ -1067,12 +1072,13 @@ impl Calls {
                         let reinvite_2xx =
                             response.status().is_some_and(|s| (200..300).contains(&s))
                                 && response.cseq().is_some_and(|c| c.method == Method::Invite);
-                        if reinvite_2xx && !peer_towards(e, e.call.towards(leg)).is_reliable() {
+                        if reinvite_2xx {
+                            let reliable = peer_towards(e, e.call.towards(leg)).is_reliable();
                             e.reinvite_ok = response.cseq().map(|c| ReinviteOk {
                                 tx: server_tx,
                                 leg,
                                 seq: c.seq,
-                                retransmit: Retransmit::new(response.clone(), now),
+                                retransmit: Retransmit::new(response.clone(), now, reliable),
                             });
                         }
                         let _ = layer.send_response(server_tx, response, now);
