@@ -32,6 +32,8 @@ use crate::config::{SipListen, Transport};
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A stream with no traffic at all for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(900);
+/// Set in the id of every TLS connection's flow (ids count up from 1 and never get near it).
+const TLS_FLOW: u64 = 1 << 62;
 /// How long opening a connection of ours may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -285,13 +287,18 @@ impl Transports {
     }
 
     /// The peer behind a flow, with its real transport (TLS and TCP look alike to the
-    /// transaction layer, which only knows "reliable").
+    /// transaction layer, which only knows "reliable"). A flow that is gone still tells TLS
+    /// from TCP by its id, so that what was meant for a TLS connection is never sent in clear
+    /// over a new TCP one.
     pub fn peer(&self, addr: SocketAddr, flow: u64, reliable: bool) -> Peer {
-        let transport = self.flows.get(&flow).map(|f| f.1).unwrap_or(if reliable {
+        let gone = if flow & TLS_FLOW != 0 {
+            Transport::Tls
+        } else if reliable {
             Transport::Tcp
         } else {
             Transport::Udp
-        });
+        };
+        let transport = self.flows.get(&flow).map_or(gone, |f| f.1);
         Peer {
             addr,
             transport,
@@ -372,7 +379,10 @@ async fn run_stream<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let flow = transports.next_flow.fetch_add(1, Ordering::Relaxed);
+    let mut flow = transports.next_flow.fetch_add(1, Ordering::Relaxed);
+    if transport == Transport::Tls {
+        flow |= TLS_FLOW;
+    }
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = queue.unwrap_or_else(|| mpsc::channel::<Payload>(256));
     transports
@@ -455,4 +465,32 @@ pub fn describe(addrs: &[SipListen]) -> String {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_gone_tls_flow_is_never_reached_in_clear() {
+        let listen: Vec<SipListen> = vec!["udp:127.0.0.1:0".parse().expect("listen")];
+        let dir = std::env::temp_dir();
+        let tls = TlsFiles {
+            cert: None,
+            key: None,
+            data_dir: &dir,
+        };
+        let (sink, _rx) = mpsc::channel(8);
+        let mut tasks = JoinSet::new();
+        let t = Transports::bind(&listen, tls, sink, &mut tasks)
+            .await
+            .expect("bind");
+        let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        // Flows that closed: a TLS one stays TLS, and nothing is sent to it.
+        let gone_tls = t.peer(addr, 7 | TLS_FLOW, true);
+        assert_eq!(gone_tls.transport, Transport::Tls);
+        assert!(!t.send(&gone_tls, Payload::from(&b"OPTIONS"[..])));
+        assert_eq!(t.peer(addr, 7, true).transport, Transport::Tcp);
+        assert_eq!(t.peer(addr, 7, false).transport, Transport::Udp);
+    }
 }
