@@ -233,7 +233,8 @@ enum Phase {
 #[derive(Debug)]
 struct Own {
     towards: Towards,
-    request: OutgoingRequest,
+    /// What was sent, when a challenge to it can be answered (towards a trunk).
+    request: Option<OutgoingRequest>,
     /// Sent again with credentials already: a second challenge is a refusal.
     authorized: bool,
 }
@@ -973,11 +974,19 @@ impl Call {
     /// Sends a request of our own and keeps it for its answer.
     fn send_own(&mut self, towards: Towards, request: OutgoingRequest, authorized: bool) {
         let key = self.key();
+        // Kept only where a challenge can be answered: towards a branch with credentials.
+        let can_authorize = match towards {
+            Towards::Branch(b) => self
+                .branches
+                .get(b)
+                .is_some_and(|b| b.target.credentials.is_some()),
+            Towards::Caller => false,
+        };
         self.own.insert(
             key,
             Own {
                 towards,
-                request: request.clone(),
+                request: can_authorize.then(|| request.clone()),
                 authorized,
             },
         );
@@ -1014,7 +1023,9 @@ impl Call {
             .challenges(&challenge)
             .filter_map(Result::ok)
             .collect();
-        let mut request = own.request;
+        let Some(mut request) = own.request else {
+            return;
+        };
         let msg = &mut request.message;
         let (Some(method), Some(uri)) = (msg.method().cloned(), msg.uri().map(|u| u.to_string()))
         else {
