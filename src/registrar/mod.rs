@@ -294,6 +294,14 @@ impl Registrar {
             Some(Err(())) => return RegisterOutcome::reply(self.reply(req, 400)),
             Some(Ok(c)) => c,
         };
+        // Credentials made for another Request-URI are not these (RFC 7616 §3.4).
+        let for_this_uri = match (c.uri(), req.uri()) {
+            (Some(u), Some(r)) => crate::sip::auth::uri_matches(u, r),
+            _ => false,
+        };
+        if !for_this_uri {
+            return RegisterOutcome::reply(self.reply(req, 400));
+        }
         let verdict = self.digest.verify(
             &c,
             "REGISTER",
@@ -1174,6 +1182,31 @@ mod tests {
         assert_eq!(mask(&a.response), mask(&b.response));
         assert_eq!(a.response.reason(), b.response.reason());
         assert!(known.reg.is_empty() && unknown.reg.is_empty());
+    }
+
+    #[test]
+    fn credentials_for_another_request_uri_are_refused() {
+        // Right password, but the digest was made for another Request-URI: 400, no binding,
+        // and not a password failure (whoever re-aimed it is not the phone).
+        let mut w = World::new();
+        let mut p = alice();
+        let first = p.request(C1, false, None);
+        p.challenge = Some(w.send(&first, udp()).response);
+        p.nc = 1;
+        let signed = p.request(C1, true, None);
+        let moved = signed.replacen(
+            "REGISTER sip:pbx.example.com SIP/2.0",
+            "REGISTER sip:other.example.com SIP/2.0",
+            1,
+        );
+        assert_ne!(moved, signed);
+        let out = w.send(&moved, udp());
+        assert_eq!(out.response.status(), Some(400));
+        assert!(!out.auth_failure);
+        assert!(w.reg.is_empty());
+        // The same credentials on the request they were made for are fine.
+        let ok = w.send(&signed, udp());
+        assert_eq!(ok.response.status(), Some(200));
     }
 
     #[test]

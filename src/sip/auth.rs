@@ -527,6 +527,34 @@ fn parse_nc(s: &str) -> Option<u32> {
     u32::from_str_radix(s, 16).ok().filter(|&n| n > 0)
 }
 
+/// Whether the `uri` of digest credentials names the request's own Request-URI (RFC 7616
+/// §3.4: the server checks it). The response only covers that `uri`, so without the check a
+/// request seen on the way could be sent again to another target (another number) with the
+/// same credentials. Compared as written first, then as URIs (a phone may write the same URI
+/// with another case of host, or without parameters the Request-URI has): same user, host
+/// and port. Some clients (SIPp among them) write only the server's host and port: such a
+/// `uri` names no user, so it is held to the Request-URI's host and port only.
+pub fn uri_matches(creds_uri: &str, request_uri: &crate::sip::uri::Uri) -> bool {
+    let creds_uri = creds_uri.trim();
+    if request_uri.to_string() == creds_uri {
+        return true;
+    }
+    let Ok(creds_uri) = crate::sip::uri::Uri::parse(creds_uri) else {
+        return false;
+    };
+    if &creds_uri == request_uri {
+        return true;
+    }
+    match (creds_uri.as_sip(), request_uri.as_sip()) {
+        (Some(c), Some(r)) => {
+            (c.user().is_none() || c.user() == r.user())
+                && c.host().matches(r.host())
+                && c.port().unwrap_or(5060) == r.port().unwrap_or(5060)
+        }
+        _ => false,
+    }
+}
+
 /// Answers a server's digest challenge as a client: of the challenges given (a server may offer
 /// several, RFC 8760 §2.4), the first Digest one whose algorithm we support, SHA-256 preferred
 /// over MD5; `qop=auth` with `nc`/`cnonce` when the server offers it, the RFC 2069 form when it
@@ -612,6 +640,20 @@ pub fn quote(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn digest_uri_must_name_the_request_uri() {
+        let r = crate::sip::uri::Uri::parse("sip:201@pbx.example:5060").unwrap();
+        assert!(uri_matches("sip:201@pbx.example:5060", &r));
+        assert!(uri_matches("SIP:201@PBX.example:5060", &r));
+        // Host and port only (SIPp writes these): held to the host and port.
+        assert!(uri_matches("sip:pbx.example:5060", &r));
+        assert!(!uri_matches("sip:pbx.example:5070", &r));
+        // Made for another number, another host, or not a URI at all.
+        assert!(!uri_matches("sip:00900123@pbx.example:5060", &r));
+        assert!(!uri_matches("sip:201@other.example:5060", &r));
+        assert!(!uri_matches("*", &r));
+    }
+
     use super::*;
     use crate::sip::header::Challenge;
 

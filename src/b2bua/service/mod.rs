@@ -42,7 +42,7 @@ use crate::media::relay::{Relay, Session, Side};
 use crate::media::sdp;
 use crate::registrar;
 use crate::routing::DialplanFile;
-use crate::sip::auth::{Algorithm, DigestServer, Verdict};
+use crate::sip::auth::{Algorithm, DigestServer, Failure, Verdict};
 use crate::sip::dialog::DialogId;
 use crate::sip::header::{Credentials, HeaderName, NameAddr, Via};
 use crate::sip::message::{self, Message, Method};
@@ -846,6 +846,18 @@ impl Calls {
             });
             return;
         }
+        // Credentials made for another Request-URI are not these (RFC 7616 §3.4): the
+        // response covers only its `uri`, and a seen INVITE must not be re-aimed at another
+        // number with them.
+        let for_this_uri = match (creds.uri(), msg.uri()) {
+            (Some(u), Some(r)) => crate::sip::auth::uri_matches(u, r),
+            _ => false,
+        };
+        if !for_this_uri {
+            let rsp = self.reply(&msg, 400);
+            let _ = layer.send_response(tx, rsp, now);
+            return;
+        }
         let verdict = self.digest.verify(
             &creds,
             "INVITE",
@@ -865,7 +877,10 @@ impl Calls {
                 let _ = layer.send_response(tx, rsp, now);
                 return;
             }
-            (Verdict::Stale, _) => {
+            // Replay and foreign nonces (a nonce from before a restart, say) as in the
+            // registrar: the response was right or never checked, so stale=true lets the phone
+            // retry with a fresh nonce instead of deciding its password is wrong.
+            (Verdict::Stale | Verdict::Failed(Failure::Replay | Failure::Nonce), _) => {
                 let rsp = self.challenge(&msg, true, now_ms);
                 let _ = layer.respond_statelessly(tx, rsp, now);
                 return;
