@@ -127,7 +127,7 @@ enum Command {
     Remote {
         id: u64,
         side: Side,
-        endpoint: Endpoint,
+        endpoint: Option<Endpoint>,
     },
     Remove {
         id: u64,
@@ -377,12 +377,15 @@ impl Session {
     /// What a party's description says; resets latching for that side (a re-INVITE may move
     /// the party).
     pub fn set_remote(&self, side: Side, endpoint: Endpoint) {
+        // A description pointing at this session's own ports would have us relay to ourselves,
+        // round and round: taken as no address at all (latching still finds the party).
+        let ours = [self.caller_rtp, self.callee_rtp].contains(&endpoint.rtp);
         self.inner.send(
             self.worker,
             Command::Remote {
                 id: self.id,
                 side,
-                endpoint,
+                endpoint: (!ours).then_some(endpoint),
             },
         );
     }
@@ -527,6 +530,9 @@ fn token(id: u64, socket: usize) -> Token {
     Token((id as usize) * 4 + socket)
 }
 
+/// Datagrams read from one socket per wake-up at most (a phone sends one per 20 ms).
+const PER_WAKE: usize = 32;
+
 /// How long a command may wait for a worker that has sessions: such a worker wakes for RTP
 /// every few milliseconds anyway, so commands reach it without a wake-up of their own.
 const COMMAND_LATENCY: Duration = Duration::from_millis(5);
@@ -659,7 +665,7 @@ fn play_due(s: &mut WorkerSession, now: Instant, counters: &Counters) -> bool {
             p.next += Duration::from_millis(20);
             let more = p.packet(&mut pkt).is_some();
             let to = peer.latched_rtp.or(peer.declared.map(|e| e.rtp));
-            if let Some(to) = to {
+            if let Some(to) = to.filter(|a| !a.ip().is_unspecified()) {
                 if s.sockets[i * 2].send_to(&pkt, to).is_ok() {
                     counters.packets.fetch_add(1, Ordering::Relaxed);
                 }
@@ -706,7 +712,7 @@ fn apply(poll: &Poll, sessions: &mut IdMap<u64, WorkerSession>, cmd: Command) {
         Command::Remote { id, side, endpoint } => {
             if let Some(s) = sessions.get_mut(&id) {
                 s.peers[side.index()] = Peer {
-                    declared: Some(endpoint),
+                    declared: endpoint,
                     latched_rtp: None,
                     latched_rtcp: None,
                 };
@@ -742,24 +748,37 @@ fn relay(s: &mut WorkerSession, socket: usize, buf: &mut [u8], counters: &Counte
         Side::Callee
     };
     let rtcp = socket % 2 == 1;
-    loop {
+    // A budget per wake-up, so that a flood on one socket cannot keep the worker from every
+    // other session; what is left gets its turn at the next event (each datagram raises one).
+    for _ in 0..PER_WAKE {
         let (n, from) = match s.sockets[socket].recv_from(buf) {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             // ICMP errors of earlier sends surface here; keep reading.
             Err(_) => continue,
         };
-        s.activity.touch();
         let me = &mut s.peers[side.index()];
-        // Latching: the first packet's source is where this party is reachable.
+        let declared = me.declared.map(|e| if rtcp { e.rtcp } else { e.rtp });
+        // Latching: the first packet's source is where this party is reachable. From then on
+        // only that source is relayed ("strict source"): a third party that guessed the port
+        // can neither speak into the call nor, by sending first, take the other side's audio
+        // once the party has spoken. The address the party's description gives wins over an
+        // earlier latch: the party is where it said after all.
         let latched = if rtcp {
             &mut me.latched_rtcp
         } else {
             &mut me.latched_rtp
         };
-        if latched.is_none() {
-            *latched = Some(from);
+        match *latched {
+            None => *latched = Some(from),
+            Some(l) if l == from => {}
+            Some(_) if declared == Some(from) => *latched = Some(from),
+            Some(_) => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
         }
+        s.activity.touch();
         if s.echo {
             if !rtcp && s.players[side.index()].is_none() {
                 let out = side.index() * 2;
@@ -781,7 +800,9 @@ fn relay(s: &mut WorkerSession, socket: usize, buf: &mut [u8], counters: &Counte
         } else {
             them.latched_rtp.or(them.declared.map(|e| e.rtp))
         };
-        let Some(to) = to else {
+        // Nowhere to go yet, or on hold with the RFC 2543 `c=0.0.0.0` (sending there would
+        // reach this host itself).
+        let Some(to) = to.filter(|a| !a.ip().is_unspecified()) else {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
@@ -907,6 +928,67 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(r.counters().packets.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn once_latched_only_that_source_is_relayed() {
+        let r = relay(1, 31200);
+        let sess = r.session().unwrap();
+        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
+        let intruder = StdUdp::bind("127.0.0.1:0").unwrap();
+        sess.set_remote(Side::Callee, endpoint(&callee));
+        std::thread::sleep(Duration::from_millis(50));
+        // The caller speaks first and is latched.
+        caller.send_to(b"caller 1", sess.caller_facing()).unwrap();
+        assert_eq!(recv(&callee).0, b"caller 1");
+        // Someone else on the caller's port is not heard, and does not take the latch.
+        intruder.send_to(b"injected", sess.caller_facing()).unwrap();
+        caller.send_to(b"caller 2", sess.caller_facing()).unwrap();
+        assert_eq!(recv(&callee).0, b"caller 2");
+        callee.send_to(b"to caller", sess.callee_facing()).unwrap();
+        assert_eq!(recv(&caller).0, b"to caller");
+        intruder
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut b = [0u8; 64];
+        assert!(
+            intruder.recv_from(&mut b).is_err(),
+            "the intruder got audio"
+        );
+        assert!(r.counters().dropped.load(Ordering::Relaxed) >= 1);
+    }
+
+    #[test]
+    fn a_party_on_hold_at_0_0_0_0_or_pointing_at_us_gets_nothing() {
+        let r = relay(1, 31300);
+        let sess = r.session().unwrap();
+        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        let held = Endpoint {
+            rtp: "0.0.0.0:40000".parse().unwrap(),
+            rtcp: "0.0.0.0:40001".parse().unwrap(),
+        };
+        sess.set_remote(Side::Callee, held);
+        std::thread::sleep(Duration::from_millis(50));
+        caller.send_to(b"hello?", sess.caller_facing()).unwrap();
+        for _ in 0..50 {
+            if r.counters().dropped.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(r.counters().dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(r.counters().packets.load(Ordering::Relaxed), 0);
+        // A description naming our own callee-facing port: no loop, nothing sent.
+        let loop_to_us = Endpoint {
+            rtp: sess.callee_facing(),
+            rtcp: SocketAddr::new(sess.callee_facing().ip(), sess.callee_facing().port() + 1),
+        };
+        sess.set_remote(Side::Callee, loop_to_us);
+        std::thread::sleep(Duration::from_millis(50));
+        caller.send_to(b"hello?", sess.caller_facing()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(r.counters().packets.load(Ordering::Relaxed), 0);
     }
 
     #[test]
