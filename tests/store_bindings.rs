@@ -168,3 +168,50 @@ async fn batches_apply_in_order(db: Db) {
 }
 
 on_both_databases!(batches_apply_in_order);
+
+/// A phone added by another process (the CLI) is not in this one's credentials cache: a
+/// background lookup puts it there for the phone's next request, and a name that does not
+/// exist stays out.
+async fn phones_added_elsewhere_are_fetched_in_the_background(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let server_side = tdb.store().await;
+    let cli_side = tdb.store().await;
+    let user = cli_side
+        .create_user(&NewUser {
+            extension: "100".into(),
+            display_name: "A".into(),
+            email: "a@example.com".into(),
+            fax_number: None,
+            external_numbers: vec![],
+        })
+        .await
+        .unwrap();
+    cli_side
+        .create_phone(
+            user.id,
+            &NewPhone {
+                sip_username: "newdesk".into(),
+                name: "Desk".into(),
+                password: Some("newdesk-secret".into()),
+            },
+            "r",
+        )
+        .await
+        .unwrap();
+    assert!(server_side.cached_phone_credentials("newdesk").is_none());
+    let rt = tokio::runtime::Handle::current();
+    server_side.prefetch_phone_credentials("newdesk", &rt);
+    server_side.prefetch_phone_credentials("nobody", &rt);
+    let mut found = None;
+    for _ in 0..100 {
+        found = server_side.cached_phone_credentials("newdesk");
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(found.map(|c| c.user_id), Some(user.id));
+    assert!(server_side.cached_phone_credentials("nobody").is_none());
+}
+
+on_both_databases!(phones_added_elsewhere_are_fetched_in_the_background);

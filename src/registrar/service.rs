@@ -6,8 +6,9 @@
 //! preloaded, the binding table is in memory, so a 401, a 423 or a query is answered in place,
 //! and only a change goes on, to the writer. A challenge to an unauthenticated REGISTER is
 //! answered statelessly ([`Answer::stateless`], RFC 3261 §8.2.7): no transaction is kept for
-//! it. A credentials cache miss is looked up on a task of its own and answered through the
-//! endpoint's command channel.
+//! it. A name not in the credentials cache is answered as unknown, exactly as a wrong password
+//! (so nothing tells a name that exists), while a bounded background lookup fills the cache for
+//! the phone's next try ([`Store::prefetch_phone_credentials`]).
 //!
 //! Writes are batched: every change that arrives within [`WRITE_LINGER`] of the first goes into
 //! one transaction, and the responses for all of them are released after the commit. Under load that turns thousands
@@ -52,8 +53,6 @@ struct Shared {
     store: Store,
     /// Where decisions that change bindings go to be committed; `None` for an idle handle.
     writes: Option<mpsc::Sender<Pending>>,
-    /// The endpoint's answer channel, for requests answered after a lookup.
-    endpoint: Option<mpsc::Sender<Command>>,
     /// The main runtime: [`RequestHandler::submit`] runs on the SIP core's thread, and what it
     /// starts that waits on the store runs here instead.
     rt: tokio::runtime::Handle,
@@ -123,7 +122,7 @@ impl Handle {
 
 /// Builds the registrar from the store and starts its tasks. Requests come in through the
 /// returned handle ([`RequestHandler::submit`], called by the endpoint); answers that have to
-/// wait (for a commit, a lookup) go back on `endpoint`.
+/// wait for a commit go back on `endpoint`.
 pub async fn start(
     store: Store,
     config: &Config,
@@ -131,13 +130,7 @@ pub async fn start(
     tasks: &mut JoinSet<()>,
 ) -> crate::store::Result<Handle> {
     let (writes_tx, writes_rx) = mpsc::channel::<Pending>(WRITE_QUEUE);
-    let shared = build(
-        store.clone(),
-        config,
-        Some(writes_tx),
-        Some(endpoint.clone()),
-    )
-    .await?;
+    let shared = build(store.clone(), config, Some(writes_tx)).await?;
     let phones = store.preload_credentials().await?;
     tracing::debug!(phones, "credentials cached");
     tasks.spawn(writer(store, writes_rx, endpoint));
@@ -150,7 +143,7 @@ impl Handle {
     /// tasks: for tools and for API tests that exercise the HTTP side alone.
     pub async fn idle(store: Store, config: &Config) -> crate::store::Result<Handle> {
         Ok(Handle {
-            shared: build(store, config, None, None).await?,
+            shared: build(store, config, None).await?,
         })
     }
 }
@@ -159,7 +152,6 @@ async fn build(
     store: Store,
     config: &Config,
     writes: Option<mpsc::Sender<Pending>>,
-    endpoint: Option<mpsc::Sender<Command>>,
 ) -> crate::store::Result<Arc<Shared>> {
     let mut reg_config = RegistrarConfig::new(&config.sip.realm);
     reg_config.min_expires = config.registrar.min_expires;
@@ -195,7 +187,6 @@ async fn build(
         guard: Mutex::new(guard),
         store,
         writes,
-        endpoint,
         rt: tokio::runtime::Handle::current(),
     }))
 }
@@ -241,8 +232,8 @@ impl RequestHandler for Handle {
         self.is_banned(source.addr.ip())
     }
 
-    /// Decides a REGISTER on the endpoint's task when the credentials are in memory (nearly
-    /// always: they are preloaded); only a cache miss goes to the database, on a task of its own.
+    /// Decides a REGISTER on the endpoint's task, from memory: credentials are preloaded, and a
+    /// name not in the cache is answered as unknown while it is looked up in the background.
     fn submit(&self, req: Request) -> Option<Answer> {
         let ip = req.source.addr.ip();
         if lock(&self.shared.guard).is_banned(ip, now()) {
@@ -252,33 +243,17 @@ impl RequestHandler for Handle {
             return None;
         }
         let authorization = Registrar::digest_credentials(&req.msg);
-        let creds = match Registrar::username_of(&authorization) {
-            None => None,
-            Some(user) => match self.shared.store.cached_phone_credentials(&user) {
-                Some(c) => Some(c),
-                None => {
-                    let shared = self.shared.clone();
-                    self.shared.rt.spawn(async move {
-                        let creds = match shared.store.phone_credentials(&user).await {
-                            Ok(c) => c,
-                            Err(e) => {
-                                tracing::error!(error = %e, "credentials lookup failed");
-                                None
-                            }
-                        };
-                        if let (Some(a), Some(endpoint)) =
-                            (decide(&shared, req, None, creds), &shared.endpoint)
-                        {
-                            // Stateful even for a challenge: this path is rare (a cache miss).
-                            let _ = endpoint
-                                .send(Command::Respond(vec![(a.tx, a.response)]))
-                                .await;
-                        }
-                    });
-                    return None;
-                }
-            },
-        };
+        let creds = Registrar::username_of(&authorization).and_then(|user| {
+            let cached = self.shared.store.cached_phone_credentials(&user);
+            if cached.is_none() {
+                // Answered now as a wrong password would be; the lookup only fills the cache
+                // for the phone's next try (a phone just added by the CLI, say).
+                self.shared
+                    .store
+                    .prefetch_phone_credentials(&user, &self.shared.rt);
+            }
+            cached
+        });
         decide(&self.shared, req, Some(authorization), creds)
     }
 }

@@ -274,7 +274,10 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| conflict_or(e, PHONE_UNIQUE))?;
-        Ok((phone_from_row(&row)?, password))
+        let phone = phone_from_row(&row)?;
+        // Into the credentials cache at once: the registrar answers from it alone.
+        self.phone_credentials(&phone.sip_username).await?;
+        Ok((phone, password))
     }
 
     pub async fn get_phone(&self, id: i64) -> Result<Option<Phone>> {
@@ -336,7 +339,9 @@ impl Store {
         }
         tx.commit().await?;
         self.credentials.retain(|_, c| c.phone_id != id);
-        self.get_phone(id).await?.ok_or(StoreError::NotFound)
+        let phone = self.get_phone(id).await?.ok_or(StoreError::NotFound)?;
+        self.phone_credentials(&phone.sip_username).await?;
+        Ok(phone)
     }
 
     /// Deletes a phone; it leaves every location, and locations left empty are removed.
@@ -390,6 +395,26 @@ impl Store {
     /// Credentials from the in-memory cache only (see [`Store::phone_credentials`]).
     pub fn cached_phone_credentials(&self, sip_username: &str) -> Option<PhoneCredentials> {
         self.credentials.get(sip_username).map(|c| c.clone())
+    }
+
+    /// Looks `sip_username` up in the background, on `rt`, so that a phone added by another
+    /// process (the CLI) is in the cache by its next request. The request at hand does not
+    /// wait: it is answered from memory, an unknown name exactly as a wrong password, with no
+    /// difference in time or in kind (stateless or not) that would tell a name that exists.
+    /// Bounded, since anyone can send names: each name at most once per [`MISS_TTL`], and at
+    /// most [`MAX_LOOKUPS`] at a time.
+    pub fn prefetch_phone_credentials(&self, sip_username: &str, rt: &tokio::runtime::Handle) {
+        if sip_username.is_empty() || !self.misses.admit(sip_username) {
+            return;
+        }
+        let store = self.clone();
+        let name = sip_username.to_owned();
+        rt.spawn(async move {
+            if let Err(e) = store.phone_credentials(&name).await {
+                tracing::warn!(error = %e, "credentials lookup failed");
+            }
+            store.misses.done();
+        });
     }
 
     /// The stored digests for a SIP username, for the registrar and the B2BUA. Found ones are
@@ -700,4 +725,50 @@ async fn prune_empty_locations(tx: &mut Transaction<'_, Any>, user_id: i64) -> R
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// How long a name not found is not looked up again.
+pub const MISS_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Background credential lookups under way at most.
+pub const MAX_LOOKUPS: usize = 8;
+/// Names remembered as looked up, at most (then the oldest are forgotten).
+const MAX_MISSES: usize = 4096;
+
+/// Recent cache misses, for [`Store::prefetch_phone_credentials`].
+#[derive(Debug, Default)]
+pub struct Misses {
+    recent: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl Misses {
+    /// Whether `name` may be looked up now; if so it counts as under way.
+    fn admit(&self, name: &str) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = std::time::Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent
+            .get(name)
+            .is_some_and(|t| now.duration_since(*t) < MISS_TTL)
+        {
+            return false;
+        }
+        if self.in_flight.load(Ordering::Relaxed) >= MAX_LOOKUPS {
+            return false;
+        }
+        if recent.len() >= MAX_MISSES {
+            recent.retain(|_, t| now.duration_since(*t) < MISS_TTL);
+            if recent.len() >= MAX_MISSES {
+                recent.clear();
+            }
+        }
+        recent.insert(name.to_owned(), now);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn done(&self) {
+        self.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }

@@ -99,6 +99,9 @@ pub struct Store {
     /// Phone credentials by SIP username, filled on lookup and dropped on any change to the
     /// phone: the registrar's hot path must not wait on the database for every REGISTER.
     credentials: std::sync::Arc<dashmap::DashMap<String, PhoneCredentials>>,
+    /// Names not in the cache that were looked up lately, and how many lookups are under way
+    /// (see [`Store::prefetch_phone_credentials`]).
+    misses: std::sync::Arc<directory::Misses>,
 }
 
 impl Store {
@@ -143,6 +146,7 @@ impl Store {
             pool,
             backend,
             credentials: Default::default(),
+            misses: Default::default(),
         })
     }
 

@@ -423,7 +423,7 @@ impl Calls {
             layer.discard(tx);
             return None;
         }
-        self.authenticate(layer, tx, msg, from, now, false);
+        self.authenticate(layer, tx, msg, from, now);
         None
     }
 
@@ -589,10 +589,6 @@ impl Calls {
             Decision::Reject(status) => {
                 let rsp = self.reply(&invite, status);
                 let _ = layer.send_response(tx, rsp, now);
-                return;
-            }
-            Decision::Reauthenticate => {
-                self.authenticate(layer, tx, invite, caller, now, true);
                 return;
             }
             Decision::Ring {
@@ -801,8 +797,8 @@ impl Calls {
     }
 
     /// Checks a new INVITE's credentials (407 when missing or wrong) and sends an
-    /// authenticated one off to be routed. `looked_up`: the credentials cache has just been
-    /// filled for this caller, so a miss now means an unknown phone.
+    /// authenticated one off to be routed. Decided from memory, a name not in the credentials
+    /// cache as an unknown one.
     fn authenticate(
         &mut self,
         layer: &mut TransactionLayer,
@@ -810,7 +806,6 @@ impl Calls {
         msg: Message,
         from: Peer,
         now: Instant,
-        looked_up: bool,
     ) {
         let now_ms = now_ms().max(0) as u64;
         let creds = digest_credentials(&msg);
@@ -824,27 +819,13 @@ impl Calls {
         };
         let username = creds.username().unwrap_or_default().to_owned();
         let phone = self.lookup.store.cached_phone_credentials(&username);
-        if phone.is_none() && !looked_up && !username.is_empty() {
-            // Not cached (a phone that has not registered since it was added): look it up off
-            // this task and come back.
-            let Ok(permit) = self.routed_tx.clone().try_reserve_owned() else {
-                let rsp = self.reply(&msg, 503);
-                let _ = layer.send_response(tx, rsp, now);
-                return;
-            };
-            let store = self.lookup.store.clone();
-            self.rt.spawn(async move {
-                if let Err(e) = store.phone_credentials(&username).await {
-                    tracing::error!(error = %e, "b2bua: credentials lookup failed");
-                }
-                permit.send(Routed::Route(RouteDone {
-                    tx,
-                    invite: msg,
-                    caller: from,
-                    decision: Decision::Reauthenticate,
-                }));
-            });
-            return;
+        if phone.is_none() {
+            // Answered now as a wrong password would be (no wait, no other kind of answer that
+            // would tell a name that exists); the lookup only fills the cache for the phone's
+            // next try (a phone just added by the CLI, say).
+            self.lookup
+                .store
+                .prefetch_phone_credentials(&username, &self.rt);
         }
         // Credentials made for another Request-URI are not these (RFC 7616 §3.4): the
         // response covers only its `uri`, and a seen INVITE must not be re-aimed at another

@@ -116,9 +116,6 @@ pub(in crate::b2bua) enum Decision {
     Echo {
         parties: Box<Parties>,
     },
-    /// The caller's credentials were not cached and have been looked up: authenticate the
-    /// INVITE again (once).
-    Reauthenticate,
 }
 
 /// Who is in the call, for its record.
