@@ -255,6 +255,33 @@ async fn silent_call_is_hung_up(db: Db) {
     server.shutdown().await;
 }
 
+/// A call on hold is silent by design (RFC 3264: the held side sends nothing): the media
+/// timeout, 1 s here, leaves it alone for the 2.5 s it stays on hold, and the caller ends it.
+async fn held_call_is_not_hung_up_for_silence(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, data) = common::start_server(
+        &tdb,
+        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
+         digest_algorithms = [\"MD5\", \"SHA-256\"]",
+        "[media]\ntimeout_secs = 1\n",
+    )
+    .await;
+    let _keep = data;
+    let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
+    common::user_with_phone(&server, "200", "bob", "bob-secret").await;
+    let callee = bob_answers(&server, "call_uas_reinvited.xml", &[]).await;
+    // Alice puts the call on hold (a=sendonly, answered a=recvonly) 300 ms after the answer.
+    let caller = alice_calls(&server, "call_uac_reinvite_late_ack.xml", &[]);
+    must_pass("the caller", caller).await;
+    must_pass("the callee", callee).await;
+    assert_eq!(
+        common::only_entry(&server, alice).await.outcome,
+        PartyOutcome::Answered
+    );
+    assert_eq!(hangup_causes(&server).await, vec!["caller"]);
+    server.shutdown().await;
+}
+
 /// Guessing passwords with INVITEs gets the source banned like failed REGISTERs do: after
 /// `security.ban_failures` wrong answers to 407 it hears nothing more, not even for REGISTER.
 async fn invite_password_guessing_is_banned(db: Db) {
@@ -455,4 +482,9 @@ async fn re_invite_lost_ack() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_offer() {
     late_offer_call(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_call_keeps_its_silence() {
+    held_call_is_not_hung_up_for_silence(Db::Sqlite).await
 }

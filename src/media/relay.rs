@@ -155,6 +155,8 @@ pub struct Session {
     caller_rtp: SocketAddr,
     callee_rtp: SocketAddr,
     activity: Arc<Activity>,
+    /// Each party's latest description holds the call (see [`Session::set_held`]).
+    held: [AtomicBool; 2],
     inner: Arc<Inner>,
 }
 
@@ -279,6 +281,7 @@ impl Relay {
             caller_rtp: SocketAddr::new(adv, caller_port),
             callee_rtp: SocketAddr::new(adv, callee_port),
             activity,
+            held: [AtomicBool::new(false), AtomicBool::new(false)],
             inner: inner.clone(),
         })
     }
@@ -331,6 +334,17 @@ impl Session {
     /// Where the callee is to send its media.
     pub fn callee_facing(&self) -> SocketAddr {
         self.callee_rtp
+    }
+
+    /// Records whether the latest description of the party on `side` holds the call
+    /// (`a=sendonly`, `a=recvonly`, `a=inactive`, `c=0.0.0.0`): then silence is expected.
+    pub fn set_held(&self, side: Side, held: bool) {
+        self.held[side.index()].store(held, Ordering::Relaxed);
+    }
+
+    /// Whether either party's latest description holds the call.
+    pub fn is_held(&self) -> bool {
+        self.held.iter().any(|h| h.load(Ordering::Relaxed))
     }
 
     /// How long nothing has arrived from either party (since the session began, if nothing

@@ -69,6 +69,46 @@ pub fn audio_endpoint(sdp: &str) -> Option<Endpoint> {
     })
 }
 
+/// Whether a description has its party sending and receiving audio (RFC 3264 §5.1:
+/// `a=sendrecv`, the default), or holds the call: `a=sendonly`, `a=recvonly` or `a=inactive`
+/// for the first audio stream (its own attribute, else the session's), or the RFC 2543 hold
+/// address `c=0.0.0.0`. During a hold one side or both send nothing, by design.
+pub fn holds(sdp: &str) -> bool {
+    let direction = |l: &str| {
+        matches!(l, "a=sendonly" | "a=recvonly" | "a=inactive" | "a=sendrecv")
+            .then(|| l != "a=sendrecv")
+    };
+    let mut session_level: Option<bool> = None;
+    let mut in_audio = false;
+    let mut seen_audio = false;
+    let mut media_level: Option<bool> = None;
+    let mut zero_address = false;
+    for line in lines(sdp) {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            if seen_audio {
+                break;
+            }
+            in_audio = m.starts_with("audio ");
+            seen_audio |= in_audio;
+            continue;
+        }
+        if !seen_audio || in_audio {
+            if let Some(c) = line.strip_prefix("c=") {
+                zero_address = connection_ip(c).is_some_and(|ip| ip.is_unspecified());
+            }
+            if let Some(held) = direction(line) {
+                if in_audio {
+                    media_level = Some(held);
+                } else {
+                    session_level = Some(held);
+                }
+            }
+        }
+    }
+    zero_address || media_level.or(session_level).unwrap_or(false)
+}
+
 /// `sdp` with its first audio stream pointed at `rtp` (and RTCP at `rtp`'s port + 1): the
 /// audio stream's connection address and port, the session-level connection and the `o=`
 /// address become ours, an `a=rtcp` line of the audio stream is dropped (our RTCP port is the
@@ -266,6 +306,27 @@ fn connection_ip(c: &str) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn hold_is_told_from_the_direction_attributes_and_the_zero_address() {
+        let base = "v=0\r\no=a 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n";
+        let audio = "m=audio 4000 RTP/AVP 0\r\n";
+        assert!(!holds(&format!("{base}{audio}")));
+        assert!(!holds(&format!("{base}{audio}a=sendrecv\r\n")));
+        for attr in ["a=sendonly", "a=recvonly", "a=inactive"] {
+            assert!(holds(&format!("{base}{audio}{attr}\r\n")), "{attr}");
+            // Session level, unless the stream says otherwise.
+            assert!(holds(&format!("{base}{attr}\r\n{audio}")), "{attr}");
+            assert!(!holds(&format!("{base}{attr}\r\n{audio}a=sendrecv\r\n")));
+        }
+        // Only the audio stream counts.
+        assert!(!holds(&format!(
+            "{base}{audio}m=video 5000 RTP/AVP 96\r\na=inactive\r\n"
+        )));
+        // RFC 2543 hold.
+        let zero = base.replace("c=IN IP4 10.0.0.1", "c=IN IP4 0.0.0.0");
+        assert!(holds(&format!("{zero}{audio}")));
+    }
     use super::*;
 
     const OFFER: &str = "v=0\r\no=alice 2890844526 2890844526 IN IP4 10.0.0.1\r\ns=-\r\n\

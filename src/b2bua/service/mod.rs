@@ -701,7 +701,13 @@ impl Calls {
             if let (Some(at), Some(limit)) = (e.media_check, self.media_timeout) {
                 if at <= now {
                     e.media_check = None;
-                    let idle = e.media.as_ref().map_or(Duration::ZERO, |m| m.idle());
+                    // On hold one side or both send nothing by design (RFC 3264 §5.1,
+                    // `a=inactive`): silence then says nothing about the parties.
+                    let idle = e
+                        .media
+                        .as_ref()
+                        .filter(|m| !m.is_held())
+                        .map_or(Duration::ZERO, |m| m.idle());
                     if idle >= limit {
                         tracing::info!(
                             call = id,
@@ -1901,6 +1907,7 @@ fn anchor(media: &Option<Arc<Session>>, msg: Message, to: Side) -> Message {
         if let Some(ep) = sdp::audio_endpoint(text) {
             session.set_remote(from, ep);
         }
+        session.set_held(from, sdp::holds(text));
         let ours = match to {
             Side::Caller => session.caller_facing(),
             Side::Callee => session.callee_facing(),
