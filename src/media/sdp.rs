@@ -24,6 +24,7 @@ pub struct Endpoint {
 /// `m=audio`, port 0 = stream refused, or no connection address for it).
 pub fn audio_endpoint(sdp: &str) -> Option<Endpoint> {
     let mut session_ip: Option<IpAddr> = None;
+    let mut seen_media = false;
     let mut in_audio = false;
     let mut audio_ip: Option<IpAddr> = None;
     let mut port: Option<u16> = None;
@@ -34,6 +35,7 @@ pub fn audio_endpoint(sdp: &str) -> Option<Endpoint> {
             if port.is_some() {
                 break; // only the first audio stream
             }
+            seen_media = true;
             in_audio = m.starts_with("audio ");
             if in_audio {
                 port = m
@@ -45,7 +47,8 @@ pub fn audio_endpoint(sdp: &str) -> Option<Endpoint> {
             let ip = connection_ip(c);
             if in_audio {
                 audio_ip = ip;
-            } else if port.is_none() {
+            } else if !seen_media {
+                // Session level only: a video stream's own address is not the audio's.
                 session_ip = ip;
             }
         } else if let Some(a) = line.strip_prefix("a=rtcp:") {
@@ -306,6 +309,15 @@ fn connection_ip(c: &str) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_video_streams_address_is_not_the_audios() {
+        let sdp = "v=0\r\no=a 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+                   m=video 5000 RTP/AVP 96\r\nc=IN IP4 10.0.0.9\r\n\
+                   m=audio 4000 RTP/AVP 0\r\n";
+        let ep = audio_endpoint(sdp).expect("audio");
+        assert_eq!(ep.rtp, "10.0.0.1:4000".parse().unwrap());
+    }
 
     #[test]
     fn hold_is_told_from_the_direction_attributes_and_the_zero_address() {
