@@ -232,20 +232,27 @@ pub fn offer_both_g711(sdp: &str) -> String {
         _ => return sdp.to_owned(),
     };
     let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let rtpmap = format!("a=rtpmap:{extra} {}", g711_name(extra));
     let mut out = String::with_capacity(sdp.len() + 32);
     let mut done = false;
+    // The new rtpmap goes before the stream's first attribute (or the next stream): RFC 4566
+    // puts a stream's i=, c=, b= and k= lines before its a= lines.
+    let mut pending = false;
     for l in lines(sdp) {
+        if pending && (l.starts_with("a=") || l.starts_with("m=")) {
+            push(&mut out, &rtpmap, eol);
+            pending = false;
+        }
         if !done && l.starts_with("m=audio ") {
             push(&mut out, &format!("{l} {extra}"), eol);
-            push(
-                &mut out,
-                &format!("a=rtpmap:{extra} {}", g711_name(extra)),
-                eol,
-            );
             done = true;
+            pending = true;
         } else {
             push(&mut out, l, eol);
         }
+    }
+    if pending {
+        push(&mut out, &rtpmap, eol);
     }
     out
 }
@@ -258,18 +265,25 @@ pub fn swap_g711(sdp: &str, from: u8, to: u8) -> String {
     let mut out = String::with_capacity(sdp.len());
     let mut section = 0usize;
     let mut audio: Option<usize> = None;
+    let mut had_to = false;
     for l in lines(sdp) {
         if let Some(m) = l.strip_prefix("m=") {
             section += 1;
             if audio.is_none() && m.starts_with("audio ") {
                 audio = Some(section);
                 let mut f: Vec<String> = m.split(' ').map(str::to_owned).collect();
-                for x in f.iter_mut().skip(3) {
-                    if x.parse::<u8>().ok() == Some(from) {
-                        *x = to.to_string();
+                let pt = |x: &String| x.parse::<u8>().ok();
+                had_to = f.iter().skip(3).any(|x| pt(x) == Some(to));
+                let mut kept = Vec::with_capacity(f.len());
+                for (i, x) in f.drain(..).enumerate() {
+                    match (i >= 3, pt(&x)) {
+                        // Listed already: the other law just goes (no `0 0`).
+                        (true, Some(p)) if p == from && had_to => {}
+                        (true, Some(p)) if p == from => kept.push(to.to_string()),
+                        _ => kept.push(x),
                     }
                 }
-                push(&mut out, &format!("m={}", f.join(" ")), eol);
+                push(&mut out, &format!("m={}", kept.join(" ")), eol);
                 continue;
             }
         } else if Some(section) == audio
@@ -278,7 +292,9 @@ pub fn swap_g711(sdp: &str, from: u8, to: u8) -> String {
                 .and_then(|p| p.parse::<u8>().ok())
                 == Some(from)
         {
-            push(&mut out, &format!("a=rtpmap:{to} {}", g711_name(to)), eol);
+            if !had_to {
+                push(&mut out, &format!("a=rtpmap:{to} {}", g711_name(to)), eol);
+            }
             continue;
         }
         push(&mut out, l, eol);
@@ -309,6 +325,27 @@ fn connection_ip(c: &str) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn g711_edits_keep_sdp_well_formed() {
+        // The added rtpmap comes after the stream's c= line, before its attributes.
+        let offer = "v=0\r\no=a 1 1 IN IP4 10.0.0.1\r\ns=-\r\nt=0 0\r\n\
+                     m=audio 4000 RTP/AVP 0\r\nc=IN IP4 10.0.0.1\r\na=rtpmap:0 PCMU/8000\r\n";
+        let both = offer_both_g711(offer);
+        assert!(
+            both.contains(
+                "m=audio 4000 RTP/AVP 0 8\r\nc=IN IP4 10.0.0.1\r\na=rtpmap:8 PCMA/8000\r\n"
+            ),
+            "{both}"
+        );
+        // An answer listing both laws, shown to a party that offered only PCMU: no `0 0`.
+        let answer = "v=0\r\no=b 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
+                      m=audio 5000 RTP/AVP 8 0\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n";
+        let swapped = swap_g711(answer, PCMA, PCMU);
+        assert!(swapped.contains("m=audio 5000 RTP/AVP 0\r\n"), "{swapped}");
+        assert_eq!(swapped.matches("a=rtpmap:0 ").count(), 1, "{swapped}");
+        assert!(!swapped.contains("PCMA"), "{swapped}");
+    }
 
     #[test]
     fn a_video_streams_address_is_not_the_audios() {
