@@ -27,6 +27,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 
+/// How long a ban made here outlives its absence from the store's list (see [`Guard::sync`]).
+pub const SYNC_GRACE_MS: u64 = 30_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardConfig {
     /// Failures within `window_ms` that trigger a ban (at least 1).
@@ -240,14 +243,20 @@ impl Guard {
         }
     }
 
-    /// Makes the bans in force exactly `stored` (the store's list): a ban lifted elsewhere (the
-    /// CLI, another node) is lifted here, and one made elsewhere applies here. Failure counts
-    /// are kept.
+    /// Makes the bans in force the store's list: a ban lifted elsewhere (the CLI, another
+    /// node) is lifted here, and one made elsewhere applies here. Failure counts are kept.
+    ///
+    /// A ban made here within the last [`SYNC_GRACE_MS`] stays even when the list lacks it:
+    /// its write may still be on its way (or have failed, which is only logged), and dropping
+    /// it would give the source a fresh start, its failure history gone with the ban.
     pub fn sync(&mut self, stored: Vec<Ban>, now_ms: u64) {
         let keep: std::collections::HashSet<IpAddr> =
             stored.iter().map(|b| ban_key(b.ip)).collect();
-        self.bans
-            .retain(|ip, b| keep.contains(ip) || now_ms >= b.until_ms);
+        let ban_ms = self.config.ban_ms;
+        self.bans.retain(|ip, b| {
+            let made_ms = b.until_ms.saturating_sub(ban_ms);
+            keep.contains(ip) || now_ms >= b.until_ms || now_ms < made_ms + SYNC_GRACE_MS
+        });
         self.restore(stored);
     }
 
@@ -324,6 +333,25 @@ mod tests {
         assert_eq!(g.record_failure(a, T0 + 60_003), None);
         // Now five within 60 s: the ones at +60_000..=+60_003 and this.
         assert!(g.record_failure(a, T0 + 60_004).is_some());
+    }
+
+    #[test]
+    fn a_fresh_ban_survives_a_sync_that_does_not_list_it_yet() {
+        let cfg = GuardConfig {
+            max_failures: 1,
+            ..GuardConfig::default()
+        };
+        let mut g = Guard::new(cfg);
+        let a = ip("192.0.2.77");
+        let ban = g.record_failure(a, T0).expect("ban");
+        // The store's list was read before the ban's write landed (or the write failed).
+        g.sync(Vec::new(), T0 + 1_000);
+        assert!(g.is_banned(a, T0 + 1_000));
+        // Listed: stays; lifted elsewhere once the grace is over: lifted here.
+        g.sync(vec![ban], T0 + 5_000);
+        assert!(g.is_banned(a, T0 + 5_000));
+        g.sync(Vec::new(), T0 + SYNC_GRACE_MS + 1);
+        assert!(!g.is_banned(a, T0 + SYNC_GRACE_MS + 1));
     }
 
     #[test]
