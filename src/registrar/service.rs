@@ -271,17 +271,17 @@ fn decide(
     let now = now();
     let source = source_of(&req);
     let authorization = authorization.unwrap_or_else(|| Registrar::digest_credentials(&req.msg));
-    let outcome = lock(&shared.registrar).handle_register_with(
-        &req.msg,
-        authorization,
-        source,
-        creds.as_ref(),
-        now,
-    );
-    if outcome.auth_failure {
-        record_auth_failure(shared, source.addr.ip(), now);
-    }
+    // The table stays locked until the changes are queued: changes reach the writer in the
+    // order they were made in memory (the sweeper queues its expiries under the same lock), so
+    // an expiry can never overtake, and undo in the store, the refresh that came after it.
+    let mut registrar = lock(&shared.registrar);
+    let outcome =
+        registrar.handle_register_with(&req.msg, authorization, source, creds.as_ref(), now);
     if outcome.changes.is_empty() {
+        drop(registrar);
+        if outcome.auth_failure {
+            record_auth_failure(shared, source.addr.ip(), now);
+        }
         return Some(Answer {
             tx: req.tx,
             response: outcome.response,
@@ -292,10 +292,15 @@ fn decide(
         // An idle handle never sees SIP traffic.
         return None;
     };
-    match writes.try_send(Pending {
+    let queued = writes.try_send(Pending {
         changes: outcome.changes,
         reply: Some((req.tx, outcome.response)),
-    }) {
+    });
+    drop(registrar);
+    if outcome.auth_failure {
+        record_auth_failure(shared, source.addr.ip(), now);
+    }
+    match queued {
         Ok(()) => None,
         Err(e) => {
             // The store cannot keep up: refuse now (the phone retries) rather than queue
@@ -397,15 +402,28 @@ async fn sweeper(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let now = now();
-        let expired = lock(&shared.registrar).expire(now);
-        if !expired.is_empty() {
-            tracing::debug!(count = expired.len(), "bindings expired");
-            let _ = writes
-                .send(Pending {
+        let overflow = {
+            // Queued under the table's lock, like every REGISTER's changes (see `decide`).
+            let mut registrar = lock(&shared.registrar);
+            let expired = registrar.expire(now);
+            if expired.is_empty() {
+                None
+            } else {
+                tracing::debug!(count = expired.len(), "bindings expired");
+                match writes.try_send(Pending {
                     changes: expired,
                     reply: None,
-                })
-                .await;
+                }) {
+                    Ok(()) => None,
+                    Err(mpsc::error::TrySendError::Full(p)) => Some(p),
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+        };
+        if let Some(p) = overflow {
+            // The queue is full (the store is behind): wait for room. Only then can a refresh
+            // queued meanwhile come first.
+            let _ = writes.send(p).await;
         }
         lock(&shared.guard).prune(now);
         since_sync += SWEEP_EVERY;
