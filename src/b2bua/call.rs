@@ -557,39 +557,9 @@ impl Call {
         let (Some(creds), false) = (b.target.credentials.clone(), b.authorized) else {
             return false;
         };
-        let (challenge, answer) = if response.status() == Some(401) {
-            (HeaderName::WwwAuthenticate, HeaderName::Authorization)
-        } else {
-            (
-                HeaderName::ProxyAuthenticate,
-                HeaderName::ProxyAuthorization,
-            )
-        };
-        let challenges: Vec<_> = response
-            .challenges(&challenge)
-            .filter_map(Result::ok)
-            .collect();
-        let uri = b.target.uri.to_string();
-        let cnonce = format!("{:016x}", self.random());
-        let Some(credentials) = crate::sip::auth::authorize(
-            &challenges,
-            &creds.username,
-            &creds.password,
-            "INVITE",
-            &uri,
-            &cnonce,
-            1,
-        ) else {
+        let Some(invite) = self.with_credentials(&creds, response, b.invite.clone()) else {
             return false;
         };
-        let mut invite = self.branches[branch].invite.clone();
-        let via = self.via();
-        let seq = cseq_of(&invite) + 1;
-        let _ = invite.set_top_via(&via);
-        let _ = invite.set_header(HeaderName::CSeq, &format!("{seq} INVITE"));
-        invite.remove_headers(&HeaderName::Authorization);
-        invite.remove_headers(&HeaderName::ProxyAuthorization);
-        let _ = invite.push_header(answer, &credentials.to_string());
         let b = &mut self.branches[branch];
         b.invite = invite.clone();
         b.authorized = true;
@@ -1011,6 +981,29 @@ impl Call {
         else {
             return;
         };
+        let Some(mut request) = own.request else {
+            return;
+        };
+        let Some(msg) = self.with_credentials(&creds, response, request.message) else {
+            return;
+        };
+        if let (Some(d), Some(seq)) = (self.dialog_mut(own_leg(own.towards)), msg.cseq()) {
+            // Later requests on this dialog must go on from the new CSeq.
+            d.advance_local_seq(seq.seq);
+        }
+        request.message = msg;
+        self.send_own(own.towards, request, true);
+    }
+
+    /// `msg` again with credentials answering the challenge in `response` (401 or 407): the
+    /// next CSeq, a new Via branch, the answer in place of any earlier one (RFC 3261 §22.2).
+    /// `None` when nothing offered can be answered.
+    fn with_credentials(
+        &mut self,
+        creds: &BranchCredentials,
+        response: &Message,
+        mut msg: Message,
+    ) -> Option<Message> {
         let (challenge, answer) = if response.status() == Some(401) {
             (HeaderName::WwwAuthenticate, HeaderName::Authorization)
         } else {
@@ -1023,16 +1016,10 @@ impl Call {
             .challenges(&challenge)
             .filter_map(Result::ok)
             .collect();
-        let Some(mut request) = own.request else {
-            return;
-        };
-        let msg = &mut request.message;
-        let (Some(method), Some(uri)) = (msg.method().cloned(), msg.uri().map(|u| u.to_string()))
-        else {
-            return;
-        };
+        let method = msg.method().cloned()?;
+        let uri = msg.uri()?.to_string();
         let cnonce = format!("{:016x}", self.random());
-        let Some(credentials) = crate::sip::auth::authorize(
+        let credentials = crate::sip::auth::authorize(
             &challenges,
             &creds.username,
             &creds.password,
@@ -1040,21 +1027,15 @@ impl Call {
             &uri,
             &cnonce,
             1,
-        ) else {
-            return;
-        };
-        let seq = cseq_of(msg) + 1;
-        if let Some(d) = self.dialog_mut(own_leg(own.towards)) {
-            // Later requests on this dialog must go on from the new CSeq.
-            d.advance_local_seq(seq);
-        }
+        )?;
+        let seq = cseq_of(&msg) + 1;
         let via = self.via();
         let _ = msg.set_top_via(&via);
         let _ = msg.set_header(HeaderName::CSeq, &format!("{seq} {}", method.as_str()));
         msg.remove_headers(&HeaderName::Authorization);
         msg.remove_headers(&HeaderName::ProxyAuthorization);
         let _ = msg.push_header(answer, &credentials.to_string());
-        self.send_own(own.towards, request, true);
+        Some(msg)
     }
 
     fn cancel_branches(&mut self, reason: Option<&'static str>) {
