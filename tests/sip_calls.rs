@@ -230,18 +230,23 @@ async fn answered_call_hung_up_by_the_callee(db: Db) {
 
 /// Neither phone sends any RTP (SIPp plays none): with `media.timeout_secs = 1` the PBX hangs
 /// up both legs itself, as it would when both phones vanished without a BYE.
-async fn silent_call_is_hung_up(db: Db) {
-    let tdb = TestDb::new(db).await;
+/// A server whose media timeout is 1 s, with alice (100) and bob (200).
+async fn server_with_media_timeout(db: &TestDb) -> (Server, tempfile::TempDir, i64) {
     let (server, data) = common::start_server(
-        &tdb,
+        db,
         "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
          digest_algorithms = [\"MD5\", \"SHA-256\"]",
         "[media]\ntimeout_secs = 1\n",
     )
     .await;
-    let _keep = data;
     let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
     common::user_with_phone(&server, "200", "bob", "bob-secret").await;
+    (server, data, alice)
+}
+
+async fn silent_call_is_hung_up(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice) = server_with_media_timeout(&tdb).await;
     let callee = bob_answers(&server, "call_uas.xml", &[]).await;
     let caller = alice_calls(&server, "call_uac_wait.xml", &[]);
     // Both wait for a BYE, which only the PBX can send.
@@ -259,16 +264,7 @@ async fn silent_call_is_hung_up(db: Db) {
 /// timeout, 1 s here, leaves it alone for the 2.5 s it stays on hold, and the caller ends it.
 async fn held_call_is_not_hung_up_for_silence(db: Db) {
     let tdb = TestDb::new(db).await;
-    let (server, data) = common::start_server(
-        &tdb,
-        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
-         digest_algorithms = [\"MD5\", \"SHA-256\"]",
-        "[media]\ntimeout_secs = 1\n",
-    )
-    .await;
-    let _keep = data;
-    let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
-    common::user_with_phone(&server, "200", "bob", "bob-secret").await;
+    let (server, _data, alice) = server_with_media_timeout(&tdb).await;
     let callee = bob_answers(&server, "call_uas_reinvited.xml", &[]).await;
     // Alice puts the call on hold (a=sendonly, answered a=recvonly) 300 ms after the answer.
     let caller = alice_calls(&server, "call_uac_reinvite_late_ack.xml", &[]);

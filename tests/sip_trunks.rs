@@ -55,6 +55,15 @@ async fn itsp(scenario: &str, port: u16, args: &[&str]) -> tokio::task::JoinHand
 /// SIPp as the ITSP taking one call for `number`: it challenges our INVITE with the trunk's
 /// account (acct / acct-secret), then answers.
 async fn itsp_answers_for(port: u16, number: &str) -> tokio::task::JoinHandle<SippRun> {
+    itsp_answers_with("trunk_uas.xml", port, number).await
+}
+
+/// As [`itsp_answers_for`], playing `scenario` (a variant of `trunk_uas.xml`).
+async fn itsp_answers_with(
+    scenario: &str,
+    port: u16,
+    number: &str,
+) -> tokio::task::JoinHandle<SippRun> {
     let args = [
         "-set",
         "user",
@@ -66,7 +75,7 @@ async fn itsp_answers_for(port: u16, number: &str) -> tokio::task::JoinHandle<Si
         "num",
         number,
     ];
-    itsp("trunk_uas.xml", port, &args).await
+    itsp(scenario, port, &args).await
 }
 
 /// Alice's phone calls `number` and hangs up `hold_ms` after the answer.
@@ -291,18 +300,7 @@ async fn outgoing_call_through_the_trunk(db: Db) {
 async fn challenged_bye_is_sent_again_with_credentials(db: Db) {
     let tdb = TestDb::new(db).await;
     let port = common::free_udp_port();
-    let args = [
-        "-set",
-        "user",
-        "acct",
-        "-set",
-        "pass",
-        "acct-secret",
-        "-set",
-        "num",
-        "0301234567",
-    ];
-    let trunk = itsp("trunk_uas_bye_auth.xml", port, &args).await;
+    let trunk = itsp_answers_with("trunk_uas_bye_auth.xml", port, "0301234567").await;
     let (server, _data, _, _) = server(&tdb, port, "register = false").await;
     let caller = alice_dials(&server, "0301234567", 500);
     must_pass("the caller", caller).await;
