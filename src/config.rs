@@ -379,7 +379,8 @@ pub struct MediaConfig {
     /// Relay threads; 0 (the default) means one per CPU.
     pub threads: usize,
     /// An answered call with no RTP or RTCP from either party for this long is hung up (the
-    /// phones vanished without a BYE). Default 60 s; 0 turns it off.
+    /// phones vanished without a BYE), unless a party's latest description holds the call.
+    /// Default 60 s; 0 turns it off.
     pub timeout_secs: u64,
     /// Tone preset by country: `eu` (ITU-T/CEPT, the default), `us`, `uk`.
     pub tones: String,
