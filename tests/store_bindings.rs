@@ -29,9 +29,11 @@ fn binding(phone_id: i64, user_id: i64, aor: &str, contact: &str, expires_at_ms:
     }
 }
 
-async fn batches_apply_in_order(db: Db) {
-    let tdb = TestDb::new(db).await;
-    let store = tdb.store().await;
+/// User 100 with one phone, `sip_username` (password: the name and "-secret").
+async fn user_with_phone(
+    store: &switchboard::store::Store,
+    sip_username: &str,
+) -> (switchboard::directory::User, switchboard::directory::Phone) {
     let user = store
         .create_user(&NewUser {
             extension: "100".into(),
@@ -46,14 +48,21 @@ async fn batches_apply_in_order(db: Db) {
         .create_phone(
             user.id,
             &NewPhone {
-                sip_username: "alice".into(),
+                sip_username: sip_username.into(),
                 name: "Desk".into(),
-                password: Some("alice-secret".into()),
+                password: Some(format!("{sip_username}-secret")),
             },
             "r",
         )
         .await
         .unwrap();
+    (user, phone)
+}
+
+async fn batches_apply_in_order(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let store = tdb.store().await;
+    let (user, phone) = user_with_phone(&store, "alice").await;
     let far = 4_000_000_000_000u64;
     let b = |contact: &str, exp: u64| binding(phone.id, user.id, "alice", contact, exp);
 
@@ -176,28 +185,7 @@ async fn phones_added_elsewhere_are_fetched_in_the_background(db: Db) {
     let tdb = TestDb::new(db).await;
     let server_side = tdb.store().await;
     let cli_side = tdb.store().await;
-    let user = cli_side
-        .create_user(&NewUser {
-            extension: "100".into(),
-            display_name: "A".into(),
-            email: "a@example.com".into(),
-            fax_number: None,
-            external_numbers: vec![],
-        })
-        .await
-        .unwrap();
-    cli_side
-        .create_phone(
-            user.id,
-            &NewPhone {
-                sip_username: "newdesk".into(),
-                name: "Desk".into(),
-                password: Some("newdesk-secret".into()),
-            },
-            "r",
-        )
-        .await
-        .unwrap();
+    let (user, _) = user_with_phone(&cli_side, "newdesk").await;
     assert!(server_side.cached_phone_credentials("newdesk").is_none());
     let rt = tokio::runtime::Handle::current();
     server_side.prefetch_phone_credentials("newdesk", &rt);

@@ -77,9 +77,11 @@ pub fn audio_endpoint(sdp: &str) -> Option<Endpoint> {
 /// for the first audio stream (its own attribute, else the session's), or the RFC 2543 hold
 /// address `c=0.0.0.0`. During a hold one side or both send nothing, by design.
 pub fn holds(sdp: &str) -> bool {
-    let direction = |l: &str| {
-        matches!(l, "a=sendonly" | "a=recvonly" | "a=inactive" | "a=sendrecv")
-            .then(|| l != "a=sendrecv")
+    // Some(whether it holds) for a direction attribute, None for any other line.
+    let direction = |l: &str| match l {
+        "a=sendrecv" => Some(false),
+        "a=sendonly" | "a=recvonly" | "a=inactive" => Some(true),
+        _ => None,
     };
     let mut session_level: Option<bool> = None;
     let mut in_audio = false;

@@ -250,7 +250,9 @@ fn ack_of<'a>(
     acks: impl IntoIterator<Item = &'a Message>,
     response: &Message,
 ) -> Option<&'a Message> {
-    let tag = |m: &Message| m.to().and_then(|t| t.tag()).map(str::to_owned);
+    fn tag(m: &Message) -> Option<&str> {
+        m.to().and_then(|t| t.tag())
+    }
     let seq = |m: &Message| m.cseq().map(|c| c.seq);
     acks.into_iter().find(|a| {
         a.call_id() == response.call_id() && seq(a) == seq(response) && tag(a) == tag(response)
