@@ -267,6 +267,8 @@ fn start_relay(config: &Config, bound: &[SipListen]) -> anyhow::Result<media::re
         port_min: m.rtp_port_min,
         port_max: m.rtp_port_max,
         threads: m.threads,
+        reuse_after: media::relay::RelayConfig::REUSE_AFTER,
+        close_after: media::relay::RelayConfig::CLOSE_AFTER,
     })?)
 }
 

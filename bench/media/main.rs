@@ -78,6 +78,8 @@ fn run(n: usize, duration: Duration) -> io::Result<()> {
         port_min: 20000,
         port_max: 60000,
         threads: 0,
+        reuse_after: RelayConfig::REUSE_AFTER,
+        close_after: RelayConfig::CLOSE_AFTER,
     })
     .map_err(|e| io::Error::other(e.to_string()))?;
     let mut legs: Vec<Leg> = Vec::with_capacity(2 * n);

@@ -9,8 +9,15 @@
 //! RFC 4733 telephone-events are RTP like any other and pass through unchanged.
 //!
 //! Each session lives on one worker thread (round robin); a worker waits on all its sockets with
-//! `mio` and relays every datagram it can read before it waits again. Dropping the [`Session`]
-//! closes its sockets and returns its ports to the pool.
+//! `mio` and relays every datagram it can read before it waits again.
+//!
+//! Sockets outlive their sessions. Dropping the [`Session`] parks its two port pairs in its
+//! worker, still bound and still watched, and a later session on that worker takes them again
+//! once they have been parked for [`RelayConfig::reuse_after`]; pairs parked for
+//! [`RelayConfig::close_after`] are closed. Opening and closing four sockets per call was eight
+//! per cent of a signalled call's CPU (`socket`, `bind`, `epoll_ctl`, `close`, four of each, with
+//! the kernel's socket set-up behind them). Whatever reaches a parked pair is read and dropped,
+//! and the wait before reuse keeps the last packets of the old call from latching the new one.
 //!
 //! A side can also be played to ([`Session::play`]): the worker then sends that party 20 ms
 //! G.711 frames of a tone or prompt (`media::tone`) from the side's own RTP socket, with an RTP
@@ -72,6 +79,18 @@ pub struct RelayConfig {
     pub port_max: u16,
     /// Worker threads; 0 means one per CPU.
     pub threads: usize,
+    /// How long a port pair stays parked after its session before another session takes it:
+    /// long enough for the old call's packets still in flight to arrive and be dropped.
+    pub reuse_after: Duration,
+    /// How long a port pair stays parked unused before its sockets are closed.
+    pub close_after: Duration,
+}
+
+impl RelayConfig {
+    /// [`RelayConfig::reuse_after`] unless a test wants otherwise.
+    pub const REUSE_AFTER: Duration = Duration::from_millis(500);
+    /// [`RelayConfig::close_after`] unless a test wants otherwise.
+    pub const CLOSE_AFTER: Duration = Duration::from_secs(10);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +119,7 @@ pub struct Relay {
 struct Inner {
     config: RelayConfig,
     workers: Vec<Worker>,
-    ports: Mutex<VecDeque<u16>>,
+    ports: Arc<Ports>,
     next_worker: AtomicUsize,
     next_session: AtomicU64,
     counters: Arc<Counters>,
@@ -117,11 +136,38 @@ struct Worker {
     busy: Arc<AtomicBool>,
 }
 
+/// The RTP ports of the pairs not in a session, shared by the signalling side (which hands them
+/// out and takes them back) and the workers (which close what stayed parked too long).
+struct Ports {
+    /// Pairs without sockets.
+    unbound: Mutex<VecDeque<u16>>,
+    /// Per worker, the pairs it keeps open for reuse, with when each was parked, oldest first.
+    parked: Vec<Mutex<VecDeque<(u16, Instant)>>>,
+    reuse_after: Duration,
+    close_after: Duration,
+}
+
+/// A port pair given to a new session.
+enum Pair {
+    /// Just bound: the worker is to watch the sockets.
+    Fresh(u16, [UdpSocket; 2]),
+    /// Parked in the worker since the instant given.
+    Parked(u16, Instant),
+}
+
+impl Pair {
+    fn port(&self) -> u16 {
+        match self {
+            Pair::Fresh(p, _) | Pair::Parked(p, _) => *p,
+        }
+    }
+}
+
 enum Command {
     Add {
         id: u64,
-        /// [caller rtp, caller rtcp, callee rtp, callee rtcp]
-        sockets: [UdpSocket; 4],
+        /// The caller's pair and the callee's.
+        pairs: [Pair; 2],
         activity: Arc<Activity>,
     },
     Remote {
@@ -202,6 +248,17 @@ impl Relay {
             config.threads
         };
         let counters = Arc::new(Counters::default());
+        let first = config.port_min + config.port_min % 2;
+        let ports = Arc::new(Ports {
+            unbound: Mutex::new(
+                (first..config.port_max.saturating_sub(1))
+                    .step_by(2)
+                    .collect(),
+            ),
+            parked: (0..threads).map(|_| Mutex::default()).collect(),
+            reuse_after: config.reuse_after,
+            close_after: config.close_after,
+        });
         let mut workers = Vec::with_capacity(threads);
         for i in 0..threads {
             let poll = Poll::new()?;
@@ -214,9 +271,14 @@ impl Relay {
                 notified: notified.clone(),
                 busy: busy.clone(),
             };
+            let parked = Parked {
+                ports: ports.clone(),
+                worker: i,
+                sockets: idmap::new(),
+            };
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
-                .spawn(move || run_worker(poll, rx, flags, counters))?;
+                .spawn(move || run_worker(poll, rx, flags, counters, parked))?;
             workers.push(Worker {
                 commands: tx,
                 waker,
@@ -224,15 +286,11 @@ impl Relay {
                 busy,
             });
         }
-        let first = config.port_min + config.port_min % 2;
-        let ports = (first..config.port_max.saturating_sub(1))
-            .step_by(2)
-            .collect();
         Ok(Relay {
             inner: Arc::new(Inner {
                 config,
                 workers,
-                ports: Mutex::new(ports),
+                ports,
                 next_worker: AtomicUsize::new(0),
                 next_session: AtomicU64::new(1),
                 counters,
@@ -244,32 +302,32 @@ impl Relay {
         &self.inner.counters
     }
 
-    /// Free RTP port pairs left.
+    /// RTP port pairs not in a session (parked ones included).
     pub fn free_pairs(&self) -> usize {
-        lock(&self.inner.ports).len()
+        let ports = &self.inner.ports;
+        lock(&ports.unbound).len() + ports.parked.iter().map(|p| lock(p).len()).sum::<usize>()
     }
 
     /// A new session with a port pair for each side.
     pub fn session(&self) -> Result<Session, RelayError> {
         let inner = &self.inner;
-        let (caller_port, caller) = inner.bind_pair()?;
-        let (callee_port, callee) = match inner.bind_pair() {
+        let worker = inner.next_worker.fetch_add(1, Ordering::Relaxed) % inner.workers.len();
+        let caller = inner.take_pair(worker)?;
+        let callee = match inner.take_pair(worker) {
             Ok(x) => x,
             Err(e) => {
-                lock(&inner.ports).push_back(caller_port);
+                inner.give_back(worker, caller);
                 return Err(e);
             }
         };
-        let [a, b] = caller;
-        let [c, d] = callee;
+        let (caller_port, callee_port) = (caller.port(), callee.port());
         let id = inner.next_session.fetch_add(1, Ordering::Relaxed);
-        let worker = inner.next_worker.fetch_add(1, Ordering::Relaxed) % inner.workers.len();
         let activity = Arc::new(Activity::new());
         inner.send(
             worker,
             Command::Add {
                 id,
-                sockets: [a, b, c, d],
+                pairs: [caller, callee],
                 activity: activity.clone(),
             },
         );
@@ -303,10 +361,44 @@ impl Inner {
         }
     }
 
-    /// Takes the next free even port whose pair binds; ports in use by someone else go to the
-    /// back of the queue.
+    /// A pair for a session on `worker`: the one parked there longest if it has waited long
+    /// enough, else a newly bound one; when no port is left to bind, a parked one that has not.
+    fn take_pair(&self, worker: usize) -> Result<Pair, RelayError> {
+        let parked = &self.ports.parked[worker];
+        let now = Instant::now();
+        {
+            let mut parked = lock(parked);
+            if let Some(&(port, since)) = parked.front() {
+                if now.saturating_duration_since(since) >= self.ports.reuse_after {
+                    parked.pop_front();
+                    return Ok(Pair::Parked(port, since));
+                }
+            }
+        }
+        match self.bind_pair() {
+            Ok((port, sockets)) => Ok(Pair::Fresh(port, sockets)),
+            Err(e) => match lock(parked).pop_front() {
+                Some((port, since)) => Ok(Pair::Parked(port, since)),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Undoes [`Inner::take_pair`] for a session that could not be made.
+    fn give_back(&self, worker: usize, pair: Pair) {
+        match pair {
+            Pair::Fresh(port, sockets) => {
+                drop(sockets);
+                lock(&self.ports.unbound).push_back(port);
+            }
+            Pair::Parked(port, since) => lock(&self.ports.parked[worker]).push_front((port, since)),
+        }
+    }
+
+    /// Takes the next unbound even port whose pair binds; ports in use by someone else go to
+    /// the back of the queue.
     fn bind_pair(&self) -> Result<(u16, [UdpSocket; 2]), RelayError> {
-        let mut ports = lock(&self.ports);
+        let mut ports = lock(&self.ports.unbound);
         for _ in 0..ports.len() {
             let Some(p) = ports.pop_front() else { break };
             // mio's bind makes the socket non-blocking as it creates it (one system call fewer
@@ -407,10 +499,12 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // Queued before the pairs are offered again, so the worker parks them before any
+        // session that takes them is added.
         self.inner
             .send(self.worker, Command::Remove { id: self.id });
-        let mut ports = lock(&self.inner.ports);
-        ports.extend(self.ports);
+        let now = Instant::now();
+        lock(&self.inner.ports.parked[self.worker]).extend(self.ports.map(|p| (p, now)));
     }
 }
 
@@ -427,6 +521,9 @@ struct Peer {
 }
 
 struct WorkerSession {
+    /// The RTP ports of the caller's pair and the callee's.
+    ports: [u16; 2],
+    /// [caller rtp, caller rtcp, callee rtp, callee rtcp]
     sockets: [UdpSocket; 4],
     peers: [Peer; 2],
     activity: Arc<Activity>,
@@ -539,9 +636,47 @@ impl Player {
     }
 }
 
-fn token(id: u64, socket: usize) -> Token {
-    // Token 0 is the waker; sessions use id·4 + socket, ids start at 1.
-    Token((id as usize) * 4 + socket)
+/// A socket's token is its port (ports are 1024 or above; token 0 is the waker).
+fn token(port: u16) -> Token {
+    Token(usize::from(port))
+}
+
+/// The sockets a worker keeps open between sessions.
+struct Parked {
+    ports: Arc<Ports>,
+    worker: usize,
+    /// By RTP port.
+    sockets: IdMap<u16, [UdpSocket; 2]>,
+}
+
+impl Parked {
+    /// Closes the pairs parked for `close_after` and returns their ports to the unbound ones.
+    fn close_idle(&mut self, now: Instant) {
+        let mut closed = Vec::new();
+        {
+            let mut queue = lock(&self.ports.parked[self.worker]);
+            while let Some(&(port, since)) = queue.front() {
+                if now.saturating_duration_since(since) < self.ports.close_after {
+                    break;
+                }
+                queue.pop_front();
+                closed.push(port);
+            }
+        }
+        if closed.is_empty() {
+            return;
+        }
+        for port in &closed {
+            // Closing the only descriptor of a socket takes it out of the epoll set.
+            self.sockets.remove(port);
+        }
+        lock(&self.ports.unbound).extend(closed);
+    }
+
+    /// How often [`Parked::close_idle`] runs.
+    fn close_interval(&self) -> Duration {
+        (self.ports.close_after / 2).min(Duration::from_secs(1))
+    }
 }
 
 /// Datagrams read from one socket per wake-up at most (a phone sends one per 20 ms).
@@ -560,26 +695,41 @@ struct WorkerFlags {
     busy: Arc<AtomicBool>,
 }
 
+/// A worker's sessions, and which session each of its ports belongs to.
+struct Table {
+    sessions: IdMap<u64, WorkerSession>,
+    /// Session by the RTP port of one of its pairs.
+    owners: IdMap<u16, u64>,
+    parked: Parked,
+}
+
 fn run_worker(
     mut poll: Poll,
     commands: std_mpsc::Receiver<Command>,
     flags: WorkerFlags,
     counters: Arc<Counters>,
+    parked: Parked,
 ) {
     let mut events = Events::with_capacity(256);
-    let mut sessions: IdMap<u64, WorkerSession> = idmap::new();
+    let close_interval = parked.close_interval();
+    let mut next_close = Instant::now() + close_interval;
+    let mut table = Table {
+        sessions: idmap::new(),
+        owners: idmap::new(),
+        parked,
+    };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     // Sessions something is played in, and when the next frame of any of them is due.
     let mut playing: std::collections::HashSet<u64> = Default::default();
     let mut busy = false;
     loop {
-        if busy == sessions.is_empty() {
+        if busy == table.sessions.is_empty() {
             busy = !busy;
             flags.busy.store(busy, Ordering::SeqCst);
             if !busy {
                 // A sender that still saw us busy queued without waking us: look once more
                 // before sleeping for long.
-                if !take_commands(&commands, &poll, &mut sessions, &mut playing) {
+                if !take_commands(&commands, &poll, &mut table, &mut playing) {
                     return;
                 }
                 continue;
@@ -588,10 +738,14 @@ fn run_worker(
         let now = Instant::now();
         let next_frame = playing
             .iter()
-            .filter_map(|id| sessions.get(id))
+            .filter_map(|id| table.sessions.get(id))
             .flat_map(|s| s.players.iter().flatten().map(|p| p.next))
             .min();
+        let closing = (!table.parked.sockets.is_empty()).then_some(next_close);
         let mut timeout = next_frame
+            .into_iter()
+            .chain(closing)
+            .min()
             .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
             .min(Duration::from_secs(1));
         if busy {
@@ -608,25 +762,52 @@ fn run_worker(
         // worker notices that the relay is gone (its command channel closed). The flag is
         // cleared first, so a command queued from here on wakes the worker again.
         flags.notified.store(false, Ordering::SeqCst);
-        if !take_commands(&commands, &poll, &mut sessions, &mut playing) {
+        if !take_commands(&commands, &poll, &mut table, &mut playing) {
             return;
         }
         for ev in events.iter() {
             if ev.token() == WAKER {
                 continue;
             }
-            let id = (ev.token().0 / 4) as u64;
-            let socket = ev.token().0 % 4;
-            if let Some(s) = sessions.get_mut(&id) {
+            let Ok(port) = u16::try_from(ev.token().0) else {
+                continue;
+            };
+            let (pair, rtcp) = (port & !1, usize::from(port & 1));
+            let session = table
+                .owners
+                .get(&pair)
+                .and_then(|id| table.sessions.get_mut(id));
+            if let Some(s) = session {
+                let socket = if pair == s.ports[0] { 0 } else { 2 } + rtcp;
                 relay(s, socket, &mut buf, &counters);
+            } else if let Some(sockets) = table.parked.sockets.get(&pair) {
+                drain(&sockets[rtcp], &mut buf, &counters);
             }
         }
         if !playing.is_empty() {
             let now = Instant::now();
-            playing.retain(|id| match sessions.get_mut(id) {
+            playing.retain(|id| match table.sessions.get_mut(id) {
                 Some(s) => play_due(s, now, &counters),
                 None => false,
             });
+        }
+        let now = Instant::now();
+        if now >= next_close {
+            table.parked.close_idle(now);
+            next_close = now + close_interval;
+        }
+    }
+}
+
+/// Reads and drops what reached a parked socket: the tail of an ended call, or a stranger.
+fn drain(socket: &UdpSocket, buf: &mut [u8], counters: &Counters) {
+    for _ in 0..PER_WAKE {
+        match socket.recv_from(buf) {
+            Ok(_) => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(_) => {}
         }
     }
 }
@@ -635,13 +816,13 @@ fn run_worker(
 fn take_commands(
     commands: &std_mpsc::Receiver<Command>,
     poll: &Poll,
-    sessions: &mut IdMap<u64, WorkerSession>,
+    table: &mut Table,
     playing: &mut std::collections::HashSet<u64>,
 ) -> bool {
     loop {
         match commands.try_recv() {
             Ok(Command::Play { id, side, sound }) => {
-                if let Some(s) = sessions.get_mut(&id) {
+                if let Some(s) = table.sessions.get_mut(&id) {
                     let i = side.index();
                     if let Some(old) = s.players[i].take() {
                         s.rewrite[i] = Some(old.continuation());
@@ -653,7 +834,7 @@ fn take_commands(
                     }
                 }
             }
-            Ok(cmd) => apply(poll, sessions, cmd),
+            Ok(cmd) => apply(poll, table, cmd),
             Err(std_mpsc::TryRecvError::Empty) => return true,
             Err(std_mpsc::TryRecvError::Disconnected) => return false,
         }
@@ -695,25 +876,53 @@ fn play_due(s: &mut WorkerSession, now: Instant, counters: &Counters) -> bool {
     s.players.iter().any(Option::is_some)
 }
 
-fn apply(poll: &Poll, sessions: &mut IdMap<u64, WorkerSession>, cmd: Command) {
+fn apply(poll: &Poll, table: &mut Table, cmd: Command) {
+    let sessions = &mut table.sessions;
     match cmd {
         Command::Add {
             id,
-            mut sockets,
+            pairs,
             activity,
         } => {
-            for (i, s) in sockets.iter_mut().enumerate() {
-                if let Err(e) = poll
-                    .registry()
-                    .register(s, token(id, i), Interest::READABLE)
-                {
-                    tracing::error!(error = %e, "media worker: cannot watch a socket");
+            let ports = [pairs[0].port(), pairs[1].port()];
+            let [caller, callee] = pairs.map(|pair| match pair {
+                Pair::Fresh(port, mut sockets) => {
+                    for (s, port) in sockets.iter_mut().zip([port, port + 1]) {
+                        if let Err(e) = poll.registry().register(s, token(port), Interest::READABLE)
+                        {
+                            tracing::error!(error = %e, "media worker: cannot watch a socket");
+                        }
+                    }
+                    Some(sockets)
                 }
+                Pair::Parked(port, _) => table.parked.sockets.remove(&port),
+            });
+            let ([a, b], [c, d]) = match (caller, callee) {
+                (Some(caller), Some(callee)) => (caller, callee),
+                (caller, callee) => {
+                    // Pairs are parked before they are offered again (`Session::drop`), so this
+                    // is a defect; what was found stays parked, and closing idle pairs heals
+                    // the rest.
+                    tracing::error!(
+                        ?ports,
+                        "media worker: a reused port pair was not parked here"
+                    );
+                    for (port, pair) in ports.into_iter().zip([caller, callee]) {
+                        if let Some(pair) = pair {
+                            table.parked.sockets.insert(port, pair);
+                        }
+                    }
+                    return;
+                }
+            };
+            for port in ports {
+                table.owners.insert(port, id);
             }
             sessions.insert(
                 id,
                 WorkerSession {
-                    sockets,
+                    ports,
+                    sockets: [a, b, c, d],
                     peers: [Peer::default(); 2],
                     activity,
                     transcode: None,
@@ -745,11 +954,15 @@ fn apply(poll: &Poll, sessions: &mut IdMap<u64, WorkerSession>, cmd: Command) {
             }
         }
         Command::Remove { id } => {
-            // Dropping the session closes its sockets, and closing the only descriptor of a
-            // socket takes it out of the epoll set (epoll(7)); no descriptor here is ever
-            // duplicated, so an explicit deregistration would be four system calls for nothing.
-            // An event of this poll round still queued for it finds no session and is ignored.
-            sessions.remove(&id);
+            // The sockets stay open and watched, parked for the next session to take; an event
+            // of this poll round still queued for them finds them parked and drains them.
+            if let Some(s) = sessions.remove(&id) {
+                let [a, b, c, d] = s.sockets;
+                for (port, pair) in s.ports.into_iter().zip([[a, b], [c, d]]) {
+                    table.owners.remove(&port);
+                    table.parked.sockets.insert(port, pair);
+                }
+            }
         }
     }
 }
@@ -882,12 +1095,28 @@ mod tests {
     use std::net::UdpSocket as StdUdp;
 
     fn relay(threads: usize, min: u16) -> Relay {
+        parking_relay(
+            threads,
+            min,
+            RelayConfig::REUSE_AFTER,
+            RelayConfig::CLOSE_AFTER,
+        )
+    }
+
+    fn parking_relay(
+        threads: usize,
+        min: u16,
+        reuse_after: Duration,
+        close_after: Duration,
+    ) -> Relay {
         Relay::start(RelayConfig {
             bind: "127.0.0.1".parse().unwrap(),
             advertise: "127.0.0.1".parse().unwrap(),
             port_min: min,
             port_max: min + 40,
             threads,
+            reuse_after,
+            close_after,
         })
         .unwrap()
     }
@@ -1057,7 +1286,12 @@ mod tests {
 
     #[test]
     fn ports_are_even_pairs_and_come_back_when_the_session_ends() {
-        let r = relay(1, 31301);
+        let r = parking_relay(
+            1,
+            31301,
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        );
         let before = r.free_pairs();
         let sess = r.session().unwrap();
         assert_eq!(sess.caller_facing().port() % 2, 0);
@@ -1066,9 +1300,14 @@ mod tests {
         let port = sess.caller_facing().port();
         drop(sess);
         assert_eq!(r.free_pairs(), before);
-        // The worker closes the sockets soon after; then the port binds again.
+        // Parked, the pair stays bound; once it has been idle for `close_after` the worker
+        // closes it and the port binds again.
+        assert!(
+            StdUdp::bind(("127.0.0.1", port)).is_err(),
+            "parked, still ours"
+        );
         let mut ok = false;
-        for _ in 0..50 {
+        for _ in 0..100 {
             if StdUdp::bind(("127.0.0.1", port)).is_ok() {
                 ok = true;
                 break;
@@ -1076,6 +1315,87 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(ok, "port {port} still taken");
+    }
+
+    /// A parked pair goes to a later session on the same worker, not before it has waited, and
+    /// relays there as if new.
+    #[test]
+    fn parked_pairs_are_taken_again_after_their_wait() {
+        let r = parking_relay(
+            1,
+            31801,
+            Duration::from_millis(300),
+            Duration::from_secs(10),
+        );
+        let first = r.session().unwrap();
+        let ports = [first.caller_facing().port(), first.callee_facing().port()];
+        drop(first);
+        let second = r.session().unwrap();
+        let fresh = [second.caller_facing().port(), second.callee_facing().port()];
+        assert!(
+            fresh.iter().all(|p| !ports.contains(p)),
+            "{fresh:?} taken while {ports:?} waited"
+        );
+        std::thread::sleep(Duration::from_millis(350));
+        let third = r.session().unwrap();
+        assert_eq!(
+            [third.caller_facing().port(), third.callee_facing().port()],
+            ports
+        );
+
+        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
+        third.set_remote(Side::Caller, endpoint(&caller));
+        third.set_remote(Side::Callee, endpoint(&callee));
+        std::thread::sleep(Duration::from_millis(50));
+        caller.send_to(b"hello", third.caller_facing()).unwrap();
+        assert_eq!(recv(&callee), (b"hello".to_vec(), third.callee_facing()));
+        callee.send_to(b"back", third.callee_facing()).unwrap();
+        assert_eq!(recv(&caller), (b"back".to_vec(), third.caller_facing()));
+    }
+
+    /// The old call's late packets reach the pair while it is parked and are dropped there: they
+    /// neither reach anybody nor latch the next session, whose caller (behind NAT, so its
+    /// description names another address) latches with its own first packet.
+    #[test]
+    fn late_packets_of_an_ended_call_do_not_reach_the_next_one() {
+        let r = parking_relay(
+            1,
+            31851,
+            Duration::from_millis(200),
+            Duration::from_secs(10),
+        );
+        let old_caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        let old_callee = StdUdp::bind("127.0.0.1:0").unwrap();
+        let first = r.session().unwrap();
+        first.set_remote(Side::Caller, endpoint(&old_caller));
+        first.set_remote(Side::Callee, endpoint(&old_callee));
+        let port = first.caller_facing();
+        drop(first);
+        std::thread::sleep(Duration::from_millis(50));
+        old_caller.send_to(b"late", port).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+
+        let next = r.session().unwrap();
+        assert_eq!(next.caller_facing(), port, "the parked pair is taken again");
+        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
+        let unused = StdUdp::bind("127.0.0.1:0").unwrap();
+        next.set_remote(Side::Caller, endpoint(&unused));
+        next.set_remote(Side::Callee, endpoint(&callee));
+        std::thread::sleep(Duration::from_millis(50));
+        caller.send_to(b"new", port).unwrap();
+        assert_eq!(recv(&callee).0, b"new".to_vec());
+        old_caller.send_to(b"later", port).unwrap();
+        caller.send_to(b"newer", port).unwrap();
+        assert_eq!(recv(&callee).0, b"newer".to_vec());
+        old_callee
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        assert!(
+            old_callee.recv_from(&mut [0u8; 64]).is_err(),
+            "nothing for the old callee"
+        );
     }
 
     #[test]
@@ -1145,8 +1465,15 @@ mod tests {
             port_min: 31400,
             port_max: 31404,
             threads: 1,
+            reuse_after: RelayConfig::REUSE_AFTER,
+            close_after: RelayConfig::CLOSE_AFTER,
         })
         .unwrap();
+        let s = r.session().unwrap();
+        assert!(matches!(r.session(), Err(RelayError::NoPorts { .. })));
+        // With nothing else left, pairs still waiting after their session are better than no
+        // call at all.
+        drop(s);
         let s = r.session().unwrap();
         assert!(matches!(r.session(), Err(RelayError::NoPorts { .. })));
         drop(s);
