@@ -18,7 +18,8 @@
 #     calls not placed on time).
 #
 # Knobs: RATES="250 500 1000 ...", STEP_SECS=20, HOLD_MS=100, SWITCHBOARD_BIN (default: build
-# into CARGO_TARGET_DIR=/work/bench-target), KEEP=1 keeps the work directory.
+# into CARGO_TARGET_DIR=/work/bench-target), KEEP=1 keeps the work directory, THREADS=1 prints
+# each step's CPU per call by thread name.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -97,13 +98,13 @@ printf '   %-6s %8s %8s %8s %10s %14s %10s\n' rate ok failed "failed%" "placed_s
 BEST=0; BEST_US=""
 for r in $RATES; do
   count=$(( r * STEP_SECS ))
-  c0="$(cpu_ticks "$SERVER_PID")"
+  c0="$(cpu_ticks "$SERVER_PID")"; thread_ticks "$SERVER_PID" >"$WORK/threads0_$r"
   (cd "$WORK" && sipp "127.0.0.1:$SIP_PORT" -sf "$SCENARIOS/call_uac.xml" -i 127.0.0.1 -p "$UAC_PORT" \
      -s 200 -au caller -ap caller-secret -d "$HOLD_MS" -r "$r" -m "$count" -l $(( r * 3 + 100 )) \
      -recv_timeout 8000 -timeout "$(( STEP_SECS + 15 ))s" -nostdin -max_recv_loops 10000 -max_sched_loops 10000 \
      -trace_stat -stf "$WORK/stat_$r.csv" -fd 1 -trace_err -error_file "$WORK/uac_errors_$r.log" \
      >"$WORK/uac_$r.out" 2>&1) || true
-  c1="$(cpu_ticks "$SERVER_PID")"
+  c1="$(cpu_ticks "$SERVER_PID")"; thread_ticks "$SERVER_PID" >"$WORK/threads1_$r"
   read -r ok failed placed <<<"$(python3 - "$WORK/stat_$r.csv" "$count" <<'PY'
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1]), delimiter=';'))
@@ -119,6 +120,11 @@ PY
   held="$(awk -v ok="$ok" -v f="$failed" -v n="$count" -v p="$placed" -v s="$STEP_SECS" -v m="$MAX_FAILED_PCT" \
     'BEGIN {print (f * 100 < m * n && ok + f >= n && p <= s + 1.5) ? "yes" : "no"}')"
   printf '   %-6s %8s %8s %8s %10s %14s %10s\n' "$r" "$ok" "$failed" "$pct" "$placed" "$us" "$held"
+  if [ -n "${THREADS:-}" ]; then
+    # Where the step's CPU went, per thread name (THREADS=1): µs per successful call.
+    join -a2 "$WORK/threads0_$r" "$WORK/threads1_$r" | awk -v k="$CLK_TCK" -v n="$ok" \
+      'NF == 5 {d = $5 - $3} NF == 3 {d = $3} d > 0 && n {printf "     thread %-16s %8.1f µs/call\n", $1, d * 1e6 / k / n}'
+  fi
   if [ "$held" = yes ]; then BEST="$r"; BEST_US="$us"; else break; fi
   sleep 3
 done
