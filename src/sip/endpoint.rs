@@ -377,11 +377,9 @@ fn drain(
             Output::Cancel {
                 tx, invite, msg, ..
             } => {
-                let now = Instant::now();
-                let mut ok = Message::response_to(&msg, 200, "OK");
-                add_to_tag(&mut ok, tags);
-                let _ = layer.send_response(tx, ok, now);
-                services.calls.on_cancel(layer, invite, now);
+                services
+                    .calls
+                    .on_cancel(layer, tx, &msg, invite, Instant::now());
             }
             Output::Response { tx, msg } => {
                 let now = Instant::now();

@@ -463,8 +463,19 @@ impl Calls {
         self.apply(call_id, layer, now);
     }
 
-    /// The caller CANCELled its INVITE; the endpoint has answered the CANCEL.
-    pub fn on_cancel(&mut self, layer: &mut TransactionLayer, invite: ServerTxId, now: Instant) {
+    /// The caller CANCELled its INVITE (`invite`): the CANCEL (`tx`) gets its 200 here.
+    pub fn on_cancel(
+        &mut self,
+        layer: &mut TransactionLayer,
+        tx: ServerTxId,
+        cancel: &Message,
+        invite: ServerTxId,
+        now: Instant,
+    ) {
+        // The CANCEL shares its INVITE's Call-ID and From tag, so `reply` gives its 200 the To
+        // tag the INVITE's final response carries (§9.2: they should be the same).
+        let ok = self.reply(cancel, 200);
+        let _ = layer.send_response(tx, ok, now);
         if let Some(&id) = self.invites.get(&invite) {
             if let Some(e) = self.calls.get_mut(&id) {
                 e.call.on_caller_cancel(now);
