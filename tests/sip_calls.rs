@@ -146,6 +146,31 @@ async fn answered_call_hung_up_by_the_caller(db: Db) {
     server.shutdown().await;
 }
 
+/// The caller gives up on a re-INVITE: its CANCEL reaches the callee (whose scenario waits for
+/// it), the callee's 487 comes back as the re-INVITE's answer, and the call goes on to its BYE.
+async fn re_invite_cancelled_on_both_legs(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, _bob) = server(&tdb, 30).await;
+    let callee = bob_answers(&server, "call_uas_reinvite_cancelled.xml", &[]).await;
+    let caller = alice_calls(&server, "call_uac_reinvite_cancel.xml", &[]);
+    must_pass("the caller", caller).await;
+    let callee = must_pass("the callee", callee).await;
+    let cancels = callee
+        .messages
+        .split("message received")
+        .filter(|m| m.contains("CANCEL sip:") && m.contains("CSeq: 2 CANCEL"))
+        .count();
+    assert!(
+        cancels >= 1,
+        "the callee got no CANCEL for its re-INVITE (CSeq 2)"
+    );
+    assert_eq!(
+        common::only_entry(&server, alice).await.outcome,
+        PartyOutcome::Answered
+    );
+    server.shutdown().await;
+}
+
 /// Hold during a call, and the ACK of the re-INVITE's 200 lost once: we send the 200 again
 /// until the ACK comes (RFC 3261 §13.3.1.4), the ACK reaches the callee, and the call goes on.
 async fn re_invite_answer_is_repeated_until_acknowledged(db: Db) {
@@ -468,6 +493,11 @@ async fn cancel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forking() {
     both_phones_ring_and_the_loser_is_told(Db::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_invite_cancelled() {
+    re_invite_cancelled_on_both_legs(Db::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

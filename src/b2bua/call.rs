@@ -248,6 +248,10 @@ struct Relay {
     /// As sent on the other leg: what that leg's dialog checks the answer against (target
     /// refresh, §12.2.1.2) and what the ACK of a 2xx to a re-INVITE takes its CSeq from.
     sent: Message,
+    /// The other leg has answered provisionally, so a CANCEL may follow (§9.1).
+    provisional: bool,
+    /// The sender CANCELled it before that: the CANCEL goes at the first provisional answer.
+    cancel_pending: bool,
 }
 
 /// One call. See the module documentation.
@@ -728,6 +732,12 @@ impl Call {
         // Provisional answers to a relayed request tell the other side nothing its own
         // transaction's 100 Trying did not; answers to our own BYEs end nothing more.
         if status < 200 {
+            if let Some(relay) = self.relays.get_mut(&key) {
+                relay.provisional = true;
+                if std::mem::take(&mut relay.cancel_pending) {
+                    self.cancel_relayed(key);
+                }
+            }
             return;
         }
         if let Some(own) = self.own.remove(&key) {
@@ -776,6 +786,49 @@ impl Call {
             self.hang_up(relay.from);
             self.end(Outcome::Answered, "timeout", now);
         }
+    }
+
+    /// The party that sent the in-dialog request received under `tx` CANCELled it (§9.2): a
+    /// relayed re-INVITE still unanswered is cancelled on the other leg too, and that leg's
+    /// answer (487, or whatever it had already sent) comes back as any answer does.
+    pub fn on_cancel(&mut self, tx: Key) {
+        let relay = self
+            .relays
+            .iter_mut()
+            .find(|(_, r)| r.tx == tx && r.sent.method() == Some(&Method::Invite));
+        let Some((&key, relay)) = relay else {
+            return;
+        };
+        if relay.provisional {
+            self.cancel_relayed(key);
+        } else {
+            // Not before a provisional answer (§9.1): the CANCEL could overtake its INVITE.
+            relay.cancel_pending = true;
+        }
+    }
+
+    fn cancel_relayed(&mut self, key: Key) {
+        let Some(relay) = self.relays.get(&key) else {
+            return;
+        };
+        let towards = self.towards(relay.from.other());
+        let Some(cancel) = cancel_for(&relay.sent, None) else {
+            return;
+        };
+        let next_hop = cancel.uri().cloned();
+        let Some(next_hop) = next_hop else {
+            return;
+        };
+        // A transaction of its own, whose 200 nobody waits for: its key is known to nobody.
+        let key = self.key();
+        self.actions.push_back(Action::Request {
+            key,
+            towards,
+            request: OutgoingRequest {
+                message: cancel,
+                next_hop,
+            },
+        });
     }
 
     /// A request the call sent got no answer in time.
@@ -1182,6 +1235,8 @@ impl Call {
                 tx,
                 request: request.clone(),
                 sent: out.message.clone(),
+                provisional: false,
+                cancel_pending: false,
             },
         );
         self.actions.push_back(Action::Request {
@@ -1255,6 +1310,30 @@ fn final_for_caller(statuses: &[u16]) -> (u16, Outcome) {
 
 fn cseq_of(m: &Message) -> u32 {
     m.cseq().map_or(1, |c| c.seq)
+}
+
+/// A CANCEL for `invite` (RFC 3261 §9.1): same Request-URI, Call-ID, From, To, Route and top
+/// Via (so the same branch), CSeq number with method CANCEL.
+pub(super) fn cancel_for(invite: &Message, reason: Option<&str>) -> Option<Message> {
+    let mut c = Message::request(Method::Cancel, invite.uri()?.clone());
+    if let Some(via) = invite.top_via() {
+        let _ = c.push_via(via.clone());
+    }
+    let _ = c.push_header(HeaderName::MaxForwards, "70");
+    for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
+        if let Some(v) = invite.header(&name) {
+            let _ = c.push_header(name, v);
+        }
+    }
+    let seq = invite.cseq().map_or(1, |s| s.seq);
+    let _ = c.push_cseq(seq, Method::Cancel);
+    for v in invite.headers(&HeaderName::Route) {
+        let _ = c.push_header(HeaderName::Route, v);
+    }
+    if let Some(reason) = reason {
+        let _ = c.push_header(HeaderName::Reason, reason);
+    }
+    Some(c)
 }
 
 fn copy_body(from: &Message, to: &mut Message) {

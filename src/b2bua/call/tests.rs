@@ -471,6 +471,62 @@ fn a_re_invite_is_relayed_and_its_ack_follows() {
     }
 }
 
+/// The caller gives up on its re-INVITE: the CANCEL goes on to the callee, not before the
+/// callee has answered provisionally (§9.1), as the same transaction (branch and CSeq number),
+/// and the callee's 487 comes back as the re-INVITE's answer.
+#[test]
+fn a_cancelled_re_invite_is_cancelled_on_the_other_leg() {
+    let (mut call, _inv, t0) = answered();
+    let reinvite = from_caller(&call, "INVITE", 2, Some(CALLER_SDP));
+    call.on_request(Leg::Caller, 11, &reinvite, t0);
+    let (key, out) = match &drain(&mut call)[..] {
+        [Action::Request { key, request, .. }] => (*key, request.message.clone()),
+        other => panic!("expected one relayed request, got {other:?}"),
+    };
+    call.on_cancel(11);
+    assert!(
+        drain(&mut call).is_empty(),
+        "no CANCEL before a provisional answer"
+    );
+    call.on_response(key, &answer(&out, 100, "b0", None), t0);
+    let cancel = match &drain(&mut call)[..] {
+        [Action::Request {
+            key: cancel_key,
+            towards: Towards::Branch(0),
+            request,
+        }] if *cancel_key != key => request.message.clone(),
+        other => panic!("expected the CANCEL towards the callee, got {other:?}"),
+    };
+    assert_eq!(cancel.method(), Some(&Method::Cancel));
+    assert_eq!(cancel.uri(), out.uri());
+    assert_eq!(
+        cancel.top_via().and_then(Via::branch),
+        out.top_via().and_then(Via::branch)
+    );
+    assert_eq!(
+        cancel.cseq().map(|c| (c.seq, c.method.clone())),
+        Some((2, Method::Cancel))
+    );
+    assert_eq!(
+        cancel.to().and_then(|t| t.tag()),
+        out.to().and_then(|t| t.tag())
+    );
+
+    call.on_response(key, &answer(&out, 487, "b0", None), t0);
+    match &drain(&mut call)[..] {
+        [Action::Respond { tx: 11, response }] => {
+            assert_eq!(response.status(), Some(487));
+            assert_eq!(response.cseq().map(|c| c.seq), Some(2));
+        }
+        other => panic!("expected the 487 back to the caller, got {other:?}"),
+    }
+    // The call goes on.
+    assert!(call.is_answered());
+    // A CANCEL for what is no longer pending does nothing.
+    call.on_cancel(11);
+    assert!(drain(&mut call).is_empty());
+}
+
 #[test]
 fn a_re_invite_answer_moves_the_target_and_its_ack_keeps_the_re_invites_cseq() {
     let (mut call, _, t0) = answered();

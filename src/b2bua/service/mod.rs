@@ -34,7 +34,7 @@ mod route;
 use self::records::{call_outcome, call_record, record_writer, write_record};
 use self::route::{caller_id, resolve, Caller, DirectoryCache, Parties};
 pub(in crate::b2bua) use self::route::{from_user, ring_user, Decision, Lookup, Party};
-use super::call::{Action, Call, CallConfig, Key, Outcome, Target, Towards};
+use super::call::{cancel_for, Action, Call, CallConfig, Key, Outcome, Target, Towards};
 use super::events::{CallEvent, EventKind, Events};
 use crate::config::Transport;
 use crate::idmap::{self, IdMap};
@@ -481,6 +481,27 @@ impl Calls {
                 e.call.on_caller_cancel(now);
             }
             self.apply(id, layer, now);
+        } else if cancel.to().and_then(|t| t.tag()).is_some() {
+            // A CANCEL of an in-dialog request (it carries the dialog's To tag): a re-INVITE
+            // we relayed, cancelled on the other leg too.
+            let call = DialogId::for_request(cancel)
+                .ok()
+                .and_then(|d| self.dialogs.get(&d).copied());
+            let Some(id) = call else {
+                return;
+            };
+            let Some(e) = self.calls.get_mut(&id) else {
+                return;
+            };
+            let key = e
+                .waiting
+                .iter()
+                .find(|(_, (server_tx, _))| *server_tx == invite)
+                .map(|(key, _)| *key);
+            if let Some(key) = key {
+                e.call.on_cancel(key);
+                self.apply(id, layer, now);
+            }
         } else {
             // Still being authenticated or routed: nobody rings yet. The INVITE gets its 487
             // when the route comes back (only then do we hold it to answer from).
@@ -1787,30 +1808,6 @@ fn send_cancel(
         }
         Err(e) => tracing::debug!(error = %e, branch, "b2bua: CANCEL not sent"),
     }
-}
-
-/// A CANCEL for `invite` (RFC 3261 §9.1): same Request-URI, Call-ID, From, To, Route and top
-/// Via (so the same branch), CSeq number with method CANCEL.
-fn cancel_for(invite: &Message, reason: Option<&str>) -> Option<Message> {
-    let mut c = Message::request(Method::Cancel, invite.uri()?.clone());
-    if let Some(via) = invite.top_via() {
-        let _ = c.push_via(via.clone());
-    }
-    let _ = c.push_header(HeaderName::MaxForwards, "70");
-    for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
-        if let Some(v) = invite.header(&name) {
-            let _ = c.push_header(name, v);
-        }
-    }
-    let seq = invite.cseq().map_or(1, |s| s.seq);
-    let _ = c.push_cseq(seq, Method::Cancel);
-    for v in invite.headers(&HeaderName::Route) {
-        let _ = c.push_header(HeaderName::Route, v);
-    }
-    if let Some(reason) = reason {
-        let _ = c.push_header(HeaderName::Reason, reason);
-    }
-    Some(c)
 }
 
 fn tx_peer(p: &Peer) -> transaction::Peer {
