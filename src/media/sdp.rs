@@ -212,6 +212,15 @@ pub fn audio_formats(sdp: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// Whether the first audio stream is SRTP (`RTP/SAVP`, `RTP/SAVPF`, `UDP/TLS/RTP/SAVP…`): its
+/// payloads are encrypted end to end, so the relay passes them on but cannot convert them.
+pub fn audio_encrypted(sdp: &str) -> bool {
+    lines(sdp)
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|m| m.split(' ').nth(1))
+        .is_some_and(|proto| proto.contains("SAVP"))
+}
+
 /// RTP payload types of G.711 (RFC 3551).
 pub const PCMU: u8 = 0;
 pub const PCMA: u8 = 8;
@@ -227,6 +236,11 @@ fn g711_name(pt: u8) -> &'static str {
 /// An offer that also lists the other G.711 law when it lists only one of them, so that a
 /// callee that speaks only the other one can still be reached: we transcode between the two.
 pub fn offer_both_g711(sdp: &str) -> String {
+    if audio_encrypted(sdp) {
+        // We could not transcode what the callee would send: offer only what the caller can
+        // take as it is.
+        return sdp.to_owned();
+    }
     let formats = audio_formats(sdp);
     let extra = match (formats.contains(&PCMU), formats.contains(&PCMA)) {
         (true, false) => PCMA,
@@ -473,6 +487,13 @@ a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
         // Both already there, or neither: unchanged.
         let both = only_u.replace(" 0 101", " 0 8 101");
         assert_eq!(offer_both_g711(&both), both);
+        // SRTP: encrypted payloads cannot be transcoded, so nothing is added.
+        let srtp = only_u.replace("RTP/AVP", "RTP/SAVP");
+        assert!(audio_encrypted(&srtp) && !audio_encrypted(only_u));
+        assert!(audio_encrypted(
+            &only_u.replace("RTP/AVP", "UDP/TLS/RTP/SAVPF")
+        ));
+        assert_eq!(offer_both_g711(&srtp), srtp);
 
         let answer_a = "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP 8 101\r\n\
 a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";

@@ -1951,6 +1951,11 @@ fn bridge_codecs(media: &Session, caller_invite: &Message, answer: Message) -> M
         .map(sdp::audio_formats)
         .unwrap_or_default();
     with_sdp(answer, |text| {
+        if sdp::audio_encrypted(text) {
+            // SRTP payloads are encrypted: converting them would only make noise.
+            media.set_transcoding(None);
+            return None;
+        }
         // The first G.711 law of the answer (a telephone-event may well be listed first).
         let chosen = sdp::audio_formats(text)
             .into_iter()
