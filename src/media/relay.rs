@@ -518,6 +518,11 @@ struct Peer {
     declared: Option<Endpoint>,
     latched_rtp: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
+    /// Where the party of an earlier description sent from, when a description from somewhere
+    /// else replaced it (another branch answered, the call moved): its packets still in flight
+    /// must not latch the side before the new party speaks.
+    stale_rtp: Option<SocketAddr>,
+    stale_rtcp: Option<SocketAddr>,
 }
 
 struct WorkerSession {
@@ -960,10 +965,16 @@ fn apply(poll: &Poll, table: &mut Table, cmd: Command) {
         }
         Command::Remote { id, side, endpoint } => {
             if let Some(s) = sessions.get_mut(&id) {
+                let old = s.peers[side.index()];
+                // The same address again (hold, resume, a session refresh) is the same party:
+                // what it latched stays acceptable.
+                let moved = old.declared.map(|e| e.rtp) != endpoint.map(|e| e.rtp);
                 s.peers[side.index()] = Peer {
                     declared: endpoint,
                     latched_rtp: None,
                     latched_rtcp: None,
+                    stale_rtp: if moved { old.latched_rtp } else { None },
+                    stale_rtcp: if moved { old.latched_rtcp } else { None },
                 };
             }
         }
@@ -1017,12 +1028,16 @@ fn relay(s: &mut WorkerSession, socket: usize, buf: &mut [u8], counters: &Counte
         // can neither speak into the call nor, by sending first, take the other side's audio
         // once the party has spoken. The address the party's description gives wins over an
         // earlier latch: the party is where it said after all.
-        let latched = if rtcp {
-            &mut me.latched_rtcp
+        let (latched, stale) = if rtcp {
+            (&mut me.latched_rtcp, me.stale_rtcp)
         } else {
-            &mut me.latched_rtp
+            (&mut me.latched_rtp, me.stale_rtp)
         };
         match *latched {
+            None if stale == Some(from) && declared != Some(from) => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             None => *latched = Some(from),
             Some(l) if l == from => {}
             Some(_) if declared == Some(from) => *latched = Some(from),
@@ -1279,6 +1294,46 @@ mod tests {
         // The answer goes to where the caller's packet came from, not to its description.
         callee.send_to(b"back", sess.callee_facing()).unwrap();
         assert_eq!(recv(&caller).0, b"back");
+    }
+
+    /// Early media from a branch that lost (a trunk's ringback, say) is still arriving when the
+    /// winner's description replaces it: it must not latch the callee side, or the winner,
+    /// behind NAT and so not at its described address, would never be heard.
+    #[test]
+    fn a_replaced_party_cannot_latch_again() {
+        let r = relay(1, 31900);
+        let sess = r.session().unwrap();
+        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        let loser = StdUdp::bind("127.0.0.1:0").unwrap();
+        let winner = StdUdp::bind("127.0.0.1:0").unwrap();
+        sess.set_remote(Side::Caller, endpoint(&caller));
+        sess.set_remote(Side::Callee, endpoint(&loser));
+        std::thread::sleep(Duration::from_millis(50));
+        loser.send_to(b"ringback", sess.callee_facing()).unwrap();
+        assert_eq!(recv(&caller).0, b"ringback");
+
+        // The winner answers; its description names an address it is not reachable at.
+        let behind_nat = Endpoint {
+            rtp: "127.0.0.1:9".parse().unwrap(),
+            rtcp: "127.0.0.1:10".parse().unwrap(),
+        };
+        sess.set_remote(Side::Callee, behind_nat);
+        std::thread::sleep(Duration::from_millis(50));
+        loser
+            .send_to(b"late ringback", sess.callee_facing())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        winner.send_to(b"hello", sess.callee_facing()).unwrap();
+        assert_eq!(recv(&caller).0, b"hello");
+        caller.send_to(b"hi", sess.caller_facing()).unwrap();
+        assert_eq!(recv(&winner).0, b"hi");
+
+        // The winner describes the same address again (a hold, say): still the same party,
+        // whose packets latch again.
+        sess.set_remote(Side::Callee, behind_nat);
+        std::thread::sleep(Duration::from_millis(50));
+        winner.send_to(b"still here", sess.callee_facing()).unwrap();
+        assert_eq!(recv(&caller).0, b"still here");
     }
 
     #[test]
