@@ -146,6 +146,33 @@ async fn answered_call_hung_up_by_the_caller(db: Db) {
     server.shutdown().await;
 }
 
+/// RFC 4028 with the caller naming us the refresher (`refresher=uas`): our 200 says so, and
+/// half-way through the 90 s interval our UPDATE reaches the caller (its scenario checks both),
+/// which answers it; the call then ends normally. Takes 45 s, the shortest interval allowed.
+async fn pbx_refreshes_when_named_refresher(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, _bob) = server(&tdb, 30).await;
+    let long = ["-timeout", "90s", "-recv_timeout", "75s"];
+    let callee = bob_answers(&server, "call_uas.xml", &long).await;
+    let caller = alice_calls(&server, "call_uac_refresher_uas.xml", &long);
+    let caller = must_pass("the caller", caller).await;
+    must_pass("the callee", callee).await;
+    let update = caller
+        .messages
+        .split("message received")
+        .find(|m| m.contains("UPDATE sip:"))
+        .unwrap_or_default();
+    assert!(
+        update.contains("Session-Expires: 90;refresher=uas"),
+        "{update}"
+    );
+    assert_eq!(
+        common::only_entry(&server, alice).await.outcome,
+        PartyOutcome::Answered
+    );
+    server.shutdown().await;
+}
+
 /// The caller gives up on a re-INVITE: its CANCEL reaches the callee (whose scenario waits for
 /// it), the callee's 487 comes back as the re-INVITE's answer, and the call goes on to its BYE.
 async fn re_invite_cancelled_on_both_legs(db: Db) {
@@ -493,6 +520,11 @@ async fn cancel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forking() {
     both_phones_ring_and_the_loser_is_told(Db::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_refreshed_by_us() {
+    pbx_refreshes_when_named_refresher(Db::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

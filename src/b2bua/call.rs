@@ -21,8 +21,8 @@
 //! out [`Call::poll_action`]. Identifiers of transactions are the driver's own (`Key`s); the
 //! call never sees a socket, a transaction or the clock.
 //!
-//! RFC 4028 session timers are kept here when the caller asks for them (the caller refreshes;
-//! a session nobody refreshes ends). Media is not: the driver (`b2bua::service`) rewrites the
+//! RFC 4028 session timers are kept here when the caller asks for them (the caller refreshes,
+//! or we do when it names us, `refresher=uas`; a session nobody refreshes ends). Media is not: the driver (`b2bua::service`) rewrites the
 //! session descriptions the call carries so that both legs send RTP to our relay. Not here
 //! yet: PRACK (RFC 3262).
 
@@ -281,8 +281,17 @@ pub struct Call {
     next_key: Key,
     random: u64,
     actions: VecDeque<Action>,
-    /// RFC 4028 session interval agreed with the caller (who refreshes), once answered.
+    /// RFC 4028 session interval agreed with the caller, once answered.
     session_interval: Option<u32>,
+    /// The caller asked us to refresh the session (`refresher=uas`); otherwise it does.
+    we_refresh: bool,
+    /// When we refresh it next, if we do.
+    refresh_at: Option<Instant>,
+    /// Our refresh waiting for its answer: its key and the request.
+    refreshing: Option<(Key, Message)>,
+    /// The latest session description the caller got from us (before the driver anchors it):
+    /// what a re-INVITE that only refreshes the session carries again.
+    caller_sdp: Option<Vec<u8>>,
     /// Answered by the PBX itself (the echo test): our session description, which also
     /// answers the caller's re-INVITEs; there is no callee leg.
     local_answer: Option<Vec<u8>>,
@@ -361,6 +370,10 @@ impl Call {
             random,
             actions: VecDeque::new(),
             session_interval: None,
+            we_refresh: false,
+            refresh_at: None,
+            refreshing: None,
+            caller_sdp: None,
             local_answer: None,
         };
         if call.caller_invite.max_forwards() == Some(0) {
@@ -384,6 +397,9 @@ impl Call {
             }
             if supports_timer(&call.caller_invite) {
                 call.session_interval = Some(se);
+                // RFC 4028 §9, table 2: a refresher the caller names is the refresher.
+                call.we_refresh =
+                    refresher(&call.caller_invite).is_some_and(|r| r.eq_ignore_ascii_case("uas"));
             }
         }
         if let Some(body) = local {
@@ -393,9 +409,10 @@ impl Call {
                 call.add_session_timer(&mut ok);
                 call.actions.push_back(Action::AnswerCaller(ok));
             }
+            call.caller_sdp = Some(body.clone());
             call.local_answer = Some(body);
             call.phase = Phase::Answered;
-            call.deadline = call.session_interval.map(|se| now + expiry_margin(se));
+            call.arm_session_timer(now);
             call.answered = Some(now);
             call.outcome = Some(Outcome::Answered);
             return Ok(call);
@@ -428,14 +445,19 @@ impl Call {
 
     /// When [`Call::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        [self.deadline, self.refresh_at].into_iter().flatten().min()
     }
 
     /// The no-answer timer, and the session timer once answered.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Answered && self.refresh_at.is_some_and(|t| t <= now) {
+            self.refresh_at = None;
+            self.send_refresh();
+        }
         match self.deadline {
             Some(d) if d <= now && self.phase == Phase::Answered => {
-                // The caller stopped refreshing the session (RFC 4028 §10): it is gone.
+                // The session was not refreshed in time (RFC 4028 §10): by the caller, which
+                // is gone, or by us, whose refreshes failed.
                 self.deadline = None;
                 self.hang_up_both("session_timer", now);
             }
@@ -713,14 +735,113 @@ impl Call {
             .filter(|se| *se >= MIN_SE)
             .unwrap_or(current);
         self.session_interval = Some(se);
-        self.deadline = Some(now + expiry_margin(se));
+        self.arm_session_timer(now);
     }
 
-    /// Session-Expires (refresher: the caller) and Require: timer on a 2xx to the caller.
+    /// The session began or was refreshed now: when it expires unrefreshed and, when the
+    /// refreshing is ours, when we refresh it (half-way, RFC 4028 §10).
+    fn arm_session_timer(&mut self, now: Instant) {
+        let Some(se) = self.session_interval else {
+            self.deadline = None;
+            return;
+        };
+        if self.we_refresh {
+            self.deadline = Some(now + Duration::from_secs(se.into()));
+            self.refresh_at = Some(now + Duration::from_secs((se / 2).into()));
+        } else {
+            self.deadline = Some(now + expiry_margin(se));
+        }
+    }
+
+    /// Keeps the description in `m` (going to the caller) for a refresh that offers it again.
+    fn note_sent_to_caller(&mut self, m: &Message) {
+        if !m.body().is_empty() {
+            self.caller_sdp = Some(m.body().to_vec());
+        }
+    }
+
+    /// Session-Expires (with who refreshes) and Require: timer on a 2xx to the caller.
     fn add_session_timer(&self, rsp: &mut Message) {
         if let Some(se) = self.session_interval {
-            let _ = rsp.push_header(HeaderName::SessionExpires, &format!("{se};refresher=uac"));
+            let refresher = if self.we_refresh { "uas" } else { "uac" };
+            let _ = rsp.push_header(
+                HeaderName::SessionExpires,
+                &format!("{se};refresher={refresher}"),
+            );
             let _ = rsp.push_header(HeaderName::Require, "timer");
+        }
+    }
+
+    /// Refreshes the session with the caller, the refreshing being ours (RFC 4028 §7.4): an
+    /// UPDATE when the caller takes them (no new offer needed), else a re-INVITE with the
+    /// description the caller already has.
+    fn send_refresh(&mut self) {
+        let Some(se) = self.session_interval else {
+            return;
+        };
+        if self.refreshing.is_some() {
+            return;
+        }
+        let update = allows(&self.caller_invite, "UPDATE");
+        let body = match (&self.caller_sdp, update) {
+            (_, true) => None,
+            (Some(body), false) => Some(body.clone()),
+            // Nothing to offer again: no refresh; the session expires and ends.
+            (None, false) => return,
+        };
+        let via = self.via();
+        let random = self.random();
+        let method = if update {
+            Method::Update
+        } else {
+            Method::Invite
+        };
+        let Ok(mut out) = self.caller.request(method, &via, random) else {
+            return;
+        };
+        let _ = out
+            .message
+            .push_header(HeaderName::SessionExpires, &format!("{se};refresher=uas"));
+        let _ = out.message.push_header(HeaderName::Supported, "timer");
+        if let Some(body) = body {
+            let _ = out.message.set_body(body, Some("application/sdp"));
+        }
+        let key = self.key();
+        self.refreshing = Some((key, out.message.clone()));
+        self.actions.push_back(Action::Request {
+            key,
+            towards: Towards::Caller,
+            request: out,
+        });
+    }
+
+    /// The caller's answer to our refresh.
+    fn refresh_answered(&mut self, sent: &Message, response: &Message, now: Instant) {
+        let status = response.status().unwrap_or(500);
+        let _ = self.caller.receive_response(sent, response);
+        match status {
+            200..=299 => {
+                if sent.method() == Some(&Method::Invite) {
+                    let via = self.via();
+                    let random = self.random();
+                    let seq = sent.cseq().map_or(0, |c| c.seq);
+                    if let Ok(ack) = self.caller.ack(seq, &via, random) {
+                        self.actions.push_back(Action::Ack {
+                            towards: Towards::Caller,
+                            request: ack,
+                        });
+                    }
+                }
+                if let Some(se) = session_expires(response).filter(|se| *se >= MIN_SE) {
+                    self.session_interval = Some(se);
+                }
+                self.arm_session_timer(now);
+            }
+            // The caller's dialog is gone (§12.2.1.2).
+            408 | 481 => self.hang_up_both("session_timer", now),
+            // Our refresh crossed one of the caller's (491), or the caller could not take it
+            // just now: the session stands until it expires; try again meanwhile.
+            _ => self.refresh_at = Some(now + REFRESH_RETRY),
         }
     }
 
@@ -737,6 +858,12 @@ impl Call {
                 if std::mem::take(&mut relay.cancel_pending) {
                     self.cancel_relayed(key);
                 }
+            }
+            return;
+        }
+        if self.refreshing.as_ref().is_some_and(|(k, _)| *k == key) {
+            if let Some((_, sent)) = self.refreshing.take() {
+                self.refresh_answered(&sent, response, now);
             }
             return;
         }
@@ -769,6 +896,7 @@ impl Call {
             && matches!(method, Some(Method::Invite) | Some(Method::Update))
         {
             self.add_session_timer(&mut answer);
+            self.note_sent_to_caller(&answer);
         }
         self.actions.push_back(Action::Respond {
             tx: relay.tx,
@@ -833,6 +961,12 @@ impl Call {
 
     /// A request the call sent got no answer in time.
     pub fn on_request_timeout(&mut self, key: Key, now: Instant) {
+        if self.refreshing.as_ref().is_some_and(|(k, _)| *k == key) {
+            // The caller did not answer our refresh: it is gone.
+            self.refreshing = None;
+            self.hang_up_both("session_timer", now);
+            return;
+        }
         if self.own.remove(&key).is_some() {
             return;
         }
@@ -966,10 +1100,11 @@ impl Call {
         if let Ok(mut ok) = self.caller.response(&self.caller_invite, 200, "OK") {
             copy_body(response, &mut ok);
             self.add_session_timer(&mut ok);
+            self.note_sent_to_caller(&ok);
             self.actions.push_back(Action::AnswerCaller(ok));
         }
         self.phase = Phase::Answered;
-        self.deadline = self.session_interval.map(|se| now + expiry_margin(se));
+        self.arm_session_timer(now);
         self.answered = Some(now);
         self.outcome = Some(Outcome::Answered);
     }
@@ -1130,6 +1265,7 @@ impl Call {
         }
         self.phase = Phase::Ended;
         self.deadline = None;
+        self.refresh_at = None;
         self.outcome = Some(outcome);
         self.cause = cause.to_owned();
         self.ended = Some(now);
@@ -1227,6 +1363,9 @@ impl Call {
             }
         }
         copy_body(request, &mut out.message);
+        if from == Leg::Callee {
+            self.note_sent_to_caller(&out.message);
+        }
         let key = self.key();
         self.relays.insert(
             key,
@@ -1245,6 +1384,26 @@ impl Call {
             request: out,
         });
     }
+}
+
+/// How soon a refresh that failed (not for good) is tried again.
+const REFRESH_RETRY: Duration = Duration::from_secs(10);
+
+/// The `refresher` parameter of a request's Session-Expires.
+fn refresher(m: &Message) -> Option<&str> {
+    m.header(&HeaderName::SessionExpires)?
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("refresher"))
+        .map(|(_, v)| v.trim())
+}
+
+/// Whether `m`'s Allow lists `method`.
+fn allows(m: &Message, method: &str) -> bool {
+    m.headers(&HeaderName::Allow)
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(method))
 }
 
 /// The Session-Expires interval of a request (RFC 4028 §4), without its parameters.

@@ -725,6 +725,110 @@ fn session_timer_is_agreed_refreshed_and_enforced() {
     assert_eq!(call.summary().cause, "session_timer");
 }
 
+/// The caller names us the refresher (`refresher=uas`, RFC 4028 §9 table 2): the 200 says so,
+/// and half-way through each interval we refresh: with UPDATE when the caller allows it, else
+/// with a re-INVITE offering the description it has (whose 2xx we ACK). A refresh that finds
+/// the caller's dialog gone ends the call.
+#[test]
+fn when_the_caller_names_us_the_refresher_we_refresh() {
+    for update in [true, false] {
+        let allow = if update {
+            "Allow: INVITE, ACK, BYE, CANCEL, UPDATE\r\n"
+        } else {
+            "Allow: INVITE, ACK, BYE, CANCEL\r\n"
+        };
+        let text = String::from_utf8(invite_with_timer(120, true).to_bytes()).unwrap();
+        let text = text.replacen(
+            "Session-Expires: 120\r\n",
+            &format!("Session-Expires: 120;refresher=uas\r\n{allow}"),
+            1,
+        );
+        let t0 = Instant::now();
+        let mut call = Call::new(
+            parse(text.as_bytes()).unwrap(),
+            "pbx-tag",
+            targets(1),
+            config(),
+            5,
+            t0,
+        )
+        .unwrap();
+        let inv = invites(&drain(&mut call));
+        call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t0);
+        let ok = ok_to_caller(&drain(&mut call));
+        assert_eq!(
+            ok.header(&HeaderName::SessionExpires),
+            Some("120;refresher=uas")
+        );
+        assert_eq!(call.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+
+        let t1 = t0 + Duration::from_secs(60);
+        call.handle_timeout(t1);
+        let (key, refresh) = match &drain(&mut call)[..] {
+            [Action::Request {
+                key,
+                towards: Towards::Caller,
+                request,
+            }] => (*key, request.message.clone()),
+            other => panic!("expected our refresh, got {other:?}"),
+        };
+        let method = if update {
+            Method::Update
+        } else {
+            Method::Invite
+        };
+        assert_eq!(refresh.method(), Some(&method));
+        assert_eq!(
+            refresh.header(&HeaderName::SessionExpires),
+            Some("120;refresher=uas")
+        );
+        assert_eq!(refresh.call_id(), ok.call_id());
+        if update {
+            assert!(refresh.body().is_empty());
+        } else {
+            assert_eq!(
+                refresh.body(),
+                CALLEE_SDP.as_bytes(),
+                "the description again"
+            );
+        }
+        let mut answered = Message::response_to(&refresh, 200, "OK");
+        let _ = answered.push_header(HeaderName::SessionExpires, "120;refresher=uas");
+        call.on_response(key, &answered, t1);
+        let a = drain(&mut call);
+        if update {
+            assert!(a.is_empty(), "{a:?}");
+        } else {
+            match &a[..] {
+                [Action::Ack {
+                    towards: Towards::Caller,
+                    request,
+                }] => {
+                    let cseq = request.message.cseq().unwrap();
+                    assert_eq!(cseq.method, Method::Ack);
+                    assert_eq!(Some(cseq.seq), refresh.cseq().map(|c| c.seq));
+                }
+                other => panic!("expected the ACK of our re-INVITE's 200, got {other:?}"),
+            }
+        }
+        // The next refresh half an interval later; the session is not given up meanwhile.
+        assert_eq!(call.poll_timeout(), Some(t1 + Duration::from_secs(60)));
+        let t2 = t1 + Duration::from_secs(60);
+        call.handle_timeout(t2);
+        let key = match &drain(&mut call)[..] {
+            [Action::Request { key, .. }] => *key,
+            other => panic!("expected the second refresh, got {other:?}"),
+        };
+        call.on_response(key, &Message::response_to(&refresh, 481, "Gone"), t2);
+        let byes = drain(&mut call)
+            .iter()
+            .filter(|x| matches!(x, Action::Request { request, .. } if request.message.method() == Some(&Method::Bye)))
+            .count();
+        assert_eq!(byes, 2);
+        assert_eq!(call.summary().cause, "session_timer");
+    }
+}
+
 #[test]
 fn too_short_a_session_interval_gets_422_with_min_se() {
     let mut call = Call::new(
