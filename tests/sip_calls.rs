@@ -146,6 +146,23 @@ async fn answered_call_hung_up_by_the_caller(db: Db) {
     server.shutdown().await;
 }
 
+/// A callee whose 200 has no Contact is still acknowledged and hung up where our INVITE went:
+/// the call is answered, its ACK and the caller's BYE reach the callee (its scenario waits for
+/// both).
+async fn answer_without_contact(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, _bob) = server(&tdb, 30).await;
+    let callee = bob_answers(&server, "call_uas_no_contact.xml", &[]).await;
+    let caller = alice_calls(&server, "call_uac.xml", &[]);
+    must_pass("the caller", caller).await;
+    must_pass("the callee", callee).await;
+    assert_eq!(
+        common::only_entry(&server, alice).await.outcome,
+        PartyOutcome::Answered
+    );
+    server.shutdown().await;
+}
+
 /// RFC 4028 with the caller naming us the refresher (`refresher=uas`): our 200 says so, and
 /// half-way through the 90 s interval our UPDATE reaches the caller (its scenario checks both),
 /// which answers it; the call then ends normally. Takes 45 s, the shortest interval allowed.
@@ -520,6 +537,11 @@ async fn cancel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forking() {
     both_phones_ring_and_the_loser_is_told(Db::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_without_contact() {
+    answer_without_contact(Db::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1071,8 +1071,8 @@ impl Call {
         let callee = match Dialog::uac(&invite, response) {
             Ok(d) => d,
             Err(e) => {
-                // A 2xx we cannot build a dialog from (no Contact, say): take it down like a
-                // failed branch, but still end the peer's session.
+                // A 2xx we cannot build a dialog from (no To tag, say): take it down like a
+                // failed branch.
                 tracing::debug!(error = %e, "b2bua: unusable 2xx");
                 self.branches[branch].state = BranchState::Done(502);
                 self.after_branch_failure(now);

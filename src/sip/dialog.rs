@@ -280,8 +280,11 @@ impl Dialog {
             Ok(uri) => uri,
             // Plenty of phones send 180 without Contact. The early dialog
             // is still worth having to match the 2xx, so aim at where the
-            // request went until a response names a target.
-            Err(DialogError::Missing(_)) if state == State::Early => {
+            // request went until a response names a target. A 2xx must
+            // have one (§12.1.2), but a peer that leaves it out is better
+            // reached where the request went than left unacknowledged,
+            // repeating its 2xx, with a session up that nobody can end.
+            Err(DialogError::Missing(_)) => {
                 request.uri().cloned().ok_or(DialogError::NotARequest)?
             }
             Err(e) => return Err(e),
@@ -1203,12 +1206,15 @@ mod tests {
             d.request(Method::Bye, &via(), 1).err(),
             Some(DialogError::Terminated)
         );
-        // A 2xx must name the remote target.
+        // A 2xx should name the remote target; one that does not is reached where the
+        // INVITE went, so that it can be acknowledged and ended.
         let bare_ok =
             msg(&OK_IN.replace("Contact: <sip:carol@cube2214a.chicago.example.com>\r\n", ""));
+        let d = Dialog::uac(&invite, &bare_ok).unwrap();
+        assert_eq!(d.state(), State::Confirmed);
         assert_eq!(
-            Dialog::uac(&invite, &bare_ok),
-            Err(DialogError::Missing(HeaderName::Contact))
+            d.remote_target().to_string(),
+            "sip:carol@chicago.example.com"
         );
     }
 
