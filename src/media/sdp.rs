@@ -3,6 +3,10 @@
 //! `a=rtcp` names one, RFC 3605), and rewriting a description so that both parties send to
 //! us instead.
 //!
+//! "The audio stream" is the first `m=audio` whose port is not 0: a stream with port 0 is
+//! refused or disabled (RFC 3264 §6, §8.2; an answer to a "best effort" offer of SRTP and RTP
+//! as two streams refuses one of them), and it stays as it is.
+//!
 //! Descriptions are edited line by line and everything we do not understand is passed through
 //! untouched: phones put all sorts of attributes in there, and a B2BUA that drops what it does
 //! not know breaks features it never heard of. Codec negotiation is not here.
@@ -36,7 +40,7 @@ pub fn audio_endpoint(sdp: &str) -> Option<Endpoint> {
                 break; // only the first audio stream
             }
             seen_media = true;
-            in_audio = m.starts_with("audio ");
+            in_audio = active_audio(m);
             if in_audio {
                 port = m
                     .split(' ')
@@ -86,6 +90,7 @@ pub fn holds(sdp: &str) -> bool {
     let mut session_level: Option<bool> = None;
     let mut in_audio = false;
     let mut seen_audio = false;
+    let mut seen_media = false;
     let mut media_level: Option<bool> = None;
     let mut zero_address = false;
     for line in lines(sdp) {
@@ -94,11 +99,13 @@ pub fn holds(sdp: &str) -> bool {
             if seen_audio {
                 break;
             }
-            in_audio = m.starts_with("audio ");
+            seen_media = true;
+            in_audio = active_audio(m);
             seen_audio |= in_audio;
             continue;
         }
-        if !seen_audio || in_audio {
+        // The session level, and the audio stream; not the streams before it.
+        if !seen_media || in_audio {
             if let Some(c) = line.strip_prefix("c=") {
                 zero_address = connection_ip(c).is_some_and(|ip| ip.is_unspecified());
             }
@@ -154,7 +161,7 @@ pub fn anchor(sdp: &str, rtp: SocketAddr) -> Option<String> {
             let n = section.map_or(0, |s| s + 1);
             section = Some(n);
             let has_own = own_c.get(n).copied().unwrap_or(false);
-            if audio.is_none() && m.starts_with("audio ") {
+            if audio.is_none() && active_audio(m) {
                 audio = Some(n);
                 let tail = m.splitn(3, ' ').nth(2).unwrap_or("");
                 out.push_str("m=audio ");
@@ -166,8 +173,9 @@ pub fn anchor(sdp: &str, rtp: SocketAddr) -> Option<String> {
                 }
             } else {
                 push(&mut out, l, eol);
-                // It relied on the session-level address, which is ours now.
-                if let (false, Some(c)) = (has_own, session_c) {
+                // It relied on the session-level address, which is ours now; a refused stream
+                // (port 0) goes nowhere and may inherit ours.
+                if let (false, Some(c), false) = (has_own, session_c, refused(m)) {
                     push(&mut out, c, eol);
                 }
             }
@@ -201,8 +209,7 @@ pub fn anchor(sdp: &str, rtp: SocketAddr) -> Option<String> {
 
 /// The payload types of the first audio stream, in the order of preference given.
 pub fn audio_formats(sdp: &str) -> Vec<u8> {
-    lines(sdp)
-        .find_map(|l| l.strip_prefix("m=audio "))
+    audio_m_line(sdp)
         .map(|m| {
             m.split(' ')
                 .skip(2)
@@ -215,10 +222,29 @@ pub fn audio_formats(sdp: &str) -> Vec<u8> {
 /// Whether the first audio stream is SRTP (`RTP/SAVP`, `RTP/SAVPF`, `UDP/TLS/RTP/SAVP…`): its
 /// payloads are encrypted end to end, so the relay passes them on but cannot convert them.
 pub fn audio_encrypted(sdp: &str) -> bool {
-    lines(sdp)
-        .find_map(|l| l.strip_prefix("m=audio "))
+    audio_m_line(sdp)
         .and_then(|m| m.split(' ').nth(1))
         .is_some_and(|proto| proto.contains("SAVP"))
+}
+
+/// Whether an `m=` line (without `m=`) is a refused or disabled stream: port 0.
+fn refused(m: &str) -> bool {
+    m.split(' ')
+        .nth(1)
+        .is_some_and(|port| port.split('/').next() == Some("0"))
+}
+
+/// Whether an `m=` line (without `m=`) is an audio stream in use.
+fn active_audio(m: &str) -> bool {
+    m.starts_with("audio ") && !refused(m)
+}
+
+/// The first audio stream in use's `m=` line, without `m=audio `.
+fn audio_m_line(sdp: &str) -> Option<&str> {
+    lines(sdp)
+        .filter_map(|l| l.strip_prefix("m="))
+        .find(|m| active_audio(m))
+        .and_then(|m| m.strip_prefix("audio "))
 }
 
 /// RTP payload types of G.711 (RFC 3551).
@@ -259,7 +285,7 @@ pub fn offer_both_g711(sdp: &str) -> String {
             push(&mut out, &rtpmap, eol);
             pending = false;
         }
-        if !done && l.starts_with("m=audio ") {
+        if !done && l.strip_prefix("m=").is_some_and(active_audio) {
             push(&mut out, &format!("{l} {extra}"), eol);
             done = true;
             pending = true;
@@ -285,7 +311,7 @@ pub fn swap_g711(sdp: &str, from: u8, to: u8) -> String {
     for l in lines(sdp) {
         if let Some(m) = l.strip_prefix("m=") {
             section += 1;
-            if audio.is_none() && m.starts_with("audio ") {
+            if audio.is_none() && active_audio(m) {
                 audio = Some(section);
                 let mut f: Vec<String> = m.split(' ').map(str::to_owned).collect();
                 let pt = |x: &String| x.parse::<u8>().ok();
@@ -370,6 +396,30 @@ mod tests {
                    m=audio 4000 RTP/AVP 0\r\n";
         let ep = audio_endpoint(sdp).expect("audio");
         assert_eq!(ep.rtp, "10.0.0.1:4000".parse().unwrap());
+    }
+
+    /// An answer to a "best effort" offer of SRTP and RTP as two streams: the SRTP one refused
+    /// (port 0) comes first. The stream in use is the second: it is the one anchored, looked at
+    /// for codecs, hold and encryption; the refused one stays refused.
+    #[test]
+    fn a_refused_audio_stream_is_passed_over() {
+        let sdp = "v=0\r\no=b 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
+                   m=audio 0 RTP/SAVP 8\r\na=inactive\r\n\
+                   m=audio 5000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        let ep = audio_endpoint(sdp).expect("the second stream");
+        assert_eq!(ep.rtp, "10.0.0.2:5000".parse().unwrap());
+        assert_eq!(audio_formats(sdp), vec![0]);
+        assert!(!audio_encrypted(sdp));
+        assert!(!holds(sdp), "the refused stream's a=inactive is its own");
+        let out = anchor(sdp, addr("192.0.2.9:30000")).unwrap();
+        assert!(out.contains("m=audio 0 RTP/SAVP 8\r\n"), "{out}");
+        assert!(out.contains("m=audio 30000 RTP/AVP 0\r\n"), "{out}");
+        assert!(!out.contains("10.0.0.2"), "{out}");
+        let offer = offer_both_g711(sdp);
+        assert!(offer.contains("m=audio 0 RTP/SAVP 8\r\n"), "{offer}");
+        assert!(offer.contains("m=audio 5000 RTP/AVP 0 8\r\n"), "{offer}");
+        let swapped = swap_g711(&offer, PCMA, PCMU);
+        assert!(swapped.contains("m=audio 0 RTP/SAVP 8\r\n"), "{swapped}");
     }
 
     #[test]
