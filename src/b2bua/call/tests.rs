@@ -665,23 +665,21 @@ fn invite_with_timer(se: u32, supported: bool) -> Message {
     .unwrap()
 }
 
+/// A one-target call from `invite`, started at `start` and answered (200 with SDP) at `at`;
+/// with the 200 the caller got.
+fn answered_at(invite: Message, start: Instant, at: Instant) -> (Call, Message) {
+    let mut call = Call::new(invite, "pbx-tag", targets(1), config(), 5, start).unwrap();
+    let inv = invites(&drain(&mut call));
+    call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), at);
+    let ok = ok_to_caller(&drain(&mut call));
+    (call, ok)
+}
+
 #[test]
 fn session_timer_is_agreed_refreshed_and_enforced() {
     let t0 = Instant::now();
-    let mut call = Call::new(
-        invite_with_timer(1800, true),
-        "pbx-tag",
-        targets(1),
-        config(),
-        5,
-        t0,
-    )
-    .unwrap();
-    let inv = invites(&drain(&mut call));
     let t1 = t0 + Duration::from_secs(2);
-    call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t1);
-    let a = drain(&mut call);
-    let ok = ok_to_caller(&a);
+    let (mut call, ok) = answered_at(invite_with_timer(1800, true), t0, t1);
     assert_eq!(
         ok.header(&HeaderName::SessionExpires),
         Some("1800;refresher=uac")
@@ -744,18 +742,7 @@ fn when_the_caller_names_us_the_refresher_we_refresh() {
             1,
         );
         let t0 = Instant::now();
-        let mut call = Call::new(
-            parse(text.as_bytes()).unwrap(),
-            "pbx-tag",
-            targets(1),
-            config(),
-            5,
-            t0,
-        )
-        .unwrap();
-        let inv = invites(&drain(&mut call));
-        call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t0);
-        let ok = ok_to_caller(&drain(&mut call));
+        let (mut call, ok) = answered_at(parse(text.as_bytes()).unwrap(), t0, t0);
         assert_eq!(
             ok.header(&HeaderName::SessionExpires),
             Some("120;refresher=uas")
@@ -857,19 +844,7 @@ fn too_short_a_session_interval_gets_422_with_min_se() {
 #[test]
 fn no_session_timer_unless_the_caller_supports_it() {
     let t0 = Instant::now();
-    let mut call = Call::new(
-        invite_with_timer(1800, false),
-        "pbx-tag",
-        targets(1),
-        config(),
-        5,
-        t0,
-    )
-    .unwrap();
-    let inv = invites(&drain(&mut call));
-    call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t0);
-    let a = drain(&mut call);
-    let ok = ok_to_caller(&a);
+    let (call, ok) = answered_at(invite_with_timer(1800, false), t0, t0);
     assert_eq!(ok.header(&HeaderName::SessionExpires), None);
     assert_eq!(call.poll_timeout(), None);
 }
