@@ -164,8 +164,9 @@ async fn answer_without_contact(db: Db) {
 }
 
 /// RFC 4028 with the caller naming us the refresher (`refresher=uas`): our 200 says so, and
-/// half-way through the 90 s interval our UPDATE reaches the caller (its scenario checks both),
-/// which answers it; the call then ends normally. Takes 45 s, the shortest interval allowed.
+/// half-way through the 90 s interval our UPDATE reaches the caller, naming us (its UAC)
+/// `refresher=uac` (its scenario checks both), and the caller answers it; the call then ends
+/// normally. Takes 45 s, the shortest interval allowed.
 async fn pbx_refreshes_when_named_refresher(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, _bob) = server(&tdb, 30).await;
@@ -180,7 +181,7 @@ async fn pbx_refreshes_when_named_refresher(db: Db) {
         .find(|m| m.contains("UPDATE sip:"))
         .unwrap_or_default();
     assert!(
-        update.contains("Session-Expires: 90;refresher=uas"),
+        update.contains("Session-Expires: 90;refresher=uac"),
         "{update}"
     );
     assert_eq!(

@@ -735,6 +735,11 @@ impl Call {
             .filter(|se| *se >= MIN_SE)
             .unwrap_or(current);
         self.session_interval = Some(se);
+        // Table 2 again for each refresh: a refresher the caller names is the refresher; with
+        // none named, the roles stay.
+        if let Some(r) = refresher(request) {
+            self.we_refresh = r.eq_ignore_ascii_case("uas");
+        }
         self.arm_session_timer(now);
     }
 
@@ -750,12 +755,17 @@ impl Call {
             self.refresh_at = Some(now + Duration::from_secs((se / 2).into()));
         } else {
             self.deadline = Some(now + expiry_margin(se));
+            self.refresh_at = None;
         }
     }
 
-    /// Keeps the description in `m` (going to the caller) for a refresh that offers it again.
+    /// Keeps the session description in `m` for a refresh that offers it again: `m` is one the
+    /// caller has taken (our 2xx to it, or our offer it answered 2xx).
     fn note_sent_to_caller(&mut self, m: &Message) {
-        if !m.body().is_empty() {
+        let sdp = m
+            .content_type()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"));
+        if sdp && !m.body().is_empty() {
             self.caller_sdp = Some(m.body().to_vec());
         }
     }
@@ -775,6 +785,8 @@ impl Call {
     /// Refreshes the session with the caller, the refreshing being ours (RFC 4028 §7.4): an
     /// UPDATE when the caller takes them (no new offer needed), else a re-INVITE with the
     /// description the caller already has.
+    ///
+    /// In that transaction we are the UAC, so the request names us `refresher=uac`.
     fn send_refresh(&mut self) {
         let Some(se) = self.session_interval else {
             return;
@@ -801,7 +813,7 @@ impl Call {
         };
         let _ = out
             .message
-            .push_header(HeaderName::SessionExpires, &format!("{se};refresher=uas"));
+            .push_header(HeaderName::SessionExpires, &format!("{se};refresher=uac"));
         let _ = out.message.push_header(HeaderName::Supported, "timer");
         if let Some(body) = body {
             let _ = out.message.set_body(body, Some("application/sdp"));
@@ -817,6 +829,9 @@ impl Call {
 
     /// The caller's answer to our refresh.
     fn refresh_answered(&mut self, sent: &Message, response: &Message, now: Instant) {
+        if self.phase != Phase::Answered {
+            return;
+        }
         let status = response.status().unwrap_or(500);
         let _ = self.caller.receive_response(sent, response);
         match status {
@@ -834,6 +849,11 @@ impl Call {
                 }
                 if let Some(se) = session_expires(response).filter(|se| *se >= MIN_SE) {
                     self.session_interval = Some(se);
+                }
+                // The caller may take the refreshing over (`refresher=uas` in its answer: the
+                // UAS of this transaction, itself).
+                if let Some(r) = refresher(response) {
+                    self.we_refresh = r.eq_ignore_ascii_case("uac");
                 }
                 self.arm_session_timer(now);
             }
@@ -897,6 +917,13 @@ impl Call {
         {
             self.add_session_timer(&mut answer);
             self.note_sent_to_caller(&answer);
+        }
+        if relay.from == Leg::Callee
+            && (200..300).contains(&status)
+            && matches!(method, Some(Method::Invite) | Some(Method::Update))
+        {
+            // The caller took the callee's offer we relayed.
+            self.note_sent_to_caller(&relay.sent);
         }
         self.actions.push_back(Action::Respond {
             tx: relay.tx,
@@ -1363,9 +1390,6 @@ impl Call {
             }
         }
         copy_body(request, &mut out.message);
-        if from == Leg::Callee {
-            self.note_sent_to_caller(&out.message);
-        }
         let key = self.key();
         self.relays.insert(
             key,

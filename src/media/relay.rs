@@ -275,6 +275,7 @@ impl Relay {
                 ports: ports.clone(),
                 worker: i,
                 sockets: idmap::new(),
+                backlog: Default::default(),
             };
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
@@ -311,15 +312,8 @@ impl Relay {
     /// A new session with a port pair for each side.
     pub fn session(&self) -> Result<Session, RelayError> {
         let inner = &self.inner;
-        let worker = inner.next_worker.fetch_add(1, Ordering::Relaxed) % inner.workers.len();
-        let caller = inner.take_pair(worker)?;
-        let callee = match inner.take_pair(worker) {
-            Ok(x) => x,
-            Err(e) => {
-                inner.give_back(worker, caller);
-                return Err(e);
-            }
-        };
+        let next = inner.next_worker.fetch_add(1, Ordering::Relaxed) % inner.workers.len();
+        let (worker, [caller, callee]) = inner.take_pairs(next)?;
         let (caller_port, callee_port) = (caller.port(), callee.port());
         let id = inner.next_session.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity::new());
@@ -361,13 +355,37 @@ impl Inner {
         }
     }
 
+    /// The two pairs of a new session, and the worker it goes to: `worker`'s, from its parked
+    /// pairs that have waited long enough or newly bound. When no port is left to bind, two
+    /// pairs parked on one worker, waited or not, are better than no call.
+    fn take_pairs(&self, worker: usize) -> Result<(usize, [Pair; 2]), RelayError> {
+        let first = self.take_pair(worker);
+        match first.map(|a| (a, self.take_pair(worker))) {
+            Ok((a, Ok(b))) => return Ok((worker, [a, b])),
+            Ok((a, Err(_))) => self.give_back(worker, a),
+            Err(_) => {}
+        }
+        let n = self.ports.parked.len();
+        for w in (0..n).map(|i| (worker + i) % n) {
+            let mut queue = lock(&self.ports.parked[w]);
+            if queue.len() >= 2 {
+                if let (Some((a, ta)), Some((b, tb))) = (queue.pop_front(), queue.pop_front()) {
+                    return Ok((w, [Pair::Parked(a, ta), Pair::Parked(b, tb)]));
+                }
+            }
+        }
+        Err(RelayError::NoPorts {
+            min: self.config.port_min,
+            max: self.config.port_max,
+        })
+    }
+
     /// A pair for a session on `worker`: the one parked there longest if it has waited long
-    /// enough, else a newly bound one; when no port is left to bind, a parked one that has not.
+    /// enough, else a newly bound one.
     fn take_pair(&self, worker: usize) -> Result<Pair, RelayError> {
-        let parked = &self.ports.parked[worker];
         let now = Instant::now();
         {
-            let mut parked = lock(parked);
+            let mut parked = lock(&self.ports.parked[worker]);
             if let Some(&(port, since)) = parked.front() {
                 if now.saturating_duration_since(since) >= self.ports.reuse_after {
                     parked.pop_front();
@@ -375,16 +393,11 @@ impl Inner {
                 }
             }
         }
-        match self.bind_pair() {
-            Ok((port, sockets)) => Ok(Pair::Fresh(port, sockets)),
-            Err(e) => match lock(parked).pop_front() {
-                Some((port, since)) => Ok(Pair::Parked(port, since)),
-                None => Err(e),
-            },
-        }
+        let (port, sockets) = self.bind_pair()?;
+        Ok(Pair::Fresh(port, sockets))
     }
 
-    /// Undoes [`Inner::take_pair`] for a session that could not be made.
+    /// Undoes [`Inner::take_pair`].
     fn give_back(&self, worker: usize, pair: Pair) {
         match pair {
             Pair::Fresh(port, sockets) => {
@@ -520,9 +533,12 @@ struct Peer {
     latched_rtcp: Option<SocketAddr>,
     /// Where the party of an earlier description sent from, when a description from somewhere
     /// else replaced it (another branch answered, the call moved): its packets still in flight
-    /// must not latch the side before the new party speaks.
+    /// must not latch the side before the new party speaks. For [`STALE_FOR`] only: a party
+    /// whose description moved while it kept sending from the same place (RTP that is not
+    /// symmetric) is latched again after that.
     stale_rtp: Option<SocketAddr>,
     stale_rtcp: Option<SocketAddr>,
+    stale_until: Option<Instant>,
 }
 
 struct WorkerSession {
@@ -652,6 +668,8 @@ struct Parked {
     worker: usize,
     /// By RTP port.
     sockets: IdMap<u16, [UdpSocket; 2]>,
+    /// Pairs whose last drain stopped at its budget (a flood, or a burst): emptied before reuse.
+    backlog: std::collections::HashSet<u16>,
 }
 
 impl Parked {
@@ -674,6 +692,7 @@ impl Parked {
         for port in &closed {
             // Closing the only descriptor of a socket takes it out of the epoll set.
             self.sockets.remove(port);
+            self.backlog.remove(port);
         }
         lock(&self.ports.unbound).extend(closed);
     }
@@ -686,6 +705,14 @@ impl Parked {
 
 /// Datagrams read from one socket per wake-up at most (a phone sends one per 20 ms).
 const PER_WAKE: usize = 32;
+
+/// How long a replaced party's address may not latch (see `Peer::stale_rtp`): its packets in
+/// flight arrive within this; a party that really is the same one is heard again after it.
+const STALE_FOR: Duration = Duration::from_secs(2);
+
+/// The most datagrams read from a backlogged parked socket before its pair is used again (a
+/// socket's receive buffer holds a few hundred at most; this bounds the work under a flood).
+const MAX_BACKLOG: usize = 4096;
 
 /// While media flows, a worker sleeps this long between rounds and then takes every event that
 /// came meanwhile, rather than sleeping in `epoll_wait` until the next datagram. A phone sends
@@ -719,6 +746,7 @@ struct Table {
     /// Session by the RTP port of one of its pairs.
     owners: IdMap<u16, u64>,
     parked: Parked,
+    counters: Arc<Counters>,
 }
 
 fn run_worker(
@@ -737,6 +765,7 @@ fn run_worker(
         sessions: idmap::new(),
         owners: idmap::new(),
         parked,
+        counters: counters.clone(),
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     // Sessions something is played in, and when the next frame of any of them is due.
@@ -812,7 +841,10 @@ fn run_worker(
                 let socket = if pair == s.ports[0] { 0 } else { 2 } + rtcp;
                 relay(s, socket, &mut buf, &counters);
             } else if let Some(sockets) = table.parked.sockets.get(&pair) {
-                drain(&sockets[rtcp], &mut buf, &counters);
+                // A budget here too; what is left over is read before the pair is used again.
+                if drain(&sockets[rtcp], &mut buf, &counters, PER_WAKE) {
+                    table.parked.backlog.insert(pair);
+                }
             }
         }
         if !playing.is_empty() {
@@ -831,16 +863,18 @@ fn run_worker(
 }
 
 /// Reads and drops what reached a parked socket: the tail of an ended call, or a stranger.
-fn drain(socket: &UdpSocket, buf: &mut [u8], counters: &Counters) {
-    for _ in 0..PER_WAKE {
+/// Reads at most `limit` datagrams; true when it stopped there, with more perhaps waiting.
+fn drain(socket: &UdpSocket, buf: &mut [u8], counters: &Counters, limit: usize) -> bool {
+    for _ in 0..limit {
         match socket.recv_from(buf) {
             Ok(_) => {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(_) => {}
         }
     }
+    true
 }
 
 /// Applies every queued command; false when the relay is gone (and so is every session).
@@ -908,6 +942,7 @@ fn play_due(s: &mut WorkerSession, now: Instant, counters: &Counters) -> bool {
 }
 
 fn apply(poll: &Poll, table: &mut Table, cmd: Command) {
+    let counters = table.counters.clone();
     let sessions = &mut table.sessions;
     match cmd {
         Command::Add {
@@ -926,7 +961,16 @@ fn apply(poll: &Poll, table: &mut Table, cmd: Command) {
                     }
                     Some(sockets)
                 }
-                Pair::Parked(port, _) => table.parked.sockets.remove(&port),
+                Pair::Parked(port, _) => {
+                    let sockets = table.parked.sockets.remove(&port);
+                    if let (true, Some(pair)) = (table.parked.backlog.remove(&port), &sockets) {
+                        let mut buf = [0u8; MAX_DATAGRAM];
+                        for s in pair {
+                            drain(s, &mut buf, &counters, MAX_BACKLOG);
+                        }
+                    }
+                    sockets
+                }
             });
             let ([a, b], [c, d]) = match (caller, callee) {
                 (Some(caller), Some(callee)) => (caller, callee),
@@ -966,15 +1010,28 @@ fn apply(poll: &Poll, table: &mut Table, cmd: Command) {
         Command::Remote { id, side, endpoint } => {
             if let Some(s) = sessions.get_mut(&id) {
                 let old = s.peers[side.index()];
-                // The same address again (hold, resume, a session refresh) is the same party:
-                // what it latched stays acceptable.
-                let moved = old.declared.map(|e| e.rtp) != endpoint.map(|e| e.rtp);
+                // The same address again (hold, resume, a session refresh), or none (a hold at
+                // `c=0.0.0.0`), is the same party: what it latched stays acceptable. What was
+                // stale stays so until it expires.
+                let moved = endpoint.is_some_and(|e| {
+                    !e.rtp.ip().is_unspecified() && old.declared.map(|d| d.rtp) != Some(e.rtp)
+                });
+                let (stale_rtp, stale_rtcp, stale_until) = if moved {
+                    (
+                        old.latched_rtp.or(old.stale_rtp),
+                        old.latched_rtcp.or(old.stale_rtcp),
+                        Some(Instant::now() + STALE_FOR),
+                    )
+                } else {
+                    (old.stale_rtp, old.stale_rtcp, old.stale_until)
+                };
                 s.peers[side.index()] = Peer {
                     declared: endpoint,
                     latched_rtp: None,
                     latched_rtcp: None,
-                    stale_rtp: if moved { old.latched_rtp } else { None },
-                    stale_rtcp: if moved { old.latched_rtcp } else { None },
+                    stale_rtp,
+                    stale_rtcp,
+                    stale_until,
                 };
             }
         }
@@ -1034,7 +1091,10 @@ fn relay(s: &mut WorkerSession, socket: usize, buf: &mut [u8], counters: &Counte
             (&mut me.latched_rtp, me.stale_rtp)
         };
         match *latched {
-            None if stale == Some(from) && declared != Some(from) => {
+            None if stale == Some(from)
+                && declared != Some(from)
+                && me.stale_until.is_some_and(|t| Instant::now() < t) =>
+            {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -1336,6 +1396,46 @@ mod tests {
         assert_eq!(recv(&caller).0, b"still here");
     }
 
+    /// A party that holds with `c=0.0.0.0` and goes on sending (music on hold) is the same party;
+    /// one whose description moved while it keeps sending from where it did (RTP that is not
+    /// symmetric) is heard again once [`STALE_FOR`] has passed.
+    #[test]
+    fn a_party_that_stays_put_is_not_stale_for_long() {
+        let r = relay(1, 32100);
+        let sess = r.session().unwrap();
+        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
+        sess.set_remote(Side::Caller, endpoint(&caller));
+        sess.set_remote(Side::Callee, endpoint(&callee));
+        std::thread::sleep(Duration::from_millis(50));
+        caller.send_to(b"hello", sess.caller_facing()).unwrap();
+        assert_eq!(recv(&callee).0, b"hello");
+
+        let hold = Endpoint {
+            rtp: "0.0.0.0:4000".parse().unwrap(),
+            rtcp: "0.0.0.0:4001".parse().unwrap(),
+        };
+        sess.set_remote(Side::Caller, hold);
+        std::thread::sleep(Duration::from_millis(50));
+        caller.send_to(b"music", sess.caller_facing()).unwrap();
+        assert_eq!(recv(&callee).0, b"music");
+
+        let elsewhere = Endpoint {
+            rtp: "127.0.0.1:9".parse().unwrap(),
+            rtcp: "127.0.0.1:10".parse().unwrap(),
+        };
+        sess.set_remote(Side::Caller, elsewhere);
+        std::thread::sleep(Duration::from_millis(50));
+        caller.send_to(b"too soon", sess.caller_facing()).unwrap();
+        callee
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        assert!(callee.recv_from(&mut [0u8; 64]).is_err(), "stale for now");
+        std::thread::sleep(STALE_FOR);
+        caller.send_to(b"later", sess.caller_facing()).unwrap();
+        assert_eq!(recv(&callee).0, b"later");
+    }
+
     #[test]
     fn rtcp_goes_over_the_next_port() {
         let r = relay(1, 31200);
@@ -1398,6 +1498,41 @@ mod tests {
         assert!(ok, "port {port} still taken");
     }
 
+    /// With every port in use or parked, a new session takes two pairs parked on another worker
+    /// than its turn would give it, and runs there.
+    #[test]
+    fn with_no_port_left_pairs_parked_on_another_worker_are_taken() {
+        let r = Relay::start(RelayConfig {
+            bind: "127.0.0.1".parse().unwrap(),
+            advertise: "127.0.0.1".parse().unwrap(),
+            port_min: 32000,
+            port_max: 32009, // four pairs
+            threads: 2,
+            reuse_after: Duration::from_secs(60),
+            close_after: Duration::from_secs(60),
+        })
+        .unwrap();
+        let first = r.session().unwrap(); // worker 0
+        let second = r.session().unwrap(); // worker 1
+        let parked = [second.caller_facing().port(), second.callee_facing().port()];
+        drop(second);
+        std::thread::sleep(Duration::from_millis(50));
+        let third = r.session().unwrap(); // worker 0's turn: nothing there
+        assert_eq!(
+            [third.caller_facing().port(), third.callee_facing().port()],
+            parked
+        );
+        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
+        third.set_remote(Side::Caller, endpoint(&caller));
+        third.set_remote(Side::Callee, endpoint(&callee));
+        std::thread::sleep(Duration::from_millis(50));
+        caller.send_to(b"hello", third.caller_facing()).unwrap();
+        assert_eq!(recv(&callee).0, b"hello");
+        assert!(matches!(r.session(), Err(RelayError::NoPorts { .. })));
+        drop(first);
+    }
+
     /// A parked pair goes to a later session on the same worker, not before it has waited, and
     /// relays there as if new.
     #[test]
@@ -1435,9 +1570,10 @@ mod tests {
         assert_eq!(recv(&caller), (b"back".to_vec(), third.caller_facing()));
     }
 
-    /// The old call's late packets reach the pair while it is parked and are dropped there: they
-    /// neither reach anybody nor latch the next session, whose caller (behind NAT, so its
-    /// description names another address) latches with its own first packet.
+    /// The old call's late packets reach the pair while it is parked and are dropped there, a
+    /// burst of them too: they neither reach anybody nor latch the next session, whose caller
+    /// (behind NAT, so its description names another address) latches with its own first
+    /// packet.
     #[test]
     fn late_packets_of_an_ended_call_do_not_reach_the_next_one() {
         let r = parking_relay(
@@ -1454,7 +1590,11 @@ mod tests {
         let port = first.caller_facing();
         drop(first);
         std::thread::sleep(Duration::from_millis(50));
-        old_caller.send_to(b"late", port).unwrap();
+        // A burst, more than one wake-up's budget: the rest waits in the socket and is read
+        // before the pair is used again.
+        for _ in 0..200 {
+            old_caller.send_to(b"late", port).unwrap();
+        }
         std::thread::sleep(Duration::from_millis(200));
 
         let next = r.session().unwrap();

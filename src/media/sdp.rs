@@ -219,12 +219,34 @@ pub fn audio_formats(sdp: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Whether the first audio stream is SRTP (`RTP/SAVP`, `RTP/SAVPF`, `UDP/TLS/RTP/SAVP…`): its
-/// payloads are encrypted end to end, so the relay passes them on but cannot convert them.
+/// Whether the audio stream is SRTP: an `RTP/SAVP`-family profile (`RTP/SAVPF`,
+/// `UDP/TLS/RTP/SAVP…` too), or keys for it (`a=crypto`, RFC 4568, offered "best effort" on
+/// `RTP/AVP` as RFC 8643 describes; `a=fingerprint` for DTLS-SRTP, on the stream or the
+/// session). Its payloads are encrypted end to end, so the relay passes them on but cannot
+/// convert them.
 pub fn audio_encrypted(sdp: &str) -> bool {
-    audio_m_line(sdp)
+    if audio_m_line(sdp)
         .and_then(|m| m.split(' ').nth(1))
         .is_some_and(|proto| proto.contains("SAVP"))
+    {
+        return true;
+    }
+    let mut seen_media = false;
+    let mut in_audio = false;
+    for l in lines(sdp) {
+        if let Some(m) = l.strip_prefix("m=") {
+            if in_audio {
+                break;
+            }
+            seen_media = true;
+            in_audio = active_audio(m);
+        } else if (!seen_media || in_audio)
+            && (l.starts_with("a=crypto:") || l.starts_with("a=fingerprint:"))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether an `m=` line (without `m=`) is a refused or disabled stream: port 0.
@@ -544,6 +566,12 @@ a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
             &only_u.replace("RTP/AVP", "UDP/TLS/RTP/SAVPF")
         ));
         assert_eq!(offer_both_g711(&srtp), srtp);
+        // Keys offered on RTP/AVP (best-effort SDES) or a DTLS fingerprint: encrypted too.
+        let sdes = format!("{only_u}a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n");
+        assert!(audio_encrypted(&sdes));
+        assert_eq!(offer_both_g711(&sdes), sdes);
+        let dtls = only_u.replace("m=audio", "a=fingerprint:sha-256 AB:CD\r\nm=audio");
+        assert!(audio_encrypted(&dtls));
 
         let answer_a = "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP 8 101\r\n\
 a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";

@@ -765,9 +765,10 @@ fn when_the_caller_names_us_the_refresher_we_refresh() {
             Method::Invite
         };
         assert_eq!(refresh.method(), Some(&method));
+        // In our request we are the UAC: `uac` names us.
         assert_eq!(
             refresh.header(&HeaderName::SessionExpires),
-            Some("120;refresher=uas")
+            Some("120;refresher=uac")
         );
         assert_eq!(refresh.call_id(), ok.call_id());
         if update {
@@ -780,7 +781,7 @@ fn when_the_caller_names_us_the_refresher_we_refresh() {
             );
         }
         let mut answered = Message::response_to(&refresh, 200, "OK");
-        let _ = answered.push_header(HeaderName::SessionExpires, "120;refresher=uas");
+        let _ = answered.push_header(HeaderName::SessionExpires, "120;refresher=uac");
         call.on_response(key, &answered, t1);
         let a = drain(&mut call);
         if update {
@@ -814,6 +815,42 @@ fn when_the_caller_names_us_the_refresher_we_refresh() {
         assert_eq!(byes, 2);
         assert_eq!(call.summary().cause, "session_timer");
     }
+}
+
+/// Who refreshes is settled again by each refresh (RFC 4028 table 2): the caller that named us
+/// takes the refreshing back with `refresher=uac` in its UPDATE, and we stop.
+#[test]
+fn a_refresh_from_the_caller_can_take_the_refreshing_back() {
+    let text = String::from_utf8(invite_with_timer(120, true).to_bytes()).unwrap();
+    let text = text.replacen(
+        "Session-Expires: 120\r\n",
+        "Session-Expires: 120;refresher=uas\r\n",
+        1,
+    );
+    let t0 = Instant::now();
+    let (mut call, ok) = answered_at(parse(text.as_bytes()).unwrap(), t0, t0);
+    assert_eq!(
+        ok.header(&HeaderName::SessionExpires),
+        Some("120;refresher=uas")
+    );
+    let t1 = t0 + Duration::from_secs(30);
+    let mut update = from_caller(&call, "UPDATE", 2, None);
+    let _ = update.push_header(HeaderName::SessionExpires, "120;refresher=uac");
+    call.on_request(Leg::Caller, 4, &update, t1);
+    let key = match &drain(&mut call)[..] {
+        [Action::Request { key, .. }] => *key,
+        other => panic!("{other:?}"),
+    };
+    call.on_response(key, &Message::response_to(&update, 200, "OK"), t1);
+    match &drain(&mut call)[..] {
+        [Action::Respond { response, .. }] => assert_eq!(
+            response.header(&HeaderName::SessionExpires),
+            Some("120;refresher=uac")
+        ),
+        other => panic!("{other:?}"),
+    }
+    // No refresh of ours any more: only the caller's deadline (120 - 32 s).
+    assert_eq!(call.poll_timeout(), Some(t1 + Duration::from_secs(88)));
 }
 
 #[test]
