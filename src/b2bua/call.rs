@@ -452,7 +452,7 @@ impl Call {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.phase == Phase::Answered && self.refresh_at.is_some_and(|t| t <= now) {
             self.refresh_at = None;
-            self.send_refresh();
+            self.send_refresh(now);
         }
         match self.deadline {
             Some(d) if d <= now && self.phase == Phase::Answered => {
@@ -787,7 +787,7 @@ impl Call {
     /// description the caller already has.
     ///
     /// In that transaction we are the UAC, so the request names us `refresher=uac`.
-    fn send_refresh(&mut self) {
+    fn send_refresh(&mut self, now: Instant) {
         let Some(se) = self.session_interval else {
             return;
         };
@@ -795,6 +795,17 @@ impl Call {
             return;
         }
         let update = allows(&self.caller_invite, "UPDATE");
+        let invite_pending = self.pending_ack.is_some()
+            || self
+                .relays
+                .values()
+                .any(|r| r.sent.method() == Some(&Method::Invite));
+        if !update && invite_pending {
+            // No INVITE while another is under way on the dialog (RFC 3261 §14.1); that one
+            // refreshes the session anyway if it succeeds.
+            self.refresh_at = Some(now + REFRESH_RETRY);
+            return;
+        }
         let body = match (&self.caller_sdp, update) {
             (_, true) => None,
             (Some(body), false) => Some(body.clone()),

@@ -817,6 +817,31 @@ fn when_the_caller_names_us_the_refresher_we_refresh() {
     }
 }
 
+/// Our refresh by re-INVITE waits while another INVITE is under way on the dialog (RFC 3261
+/// §14.1): here the caller's own re-INVITE, relayed and not answered yet.
+#[test]
+fn our_refresh_by_re_invite_waits_for_an_invite_under_way() {
+    let text = String::from_utf8(invite_with_timer(120, true).to_bytes()).unwrap();
+    let text = text.replacen(
+        "Session-Expires: 120\r\n",
+        "Session-Expires: 120;refresher=uas\r\n",
+        1,
+    );
+    let t0 = Instant::now();
+    let (mut call, _ok) = answered_at(parse(text.as_bytes()).unwrap(), t0, t0);
+    // The re-INVITE carries no Session-Expires: roles and interval stay.
+    let reinvite = from_caller(&call, "INVITE", 2, Some(CALLER_SDP));
+    call.on_request(Leg::Caller, 11, &reinvite, t0 + Duration::from_secs(1));
+    assert_eq!(drain(&mut call).len(), 1, "relayed");
+    let due = t0 + Duration::from_secs(61);
+    call.handle_timeout(due);
+    assert!(
+        drain(&mut call).is_empty(),
+        "no second INVITE on the dialog"
+    );
+    assert_eq!(call.poll_timeout(), Some(due + REFRESH_RETRY));
+}
+
 /// Who refreshes is settled again by each refresh (RFC 4028 table 2): the caller that named us
 /// takes the refreshing back with `refresher=uac` in its UPDATE, and we stop.
 #[test]
