@@ -146,6 +146,32 @@ async fn answered_call_hung_up_by_the_caller(db: Db) {
     server.shutdown().await;
 }
 
+/// A PCMU-only caller and a PCMA-only callee talk through the relay's conversion; when the
+/// callee holds the call, its re-INVITE reaches the caller in PCMU and the caller's answer
+/// reaches the callee in PCMA (each scenario checks the law it is shown).
+async fn hold_across_transcoding(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, _bob) = server(&tdb, 30).await;
+    let callee = bob_answers(&server, "call_uas_pcma_hold.xml", &[]).await;
+    let caller = alice_calls(&server, "call_uac_pcmu_held.xml", &[]);
+    let caller = must_pass("the caller", caller).await;
+    must_pass("the callee", callee).await;
+    let ok = caller
+        .messages
+        .split("message received")
+        .find(|m| m.contains("SIP/2.0 200 OK") && m.contains("CSeq: 2 INVITE"))
+        .unwrap_or_default();
+    assert!(
+        ok.contains("RTP/AVP 0"),
+        "the caller was answered in its law: {ok}"
+    );
+    assert_eq!(
+        common::only_entry(&server, alice).await.outcome,
+        PartyOutcome::Answered
+    );
+    server.shutdown().await;
+}
+
 /// A callee whose 200 has no Contact is still acknowledged and hung up where our INVITE went:
 /// the call is answered, its ACK and the caller's BYE reach the callee (its scenario waits for
 /// both).
@@ -538,6 +564,11 @@ async fn cancel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forking() {
     both_phones_ring_and_the_loser_is_told(Db::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_while_transcoded() {
+    hold_across_transcoding(Db::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

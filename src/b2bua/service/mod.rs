@@ -178,6 +178,8 @@ struct Entry {
     /// The call's media through our relay; dropped (ports freed) when the call ends. The two
     /// legs of a click-to-call share one session.
     media: Option<Arc<Session>>,
+    /// The relay converts between the G.711 laws: (the caller's, the callee's).
+    transcode: Option<(u8, u8)>,
     next_key: Key,
     ok_retransmit: Option<Retransmit>,
     reinvite_ok: Option<ReinviteOk>,
@@ -1016,7 +1018,11 @@ impl Calls {
                         continue;
                     };
                     let rsp = match &e.media {
-                        Some(m) => bridge_codecs(m, e.call.caller_invite(), rsp),
+                        Some(m) => {
+                            let (rsp, transcode) = bridge_codecs(m, e.call.caller_invite(), rsp);
+                            e.transcode = transcode;
+                            rsp
+                        }
                         None => rsp,
                     };
                     let rsp = anchor(&media, rsp, Side::Caller);
@@ -1066,6 +1072,7 @@ impl Calls {
                     let peer = peer_towards(e, towards);
                     let msg = for_transport(request.message, peer.transport);
                     let msg = anchor(&media, msg, side_of(towards));
+                    let msg = shown_laws(e.transcode, msg, side_of(towards));
                     layer.send_stateless(&msg, tx_peer(&peer));
                     match towards {
                         Towards::Branch(b) => {
@@ -1087,6 +1094,7 @@ impl Calls {
                     let peer = peer_towards(e, towards);
                     let msg = for_transport(request.message, peer.transport);
                     let msg = anchor(&media, msg, side_of(towards));
+                    let msg = shown_laws(e.transcode, msg, side_of(towards));
                     match layer.send_request(msg, tx_peer(&peer), now) {
                         Ok(tx) => {
                             self.clients.insert(tx, (id, Purpose::Request(key)));
@@ -1105,6 +1113,7 @@ impl Calls {
                             super::call::Leg::Callee => Side::Callee,
                         };
                         let response = anchor(&media, response, to);
+                        let response = shown_laws(e.transcode, response, to);
                         let reinvite_2xx =
                             response.status().is_some_and(|s| (200..300).contains(&s))
                                 && response.cseq().is_some_and(|c| c.method == Method::Invite);
@@ -1670,6 +1679,7 @@ impl Entry {
             branches: Vec::new(),
             waiting: HashMap::new(),
             media,
+            transcode: None,
             next_key: 1,
             ok_retransmit: None,
             reinvite_ok: None,
@@ -1945,12 +1955,18 @@ fn with_sdp(mut msg: Message, edit: impl FnOnce(&str) -> Option<String>) -> Mess
 }
 
 /// When the callee answered with the G.711 law the caller did not offer (we offered both), the
-/// relay converts between the two and the caller is shown the law it offered.
-fn bridge_codecs(media: &Session, caller_invite: &Message, answer: Message) -> Message {
+/// relay converts between the two and the caller is shown the law it offered. Also returns the
+/// conversion set up: (the caller's law, the callee's).
+fn bridge_codecs(
+    media: &Session,
+    caller_invite: &Message,
+    answer: Message,
+) -> (Message, Option<(u8, u8)>) {
     let offered = std::str::from_utf8(caller_invite.body())
         .map(sdp::audio_formats)
         .unwrap_or_default();
-    with_sdp(answer, |text| {
+    let mut set = None;
+    let answer = with_sdp(answer, |text| {
         if sdp::audio_encrypted(text) {
             // SRTP payloads are encrypted: converting them would only make noise.
             media.set_transcoding(None);
@@ -1970,6 +1986,27 @@ fn bridge_codecs(media: &Session, caller_invite: &Message, answer: Message) -> M
             return None;
         }
         media.set_transcoding(Some((other, chosen)));
+        set = Some((other, chosen));
         Some(sdp::swap_g711(text, chosen, other))
+    });
+    (answer, set)
+}
+
+/// With the relay converting between the laws, each party is shown the other's descriptions
+/// (re-INVITEs, their answers, the ACKs of late offers) in its own law: the callee's law
+/// becomes the caller's towards the caller, and back. Otherwise a hold offered in the callee's
+/// law would reach a caller that cannot speak it.
+fn shown_laws(transcode: Option<(u8, u8)>, msg: Message, to: Side) -> Message {
+    let Some((caller, callee)) = transcode else {
+        return msg;
+    };
+    let (theirs, ours) = match to {
+        Side::Caller => (callee, caller),
+        Side::Callee => (caller, callee),
+    };
+    with_sdp(msg, |text| {
+        sdp::audio_formats(text)
+            .contains(&theirs)
+            .then(|| sdp::swap_g711(text, theirs, ours))
     })
 }
