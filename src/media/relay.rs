@@ -1230,6 +1230,17 @@ mod tests {
         }
     }
 
+    /// A caller and a callee on loopback, each described to `sess` where it really is.
+    fn parties(sess: &Session) -> (StdUdp, StdUdp) {
+        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
+        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
+        sess.set_remote(Side::Caller, endpoint(&caller));
+        sess.set_remote(Side::Callee, endpoint(&callee));
+        // The worker takes the descriptions before the first packet.
+        std::thread::sleep(Duration::from_millis(50));
+        (caller, callee)
+    }
+
     fn recv(s: &StdUdp) -> (Vec<u8>, SocketAddr) {
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut b = [0u8; 1500];
@@ -1241,11 +1252,7 @@ mod tests {
     fn packets_cross_both_ways_and_come_from_our_ports() {
         let r = relay(2, 31000);
         let sess = r.session().unwrap();
-        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
-        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
-        sess.set_remote(Side::Caller, endpoint(&caller));
-        sess.set_remote(Side::Callee, endpoint(&callee));
-        std::thread::sleep(Duration::from_millis(50));
+        let (caller, callee) = parties(&sess);
 
         caller
             .send_to(b"rtp from caller", sess.caller_facing())
@@ -1403,11 +1410,7 @@ mod tests {
     fn a_party_that_stays_put_is_not_stale_for_long() {
         let r = relay(1, 32100);
         let sess = r.session().unwrap();
-        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
-        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
-        sess.set_remote(Side::Caller, endpoint(&caller));
-        sess.set_remote(Side::Callee, endpoint(&callee));
-        std::thread::sleep(Duration::from_millis(50));
+        let (caller, callee) = parties(&sess);
         caller.send_to(b"hello", sess.caller_facing()).unwrap();
         assert_eq!(recv(&callee).0, b"hello");
 
@@ -1522,11 +1525,7 @@ mod tests {
             [third.caller_facing().port(), third.callee_facing().port()],
             parked
         );
-        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
-        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
-        third.set_remote(Side::Caller, endpoint(&caller));
-        third.set_remote(Side::Callee, endpoint(&callee));
-        std::thread::sleep(Duration::from_millis(50));
+        let (caller, callee) = parties(&third);
         caller.send_to(b"hello", third.caller_facing()).unwrap();
         assert_eq!(recv(&callee).0, b"hello");
         assert!(matches!(r.session(), Err(RelayError::NoPorts { .. })));
@@ -1559,11 +1558,7 @@ mod tests {
             ports
         );
 
-        let caller = StdUdp::bind("127.0.0.1:0").unwrap();
-        let callee = StdUdp::bind("127.0.0.1:0").unwrap();
-        third.set_remote(Side::Caller, endpoint(&caller));
-        third.set_remote(Side::Callee, endpoint(&callee));
-        std::thread::sleep(Duration::from_millis(50));
+        let (caller, callee) = parties(&third);
         caller.send_to(b"hello", third.caller_facing()).unwrap();
         assert_eq!(recv(&callee), (b"hello".to_vec(), third.callee_facing()));
         callee.send_to(b"back", third.callee_facing()).unwrap();

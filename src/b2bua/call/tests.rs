@@ -675,6 +675,26 @@ fn answered_at(invite: Message, start: Instant, at: Instant) -> (Call, Message) 
     (call, ok)
 }
 
+/// A 120 s session-timer INVITE naming us the refresher (`refresher=uas`), with `extra` header
+/// lines.
+fn invite_naming_us_refresher(extra: &str) -> Message {
+    let text = String::from_utf8(invite_with_timer(120, true).to_bytes()).unwrap();
+    let text = text.replacen(
+        "Session-Expires: 120\r\n",
+        &format!("Session-Expires: 120;refresher=uas\r\n{extra}"),
+        1,
+    );
+    parse(text.as_bytes()).unwrap()
+}
+
+/// How many of `actions` are BYEs the call sends.
+fn byes(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|x| matches!(x, Action::Request { request, .. } if request.message.method() == Some(&Method::Bye)))
+        .count()
+}
+
 #[test]
 fn session_timer_is_agreed_refreshed_and_enforced() {
     let t0 = Instant::now();
@@ -714,12 +734,7 @@ fn session_timer_is_agreed_refreshed_and_enforced() {
     assert!(drain(&mut call).is_empty());
     let end = t2 + Duration::from_secs(1768);
     call.handle_timeout(end);
-    let a = drain(&mut call);
-    let byes = a
-        .iter()
-        .filter(|x| matches!(x, Action::Request { request, .. } if request.message.method() == Some(&Method::Bye)))
-        .count();
-    assert_eq!(byes, 2);
+    assert_eq!(byes(&drain(&mut call)), 2);
     assert_eq!(call.summary().cause, "session_timer");
 }
 
@@ -735,14 +750,8 @@ fn when_the_caller_names_us_the_refresher_we_refresh() {
         } else {
             "Allow: INVITE, ACK, BYE, CANCEL\r\n"
         };
-        let text = String::from_utf8(invite_with_timer(120, true).to_bytes()).unwrap();
-        let text = text.replacen(
-            "Session-Expires: 120\r\n",
-            &format!("Session-Expires: 120;refresher=uas\r\n{allow}"),
-            1,
-        );
         let t0 = Instant::now();
-        let (mut call, ok) = answered_at(parse(text.as_bytes()).unwrap(), t0, t0);
+        let (mut call, ok) = answered_at(invite_naming_us_refresher(allow), t0, t0);
         assert_eq!(
             ok.header(&HeaderName::SessionExpires),
             Some("120;refresher=uas")
@@ -808,11 +817,7 @@ fn when_the_caller_names_us_the_refresher_we_refresh() {
             other => panic!("expected the second refresh, got {other:?}"),
         };
         call.on_response(key, &Message::response_to(&refresh, 481, "Gone"), t2);
-        let byes = drain(&mut call)
-            .iter()
-            .filter(|x| matches!(x, Action::Request { request, .. } if request.message.method() == Some(&Method::Bye)))
-            .count();
-        assert_eq!(byes, 2);
+        assert_eq!(byes(&drain(&mut call)), 2);
         assert_eq!(call.summary().cause, "session_timer");
     }
 }
@@ -821,14 +826,8 @@ fn when_the_caller_names_us_the_refresher_we_refresh() {
 /// §14.1): here the caller's own re-INVITE, relayed and not answered yet.
 #[test]
 fn our_refresh_by_re_invite_waits_for_an_invite_under_way() {
-    let text = String::from_utf8(invite_with_timer(120, true).to_bytes()).unwrap();
-    let text = text.replacen(
-        "Session-Expires: 120\r\n",
-        "Session-Expires: 120;refresher=uas\r\n",
-        1,
-    );
     let t0 = Instant::now();
-    let (mut call, _ok) = answered_at(parse(text.as_bytes()).unwrap(), t0, t0);
+    let (mut call, _ok) = answered_at(invite_naming_us_refresher(""), t0, t0);
     // The re-INVITE carries no Session-Expires: roles and interval stay.
     let reinvite = from_caller(&call, "INVITE", 2, Some(CALLER_SDP));
     call.on_request(Leg::Caller, 11, &reinvite, t0 + Duration::from_secs(1));
@@ -846,14 +845,8 @@ fn our_refresh_by_re_invite_waits_for_an_invite_under_way() {
 /// takes the refreshing back with `refresher=uac` in its UPDATE, and we stop.
 #[test]
 fn a_refresh_from_the_caller_can_take_the_refreshing_back() {
-    let text = String::from_utf8(invite_with_timer(120, true).to_bytes()).unwrap();
-    let text = text.replacen(
-        "Session-Expires: 120\r\n",
-        "Session-Expires: 120;refresher=uas\r\n",
-        1,
-    );
     let t0 = Instant::now();
-    let (mut call, ok) = answered_at(parse(text.as_bytes()).unwrap(), t0, t0);
+    let (mut call, ok) = answered_at(invite_naming_us_refresher(""), t0, t0);
     assert_eq!(
         ok.header(&HeaderName::SessionExpires),
         Some("120;refresher=uas")
