@@ -1230,6 +1230,14 @@ mod tests {
         }
     }
 
+    /// An address described by a party behind NAT: where nobody listens.
+    fn unreachable() -> Endpoint {
+        Endpoint {
+            rtp: "127.0.0.1:9".parse().unwrap(),
+            rtcp: "127.0.0.1:10".parse().unwrap(),
+        }
+    }
+
     /// A caller and a callee on loopback, each described to `sess` where it really is.
     fn parties(sess: &Session) -> (StdUdp, StdUdp) {
         let caller = StdUdp::bind("127.0.0.1:0").unwrap();
@@ -1347,10 +1355,7 @@ mod tests {
         let r = relay(1, 31100);
         let sess = r.session().unwrap();
         // The caller's description names a private address it cannot be reached at (NAT).
-        let nowhere = Endpoint {
-            rtp: "127.0.0.1:9".parse().unwrap(),
-            rtcp: "127.0.0.1:10".parse().unwrap(),
-        };
+        let nowhere = unreachable();
         let caller = StdUdp::bind("127.0.0.1:0").unwrap();
         let callee = StdUdp::bind("127.0.0.1:0").unwrap();
         sess.set_remote(Side::Caller, nowhere);
@@ -1380,10 +1385,7 @@ mod tests {
         assert_eq!(recv(&caller).0, b"ringback");
 
         // The winner answers; its description names an address it is not reachable at.
-        let behind_nat = Endpoint {
-            rtp: "127.0.0.1:9".parse().unwrap(),
-            rtcp: "127.0.0.1:10".parse().unwrap(),
-        };
+        let behind_nat = unreachable();
         sess.set_remote(Side::Callee, behind_nat);
         std::thread::sleep(Duration::from_millis(50));
         loser
@@ -1423,10 +1425,7 @@ mod tests {
         caller.send_to(b"music", sess.caller_facing()).unwrap();
         assert_eq!(recv(&callee).0, b"music");
 
-        let elsewhere = Endpoint {
-            rtp: "127.0.0.1:9".parse().unwrap(),
-            rtcp: "127.0.0.1:10".parse().unwrap(),
-        };
+        let elsewhere = unreachable();
         sess.set_remote(Side::Caller, elsewhere);
         std::thread::sleep(Duration::from_millis(50));
         caller.send_to(b"too soon", sess.caller_facing()).unwrap();
