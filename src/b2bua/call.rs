@@ -169,6 +169,9 @@ pub enum Action {
     },
     /// Answer the in-dialog request received under `tx`.
     Respond { tx: Key, response: Message },
+    /// The caller described its media anew in an answer the call took itself (to our refresh
+    /// re-INVITE) and that goes nowhere else: the relay has to hear of it.
+    CallerDescribed(Message),
     /// The call is over: write its record ([`Call::summary`]).
     Ended,
 }
@@ -856,6 +859,11 @@ impl Call {
                             towards: Towards::Caller,
                             request: ack,
                         });
+                    }
+                    if !response.body().is_empty() {
+                        // Normally the caller's description again, but it may have moved.
+                        self.actions
+                            .push_back(Action::CallerDescribed(response.clone()));
                     }
                 }
                 if let Some(se) = session_expires(response).filter(|se| *se >= MIN_SE) {

@@ -822,6 +822,32 @@ fn when_the_caller_names_us_the_refresher_we_refresh() {
     }
 }
 
+/// The caller's answer to our refresh re-INVITE carries its description (RFC 3264: an answer
+/// to our offer), perhaps with a new address: the driver is told, for the relay, besides the
+/// ACK.
+#[test]
+fn the_callers_answer_to_our_refresh_reaches_the_relay() {
+    let t0 = Instant::now();
+    let (mut call, _ok) = answered_at(invite_naming_us_refresher(""), t0, t0);
+    let t1 = t0 + Duration::from_secs(60);
+    call.handle_timeout(t1);
+    let (key, refresh) = match &drain(&mut call)[..] {
+        [Action::Request { key, request, .. }] => (*key, request.message.clone()),
+        other => panic!("expected our refresh, got {other:?}"),
+    };
+    assert_eq!(refresh.method(), Some(&Method::Invite));
+    let moved = CALLER_SDP.replace("10.0.0.1", "10.0.0.9");
+    let mut answered = Message::response_to(&refresh, 200, "OK");
+    let _ = answered.set_body(moved.clone().into_bytes(), Some("application/sdp"));
+    call.on_response(key, &answered, t1);
+    match &drain(&mut call)[..] {
+        [Action::Ack { .. }, Action::CallerDescribed(answer)] => {
+            assert_eq!(answer.body(), moved.as_bytes());
+        }
+        other => panic!("expected the ACK and the caller's description, got {other:?}"),
+    }
+}
+
 /// Our refresh by re-INVITE waits while another INVITE is under way on the dialog (RFC 3261
 /// §14.1): here the caller's own re-INVITE, relayed and not answered yet.
 #[test]

@@ -1129,6 +1129,11 @@ impl Calls {
                         let _ = layer.send_response(server_tx, response, now);
                     }
                 }
+                Action::CallerDescribed(answer) => {
+                    // Only the relay's view of the caller changes; the rewritten copy goes
+                    // nowhere.
+                    let _ = anchor(&media, answer, Side::Callee);
+                }
                 Action::Ended => ended = true,
             }
         }
