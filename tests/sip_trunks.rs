@@ -25,9 +25,18 @@ async fn server(
     itsp_port: u16,
     trunk_extra: &str,
 ) -> (Server, tempfile::TempDir, i64, i64) {
+    let hop = format!("host = \"itsp.test\"\noutbound_proxy = \"{ITSP_IP}:{itsp_port}\"");
+    server_with_hop(db, &hop, trunk_extra).await
+}
+
+/// As [`server`], with the trunk's `host` (and `outbound_proxy`, if any) given by `hop`.
+async fn server_with_hop(
+    db: &TestDb,
+    hop: &str,
+    trunk_extra: &str,
+) -> (Server, tempfile::TempDir, i64, i64) {
     let trunk = format!(
-        "[[trunks]]\nname = \"default\"\nhost = \"itsp.test\"\n\
-         outbound_proxy = \"{ITSP_IP}:{itsp_port}\"\nusername = \"acct\"\n\
+        "[[trunks]]\nname = \"default\"\n{hop}\nusername = \"acct\"\n\
          password = \"acct-secret\"\nnumber_format = \"national\"\n\
          dids = [ {{ number = \"+4930555100\", extension = \"100\" }}, \
                   {{ number = \"+4930555200\", extension = \"200\" }} ]\n{trunk_extra}\n"
@@ -314,6 +323,36 @@ async fn challenged_bye_is_sent_again_with_credentials(db: Db) {
     server.shutdown().await;
 }
 
+/// A trunk reached without an outbound proxy whose edge answers with the Contact of a gateway
+/// elsewhere and does not Record-Route: the ACK and alice's BYE go to that gateway (RFC 3261
+/// §12.2.1.1), not to the address the INVITE went to.
+async fn in_dialog_requests_follow_the_trunks_contact(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let port = common::free_udp_port();
+    let gw_port = common::free_udp_port();
+    let gw_arg = gw_port.to_string();
+    let gateway = itsp("trunk_gateway.xml", gw_port, &[]).await;
+    let edge = itsp(
+        "trunk_uas_gateway_contact.xml",
+        port,
+        &["-set", "gw_port", &gw_arg],
+    )
+    .await;
+    let hop = format!("host = \"{ITSP_IP}:{port}\"");
+    let (server, _data, alice, _) = server_with_hop(&tdb, &hop, "register = false").await;
+    let caller = alice_dials(&server, "0301234567", 500);
+    must_pass("the caller", caller).await;
+    let gateway = must_pass("the gateway", gateway).await;
+    let edge = must_pass("the ITSP's edge", edge).await;
+    received(&gateway, "ACK sip:gw@");
+    received(&gateway, "BYE sip:gw@");
+    assert!(!edge.messages.contains("ACK sip:"), "{}", edge.messages);
+    assert!(!edge.messages.contains("BYE sip:"), "{}", edge.messages);
+    let out = common::only_entry(&server, alice).await;
+    assert_eq!(out.outcome, PartyOutcome::Answered);
+    server.shutdown().await;
+}
+
 /// The ITSP delivers a call for DID +4930555200 (as 4930555200, without the `+`): bob's phone
 /// rings and answers; the ITSP is not challenged.
 async fn incoming_call_to_a_did(db: Db) {
@@ -348,6 +387,37 @@ async fn incoming_call_to_a_did(db: Db) {
         record_trunks(&server).await,
         vec![Some("default".to_owned())]
     );
+    server.shutdown().await;
+}
+
+/// A call from a trunk reached without an outbound proxy, whose edge names a gateway elsewhere
+/// in its Contact and does not Record-Route: when bob hangs up, our BYE goes to that gateway.
+async fn our_bye_to_a_trunk_caller_follows_its_contact(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let port = common::free_udp_port();
+    let gw_port = common::free_udp_port();
+    let gw_arg = gw_port.to_string();
+    let hop = format!("host = \"{ITSP_IP}:{port}\"");
+    let (server, _data, _, bob) = server_with_hop(&tdb, &hop, "register = false").await;
+    let to = common::sip_addr(&server, Transport::Udp);
+    let phone_port = common::free_udp_port();
+    register(&server, "bob", "bob-secret", phone_port).await;
+    let phone = spawn_sipp("call_uas_hangup.xml", to, phone_port, &["-s", "bob"]);
+    let gateway = itsp("trunk_gateway_bye.xml", gw_port, &[]).await;
+    let edge = spawn_sipp_from(
+        ITSP_IP,
+        "trunk_uac_gateway_contact.xml",
+        Some(to),
+        port,
+        &["-s", "4930555200", "-set", "gw_port", &gw_arg],
+    );
+    let edge = must_pass("the ITSP's edge", edge).await;
+    must_pass("bob's phone", phone).await;
+    let gateway = must_pass("the gateway", gateway).await;
+    received(&gateway, "BYE sip:gw@");
+    assert!(!edge.messages.contains("BYE sip:"), "{}", edge.messages);
+    let inc = common::only_entry(&server, bob).await;
+    assert_eq!(inc.outcome, PartyOutcome::Answered);
     server.shutdown().await;
 }
 
@@ -476,6 +546,16 @@ async fn incoming() {
 async fn location_with_an_external_number() {
     location_rings_phones_and_an_external_number(Db::Sqlite).await;
     location_rings_phones_and_an_external_number(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_dialog_requests_to_the_trunks_contact() {
+    in_dialog_requests_follow_the_trunks_contact(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_bye_to_a_trunk_callers_contact() {
+    our_bye_to_a_trunk_caller_follows_its_contact(Db::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,6 +109,12 @@ impl Trunk {
             .copied()
     }
 
+    /// Whether in-dialog requests to this trunk follow the dialog's route set and remote
+    /// target (RFC 3261 §12.2.1.1): when there is no outbound proxy, which takes everything.
+    pub fn dialog_routed(&self) -> bool {
+        self.config.outbound_proxy.is_none()
+    }
+
     /// Whether an INVITE from `ip` comes from this trunk.
     pub fn is_source(&self, ip: IpAddr) -> bool {
         let r = self.resolved.read().unwrap_or_else(PoisonError::into_inner);

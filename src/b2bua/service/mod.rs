@@ -32,7 +32,7 @@ mod records;
 mod route;
 
 use self::records::{call_outcome, call_record, record_writer, write_record};
-use self::route::{caller_id, resolve, Caller, DirectoryCache, Parties};
+use self::route::{caller_id, resolve, Caller, DirectoryCache, Hop, Parties};
 pub(in crate::b2bua) use self::route::{from_user, ring_user, Decision, Lookup, Party};
 use super::call::{cancel_for, Action, Call, CallConfig, Key, Outcome, Target, Towards};
 use super::events::{CallEvent, EventKind, Events};
@@ -114,6 +114,8 @@ pub struct RouteDone {
     tx: ServerTxId,
     invite: Message,
     caller: Peer,
+    /// The caller is a trunk reached without an outbound proxy (see [`Hop::follow_dialog`]).
+    caller_follows_dialog: bool,
     decision: Decision,
 }
 
@@ -166,6 +168,8 @@ struct Entry {
     /// The caller's INVITE transaction; none for a click-to-call leg (our own caller).
     invite_tx: Option<ServerTxId>,
     caller: Peer,
+    /// In-dialog requests to the caller follow its dialog (see [`Hop::follow_dialog`]).
+    caller_follows_dialog: bool,
     /// The id the API and the events know the call by.
     api_id: String,
     /// Set on the two legs of a click-to-call.
@@ -233,6 +237,8 @@ const FAILURE_TONE: Duration = Duration::from_secs(4);
 
 struct BranchIo {
     peer: Peer,
+    /// In-dialog requests to this branch follow its dialog (see [`Hop::follow_dialog`]).
+    follows_dialog: bool,
     invite: Option<Message>,
     tx: Option<ClientTxId>,
     /// A provisional answer came: a CANCEL may go now (§9.1).
@@ -604,6 +610,7 @@ impl Calls {
             tx,
             invite,
             caller,
+            caller_follows_dialog,
             decision,
         } = match routed {
             Routed::Route(r) => r,
@@ -657,7 +664,7 @@ impl Calls {
                 }
             },
         };
-        let (targets, peers): (Vec<Target>, Vec<Peer>) = targets.into_iter().unzip();
+        let (targets, peers): (Vec<Target>, Vec<Hop>) = targets.into_iter().unzip();
         let seed = self.next_random();
         let tag = self.caller_tag(&invite);
         let call = match Call::new(invite.clone(), &tag, targets, config, seed, now) {
@@ -673,6 +680,7 @@ impl Calls {
         let api_id = format!("{:016x}", self.next_random());
         let id = self.add(Entry {
             invite_tx: Some(tx),
+            caller_follows_dialog,
             api_id,
             branches,
             ..Entry::new(call, parties, caller, media)
@@ -941,12 +949,14 @@ impl Calls {
         // What routing needs is nearly always in memory (the directory cache, the registrar's
         // bindings): try it here, without waiting, and hand off to a task only when the store
         // has to be asked. Two task hand-offs per call were a large part of a call's CPU.
+        let caller_follows_dialog = matches!(&caller, Caller::Trunk(t) if t.dialog_routed());
         let ready = futures_util::FutureExt::now_or_never(resolve(&self.lookup, &caller, &msg));
         if let Some(decision) = ready {
             let done = RouteDone {
                 tx,
                 invite: msg,
                 caller: from,
+                caller_follows_dialog,
                 decision,
             };
             self.start(layer, Routed::Route(done), now);
@@ -969,6 +979,7 @@ impl Calls {
                 tx,
                 invite: msg,
                 caller: from,
+                caller_follows_dialog,
                 decision,
             }));
         });
@@ -1069,7 +1080,7 @@ impl Calls {
                     }
                 }
                 Action::Ack { towards, request } => {
-                    let peer = peer_towards(e, towards);
+                    let peer = hop_towards(e, towards, &request.next_hop);
                     let msg = for_transport(request.message, peer.transport);
                     let msg = anchor(&media, msg, side_of(towards));
                     let msg = shown_laws(e.transcode, msg, side_of(towards));
@@ -1091,7 +1102,7 @@ impl Calls {
                     towards,
                     request,
                 } => {
-                    let peer = peer_towards(e, towards);
+                    let peer = hop_towards(e, towards, &request.next_hop);
                     let msg = for_transport(request.message, peer.transport);
                     let msg = anchor(&media, msg, side_of(towards));
                     let msg = shown_laws(e.transcode, msg, side_of(towards));
@@ -1376,7 +1387,7 @@ impl Calls {
             return fail(&self.c2c_status, "the number does not make a SIP URI");
         };
         let config = self.call_config(local, *caller_id);
-        let (targets, peers): (Vec<Target>, Vec<Peer>) = targets.into_iter().unzip();
+        let (targets, peers): (Vec<Target>, Vec<Hop>) = targets.into_iter().unzip();
         let seed = self.next_random();
         let tag = format!("c2c{c2c_id}");
         let call = match Call::new(invite, &tag, targets, config, seed, now) {
@@ -1553,7 +1564,7 @@ impl Calls {
             return;
         };
         let config = self.call_config(local, *caller_id);
-        let (targets, peers): (Vec<Target>, Vec<Peer>) = targets.into_iter().unzip();
+        let (targets, peers): (Vec<Target>, Vec<Hop>) = targets.into_iter().unzip();
         let seed = self.next_random();
         let Ok(call) = Call::new(invite, &format!("c2c{c2c_id}b"), targets, config, seed, now)
         else {
@@ -1678,6 +1689,7 @@ impl Entry {
             started_ms: now_ms(),
             invite_tx: None,
             caller,
+            caller_follows_dialog: false,
             api_id: String::new(),
             c2c: None,
             announced: false,
@@ -1699,9 +1711,10 @@ impl Entry {
 }
 
 impl BranchIo {
-    fn new(peer: Peer) -> BranchIo {
+    fn new(hop: Hop) -> BranchIo {
         BranchIo {
-            peer,
+            peer: hop.peer,
+            follows_dialog: hop.follow_dialog,
             invite: None,
             tx: None,
             provisional: false,
@@ -1849,10 +1862,44 @@ fn ack_for_retransmitted_2xx(e: &Entry, response: &Message) -> Option<(Message, 
         .find_map(|io| ack_of(&io.acks, response).map(|a| (a.clone(), io.peer)))
 }
 
+/// The flow the INVITE of `towards` took (for its transport).
 fn peer_towards(e: &Entry, towards: Towards) -> Peer {
     match towards {
         Towards::Caller => e.caller,
         Towards::Branch(b) => e.branches.get(b).map_or(e.caller, |io| io.peer),
+    }
+}
+
+/// Where an in-dialog request (or the ACK of a 2xx) to `towards` goes. A phone: the flow it
+/// registered or called from. A trunk reached directly: the dialog's next hop, its first route
+/// or else its remote target (RFC 3261 §12.2.1.1), when that names an IP address; a host name
+/// keeps the trunk's own address, since the SIP core does not wait for DNS.
+fn hop_towards(e: &Entry, towards: Towards, next_hop: &Uri) -> Peer {
+    let (peer, follows) = match towards {
+        Towards::Caller => (e.caller, e.caller_follows_dialog),
+        Towards::Branch(b) => e
+            .branches
+            .get(b)
+            .map_or((e.caller, false), |io| (io.peer, io.follows_dialog)),
+    };
+    if !follows {
+        return peer;
+    }
+    let addr = match next_hop.as_sip() {
+        Some(uri) => match uri.host().ip() {
+            Some(ip) => std::net::SocketAddr::new(ip, uri.port().unwrap_or(uri.default_port())),
+            None => return peer,
+        },
+        None => return peer,
+    };
+    if addr == peer.addr {
+        return peer;
+    }
+    // Another address: over UDP from our first socket, over a stream through a new connection.
+    Peer {
+        addr,
+        transport: peer.transport,
+        flow: 0,
     }
 }
 

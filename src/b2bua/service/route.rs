@@ -108,7 +108,7 @@ impl Lookup {
 pub(in crate::b2bua) enum Decision {
     Ring {
         caller_id: Box<NameAddr>,
-        targets: Vec<(Target, Peer)>,
+        targets: Vec<(Target, Hop)>,
         parties: Box<Parties>,
     },
     Reject(u16),
@@ -116,6 +116,17 @@ pub(in crate::b2bua) enum Decision {
     Echo {
         parties: Box<Parties>,
     },
+}
+
+/// Where a branch's requests go.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::b2bua) struct Hop {
+    /// Where the INVITE goes, and in-dialog requests unless `follow_dialog`.
+    pub(in crate::b2bua) peer: Peer,
+    /// In-dialog requests go where the dialog says (RFC 3261 §12.2.1.1): a trunk reached
+    /// without an outbound proxy. A phone is always reached through the flow it registered
+    /// from (it may be behind NAT, its Contact a private address).
+    pub(in crate::b2bua) follow_dialog: bool,
 }
 
 /// Who is in the call, for its record.
@@ -323,14 +334,17 @@ pub(in crate::b2bua) async fn ring_user(
             };
             targets.push((
                 Target::phone(uri, format!("phone:{}", p.id)),
-                Peer {
-                    addr: b.source.addr,
-                    transport: match b.source.transport {
-                        registrar::Transport::Udp => Transport::Udp,
-                        registrar::Transport::Tcp => Transport::Tcp,
-                        registrar::Transport::Tls => Transport::Tls,
+                Hop {
+                    peer: Peer {
+                        addr: b.source.addr,
+                        transport: match b.source.transport {
+                            registrar::Transport::Udp => Transport::Udp,
+                            registrar::Transport::Tcp => Transport::Tcp,
+                            registrar::Transport::Tls => Transport::Tls,
+                        },
+                        flow: b.source.flow,
                     },
-                    flow: b.source.flow,
+                    follow_dialog: false,
                 },
             ));
         }
@@ -384,7 +398,7 @@ fn trunk_target(
     number: &str,
     from_number: &str,
     name: &str,
-) -> Option<(Target, Peer)> {
+) -> Option<(Target, Hop)> {
     let Some(hop) = trunk.next_hop() else {
         tracing::warn!(
             trunk = trunk.name(),
@@ -420,10 +434,13 @@ fn trunk_target(
             from: Some(from),
             credentials,
         },
-        Peer {
-            addr: hop,
-            transport: trunk.config.transport,
-            flow: 0,
+        Hop {
+            peer: Peer {
+                addr: hop,
+                transport: trunk.config.transport,
+                flow: 0,
+            },
+            follow_dialog: trunk.dialog_routed(),
         },
     ))
 }
