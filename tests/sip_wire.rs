@@ -123,6 +123,8 @@ fn expected(file: &str, valid: bool, is_response: bool) -> Want {
     }
     match file {
         "badvers.dat" => Want::Status(505),
+        // Require of option tags nobody supports: 420 (RFC 3261 §8.2.2.3).
+        "bext01.dat" => Want::Status(420),
         // Registrar: the To of a REGISTER must be a SIP/SIPS AOR.
         "unksm2.dat" => Want::Status(400),
         // Responses the parser refuses (CSeq or status out of range): never answered.

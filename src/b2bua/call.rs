@@ -24,7 +24,8 @@
 //! RFC 4028 session timers are kept here when the caller asks for them (the caller refreshes,
 //! or we do when it names us, `refresher=uas`; a session nobody refreshes ends). Media is not: the driver (`b2bua::service`) rewrites the
 //! session descriptions the call carries so that both legs send RTP to our relay. Not here
-//! yet: PRACK (RFC 3262).
+//! yet: PRACK (RFC 3262); a caller that requires it gets 420 from the endpoint, and we never
+//! offer it to a callee.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

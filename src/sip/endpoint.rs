@@ -349,6 +349,10 @@ fn drain(
             Output::Request { tx, msg, from } => {
                 let now = Instant::now();
                 let source = transports.peer(from.addr, from.flow, from.reliable);
+                if let Some(response) = bad_extension(&msg, tags) {
+                    let _ = layer.send_response(tx, response, now);
+                    continue;
+                }
                 let msg = if msg.method() == Some(&Method::Register) {
                     msg
                 } else {
@@ -415,7 +419,7 @@ fn screen(msg: &Message, tags: &mut u64) -> Option<Message> {
             let mut r = Message::response_to(msg, 200, "OK");
             let _ = r.push_header(HeaderName::Allow, ALLOW);
             let _ = r.push_header(HeaderName::Accept, "application/sdp");
-            let _ = r.push_header(HeaderName::Supported, "path, outbound");
+            let _ = r.push_header(HeaderName::Supported, SUPPORTED);
             r
         }
         Method::Extension(_) => {
@@ -434,6 +438,41 @@ fn screen(msg: &Message, tags: &mut u64) -> Option<Message> {
     Some(resp)
 }
 
+/// The option tags we support (RFC 3261 §19.2), for `Supported`: RFC 4028 session timers.
+/// Not `100rel` (no PRACK), `path`, `outbound`, `gruu` or `replaces`.
+pub const SUPPORTED: &str = "timer";
+
+/// RFC 3261 §8.2.2.3: a request that requires an option tag we do not support gets 420 (Bad
+/// Extension) listing those tags in `Unsupported`, before any service sees it. Not for ACK or
+/// CANCEL, which cannot be refused. `Proxy-Require` is for proxies; a UAS ignores it.
+fn bad_extension(msg: &Message, tags: &mut u64) -> Option<Message> {
+    if matches!(
+        msg.method(),
+        Some(Method::Ack) | Some(Method::Cancel) | None
+    ) {
+        return None;
+    }
+    let mut unsupported: Option<String> = None;
+    for tag in msg.headers(&HeaderName::Require) {
+        if tag.is_empty() || tag.eq_ignore_ascii_case(SUPPORTED) {
+            continue;
+        }
+        let list = unsupported.get_or_insert_with(String::new);
+        if !list.is_empty() {
+            list.push_str(", ");
+        }
+        list.push_str(tag);
+    }
+    let unsupported = unsupported?;
+    let mut r = Message::response_to(msg, 420, "Bad Extension");
+    // The tags come from the request; one that cannot be written back is left out of the
+    // answer, not a reason to give none.
+    let _ = r.push_header(HeaderName::Unsupported, &unsupported);
+    let _ = r.push_header(HeaderName::Server, SERVER);
+    add_to_tag(&mut r, tags);
+    Some(r)
+}
+
 /// `Server` / `User-Agent` value.
 pub const SERVER: &str = concat!("Switchboard/", env!("CARGO_PKG_VERSION"));
 
@@ -442,5 +481,43 @@ pub fn add_to_tag(resp: &mut Message, counter: &mut u64) {
     if resp.to().and_then(|t| t.tag()).is_none() {
         *counter = counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let _ = resp.set_to_tag(&message::new_tag(*counter));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, extra: &str) -> Message {
+        let text = format!(
+            "{method} sip:100@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\n\
+             From: <sip:a@pbx.test>;tag=1\r\nTo: <sip:100@pbx.test>\r\nCall-ID: c\r\n\
+             CSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        message::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_required_extension_we_lack_is_refused_with_420() {
+        let mut tags = 0;
+        let m = request("INVITE", "Require: 100rel, timer\r\nRequire: path\r\n");
+        let r = bad_extension(&m, &mut tags).expect("420");
+        assert_eq!(r.status(), Some(420));
+        assert_eq!(r.header(&HeaderName::Unsupported), Some("100rel, path"));
+        assert!(r.to().and_then(|t| t.tag()).is_some());
+    }
+
+    #[test]
+    fn supported_or_no_requirements_pass_and_ack_cancel_are_never_refused() {
+        let mut tags = 0;
+        assert!(bad_extension(&request("INVITE", "Require: timer\r\n"), &mut tags).is_none());
+        assert!(bad_extension(&request("REGISTER", ""), &mut tags).is_none());
+        // Proxy-Require is a proxy's business.
+        let m = request("OPTIONS", "Proxy-Require: sec-agree\r\n");
+        assert!(bad_extension(&m, &mut tags).is_none());
+        for method in ["ACK", "CANCEL"] {
+            let m = request(method, "Require: 100rel\r\n");
+            assert!(bad_extension(&m, &mut tags).is_none(), "{method}");
+        }
     }
 }
