@@ -24,6 +24,9 @@ pub const ENV_HTTP_LISTEN: &str = "SWITCHBOARD_HTTP_LISTEN";
 pub const ENV_SIP_LISTEN: &str = "SWITCHBOARD_SIP_LISTEN";
 pub const ENV_LOG_FORMAT: &str = "SWITCHBOARD_LOG_FORMAT";
 pub const ENV_SIP_REALM: &str = "SWITCHBOARD_SIP_REALM";
+pub const ENV_MEDIA_ADDRESS: &str = "SWITCHBOARD_MEDIA_ADDRESS";
+pub const ENV_MEDIA_RTP_PORT_MIN: &str = "SWITCHBOARD_MEDIA_RTP_PORT_MIN";
+pub const ENV_MEDIA_RTP_PORT_MAX: &str = "SWITCHBOARD_MEDIA_RTP_PORT_MAX";
 
 /// Where the dialplan is read from unless `dialplan` says otherwise.
 pub const DEFAULT_DIALPLAN_PATH: &str = "dialplans/default.toml";
@@ -668,24 +671,53 @@ impl Config {
             return Err(invalid("calls.no_answer_status", "must be 408 or 480"));
         }
         let m = raw.media.unwrap_or_default();
-        let media =
-            MediaConfig {
-                address: match m.address {
-                    None => None,
-                    Some(a) => Some(a.parse().map_err(|_| {
-                        invalid("media.address", "must be an IP address (v4 or v6)")
-                    })?),
-                },
-                rtp_port_min: m.rtp_port_min.unwrap_or(20000),
-                rtp_port_max: m.rtp_port_max.unwrap_or(30000),
-                threads: m.threads.unwrap_or(0),
-                timeout_secs: m.timeout_secs.unwrap_or(60),
-                tones: m.tones.unwrap_or_else(|| "eu".into()),
-                ringback_tone: m.ringback_tone,
-                busy_tone: m.busy_tone,
-                congestion_tone: m.congestion_tone,
-                unreachable_prompt: m.unreachable_prompt,
+        // A container or a host behind 1:1 NAT is configured through the environment: where
+        // phones send RTP, and the ports published for it.
+        let (address, address_origin) = pick(ENV_MEDIA_ADDRESS, m.address);
+        let address = match address {
+            None => None,
+            Some(a) => Some(a.trim().parse().map_err(|_| ConfigError::Invalid {
+                key: "media.address",
+                origin: address_origin,
+                reason: "must be an IP address (v4 or v6)".into(),
+            })?),
+        };
+        let port =
+            |key: &'static str, name: &'static str, file_value: Option<u16>, default| match pick(
+                name,
+                file_value.map(|p| p.to_string()),
+            ) {
+                (None, _) => Ok(default),
+                (Some(v), origin) => v.trim().parse::<u16>().map_err(|_| ConfigError::Invalid {
+                    key,
+                    origin,
+                    reason: "must be a port number".into(),
+                }),
             };
+        let rtp_port_min = port(
+            "media.rtp_port_min",
+            ENV_MEDIA_RTP_PORT_MIN,
+            m.rtp_port_min,
+            20000,
+        )?;
+        let rtp_port_max = port(
+            "media.rtp_port_max",
+            ENV_MEDIA_RTP_PORT_MAX,
+            m.rtp_port_max,
+            30000,
+        )?;
+        let media = MediaConfig {
+            address,
+            rtp_port_min,
+            rtp_port_max,
+            threads: m.threads.unwrap_or(0),
+            timeout_secs: m.timeout_secs.unwrap_or(60),
+            tones: m.tones.unwrap_or_else(|| "eu".into()),
+            ringback_tone: m.ringback_tone,
+            busy_tone: m.busy_tone,
+            congestion_tone: m.congestion_tone,
+            unreachable_prompt: m.unreachable_prompt,
+        };
         if crate::media::tone::Tones::preset(&media.tones).is_none() {
             return Err(invalid("media.tones", "must be one of eu, us, uk"));
         }
@@ -1008,6 +1040,32 @@ mod tests {
         assert_eq!(c.sip.listen[2].transport, Transport::Tls);
         assert_eq!(c.sip.listen[2].addr, "[::]:5061".parse().unwrap());
         assert!(c.is_postgres());
+    }
+
+    #[test]
+    fn media_address_and_ports_from_the_environment() {
+        let c = Config::load_with_env(
+            None,
+            env_of(&[
+                (ENV_MEDIA_ADDRESS, "203.0.113.7"),
+                (ENV_MEDIA_RTP_PORT_MIN, "40000"),
+                (ENV_MEDIA_RTP_PORT_MAX, "40199"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.media.address, Some("203.0.113.7".parse().unwrap()));
+        assert_eq!((c.media.rtp_port_min, c.media.rtp_port_max), (40000, 40199));
+        let e = Config::load_with_env(None, env_of(&[(ENV_MEDIA_ADDRESS, "pbx.example")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("media.address") && e.contains(ENV_MEDIA_ADDRESS),
+            "{e}"
+        );
+        let e = Config::load_with_env(None, env_of(&[(ENV_MEDIA_RTP_PORT_MAX, "70000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("media.rtp_port_max"), "{e}");
     }
 
     #[test]
