@@ -252,6 +252,8 @@ struct Relay {
     /// As sent on the other leg: what that leg's dialog checks the answer against (target
     /// refresh, §12.2.1.2) and what the ACK of a 2xx to a re-INVITE takes its CSeq from.
     sent: Message,
+    /// Where `sent` went: its CANCEL must go there too (§9.1), whatever the route set says.
+    next_hop: Uri,
     /// The other leg has answered provisionally, so a CANCEL may follow (§9.1).
     provisional: bool,
     /// The sender CANCELled it before that: the CANCEL goes at the first provisional answer.
@@ -990,10 +992,7 @@ impl Call {
         let Some(cancel) = cancel_for(&relay.sent, None) else {
             return;
         };
-        let next_hop = cancel.uri().cloned();
-        let Some(next_hop) = next_hop else {
-            return;
-        };
+        let next_hop = relay.next_hop.clone();
         // A transaction of its own, whose 200 nobody waits for: its key is known to nobody.
         let key = self.key();
         self.actions.push_back(Action::Request {
@@ -1418,6 +1417,7 @@ impl Call {
                 tx,
                 request: request.clone(),
                 sent: out.message.clone(),
+                next_hop: out.next_hop.clone(),
                 provisional: false,
                 cancel_pending: false,
             },

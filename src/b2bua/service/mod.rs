@@ -189,7 +189,7 @@ struct Entry {
     reinvite_ok: Option<ReinviteOk>,
     /// The last ACK sent to the caller for a 2xx (to a re-INVITE the callee sent): sent again
     /// when that 2xx is (the callee's leg keeps its ACKs in its branch).
-    caller_ack: Option<Message>,
+    caller_ack: Option<(Message, Peer)>,
     linger_until: Option<Instant>,
     /// Timer-heap entries already pushed for this call (the heap keeps stale ones; these keep
     /// it from filling with copies of the same deadline).
@@ -247,22 +247,23 @@ struct BranchIo {
     /// Our ACKs of 2xx responses on this branch (the call's, a re-INVITE's, a downstream
     /// fork's we hung up), the latest few: each is sent again when its 2xx is (same To tag
     /// and CSeq), which means it got lost.
-    acks: VecDeque<Message>,
+    acks: VecDeque<(Message, Peer)>,
 }
 
 /// How many ACKs a branch keeps for 2xx retransmissions.
 const KEPT_ACKS: usize = 4;
 
-/// The ACK among `acks` that answers `response` (a 2xx): same dialog, same CSeq number.
+/// The ACK among `acks` that answers `response` (a 2xx): same dialog, same CSeq number; with
+/// where it went.
 fn ack_of<'a>(
-    acks: impl IntoIterator<Item = &'a Message>,
+    acks: impl IntoIterator<Item = &'a (Message, Peer)>,
     response: &Message,
-) -> Option<&'a Message> {
+) -> Option<&'a (Message, Peer)> {
     fn tag(m: &Message) -> Option<&str> {
         m.to().and_then(|t| t.tag())
     }
     let seq = |m: &Message| m.cseq().map(|c| c.seq);
-    acks.into_iter().find(|a| {
+    acks.into_iter().find(|(a, _)| {
         a.call_id() == response.call_id() && seq(a) == seq(response) && tag(a) == tag(response)
     })
 }
@@ -541,10 +542,9 @@ impl Calls {
                         io.provisional = true;
                     }
                     if (200..300).contains(&status) {
-                        if let Some(ack) = ack_of(&io.acks, msg) {
+                        if let Some((ack, to)) = ack_of(&io.acks, msg) {
                             // A retransmitted 2xx: our ACK got lost.
-                            let to = tx_peer(&io.peer);
-                            layer.send_stateless(ack, to);
+                            layer.send_stateless(ack, tx_peer(to));
                             return;
                         }
                     }
@@ -1091,10 +1091,10 @@ impl Calls {
                                 if io.acks.len() == KEPT_ACKS {
                                     io.acks.pop_front();
                                 }
-                                io.acks.push_back(msg);
+                                io.acks.push_back((msg, peer));
                             }
                         }
-                        Towards::Caller => e.caller_ack = Some(msg),
+                        Towards::Caller => e.caller_ack = Some((msg, peer)),
                     }
                 }
                 Action::Request {
@@ -1855,11 +1855,11 @@ fn ack_for_retransmitted_2xx(e: &Entry, response: &Message) -> Option<(Message, 
         return None;
     }
     if let Some(ack) = ack_of(&e.caller_ack, response) {
-        return Some((ack.clone(), e.caller));
+        return Some(ack.clone());
     }
     e.branches
         .iter()
-        .find_map(|io| ack_of(&io.acks, response).map(|a| (a.clone(), io.peer)))
+        .find_map(|io| ack_of(&io.acks, response).cloned())
 }
 
 /// The flow the INVITE of `towards` took (for its transport).
@@ -1871,9 +1871,11 @@ fn peer_towards(e: &Entry, towards: Towards) -> Peer {
 }
 
 /// Where an in-dialog request (or the ACK of a 2xx) to `towards` goes. A phone: the flow it
-/// registered or called from. A trunk reached directly: the dialog's next hop, its first route
-/// or else its remote target (RFC 3261 §12.2.1.1), when that names an IP address; a host name
-/// keeps the trunk's own address, since the SIP core does not wait for DNS.
+/// registered or called from. A trunk reached directly over UDP: the dialog's next hop, its
+/// first route or else its remote target (RFC 3261 §12.2.1.1), when that names an IP address,
+/// from the socket the call uses. Kept on the flow instead: a host name (the SIP core does not
+/// wait for DNS), a URI whose `transport` or `maddr` asks for something else, and streams (a
+/// trunk's TCP or TLS connection is the one to use; a new one may not be accepted).
 fn hop_towards(e: &Entry, towards: Towards, next_hop: &Uri) -> Peer {
     let (peer, follows) = match towards {
         Towards::Caller => (e.caller, e.caller_follows_dialog),
@@ -1882,25 +1884,27 @@ fn hop_towards(e: &Entry, towards: Towards, next_hop: &Uri) -> Peer {
             .get(b)
             .map_or((e.caller, false), |io| (io.peer, io.follows_dialog)),
     };
-    if !follows {
+    if !follows || peer.transport != Transport::Udp {
         return peer;
     }
-    let addr = match next_hop.as_sip() {
-        Some(uri) => match uri.host().ip() {
-            Some(ip) => std::net::SocketAddr::new(ip, uri.port().unwrap_or(uri.default_port())),
-            None => return peer,
-        },
-        None => return peer,
+    let Some(uri) = next_hop.as_sip() else {
+        return peer;
     };
-    if addr == peer.addr {
+    let other_transport = uri
+        .transport()
+        .is_some_and(|t| !t.eq_ignore_ascii_case("udp"));
+    if other_transport || uri.params().contains("maddr") || uri.is_sips() {
         return peer;
     }
-    // Another address: over UDP from our first socket, over a stream through a new connection.
-    Peer {
-        addr,
-        transport: peer.transport,
-        flow: 0,
+    let Some(ip) = uri.host().ip() else {
+        return peer;
+    };
+    let addr = std::net::SocketAddr::new(ip, uri.port().unwrap_or(5060));
+    if addr.is_ipv4() != peer.addr.is_ipv4() {
+        return peer;
     }
+    // The same socket (flow) as the rest of the call, so the source matches our Via.
+    Peer { addr, ..peer }
 }
 
 /// The top Via names the transport the request really leaves on.
