@@ -350,7 +350,12 @@ fn drain(
                 let now = Instant::now();
                 let source = transports.peer(from.addr, from.flow, from.reliable);
                 if let Some(response) = bad_extension(&msg, tags) {
-                    let _ = layer.send_response(tx, response, now);
+                    // A banned address gets no answer at all, this one included.
+                    if services.register.refuses(&source) {
+                        layer.discard(tx);
+                    } else {
+                        let _ = layer.send_response(tx, response, now);
+                    }
                     continue;
                 }
                 let msg = if msg.method() == Some(&Method::Register) {
@@ -438,13 +443,19 @@ fn screen(msg: &Message, tags: &mut u64) -> Option<Message> {
     Some(resp)
 }
 
-/// The option tags we support (RFC 3261 §19.2), for `Supported`: RFC 4028 session timers.
-/// Not `100rel` (no PRACK), `path`, `outbound`, `gruu` or `replaces`.
+/// The option tags we support (RFC 3261 §19.2): RFC 4028 session timers. Not `100rel` (no
+/// PRACK), `path`, `outbound`, `gruu` or `replaces`.
+const SUPPORTED_TAGS: [&str; 1] = ["timer"];
+
+/// [`SUPPORTED_TAGS`] as a `Supported` value.
 pub const SUPPORTED: &str = "timer";
 
 /// RFC 3261 §8.2.2.3: a request that requires an option tag we do not support gets 420 (Bad
 /// Extension) listing those tags in `Unsupported`, before any service sees it. Not for ACK or
 /// CANCEL, which cannot be refused. `Proxy-Require` is for proxies; a UAS ignores it.
+///
+/// §8.2 would have authentication first; answering 420 before a challenge tells an
+/// unauthenticated sender nothing about users, and it retries without the extension.
 fn bad_extension(msg: &Message, tags: &mut u64) -> Option<Message> {
     if matches!(
         msg.method(),
@@ -454,7 +465,7 @@ fn bad_extension(msg: &Message, tags: &mut u64) -> Option<Message> {
     }
     let mut unsupported: Option<String> = None;
     for tag in msg.headers(&HeaderName::Require) {
-        if tag.is_empty() || tag.eq_ignore_ascii_case(SUPPORTED) {
+        if tag.is_empty() || SUPPORTED_TAGS.iter().any(|t| tag.eq_ignore_ascii_case(t)) {
             continue;
         }
         let list = unsupported.get_or_insert_with(String::new);
@@ -495,6 +506,11 @@ mod tests {
              CSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
         );
         message::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn supported_lists_the_supported_tags() {
+        assert_eq!(SUPPORTED, SUPPORTED_TAGS.join(", "));
     }
 
     #[test]
