@@ -2,7 +2,8 @@
 # Runs Switchboard's whole test suite on a Debian machine with Rust.
 #
 # The tests talk to real peers: PostgreSQL (as well as SQLite) and, for SIP, SIPp, baresip and
-# PJSIP (pjsua2, the PyPI wheel pjsua2-python, installed into a virtualenv under target/pyenv).
+# PJSIP (pjsua2, the PyPI wheel pjsua2-python, installed into a virtualenv under target/pyenv);
+# dnsmasq answers DNS for the trunks.
 # This script makes sure they are there — installing Debian packages that are missing and
 # starting PostgreSQL when nothing answers on 127.0.0.1:5432 — then runs cargo test.
 # Set SWITCHBOARD_TEST_POSTGRES to use another server (default
@@ -19,6 +20,8 @@ need=()
 command -v psql >/dev/null 2>&1 || need+=(postgresql postgresql-client)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
+# dnsmasq serves the SRV records of the trunk DNS test.
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   as_root apt-get update -qq

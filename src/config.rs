@@ -81,8 +81,15 @@ struct RawConfig {
     security: Option<RawSecurity>,
     calls: Option<RawCalls>,
     media: Option<RawMedia>,
+    dns: Option<RawDns>,
     #[serde(default)]
     trunks: Vec<RawTrunk>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    servers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -288,8 +295,17 @@ pub struct Config {
     pub security: SecurityConfig,
     pub calls: CallsConfig,
     pub media: MediaConfig,
+    pub dns: DnsConfig,
     /// SIP trunks (`[[trunks]]`), in file order. None by default: internal calls only.
     pub trunks: Vec<TrunkConfig>,
+}
+
+/// How trunks' host names are looked up (RFC 3263: SRV, then A/AAAA).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DnsConfig {
+    /// Name servers to ask, `ip` or `ip:port`; empty (the default) means the system's
+    /// (`/etc/resolv.conf`).
+    pub servers: Vec<std::net::SocketAddr>,
 }
 
 /// One SIP trunk: an ITSP account the PBX registers with (when it has credentials), sends
@@ -687,25 +703,33 @@ impl Config {
                 name,
                 file_value.map(|p| p.to_string()),
             ) {
-                (None, _) => Ok(default),
-                (Some(v), origin) => v.trim().parse::<u16>().map_err(|_| ConfigError::Invalid {
-                    key,
-                    origin,
-                    reason: "must be a port number".into(),
-                }),
+                (None, origin) => Ok((default, origin)),
+                (Some(v), origin) => match v.trim().parse::<u16>() {
+                    Ok(p) => Ok((p, origin)),
+                    Err(_) => Err(ConfigError::Invalid {
+                        key,
+                        origin,
+                        reason: "must be a port number".into(),
+                    }),
+                },
             };
-        let rtp_port_min = port(
+        let (rtp_port_min, min_origin) = port(
             "media.rtp_port_min",
             ENV_MEDIA_RTP_PORT_MIN,
             m.rtp_port_min,
             20000,
         )?;
-        let rtp_port_max = port(
+        let (rtp_port_max, max_origin) = port(
             "media.rtp_port_max",
             ENV_MEDIA_RTP_PORT_MAX,
             m.rtp_port_max,
             30000,
         )?;
+        // The range check below names where its values came from.
+        let ports_origin = match min_origin {
+            Origin::Default => max_origin,
+            o => o,
+        };
         let media = MediaConfig {
             address,
             rtp_port_min,
@@ -731,10 +755,13 @@ impl Config {
             }
         }
         if media.rtp_port_min < 1024 || media.rtp_port_max < media.rtp_port_min.saturating_add(8) {
-            return Err(invalid(
-                "media.rtp_port_min",
-                "ports must be 1024 or above, with room for at least two calls up to rtp_port_max",
-            ));
+            return Err(ConfigError::Invalid {
+                key: "media.rtp_port_min",
+                origin: ports_origin,
+                reason:
+                    "ports must be 1024 or above, with room for at least two calls up to rtp_port_max"
+                        .into(),
+            });
         }
         let sec = raw.security.unwrap_or_default();
         let security = SecurityConfig {
@@ -758,6 +785,24 @@ impl Config {
             reason,
         })?;
 
+        let dns = DnsConfig {
+            servers: raw
+                .dns
+                .and_then(|d| d.servers)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| {
+                    let s = s.trim();
+                    s.parse::<std::net::SocketAddr>()
+                        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                        .map_err(|_| ConfigError::Invalid {
+                            key: "dns.servers",
+                            origin: file.clone(),
+                            reason: format!("{s:?} is not an IP address or ip:port"),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
         Ok(Config {
             data_dir,
             database_url,
@@ -777,6 +822,7 @@ impl Config {
             security,
             calls,
             media,
+            dns,
             trunks,
         })
     }
@@ -1066,6 +1112,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("media.rtp_port_max"), "{e}");
+        let e = Config::load_with_env(None, env_of(&[(ENV_MEDIA_RTP_PORT_MIN, "29999")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(ENV_MEDIA_RTP_PORT_MIN), "{e}");
     }
 
     #[test]

@@ -87,11 +87,15 @@ impl Server {
         // into Via and Contact as the address of the interface with the default route.
         let advertised = advertised_sip(&config, transports.bound());
         let trunks = Arc::new(trunks::Trunks::new(&config.trunks));
-        tasks.spawn(
-            trunks
-                .resolve_all(std::time::Duration::from_secs(300))
-                .await,
-        );
+        if !trunks.is_empty() {
+            let dns = trunks::dns::Dns::new(&config.dns.servers)
+                .map_err(|e| anyhow::anyhow!("trunks: cannot set up DNS resolution: {e}"))?;
+            tasks.spawn(
+                trunks
+                    .resolve_all(dns, std::time::Duration::from_secs(300))
+                    .await,
+            );
+        }
         let registrations = trunks::service::Registrations::new(
             trunks.clone(),
             &advertised,

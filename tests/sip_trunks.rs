@@ -353,6 +353,73 @@ async fn in_dialog_requests_follow_the_trunks_contact(db: Db) {
     server.shutdown().await;
 }
 
+/// dnsmasq (Debian package `dnsmasq-base`) on 127.0.0.1:`port`, answering nothing but
+/// `records` (its `--srv-host` and `--host-record` options); killed when dropped.
+struct Dnsmasq(std::process::Child);
+
+impl Dnsmasq {
+    fn start(port: u16, records: &[&str]) -> Dnsmasq {
+        let bin = if std::path::Path::new("/usr/sbin/dnsmasq").exists() {
+            "/usr/sbin/dnsmasq"
+        } else {
+            "dnsmasq"
+        };
+        let child = std::process::Command::new(bin)
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+            ])
+            .args([
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+            ])
+            .args(["--pid-file=", "--log-facility=-", "--user=root"])
+            .arg(format!("--port={port}"))
+            .args(records)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq is installed (Debian package dnsmasq-base)");
+        Dnsmasq(child)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A trunk configured by its domain only (`host = "itsp.test"`, no port, no proxy): its server
+/// is found through the SRV record `_sip._udp.itsp.test` (RFC 3263 §4.2), served by dnsmasq, and
+/// the call goes there.
+async fn trunk_found_through_srv(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let port = common::free_udp_port();
+    let dns_port = common::free_udp_port();
+    let srv = format!("--srv-host=_sip._udp.itsp.test,sbc.itsp.test,{port},10,5");
+    let _dns = Dnsmasq::start(dns_port, &[&srv, "--host-record=sbc.itsp.test,127.0.0.2"]);
+    let trunk = itsp_answers_for(port, "0301234567").await;
+    let extra = format!("register = false\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]");
+    let (server, _data, alice, _) = server_with_hop(&tdb, "host = \"itsp.test\"", &extra).await;
+    let status = trunk_status(&server, |t| !t["next_hop"].is_null()).await;
+    assert_eq!(status["next_hop"], format!("{ITSP_IP}:{port}"), "{status}");
+    let caller = alice_dials(&server, "0301234567", 500);
+    must_pass("the caller", caller).await;
+    let trunk = must_pass("the ITSP", trunk).await;
+    let invite = received(&trunk, "Proxy-Authorization:");
+    assert!(
+        invite.contains("INVITE sip:0301234567@itsp.test SIP/2.0"),
+        "{invite}"
+    );
+    let out = common::only_entry(&server, alice).await;
+    assert_eq!(out.outcome, PartyOutcome::Answered);
+    server.shutdown().await;
+}
+
 /// The ITSP delivers a call for DID +4930555200 (as 4930555200, without the `+`): bob's phone
 /// rings and answers; the ITSP is not challenged.
 async fn incoming_call_to_a_did(db: Db) {
@@ -556,6 +623,11 @@ async fn in_dialog_requests_to_the_trunks_contact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_bye_to_a_trunk_callers_contact() {
     our_bye_to_a_trunk_caller_follows_its_contact(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunk_host_by_srv_record() {
+    trunk_found_through_srv(Db::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,9 +9,10 @@
 //! Must not touch: dialplan rules (`routing` decides *that* a call goes to a trunk), call state
 //! (`b2bua`), sockets.
 //!
-//! Host names are resolved with plain A/AAAA lookups (the port from the configuration, 5060 by
-//! default); RFC 3263 NAPTR/SRV selection is not done yet.
+//! Host names are resolved by [`dns`]: SRV records when the configuration gives no port, else
+//! A/AAAA (RFC 3263).
 
+pub mod dns;
 pub mod registration;
 pub mod service;
 
@@ -30,13 +31,17 @@ use crate::sip::uri::{Host, Uri};
 /// `host[:port]` as a SIP URI's host part would hold it (IPv6 in brackets); the port defaults
 /// to 5060. `None` for anything else (a user part, parameters, a scheme).
 pub fn parse_host_port(s: &str) -> Option<(Host, u16)> {
+    parse_host_and_port(s).map(|(h, p)| (h, p.unwrap_or(5060)))
+}
+
+/// As [`parse_host_port`], with the port only when one is written.
+fn parse_host_and_port(s: &str) -> Option<(Host, Option<u16>)> {
     let s = s.trim();
     if s.is_empty() || s.contains(['@', ';', '?', '/']) || s.contains("://") {
         return None;
     }
     let uri = Uri::parse(&format!("sip:{s}")).ok()?;
-    let (host, port) = uri.host_port()?;
-    Some((host.clone(), port))
+    Some((uri.host()?.clone(), uri.port()))
 }
 
 /// Where a DID goes.
@@ -56,8 +61,9 @@ pub struct Trunk {
     pub domain: String,
     /// Port of `host` as configured (the registrar's port).
     pub domain_port: u16,
-    /// Where requests go (`outbound_proxy`, else `host`): name and port.
-    next_hop: (String, u16),
+    /// Where requests go (`outbound_proxy`, else `host`): name and port, when one is given
+    /// (without, a name is looked up as SRV first).
+    next_hop: (String, Option<u16>),
     /// What `next_hop` and `host` resolved to, refreshed in the background.
     resolved: RwLock<Resolved>,
 }
@@ -72,12 +78,13 @@ struct Resolved {
 
 impl Trunk {
     fn new(config: TrunkConfig) -> Option<Trunk> {
-        let (host, port) = parse_host_port(&config.host)?;
+        let (host, port) = parse_host_and_port(&config.host)?;
         let domain = host.to_string();
         let next_hop = match &config.outbound_proxy {
-            Some(p) => parse_host_port(p)?,
+            Some(p) => parse_host_and_port(p)?,
             None => (host, port),
         };
+        let port = port.unwrap_or(5060);
         // Host::to_string gives `[v6]`; the resolver wants it bare.
         let hop_name = match &next_hop.0 {
             Host::V6(a) => a.to_string(),
@@ -197,8 +204,10 @@ impl Trunk {
     }
 
     /// Looks the host names up again.
-    async fn resolve(&self) -> Result<(), std::io::Error> {
-        let hop = lookup(&self.next_hop.0, self.next_hop.1).await?;
+    async fn resolve(&self, dns: &dns::Dns) -> Result<(), dns::DnsError> {
+        let hop = dns
+            .resolve(&self.next_hop.0, self.next_hop.1, self.config.transport)
+            .await?;
         // Calls from anywhere else (the registrar's own hosts behind an outbound proxy, say)
         // need `inbound_addresses`: guessing from DNS would trust more than was configured.
         let mut sources = self.config.inbound_addresses.clone();
@@ -211,25 +220,6 @@ impl Trunk {
         r.sources = sources;
         Ok(())
     }
-}
-
-async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, std::io::Error> {
-    let found = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::lookup_host((host, port)),
-    )
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "DNS lookup timed out"))??;
-    // IPv4 first: our UDP sockets are most often IPv4 only.
-    let mut addrs: Vec<SocketAddr> = found.collect();
-    addrs.sort_by_key(|a| a.is_ipv6());
-    if addrs.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no address",
-        ));
-    }
-    Ok(addrs)
 }
 
 /// The live state of a trunk's registration, as the API shows it.
@@ -313,22 +303,23 @@ impl Trunks {
     /// trunks are dropped. The caller runs it on its task set, so shutdown stops it.
     pub async fn resolve_all(
         self: &Arc<Self>,
+        dns: dns::Dns,
         every: Duration,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.resolve_once().await;
+        self.resolve_once(&dns).await;
         let this = Arc::downgrade(self);
         async move {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(this) = this.upgrade() else { return };
-                this.resolve_once().await;
+                this.resolve_once(&dns).await;
             }
         }
     }
 
-    async fn resolve_once(&self) {
+    async fn resolve_once(&self, dns: &dns::Dns) {
         for t in &self.trunks {
-            match t.resolve().await {
+            match t.resolve(dns).await {
                 Ok(()) => {
                     let hop = t.next_hop();
                     self.update(t.name(), |s| s.next_hop = hop.map(|a| a.to_string()));

@@ -1,0 +1,151 @@
+//! Finding a trunk's servers (RFC 3263 §4.2, as a client that already knows its transport).
+//!
+//! An IP address is used as it is. A host name with an explicit port is looked up as A/AAAA. A
+//! host name without a port is first looked up as SRV records (`_sip._udp.<host>`, or
+//! `_sip._tcp.<host>` for a TCP trunk; RFC 2782), whose targets are taken in priority order,
+//! and only when there are none as A/AAAA on port 5060. NAPTR is not consulted: the transport
+//! is the trunk's configuration, which is what NAPTR would choose.
+//!
+//! Within one priority, targets are ordered by descending weight rather than by RFC 2782's
+//! weighted random draw: a PBX has one trunk to an ITSP and needs a stable next hop more than
+//! load spread, and the others are kept as the trunk's known source addresses.
+//!
+//! Owns the resolver (hickory: the system's `/etc/resolv.conf`, or `[dns] servers`). Must not
+//! touch trunk state: it only answers with addresses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::TokioResolver;
+
+use crate::config::Transport;
+
+/// How long one resolution (SRV and its targets' addresses) may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("DNS lookup timed out")]
+    Timeout,
+    #[error("no address for {0}")]
+    NotFound(String),
+    #[error("DNS: {0}")]
+    Resolve(#[from] hickory_resolver::ResolveError),
+}
+
+/// The resolver trunks' host names go through.
+pub struct Dns {
+    resolver: TokioResolver,
+}
+
+impl std::fmt::Debug for Dns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dns")
+    }
+}
+
+impl Dns {
+    /// Asks `servers`, or the system's name servers when there are none.
+    pub fn new(servers: &[SocketAddr]) -> Result<Dns, DnsError> {
+        let provider = TokioConnectionProvider::default();
+        let builder = if servers.is_empty() {
+            TokioResolver::builder(provider)?
+        } else {
+            let group: Vec<NameServerConfig> = servers
+                .iter()
+                .map(|s| NameServerConfig::new(*s, Protocol::Udp))
+                .collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, Vec::new(), group),
+                provider,
+            )
+            .with_options(ResolverOpts::default())
+        };
+        Ok(Dns {
+            resolver: builder.build(),
+        })
+    }
+
+    /// The addresses to send to for `host` (a name or an IP literal without brackets) and
+    /// `port` as configured, best first.
+    pub async fn resolve(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        transport: Transport,
+    ) -> Result<Vec<SocketAddr>, DnsError> {
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port.unwrap_or(5060))]);
+        }
+        tokio::time::timeout(TIMEOUT, self.lookup(host, port, transport))
+            .await
+            .map_err(|_| DnsError::Timeout)?
+    }
+
+    async fn lookup(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        transport: Transport,
+    ) -> Result<Vec<SocketAddr>, DnsError> {
+        // A fully qualified name: no search domains appended to an ITSP's host.
+        let fqdn = format!("{}.", host.trim_end_matches('.'));
+        if let Some(port) = port {
+            return self.addresses(&fqdn, port).await;
+        }
+        let proto = match transport {
+            Transport::Tcp => "_tcp",
+            // TLS trunks are not built; UDP otherwise.
+            _ => "_udp",
+        };
+        let service = format!("_sip.{proto}.{fqdn}");
+        let records = match self.resolver.srv_lookup(service.as_str()).await {
+            Ok(found) => {
+                let mut records: Vec<(u16, u16, String, u16)> = found
+                    .iter()
+                    .map(|r| (r.priority(), r.weight(), r.target().to_ascii(), r.port()))
+                    .collect();
+                records.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                records
+            }
+            Err(e) if e.is_no_records_found() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        if records.is_empty() {
+            return self.addresses(&fqdn, 5060).await;
+        }
+        let mut all = Vec::new();
+        for (_, _, target, port) in records {
+            // A target of "." says the service is not offered there (RFC 2782).
+            if target == "." {
+                continue;
+            }
+            // One target that does not resolve does not sink the others.
+            if let Ok(found) = self.addresses(&target, port).await {
+                for a in found {
+                    if !all.contains(&a) {
+                        all.push(a);
+                    }
+                }
+            }
+        }
+        if all.is_empty() {
+            return Err(DnsError::NotFound(service));
+        }
+        Ok(all)
+    }
+
+    /// A/AAAA of `name`, IPv4 first (our UDP sockets are most often IPv4 only).
+    async fn addresses(&self, name: &str, port: u16) -> Result<Vec<SocketAddr>, DnsError> {
+        let found = self.resolver.lookup_ip(name).await?;
+        let mut addrs: Vec<SocketAddr> = found.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+        addrs.sort_by_key(|a| a.is_ipv6());
+        if addrs.is_empty() {
+            return Err(DnsError::NotFound(name.to_owned()));
+        }
+        Ok(addrs)
+    }
+}
