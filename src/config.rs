@@ -149,6 +149,7 @@ struct RawRegistrar {
     min_expires: Option<u32>,
     max_expires: Option<u32>,
     default_expires: Option<u32>,
+    nat_max_expires: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -451,6 +452,10 @@ pub struct RegistrarConfig {
     pub max_expires: u32,
     /// Used when a REGISTER names no expiry. Default 3600 s.
     pub default_expires: u32,
+    /// Longest registration granted to a phone behind NAT over UDP (its Contact is not the
+    /// address it sends from): its re-registrations keep the NAT's mapping open, without which
+    /// calls to it stop arriving once the mapping times out. Default 60 s; 0 turns it off.
+    pub nat_max_expires: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -657,6 +662,7 @@ impl Config {
             min_expires: r.min_expires.unwrap_or(60),
             max_expires: r.max_expires.unwrap_or(3600),
             default_expires: r.default_expires.unwrap_or(3600),
+            nat_max_expires: r.nat_max_expires.unwrap_or(60),
         };
         let invalid = |key, reason: &str| ConfigError::Invalid {
             key,
@@ -667,6 +673,14 @@ impl Config {
             return Err(invalid(
                 "registrar.min_expires",
                 "must be at least 1 and at most registrar.max_expires",
+            ));
+        }
+        if registrar.nat_max_expires != 0
+            && !(registrar.min_expires..=registrar.max_expires).contains(&registrar.nat_max_expires)
+        {
+            return Err(invalid(
+                "registrar.nat_max_expires",
+                "must be 0 (off) or lie between registrar.min_expires and registrar.max_expires",
             ));
         }
         if !(registrar.min_expires..=registrar.max_expires).contains(&registrar.default_expires) {

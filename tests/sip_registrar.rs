@@ -223,6 +223,39 @@ async fn register_and_unregister(db: Db) {
     server.shutdown().await;
 }
 
+/// A phone behind NAT (its Contact a private address, not where its REGISTER comes from) asks
+/// for an hour over UDP and gets a minute (`registrar.nat_max_expires`): its re-registrations
+/// keep the NAT's mapping open, so calls to it keep arriving. Requests to it go to the source.
+async fn phone_behind_nat_registers_briefly(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data) = server(&tdb, "").await;
+    phone(&server, "100", "alice", "alice-secret").await;
+    let udp = sip_addr(&server, Transport::Udp);
+    let port = free_udp_port();
+    let run = sipp_from(
+        port,
+        "register_behind_nat.xml",
+        udp,
+        Transport::Udp,
+        "alice",
+        "alice-secret",
+        3600,
+    )
+    .await;
+    assert!(run.ok, "register failed:\n{}\n{}", run.stderr, run.messages);
+    let ok = last_received(&run.messages);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(
+        ok.contains("10.0.0.99:5062;transport=UDP>;expires=60"),
+        "{ok}"
+    );
+    let b = server.registrar().bindings_for("alice");
+    assert_eq!(b.len(), 1);
+    assert!(b[0].remaining_secs(switchboard::store::now_ms() as u64) <= 60);
+    assert_eq!(b[0].source.addr.port(), port);
+    server.shutdown().await;
+}
+
 async fn register_over_tcp(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data) = server(&tdb, "").await;
@@ -502,6 +535,7 @@ async fn options_is_answered(db: Db) {
 on_both_databases!(
     register_and_unregister,
     register_over_tcp,
+    phone_behind_nat_registers_briefly,
     retransmitted_first_register_is_challenged_afresh,
     wrong_password_and_unknown_user_look_the_same,
     bindings_expire_on_time,

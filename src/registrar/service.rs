@@ -157,6 +157,7 @@ async fn build(
     reg_config.min_expires = config.registrar.min_expires;
     reg_config.max_expires = config.registrar.max_expires;
     reg_config.default_expires = config.registrar.default_expires;
+    reg_config.nat_max_expires = config.registrar.nat_max_expires;
     // A fresh key per process, on purpose: the nonce-count replay records live in memory, so
     // nonces from before a restart must not verify afterwards (phones get one `stale=true`
     // challenge and retry silently).
