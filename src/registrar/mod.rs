@@ -62,6 +62,9 @@ pub struct RegistrarConfig {
     pub default_expires: u32,
     /// The most a contact behind NAT over UDP gets ([`behind_nat`]); 0: no such limit.
     pub nat_max_expires: u32,
+    /// The most a contact registered over TCP or TLS gets: less than the time the transports
+    /// keep a quiet connection open, so that its re-registration keeps it open.
+    pub stream_max_expires: u32,
     pub max_contacts_per_aor: usize,
 }
 
@@ -82,6 +85,7 @@ impl Default for RegistrarConfig {
             max_expires: 3600,
             default_expires: 3600,
             nat_max_expires: 60,
+            stream_max_expires: 600,
             max_contacts_per_aor: 10,
         }
     }
@@ -108,8 +112,8 @@ pub struct Source {
 /// Whether a phone registering `contact` from `source` sits behind NAT over UDP: its Contact
 /// names an address that is not the one its packets come from. Such a phone is reached at
 /// `source` only while the NAT keeps its mapping, which on UDP lasts as long as traffic flows
-/// (30 s to a few minutes). A host name in the Contact tells nothing; streams keep their own
-/// connection open.
+/// (30 s to a few minutes). A host name in the Contact tells nothing; streams have their own
+/// limit (`stream_max_expires`).
 pub fn behind_nat(contact: &Uri, source: &Source) -> bool {
     if source.transport != Transport::Udp {
         return false;
@@ -609,6 +613,10 @@ impl Registrar {
             nat if behind_nat(&na.uri, source) => expires.min(nat),
             _ => expires,
         };
+        let expires = match source.transport {
+            Transport::Udp => expires,
+            Transport::Tcp | Transport::Tls => expires.min(self.config.stream_max_expires),
+        };
         Some(Wanted {
             uri: na.uri.clone(),
             text,
@@ -922,11 +930,13 @@ mod tests {
     }
 
     impl World {
-        /// The registrar without its limit for phones behind NAT: the phones here register
-        /// contacts that are not their source address; that rule has its own test.
+        /// The registrar without its limits for phones behind NAT and on streams: the phones
+        /// here register contacts that are not their source address; those rules have a test
+        /// of their own.
         fn new() -> World {
             World::with(RegistrarConfig {
                 nat_max_expires: 0,
+                stream_max_expires: u32::MAX,
                 ..RegistrarConfig::new(REALM)
             })
         }
@@ -1547,8 +1557,8 @@ mod tests {
     }
 
     /// Behind NAT over UDP (the Contact is not where the REGISTER came from) a phone gets at
-    /// most `nat_max_expires`, and its 200 says so; from its own address, or over a stream, it
-    /// gets what it asked for.
+    /// most `nat_max_expires`, and its 200 says so; over a stream at most
+    /// `stream_max_expires`.
     #[test]
     fn a_phone_behind_nat_over_udp_gets_a_short_registration() {
         let mut w = World::with(RegistrarConfig::new(REALM));
@@ -1560,9 +1570,11 @@ mod tests {
             contacts_of(&out.response),
             ["<sip:alice@192.0.2.10:5060>;expires=60"]
         );
-        for source in [
-            src("192.0.2.10:5060", Transport::Udp, 0),
-            src("198.51.100.7:40000", Transport::Tcp, 7),
+        // From its own address it gets what it asked for; over a stream, less than a quiet
+        // connection is kept open.
+        for (source, granted) in [
+            (src("192.0.2.10:5060", Transport::Udp, 0), 3600),
+            (src("198.51.100.7:40000", Transport::Tcp, 7), 600),
         ] {
             let mut w = World::with(RegistrarConfig::new(REALM));
             let mut p = alice();
@@ -1570,7 +1582,7 @@ mod tests {
             let out = p.register(&mut w, "Contact: <sip:alice@192.0.2.10:5060>\r\n");
             assert_eq!(
                 contacts_of(&out.response),
-                ["<sip:alice@192.0.2.10:5060>;expires=3600"],
+                [format!("<sip:alice@192.0.2.10:5060>;expires={granted}")],
                 "{source:?}"
             );
         }

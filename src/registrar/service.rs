@@ -158,6 +158,11 @@ async fn build(
     reg_config.max_expires = config.registrar.max_expires;
     reg_config.default_expires = config.registrar.default_expires;
     reg_config.nat_max_expires = config.registrar.nat_max_expires;
+    // Two thirds of the time a quiet connection is kept: phones re-register before expiry.
+    let stream = crate::sip::transport::IDLE_TIMEOUT.as_secs() * 2 / 3;
+    reg_config.stream_max_expires = u32::try_from(stream)
+        .unwrap_or(u32::MAX)
+        .max(reg_config.min_expires);
     // A fresh key per process, on purpose: the nonce-count replay records live in memory, so
     // nonces from before a restart must not verify afterwards (phones get one `stale=true`
     // challenge and retry silently).

@@ -9,13 +9,17 @@
 //! peer's own connection (which is how we reach phones behind NAT). It knows nothing of
 //! transactions, dialogs or registrations.
 //!
-//! Streams that send garbage are answered (when a 400 can be built) and closed; a stream that
-//! stalls in the middle of a message for [`STALL_TIMEOUT`] is closed, as is one idle for
-//! [`IDLE_TIMEOUT`] (phones keep theirs alive with CRLF pings or re-registrations).
+//! Streams that send garbage are answered (when a 400 can be built) and closed; a message must
+//! arrive whole within [`STALL_TIMEOUT`] of its first byte, and a new connection must bring its
+//! first within that time too; a stream idle for [`IDLE_TIMEOUT`] is closed (phones keep theirs
+//! alive with CRLF pings or re-registrations: the registrar grants stream registrations less
+//! than that). A peer that does not read what we write for [`WRITE_TIMEOUT`] is dropped.
+//! Connections are limited in all ([`MAX_STREAMS`]) and per source address
+//! ([`MAX_STREAMS_PER_IP`]): an office behind one NAT has many phones, a flood has more.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +36,17 @@ use crate::config::{SipListen, Transport};
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A stream with no traffic at all for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(900);
+/// A peer that takes none of what we write for this long is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Stream connections open at once, in all and from one IP address.
+pub const MAX_STREAMS: usize = 20_000;
+pub const MAX_STREAMS_PER_IP: usize = 500;
 /// Set in the id of every TLS connection's flow (ids count up from 1 and never get near it).
 const TLS_FLOW: u64 = 1 << 62;
+/// Set in the id of every connection a peer opened to us. Once such a connection is gone,
+/// nothing can reach that peer over a stream until it connects again (behind NAT its source
+/// port takes no connections), so a send to it fails at once instead of dialling it.
+const INBOUND_FLOW: u64 = 1 << 61;
 /// How long opening a connection of ours may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -116,6 +129,9 @@ pub struct Transports {
     rt: tokio::runtime::Handle,
     next_flow: AtomicU64,
     bound: Vec<SipListen>,
+    /// Inbound connections open: in all, and per source IP.
+    inbound: AtomicUsize,
+    inbound_per_ip: DashMap<IpAddr, usize>,
 }
 
 impl Transports {
@@ -182,6 +198,8 @@ impl Transports {
             udp_default,
             bound,
             rt: tokio::runtime::Handle::current(),
+            inbound: AtomicUsize::new(0),
+            inbound_per_ip: DashMap::new(),
         });
         let _ = this.me.set(Arc::downgrade(&this));
         for (transport, local, listener) in streams {
@@ -241,6 +259,7 @@ impl Transports {
             };
         }
         match to.transport {
+            Transport::Tcp if to.flow & INBOUND_FLOW != 0 => false,
             Transport::Tcp => self.send_outbound(to.addr, bytes),
             Transport::Udp => {
                 let v4 = to.addr.is_ipv4();
@@ -270,6 +289,8 @@ impl Transports {
         let (tx, rx) = mpsc::channel::<Payload>(256);
         let _ = tx.try_send(bytes);
         self.outbound.insert(to, tx.clone());
+        // Weak: a strong sender here would keep the connection's writer waiting for more.
+        let ours = tx.downgrade();
         self.rt.spawn(async move {
             let sink = this.sink.clone();
             match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(to)).await {
@@ -281,7 +302,10 @@ impl Transports {
                 Ok(Err(e)) => tracing::debug!(%to, error = %e, "sip/tcp: cannot connect"),
                 Err(_) => tracing::debug!(%to, "sip/tcp: connecting timed out"),
             }
-            this.outbound.remove(&to);
+            // Unless a newer connection took the place already.
+            this.outbound.remove_if(&to, |_, queued| {
+                ours.upgrade().is_some_and(|o| o.same_channel(queued))
+            });
         });
         true
     }
@@ -309,6 +333,42 @@ impl Transports {
     /// Number of open stream connections, for metrics.
     pub fn streams(&self) -> usize {
         self.flows.len().saturating_sub(self.udp_default.len())
+    }
+
+    /// Counts a connection from `ip` in, unless that makes too many; counted out on drop.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        if self.inbound.fetch_add(1, Ordering::Relaxed) >= MAX_STREAMS {
+            self.inbound.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let mut n = self.inbound_per_ip.entry(ip).or_insert(0);
+        if *n >= MAX_STREAMS_PER_IP {
+            drop(n);
+            self.inbound.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        *n += 1;
+        Some(Admitted {
+            transports: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One admitted inbound connection, counted until dropped.
+struct Admitted {
+    transports: Arc<Transports>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let t = &self.transports;
+        t.inbound.fetch_sub(1, Ordering::Relaxed);
+        t.inbound_per_ip.remove_if_mut(&self.ip, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
     }
 }
 
@@ -339,11 +399,16 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Some(admitted) = transports.admit(from.ip()) else {
+            tracing::debug!(%from, "sip: too many connections, refused");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let transports = transports.clone();
         let sink = sink.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _admitted = admitted;
             match (transport, acceptor) {
                 (Transport::Tls, Some(acc)) => {
                     let tls =
@@ -383,18 +448,27 @@ async fn run_stream<S>(
     if transport == Transport::Tls {
         flow |= TLS_FLOW;
     }
+    let outbound = queue.is_some();
+    if !outbound {
+        flow |= INBOUND_FLOW;
+    }
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = queue.unwrap_or_else(|| mpsc::channel::<Payload>(256));
     transports
         .flows
         .insert(flow, (Sender::Stream(tx.clone()), transport));
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
-            if wr.write_all(&bytes).await.is_err() {
-                break;
+            match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::debug!(%from, "sip: peer takes nothing we write, closing");
+                    break;
+                }
             }
         }
-        let _ = wr.shutdown().await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown()).await;
     });
 
     let peer = Peer {
@@ -404,12 +478,16 @@ async fn run_stream<S>(
     };
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16384];
+    // A connection a peer opened must bring its first message, and every message once begun
+    // must arrive whole, by this time; otherwise only the idle timeout applies.
+    let mut deadline = (!outbound).then(|| tokio::time::Instant::now() + STALL_TIMEOUT);
     'conn: loop {
         // Frame everything already buffered.
         loop {
             match message::frame(&buf, MAX_MESSAGE_SIZE) {
                 Frame::Message(len) => {
                     let bytes: Vec<u8> = buf.drain(..len).collect();
+                    deadline = None;
                     if sink
                         .send(Incoming {
                             bytes,
@@ -433,29 +511,44 @@ async fn run_stream<S>(
                 Frame::Invalid(err) => {
                     tracing::debug!(%from, error = %err, "sip: unframeable stream input, closing");
                     if let Some(resp) = err.response_bytes() {
-                        let _ = tx.send(resp.into()).await;
+                        let _ = tx.try_send(resp.into());
                     }
                     break 'conn;
                 }
             }
         }
-        let timeout = if buf.is_empty() {
-            IDLE_TIMEOUT
-        } else {
-            STALL_TIMEOUT
-        };
-        match tokio::time::timeout(timeout, rd.read(&mut chunk)).await {
+        // Only line ends buffered (half a keep-alive, or one between messages) is quiet, not
+        // a message under way.
+        let quiet = buf.iter().all(|&b| b == b'\r' || b == b'\n');
+        let now = tokio::time::Instant::now();
+        if !quiet && deadline.is_none() {
+            deadline = Some(now + STALL_TIMEOUT);
+        }
+        let until = deadline.unwrap_or(now + IDLE_TIMEOUT);
+        match tokio::time::timeout_at(until, rd.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Err(_) => {
-                tracing::debug!(%from, stalled = !buf.is_empty(), "sip: stream timed out, closing");
+                tracing::debug!(%from, stalled = !quiet, "sip: stream timed out, closing");
                 break;
             }
         }
     }
     transports.flows.remove(&flow);
+    if outbound {
+        // Later messages for this peer open a new connection instead of queueing here.
+        transports
+            .outbound
+            .remove_if(&from, |_, queued| queued.same_channel(&tx));
+    }
     drop(tx);
-    let _ = writer.await;
+    // What was queued goes out if the peer takes it; a peer that does not is not waited for.
+    if tokio::time::timeout(WRITE_TIMEOUT, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 /// For logs.
@@ -492,5 +585,66 @@ mod tests {
         assert!(!t.send(&gone_tls, Payload::from(&b"OPTIONS"[..])));
         assert_eq!(t.peer(addr, 7, true).transport, Transport::Tcp);
         assert_eq!(t.peer(addr, 7, false).transport, Transport::Udp);
+        // A phone's own TCP connection that closed: nothing reaches it until it connects
+        // again, so the send fails at once (a transport error) instead of dialling its port.
+        let gone_phone = t.peer(addr, 7 | INBOUND_FLOW, true);
+        assert_eq!(gone_phone.transport, Transport::Tcp);
+        assert!(!t.send(&gone_phone, Payload::from(&b"OPTIONS"[..])));
+    }
+
+    /// Past [`MAX_STREAMS_PER_IP`] connections from one address, the next is closed at once;
+    /// once one closes, another is taken again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_from_one_address_are_limited() {
+        let listen: Vec<SipListen> = vec!["tcp:127.0.0.1:0".parse().expect("listen")];
+        let dir = std::env::temp_dir();
+        let tls = TlsFiles {
+            cert: None,
+            key: None,
+            data_dir: &dir,
+        };
+        let (sink, _rx) = mpsc::channel(8);
+        let mut tasks = JoinSet::new();
+        let t = Transports::bind(&listen, tls, sink, &mut tasks)
+            .await
+            .expect("bind");
+        let to = t.local(Transport::Tcp).expect("tcp listener");
+        let mut open = Vec::new();
+        for _ in 0..MAX_STREAMS_PER_IP {
+            open.push(tokio::net::TcpStream::connect(to).await.expect("connect"));
+        }
+        // Every one of them counted in before the next test.
+        for _ in 0..100 {
+            if t.inbound.load(Ordering::Relaxed) == MAX_STREAMS_PER_IP {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(t.inbound.load(Ordering::Relaxed), MAX_STREAMS_PER_IP);
+        let closed = |mut s: tokio::net::TcpStream| async move {
+            let mut b = [0u8; 16];
+            matches!(
+                tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            )
+        };
+        let extra = tokio::net::TcpStream::connect(to).await.expect("connect");
+        assert!(closed(extra).await, "a connection past the limit was kept");
+        drop(open.pop());
+        for _ in 0..100 {
+            if t.inbound.load(Ordering::Relaxed) < MAX_STREAMS_PER_IP {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let again = tokio::net::TcpStream::connect(to).await.expect("connect");
+        let mut b = [0u8; 16];
+        let mut again = again;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), again.read(&mut b))
+                .await
+                .is_err(),
+            "a connection within the limit was closed"
+        );
     }
 }
