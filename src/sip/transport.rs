@@ -564,20 +564,27 @@ pub fn describe(addrs: &[SipListen]) -> String {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_gone_tls_flow_is_never_reached_in_clear() {
-        let listen: Vec<SipListen> = vec!["udp:127.0.0.1:0".parse().expect("listen")];
+    /// Transports bound to `listen` (one address), their tasks, and the receiver of what they
+    /// read (kept so that the sink stays open).
+    async fn bound(listen: &str) -> (Arc<Transports>, JoinSet<()>, mpsc::Receiver<Incoming>) {
+        let listen: Vec<SipListen> = vec![listen.parse().expect("listen")];
         let dir = std::env::temp_dir();
         let tls = TlsFiles {
             cert: None,
             key: None,
             data_dir: &dir,
         };
-        let (sink, _rx) = mpsc::channel(8);
+        let (sink, rx) = mpsc::channel(8);
         let mut tasks = JoinSet::new();
         let t = Transports::bind(&listen, tls, sink, &mut tasks)
             .await
             .expect("bind");
+        (t, tasks, rx)
+    }
+
+    #[tokio::test]
+    async fn a_gone_tls_flow_is_never_reached_in_clear() {
+        let (t, _tasks, _rx) = bound("udp:127.0.0.1:0").await;
         let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
         // Flows that closed: a TLS one stays TLS, and nothing is sent to it.
         let gone_tls = t.peer(addr, 7 | TLS_FLOW, true);
@@ -596,18 +603,7 @@ mod tests {
     /// once one closes, another is taken again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_from_one_address_are_limited() {
-        let listen: Vec<SipListen> = vec!["tcp:127.0.0.1:0".parse().expect("listen")];
-        let dir = std::env::temp_dir();
-        let tls = TlsFiles {
-            cert: None,
-            key: None,
-            data_dir: &dir,
-        };
-        let (sink, _rx) = mpsc::channel(8);
-        let mut tasks = JoinSet::new();
-        let t = Transports::bind(&listen, tls, sink, &mut tasks)
-            .await
-            .expect("bind");
+        let (t, _tasks, _rx) = bound("tcp:127.0.0.1:0").await;
         let to = t.local(Transport::Tcp).expect("tcp listener");
         let mut open = Vec::new();
         for _ in 0..MAX_STREAMS_PER_IP {
