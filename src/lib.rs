@@ -88,8 +88,7 @@ impl Server {
         let advertised = advertised_sip(&config, transports.bound());
         let trunks = Arc::new(trunks::Trunks::new(&config.trunks));
         if !trunks.is_empty() {
-            let dns = trunks::dns::Dns::new(&config.dns.servers)
-                .map_err(|e| anyhow::anyhow!("trunks: cannot set up DNS resolution: {e}"))?;
+            let dns = trunks::dns::Dns::new(&config.dns.servers);
             tasks.spawn(
                 trunks
                     .resolve_all(dns, std::time::Duration::from_secs(300))

@@ -382,6 +382,13 @@ impl Dnsmasq {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("dnsmasq is installed (Debian package dnsmasq-base)");
+        // Ready once its port is taken.
+        for _ in 0..100 {
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         Dnsmasq(child)
     }
 }

@@ -18,8 +18,10 @@ use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::xfer::Protocol;
-use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::ProtoErrorKind;
+use hickory_resolver::{ResolveError, TokioResolver};
 
 use crate::config::Transport;
 
@@ -34,11 +36,15 @@ pub enum DnsError {
     NotFound(String),
     #[error("DNS: {0}")]
     Resolve(#[from] hickory_resolver::ResolveError),
+    #[error("no DNS configuration (no [dns] servers and no usable /etc/resolv.conf): {0}")]
+    Unconfigured(String),
 }
 
 /// The resolver trunks' host names go through.
 pub struct Dns {
-    resolver: TokioResolver,
+    /// `None` when the system's configuration could not be read: IP addresses still work,
+    /// names fail with [`DnsError::Unconfigured`].
+    resolver: Result<TokioResolver, String>,
 }
 
 impl std::fmt::Debug for Dns {
@@ -48,25 +54,35 @@ impl std::fmt::Debug for Dns {
 }
 
 impl Dns {
-    /// Asks `servers`, or the system's name servers when there are none.
-    pub fn new(servers: &[SocketAddr]) -> Result<Dns, DnsError> {
+    /// Asks `servers` (over UDP, and TCP for answers too long for a datagram), or the system's
+    /// name servers when there are none. A system without a usable configuration still starts:
+    /// trunks given by IP address need no DNS.
+    pub fn new(servers: &[SocketAddr]) -> Dns {
         let provider = TokioConnectionProvider::default();
         let builder = if servers.is_empty() {
-            TokioResolver::builder(provider)?
+            TokioResolver::builder(provider).map_err(|e| e.to_string())
         } else {
             let group: Vec<NameServerConfig> = servers
                 .iter()
-                .map(|s| NameServerConfig::new(*s, Protocol::Udp))
+                .flat_map(|s| {
+                    [
+                        NameServerConfig::new(*s, Protocol::Udp),
+                        NameServerConfig::new(*s, Protocol::Tcp),
+                    ]
+                })
                 .collect();
-            TokioResolver::builder_with_config(
+            Ok(TokioResolver::builder_with_config(
                 ResolverConfig::from_parts(None, Vec::new(), group),
                 provider,
             )
-            .with_options(ResolverOpts::default())
+            .with_options(ResolverOpts::default()))
         };
-        Ok(Dns {
-            resolver: builder.build(),
-        })
+        if let Err(e) = &builder {
+            tracing::warn!(error = %e, "trunks: no DNS configuration; trunks given by name will have no address");
+        }
+        Dns {
+            resolver: builder.map(|b| b.build()),
+        }
     }
 
     /// The addresses to send to for `host` (a name or an IP literal without brackets) and
@@ -102,7 +118,7 @@ impl Dns {
             _ => "_udp",
         };
         let service = format!("_sip.{proto}.{fqdn}");
-        let records = match self.resolver.srv_lookup(service.as_str()).await {
+        let records = match self.resolver()?.srv_lookup(service.as_str()).await {
             Ok(found) => {
                 let mut records: Vec<(u16, u16, String, u16)> = found
                     .iter()
@@ -111,7 +127,10 @@ impl Dns {
                 records.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
                 records
             }
-            Err(e) if e.is_no_records_found() => Vec::new(),
+            // Only an answer that there are none falls back to A/AAAA: a failing server
+            // (SERVFAIL, REFUSED, a timeout) must not send a trunk's calls to another host; the
+            // caller keeps the addresses it had.
+            Err(e) if is_none_there(&e) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
         if records.is_empty() {
@@ -138,14 +157,34 @@ impl Dns {
         Ok(all)
     }
 
+    fn resolver(&self) -> Result<&TokioResolver, DnsError> {
+        self.resolver
+            .as_ref()
+            .map_err(|e| DnsError::Unconfigured(e.clone()))
+    }
+
     /// A/AAAA of `name`, IPv4 first (our UDP sockets are most often IPv4 only).
     async fn addresses(&self, name: &str, port: u16) -> Result<Vec<SocketAddr>, DnsError> {
-        let found = self.resolver.lookup_ip(name).await?;
+        let found = self.resolver()?.lookup_ip(name).await?;
         let mut addrs: Vec<SocketAddr> = found.iter().map(|ip| SocketAddr::new(ip, port)).collect();
         addrs.sort_by_key(|a| a.is_ipv6());
         if addrs.is_empty() {
             return Err(DnsError::NotFound(name.to_owned()));
         }
         Ok(addrs)
+    }
+}
+
+/// Whether `e` is an answer that the name has no such records (NXDOMAIN, or NOERROR with
+/// nothing of that type), as opposed to a server that failed to answer.
+fn is_none_there(e: &ResolveError) -> bool {
+    match e.proto().map(|p| p.kind()) {
+        Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => {
+            matches!(
+                *response_code,
+                ResponseCode::NXDomain | ResponseCode::NoError
+            )
+        }
+        _ => false,
     }
 }
