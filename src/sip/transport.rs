@@ -129,9 +129,10 @@ pub struct Transports {
     rt: tokio::runtime::Handle,
     next_flow: AtomicU64,
     bound: Vec<SipListen>,
-    /// Inbound connections open: in all, and per source IP.
+    /// Inbound connections open: in all, and per source address (IPv6: per /64).
     inbound: AtomicUsize,
     inbound_per_ip: DashMap<IpAddr, usize>,
+    per_ip_limit: AtomicUsize,
 }
 
 impl Transports {
@@ -200,6 +201,7 @@ impl Transports {
             rt: tokio::runtime::Handle::current(),
             inbound: AtomicUsize::new(0),
             inbound_per_ip: DashMap::new(),
+            per_ip_limit: AtomicUsize::new(MAX_STREAMS_PER_IP),
         });
         let _ = this.me.set(Arc::downgrade(&this));
         for (transport, local, listener) in streams {
@@ -279,9 +281,16 @@ impl Transports {
     /// reached over TCP). What is sent meanwhile waits in the connection's queue; a connection
     /// that cannot be made drops it, and the transactions time out as for a lost datagram.
     fn send_outbound(&self, to: SocketAddr, bytes: Payload) -> bool {
-        if let Some(tx) = self.outbound.get(&to) {
-            return tx.try_send(bytes).is_ok();
-        }
+        let bytes = match self.outbound.get(&to) {
+            Some(tx) => match tx.try_send(bytes) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Full(_)) => return false,
+                // Its connection ended: a new one takes its place.
+                Err(mpsc::error::TrySendError::Closed(bytes)) => bytes,
+            },
+            None => bytes,
+        };
+        self.outbound.remove_if(&to, |_, queued| queued.is_closed());
         let Some(this) = self.me.get().and_then(std::sync::Weak::upgrade) else {
             return false;
         };
@@ -341,8 +350,16 @@ impl Transports {
             self.inbound.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
+        // One IPv6 host has a /64 to choose addresses from.
+        let ip = match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            v4 => v4,
+        };
         let mut n = self.inbound_per_ip.entry(ip).or_insert(0);
-        if *n >= MAX_STREAMS_PER_IP {
+        if *n >= self.per_ip_limit.load(Ordering::Relaxed) {
             drop(n);
             self.inbound.fetch_sub(1, Ordering::Relaxed);
             return None;
@@ -352,6 +369,17 @@ impl Transports {
             transports: self.clone(),
             ip,
         })
+    }
+}
+
+/// The flow id for a connection of `transport` that a peer opened and that is gone, as a
+/// binding restored after a restart has: a send to it fails at once (no connection to a phone's
+/// port is dialled), and a TLS one is never taken for TCP.
+pub fn gone_flow(transport: Transport) -> u64 {
+    match transport {
+        Transport::Udp => 0,
+        Transport::Tcp => INBOUND_FLOW,
+        Transport::Tls => INBOUND_FLOW | TLS_FLOW,
     }
 }
 
@@ -481,6 +509,7 @@ async fn run_stream<S>(
     // A connection a peer opened must bring its first message, and every message once begun
     // must arrive whole, by this time; otherwise only the idle timeout applies.
     let mut deadline = (!outbound).then(|| tokio::time::Instant::now() + STALL_TIMEOUT);
+    let mut writer_done = false;
     'conn: loop {
         // Frame everything already buffered.
         loop {
@@ -505,6 +534,8 @@ async fn run_stream<S>(
                     // A double-CRLF ping gets a single-CRLF pong (RFC 5626 §3.5.1).
                     if len >= 4 {
                         let _ = tx.try_send(Payload::from(&b"\r\n"[..]));
+                        // It counts as the first message a new connection owes.
+                        deadline = None;
                     }
                 }
                 Frame::Incomplete => break,
@@ -525,7 +556,16 @@ async fn run_stream<S>(
             deadline = Some(now + STALL_TIMEOUT);
         }
         let until = deadline.unwrap_or(now + IDLE_TIMEOUT);
-        match tokio::time::timeout_at(until, rd.read(&mut chunk)).await {
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(until, rd.read(&mut chunk)) => r,
+            // The writer gave up (the peer took nothing, or the connection broke): nothing we
+            // send gets there any more, so the connection is closed, not kept for reading.
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
+        };
+        match read {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Err(_) => {
@@ -543,9 +583,10 @@ async fn run_stream<S>(
     }
     drop(tx);
     // What was queued goes out if the peer takes it; a peer that does not is not waited for.
-    if tokio::time::timeout(WRITE_TIMEOUT, &mut writer)
-        .await
-        .is_err()
+    if !writer_done
+        && tokio::time::timeout(WRITE_TIMEOUT, &mut writer)
+            .await
+            .is_err()
     {
         writer.abort();
     }
@@ -597,26 +638,35 @@ mod tests {
         let gone_phone = t.peer(addr, 7 | INBOUND_FLOW, true);
         assert_eq!(gone_phone.transport, Transport::Tcp);
         assert!(!t.send(&gone_phone, Payload::from(&b"OPTIONS"[..])));
+        // Bindings restored after a restart: TLS stays TLS, and neither is dialled.
+        for transport in [Transport::Tcp, Transport::Tls] {
+            let restored = t.peer(addr, gone_flow(transport), true);
+            assert_eq!(restored.transport, transport);
+            assert!(!t.send(&restored, Payload::from(&b"OPTIONS"[..])));
+        }
     }
 
-    /// Past [`MAX_STREAMS_PER_IP`] connections from one address, the next is closed at once;
-    /// once one closes, another is taken again.
+    /// Past the limit of connections from one address, the next is closed at once; once one
+    /// closes, another is taken again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_from_one_address_are_limited() {
         let (t, _tasks, _rx) = bound("tcp:127.0.0.1:0").await;
+        // A handful stands for MAX_STREAMS_PER_IP: a test process may have few descriptors.
+        const LIMIT: usize = 8;
+        t.per_ip_limit.store(LIMIT, Ordering::Relaxed);
         let to = t.local(Transport::Tcp).expect("tcp listener");
         let mut open = Vec::new();
-        for _ in 0..MAX_STREAMS_PER_IP {
+        for _ in 0..LIMIT {
             open.push(tokio::net::TcpStream::connect(to).await.expect("connect"));
         }
         // Every one of them counted in before the next test.
         for _ in 0..100 {
-            if t.inbound.load(Ordering::Relaxed) == MAX_STREAMS_PER_IP {
+            if t.inbound.load(Ordering::Relaxed) == LIMIT {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(t.inbound.load(Ordering::Relaxed), MAX_STREAMS_PER_IP);
+        assert_eq!(t.inbound.load(Ordering::Relaxed), LIMIT);
         let closed = |mut s: tokio::net::TcpStream| async move {
             let mut b = [0u8; 16];
             matches!(
@@ -628,7 +678,7 @@ mod tests {
         assert!(closed(extra).await, "a connection past the limit was kept");
         drop(open.pop());
         for _ in 0..100 {
-            if t.inbound.load(Ordering::Relaxed) < MAX_STREAMS_PER_IP {
+            if t.inbound.load(Ordering::Relaxed) < LIMIT {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

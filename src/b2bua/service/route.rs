@@ -335,14 +335,23 @@ pub(in crate::b2bua) async fn ring_user(
             targets.push((
                 Target::phone(uri, format!("phone:{}", p.id)),
                 Hop {
-                    peer: Peer {
-                        addr: b.source.addr,
-                        transport: match b.source.transport {
+                    peer: {
+                        let transport = match b.source.transport {
                             registrar::Transport::Udp => Transport::Udp,
                             registrar::Transport::Tcp => Transport::Tcp,
                             registrar::Transport::Tls => Transport::Tls,
-                        },
-                        flow: b.source.flow,
+                        };
+                        // Restored after a restart (flow 0): its connection is gone, and
+                        // a TLS one must stay TLS.
+                        let flow = match b.source.flow {
+                            0 => crate::sip::transport::gone_flow(transport),
+                            f => f,
+                        };
+                        Peer {
+                            addr: b.source.addr,
+                            transport,
+                            flow,
+                        }
                     },
                     follow_dialog: false,
                 },
