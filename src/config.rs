@@ -662,7 +662,16 @@ impl Config {
             min_expires: r.min_expires.unwrap_or(60),
             max_expires: r.max_expires.unwrap_or(3600),
             default_expires: r.default_expires.unwrap_or(3600),
-            nat_max_expires: r.nat_max_expires.unwrap_or(60),
+            // 60 s unless the bounds say otherwise (a configuration from before this key
+            // existed must still load).
+            nat_max_expires: r.nat_max_expires.unwrap_or_else(|| {
+                60.clamp(
+                    r.min_expires.unwrap_or(60),
+                    r.max_expires
+                        .unwrap_or(3600)
+                        .max(r.min_expires.unwrap_or(60)),
+                )
+            }),
         };
         let invalid = |key, reason: &str| ConfigError::Invalid {
             key,
@@ -1100,6 +1109,22 @@ mod tests {
         assert_eq!(c.sip.listen[2].transport, Transport::Tls);
         assert_eq!(c.sip.listen[2].addr, "[::]:5061".parse().unwrap());
         assert!(c.is_postgres());
+    }
+
+    /// A file written before `nat_max_expires` existed, with a longer minimum, still loads:
+    /// the NAT limit follows the bounds.
+    #[test]
+    fn nat_max_expires_defaults_within_the_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb.toml");
+        std::fs::write(&path, "[registrar]\nmin_expires = 120\n").unwrap();
+        let c = Config::load_with_env(Some(&path), env_of(&[])).unwrap();
+        assert_eq!(c.registrar.nat_max_expires, 120);
+        std::fs::write(&path, "[registrar]\nnat_max_expires = 30\n").unwrap();
+        let e = Config::load_with_env(Some(&path), env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("registrar.nat_max_expires"), "{e}");
     }
 
     #[test]

@@ -121,8 +121,12 @@ pub fn behind_nat(contact: &Uri, source: &Source) -> bool {
     let Some(uri) = contact.as_sip() else {
         return false;
     };
+    // Canonical: on a dual-stack socket an IPv4 source reads `::ffff:a.b.c.d`.
     match uri.host().ip() {
-        Some(ip) => SocketAddr::new(ip, uri.port().unwrap_or(5060)) != source.addr,
+        Some(ip) => {
+            ip.to_canonical() != source.addr.ip().to_canonical()
+                || uri.port().unwrap_or(5060) != source.addr.port()
+        }
         None => false,
     }
 }
@@ -1589,6 +1593,11 @@ mod tests {
         assert!(!behind_nat(
             &Uri::parse("sip:alice@phone.example").unwrap(),
             &udp()
+        ));
+        // A dual-stack socket reports an IPv4 phone as `::ffff:…`: not a NAT.
+        assert!(!behind_nat(
+            &Uri::parse("sip:alice@192.0.2.10:5060").unwrap(),
+            &src("[::ffff:192.0.2.10]:5060", Transport::Udp, 0)
         ));
     }
 
