@@ -293,6 +293,25 @@ impl Trunks {
         self.trunks.iter().find(|t| t.name() == name)
     }
 
+    /// A request to `addr` got no answer (a transaction timed out, or could not be sent).
+    /// When that is the address a trunk uses and it has others (SRV targets, several A/AAAA
+    /// records), the next takes over for later requests and the failed one goes last (RFC 3263
+    /// §4.3); the next resolution, within 5 minutes, restores DNS's order.
+    pub fn next_hop_failed(&self, addr: SocketAddr) {
+        for t in &self.trunks {
+            let now = {
+                let mut r = t.resolved.write().unwrap_or_else(PoisonError::into_inner);
+                if r.next_hop.len() < 2 || r.next_hop.first() != Some(&addr) {
+                    continue;
+                }
+                r.next_hop.rotate_left(1);
+                r.next_hop.first().copied()
+            };
+            tracing::warn!(trunk = t.name(), failed = %addr, next = ?now, "trunk: next hop did not answer; the next address takes over");
+            self.update(t.name(), |s| s.next_hop = now.map(|a| a.to_string()));
+        }
+    }
+
     /// The trunk an INVITE from `ip` comes from, if any.
     pub fn by_source(&self, ip: IpAddr) -> Option<&Arc<Trunk>> {
         self.trunks.iter().find(|t| t.is_source(ip))
@@ -458,6 +477,30 @@ mod tests {
         assert_eq!(t.caller_number(Some("201")), "+4930555100");
         assert_eq!(t.caller_number(Some("202")), "+4930555100");
         assert_eq!(t.credentials(), Some(("4930555", "pw")));
+    }
+
+    #[test]
+    fn a_next_hop_that_does_not_answer_gives_way_to_the_next() {
+        let trunks = Trunks::new(&[trunk(NumberFormat::E164).config]);
+        let t = trunks.all()[0].clone();
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "192.0.2.9:5060".parse().unwrap(),
+            "192.0.2.10:5070".parse().unwrap(),
+        );
+        t.resolved.write().unwrap().next_hop = vec![a, b];
+        // Another address failing changes nothing.
+        trunks.next_hop_failed(b);
+        assert_eq!(t.next_hop(), Some(a));
+        trunks.next_hop_failed(a);
+        assert_eq!(t.next_hop(), Some(b));
+        assert_eq!(
+            trunks.statuses()[0].next_hop.as_deref(),
+            Some("192.0.2.10:5070")
+        );
+        // Both still count as the trunk.
+        assert!(t.is_source(a.ip()) && t.is_source(b.ip()));
+        trunks.next_hop_failed(b);
+        assert_eq!(t.next_hop(), Some(a));
     }
 
     #[test]

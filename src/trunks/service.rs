@@ -166,6 +166,9 @@ impl Registrations {
         let Some(i) = self.inflight.remove(&tx) else {
             return false;
         };
+        if let Some(hop) = self.entries[i].trunk.next_hop() {
+            self.trunks.next_hop_failed(hop);
+        }
         self.entries[i].reg.on_failure("timeout", now);
         self.publish(i, now);
         true

@@ -584,7 +584,14 @@ impl Calls {
             return;
         };
         match purpose {
-            Purpose::Branch(b) => e.call.on_invite_timeout(b, now),
+            Purpose::Branch(b) => {
+                // A trunk that did not answer our INVITE: its next address, if it has one,
+                // takes the calls after this one.
+                if let Some(io) = e.branches.get(b).filter(|io| io.peer.flow == 0) {
+                    self.lookup.trunks.next_hop_failed(io.peer.addr);
+                }
+                e.call.on_invite_timeout(b, now)
+            }
             Purpose::Request(key) => e.call.on_request_timeout(key, now),
             Purpose::Cancel => return,
         }
