@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Frame::KeepAlive(n) => assert!(n == 2 || n == 4),
         Frame::Incomplete => {}
+        Frame::Body(total) => assert!(total > data.len() && total <= MAX_MESSAGE_SIZE),
         Frame::Invalid(e) => {
             let _ = e.response_bytes();
         }

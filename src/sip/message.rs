@@ -1474,8 +1474,11 @@ pub enum Frame {
     /// §3.5.1 (answer it with CRLF), 2 for a lone CRLF (a pong, or the
     /// RFC 3261 §7.5 leading CRLF; nothing to answer).
     KeepAlive(usize),
-    /// More bytes are needed.
+    /// More bytes are needed; the header section is not complete yet.
     Incomplete,
+    /// The header section is complete and says the message is `total` bytes long; framing
+    /// again before that many are buffered finds nothing new.
+    Body(usize),
     /// The stream cannot be framed any more: answer with
     /// [`ParseError::response_bytes`] if any, then close the connection.
     Invalid(ParseError),
@@ -1539,7 +1542,7 @@ pub fn frame(buf: &[u8], max: usize) -> Frame {
             if buf.len() >= total {
                 Frame::Message(total)
             } else {
-                Frame::Incomplete
+                Frame::Body(total)
             }
         }
         _ => invalid(ErrorKind::TooLarge(max)),
@@ -2114,9 +2117,17 @@ mod tests {
         assert!(matches!(frame(msg, MAX_MESSAGE_SIZE), Frame::Message(n) if n == msg.len()));
         let two = [msg, msg].concat();
         assert!(matches!(frame(&two, MAX_MESSAGE_SIZE), Frame::Message(n) if n == msg.len()));
+        let head = INVITE.find("\r\n\r\n").unwrap() + 4;
         for cut in 0..msg.len() {
             let r = frame(&msg[..cut], MAX_MESSAGE_SIZE);
-            assert!(matches!(r, Frame::Incomplete), "cut {cut}: {r:?}");
+            if cut < head {
+                assert!(matches!(r, Frame::Incomplete), "cut {cut}: {r:?}");
+            } else {
+                assert!(
+                    matches!(r, Frame::Body(n) if n == msg.len()),
+                    "cut {cut}: {r:?}"
+                );
+            }
         }
         assert!(matches!(frame(b"\r\n\r\n", 100), Frame::KeepAlive(4)));
         assert!(matches!(frame(b"\r\nINVITE", 100), Frame::KeepAlive(2)));

@@ -510,10 +510,28 @@ async fn run_stream<S>(
     // must arrive whole, by this time; otherwise only the idle timeout applies.
     let mut deadline = (!outbound).then(|| tokio::time::Instant::now() + STALL_TIMEOUT);
     let mut writer_done = false;
+    // Framing looks at the whole buffer; a peer sending a byte at a time would have it do that
+    // once per byte. So it runs again only when it can find more: a message's whole length
+    // once its header is in (`wait_for`), or a header end among the new bytes (`scanned`: no
+    // header end before it).
+    let mut wait_for = 0usize;
+    let mut scanned: Option<usize> = None;
     'conn: loop {
         // Frame everything already buffered.
         loop {
-            match message::frame(&buf, MAX_MESSAGE_SIZE) {
+            if buf.len() < wait_for {
+                break;
+            }
+            if let Some(from) = scanned.filter(|_| buf.len() < MAX_MESSAGE_SIZE) {
+                let new = buf.get(from.saturating_sub(3)..).unwrap_or_default();
+                if memchr::memmem::find(new, b"\r\n\r\n").is_none() {
+                    scanned = Some(buf.len());
+                    break;
+                }
+            }
+            let framed = message::frame(&buf, MAX_MESSAGE_SIZE);
+            (wait_for, scanned) = (0, None);
+            match framed {
                 Frame::Message(len) => {
                     let bytes: Vec<u8> = buf.drain(..len).collect();
                     deadline = None;
@@ -538,7 +556,20 @@ async fn run_stream<S>(
                         deadline = None;
                     }
                 }
-                Frame::Incomplete => break,
+                Frame::Incomplete => {
+                    // Skipped until a header end comes only once the start line has been
+                    // looked at (garbage is refused as soon as its first line ends); line ends
+                    // alone are no header under way.
+                    let quiet = buf.iter().all(|&b| b == b'\r' || b == b'\n');
+                    if !quiet && memchr::memmem::find(&buf, b"\r\n").is_some() {
+                        scanned = Some(buf.len());
+                    }
+                    break;
+                }
+                Frame::Body(total) => {
+                    wait_for = total;
+                    break;
+                }
                 Frame::Invalid(err) => {
                     tracing::debug!(%from, error = %err, "sip: unframeable stream input, closing");
                     if let Some(resp) = err.response_bytes() {
@@ -643,6 +674,44 @@ mod tests {
             let restored = t.peer(addr, gone_flow(transport), true);
             assert_eq!(restored.transport, transport);
             assert!(!t.send(&restored, Payload::from(&b"OPTIONS"[..])));
+        }
+    }
+
+    /// A message dribbled a few bytes at a time, and one whose body comes after its header, are
+    /// each handed on once, whole (framing waits for a header end, then for the length).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_in_pieces_are_framed_whole() {
+        use tokio::io::AsyncWriteExt;
+        let (t, _tasks, mut rx) = bound("tcp:127.0.0.1:0").await;
+        let to = t.local(Transport::Tcp).expect("tcp listener");
+        let mut s = tokio::net::TcpStream::connect(to).await.expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        let msg = |body: &str| {
+            format!(
+                "MESSAGE sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKp\r\n\
+                 From: <sip:t@x>;tag=1\r\nTo: <sip:x>\r\nCall-ID: p\r\nCSeq: 1 MESSAGE\r\n\
+                 Max-Forwards: 70\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let first = msg("hello");
+        for piece in first.as_bytes().chunks(7) {
+            s.write_all(piece).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let second = msg(&"x".repeat(3000));
+        let (head, body) = second.split_at(second.len() - 3000);
+        s.write_all(head.as_bytes()).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.write_all(&body.as_bytes()[..1000]).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.write_all(&body.as_bytes()[1000..]).await.expect("write");
+        for want in [first, second] {
+            let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a message in time")
+                .expect("a message");
+            assert_eq!(String::from_utf8_lossy(&got.bytes), want);
         }
     }
 
