@@ -1564,6 +1564,17 @@ fn plausible_start_line(line: &[u8]) -> bool {
     tok > 0 && line.get(tok) == Some(&b' ')
 }
 
+/// The longest method an unterminated first line may still be growing.
+const MAX_METHOD_LEN: usize = 64;
+
+/// Whether framing `buf`, a stream buffer [`frame`] found incomplete, can tell nothing new
+/// until a header end (CRLFCRLF) arrives: its first line has ended, or already passed the check
+/// [`frame`] makes of it (a token and a space, or `SIP/`). A reader fed a byte at a time then
+/// need not frame after every byte.
+pub fn awaits_header_end(buf: &[u8]) -> bool {
+    find(buf, b"\r\n").is_some() || plausible_start_line(buf)
+}
+
 /// Whether an unterminated first line may still become a start line.
 fn plausible_prefix(buf: &[u8]) -> bool {
     let n = buf.len().min(4);
@@ -1575,7 +1586,8 @@ fn plausible_prefix(buf: &[u8]) -> bool {
     }
     let tok = buf.iter().take_while(|&&b| lex::is_token(b)).count();
     match buf.get(tok) {
-        None => true,
+        // No method is this long: a stream is not kept waiting on one.
+        None => tok <= MAX_METHOD_LEN,
         Some(b' ') => tok > 0,
         Some(b'\r') => tok + 1 == buf.len(),
         _ => false,
@@ -2132,6 +2144,15 @@ mod tests {
         assert!(matches!(frame(b"\r\n\r\n", 100), Frame::KeepAlive(4)));
         assert!(matches!(frame(b"\r\nINVITE", 100), Frame::KeepAlive(2)));
         assert!(matches!(frame(b"\r\n", 100), Frame::Incomplete));
+        // A first line that cannot become a start line is refused before its end: no method is
+        // 65 characters long.
+        assert!(matches!(frame(&[b'A'; 64], 1000), Frame::Incomplete));
+        assert!(matches!(frame(&[b'A'; 65], 1000), Frame::Invalid(_)));
+        // Once a start line shows (or the first line ended) only a header end tells more.
+        assert!(!awaits_header_end(b"INVI"));
+        assert!(awaits_header_end(b"INVITE sip:x"));
+        assert!(awaits_header_end(b"SIP/2.0 200"));
+        assert!(awaits_header_end(b"INVITE sip:x SIP/2.0\r\nVia: x"));
         let no_cl = INVITE.replace("Content-Length: 4\r\n", "");
         assert!(
             matches!(frame(no_cl.as_bytes(), MAX_MESSAGE_SIZE), Frame::Invalid(e) if e.kind() == &ErrorKind::ContentLengthMissing)

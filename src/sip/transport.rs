@@ -558,10 +558,10 @@ async fn run_stream<S>(
                 }
                 Frame::Incomplete => {
                     // Skipped until a header end comes only once the start line has been
-                    // looked at (garbage is refused as soon as its first line ends); line ends
-                    // alone are no header under way.
+                    // checked (garbage is refused as soon as it shows); line ends alone are
+                    // no header under way.
                     let quiet = buf.iter().all(|&b| b == b'\r' || b == b'\n');
-                    if !quiet && memchr::memmem::find(&buf, b"\r\n").is_some() {
+                    if !quiet && message::awaits_header_end(&buf) {
                         scanned = Some(buf.len());
                     }
                     break;

@@ -28,7 +28,8 @@ struct Entry {
 pub struct Registrations {
     trunks: Arc<Trunks>,
     entries: Vec<Entry>,
-    inflight: HashMap<ClientTxId, usize>,
+    /// Our REGISTERs under way: whose, and where they went.
+    inflight: HashMap<ClientTxId, (usize, SocketAddr)>,
 }
 
 impl Registrations {
@@ -142,7 +143,7 @@ impl Registrations {
         msg: &Message,
         now: Instant,
     ) -> bool {
-        let Some(&i) = self.inflight.get(&tx) else {
+        let Some(&(i, _)) = self.inflight.get(&tx) else {
             return false;
         };
         if msg.status().is_some_and(|s| s < 200) {
@@ -163,12 +164,10 @@ impl Registrations {
         let TxId::Client(tx) = tx else {
             return false;
         };
-        let Some(i) = self.inflight.remove(&tx) else {
+        let Some((i, to)) = self.inflight.remove(&tx) else {
             return false;
         };
-        if let Some(hop) = self.entries[i].trunk.next_hop() {
-            self.trunks.next_hop_failed(hop);
-        }
+        self.trunks.next_hop_failed(to);
         self.entries[i].reg.on_failure("timeout", now);
         self.publish(i, now);
         true
@@ -197,7 +196,7 @@ impl Registrations {
         };
         match layer.send_request(req, peer, now) {
             Ok(tx) => {
-                self.inflight.insert(tx, i);
+                self.inflight.insert(tx, (i, to));
             }
             Err(err) => {
                 tracing::warn!(trunk = self.entries[i].trunk.name(), error = %err, "trunk: REGISTER not sent");

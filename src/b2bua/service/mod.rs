@@ -239,6 +239,8 @@ struct BranchIo {
     peer: Peer,
     /// In-dialog requests to this branch follow its dialog (see [`Hop::follow_dialog`]).
     follows_dialog: bool,
+    /// It goes to a trunk.
+    trunk: bool,
     invite: Option<Message>,
     tx: Option<ClientTxId>,
     /// A provisional answer came: a CANCEL may go now (§9.1).
@@ -587,7 +589,7 @@ impl Calls {
             Purpose::Branch(b) => {
                 // A trunk that did not answer our INVITE: its next address, if it has one,
                 // takes the calls after this one.
-                if let Some(io) = e.branches.get(b).filter(|io| io.peer.flow == 0) {
+                if let Some(io) = e.branches.get(b).filter(|io| io.trunk) {
                     self.lookup.trunks.next_hop_failed(io.peer.addr);
                 }
                 e.call.on_invite_timeout(b, now)
@@ -1722,6 +1724,7 @@ impl BranchIo {
         BranchIo {
             peer: hop.peer,
             follows_dialog: hop.follow_dialog,
+            trunk: hop.trunk,
             invite: None,
             tx: None,
             provisional: false,

@@ -127,6 +127,8 @@ pub(in crate::b2bua) struct Hop {
     /// without an outbound proxy. A phone is always reached through the flow it registered
     /// from (it may be behind NAT, its Contact a private address).
     pub(in crate::b2bua) follow_dialog: bool,
+    /// The branch goes to a trunk (whose next address takes over if this one does not answer).
+    pub(in crate::b2bua) trunk: bool,
 }
 
 /// Who is in the call, for its record.
@@ -354,6 +356,7 @@ pub(in crate::b2bua) async fn ring_user(
                         }
                     },
                     follow_dialog: false,
+                    trunk: false,
                 },
             ));
         }
@@ -450,6 +453,7 @@ fn trunk_target(
                 flow: 0,
             },
             follow_dialog: trunk.dialog_routed(),
+            trunk: true,
         },
     ))
 }
