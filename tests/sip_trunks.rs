@@ -464,6 +464,41 @@ async fn incoming_call_to_a_did(db: Db) {
     server.shutdown().await;
 }
 
+/// A SIP-I ITSP's offer comes in a multipart body beside an ISUP part: bob's phone gets the
+/// body with the session description anchored on our relay (not the ITSP's address) and the
+/// ISUP part as it was.
+async fn a_multipart_offer_is_anchored(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let port = common::free_udp_port();
+    let (server, _data, _, bob) = server(&tdb, port, "register = false").await;
+    let to = common::sip_addr(&server, Transport::Udp);
+    let phone_port = common::free_udp_port();
+    register(&server, "bob", "bob-secret", phone_port).await;
+    let phone = spawn_sipp("call_uas.xml", to, phone_port, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let itsp = spawn_sipp_from(
+        ITSP_IP,
+        "trunk_uac_multipart.xml",
+        Some(to),
+        port,
+        &["-s", "4930555200"],
+    );
+    must_pass("the ITSP", itsp).await;
+    let phone = must_pass("bob's phone", phone).await;
+    let invite = received(&phone, "INVITE sip:");
+    assert!(
+        invite.contains("Content-Type: multipart/mixed;boundary=unique-boundary-1"),
+        "{invite}"
+    );
+    assert!(invite.contains("IAM-4930555200-4915112345678"), "{invite}");
+    assert!(invite.contains("c=IN IP4 127.0.0.1"), "{invite}");
+    assert!(!invite.contains("c=IN IP4 127.0.0.2"), "{invite}");
+    assert!(invite.contains("--unique-boundary-1--"), "{invite}");
+    let inc = common::only_entry(&server, bob).await;
+    assert_eq!(inc.outcome, PartyOutcome::Answered);
+    server.shutdown().await;
+}
+
 /// A call from a trunk reached without an outbound proxy, whose edge names a gateway elsewhere
 /// in its Contact and does not Record-Route: when bob hangs up, our BYE goes to that gateway.
 async fn our_bye_to_a_trunk_caller_follows_its_contact(db: Db) {
@@ -635,6 +670,11 @@ async fn our_bye_to_a_trunk_callers_contact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trunk_host_by_srv_record() {
     trunk_found_through_srv(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_offer() {
+    a_multipart_offer_is_anchored(Db::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

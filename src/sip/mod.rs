@@ -15,6 +15,7 @@ pub mod endpoint;
 pub mod header;
 pub(crate) mod lex;
 pub mod message;
+pub mod multipart;
 pub mod tls;
 pub mod transaction;
 pub mod transport;

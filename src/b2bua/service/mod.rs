@@ -2002,20 +2002,35 @@ fn anchor(media: &Option<Arc<Session>>, msg: Message, to: Side) -> Message {
     })
 }
 
-/// `msg` with its SDP body replaced by `edit`'s result (unchanged when it has none, or `edit`
-/// declines).
+/// `msg` with its SDP replaced by `edit`'s result (unchanged when it has none, or `edit`
+/// declines): the body, or its `application/sdp` part when it is multipart (a SIP-I trunk's
+/// offer beside its ISUP part; the other parts stay as they are).
 fn with_sdp(mut msg: Message, edit: impl FnOnce(&str) -> Option<String>) -> Message {
-    let is_sdp = msg
-        .content_type()
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"));
-    if !is_sdp {
+    let Some(content_type) = msg.content_type().map(str::trim) else {
         return msg;
-    }
-    let Ok(text) = std::str::from_utf8(msg.body()) else {
+    };
+    let range = if content_type.eq_ignore_ascii_case("application/sdp") {
+        0..msg.body().len()
+    } else {
+        match crate::sip::multipart::part(msg.body(), content_type, "application/sdp") {
+            Some(r) => r,
+            None => return msg,
+        }
+    };
+    let Some(text) = msg
+        .body()
+        .get(range.clone())
+        .and_then(|b| std::str::from_utf8(b).ok())
+    else {
         return msg;
     };
     if let Some(new) = edit(text) {
-        let _ = msg.set_body(new.into_bytes(), Some("application/sdp"));
+        let body = msg.body();
+        let mut out = Vec::with_capacity(body.len() + new.len());
+        out.extend_from_slice(body.get(..range.start).unwrap_or_default());
+        out.extend_from_slice(new.as_bytes());
+        out.extend_from_slice(body.get(range.end..).unwrap_or_default());
+        let _ = msg.set_body(out, None);
     }
     msg
 }
