@@ -427,26 +427,27 @@ async fn trunk_found_through_srv(db: Db) {
     server.shutdown().await;
 }
 
+/// The ITSP (SIPp playing `scenario` from the trunk's address, port `port`) calls bob's DID
+/// 4930555200 and bob's registered phone (SIPp, `call_uas.xml`) answers: both runs, passed.
+async fn itsp_calls_bobs_did(server: &Server, port: u16, scenario: &str) -> (SippRun, SippRun) {
+    let to = common::sip_addr(server, Transport::Udp);
+    let phone_port = common::free_udp_port();
+    register(server, "bob", "bob-secret", phone_port).await;
+    let phone = spawn_sipp("call_uas.xml", to, phone_port, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let itsp = spawn_sipp_from(ITSP_IP, scenario, Some(to), port, &["-s", "4930555200"]);
+    let itsp = must_pass("the ITSP", itsp).await;
+    let phone = must_pass("bob's phone", phone).await;
+    (itsp, phone)
+}
+
 /// The ITSP delivers a call for DID +4930555200 (as 4930555200, without the `+`): bob's phone
 /// rings and answers; the ITSP is not challenged.
 async fn incoming_call_to_a_did(db: Db) {
     let tdb = TestDb::new(db).await;
     let port = common::free_udp_port();
     let (server, _data, _, bob) = server(&tdb, port, "register = false").await;
-    let to = common::sip_addr(&server, Transport::Udp);
-    let phone_port = common::free_udp_port();
-    register(&server, "bob", "bob-secret", phone_port).await;
-    let phone = spawn_sipp("call_uas.xml", to, phone_port, &[]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let itsp = spawn_sipp_from(
-        ITSP_IP,
-        "trunk_uac.xml",
-        Some(to),
-        port,
-        &["-s", "4930555200"],
-    );
-    let itsp = must_pass("the ITSP", itsp).await;
-    let phone = must_pass("bob's phone", phone).await;
+    let (itsp, phone) = itsp_calls_bobs_did(&server, port, "trunk_uac.xml").await;
     assert!(!itsp.messages.contains("407 Proxy"), "{}", itsp.messages);
     let invite = received(&phone, "INVITE sip:");
     assert!(
@@ -471,20 +472,7 @@ async fn a_multipart_offer_is_anchored(db: Db) {
     let tdb = TestDb::new(db).await;
     let port = common::free_udp_port();
     let (server, _data, _, bob) = server(&tdb, port, "register = false").await;
-    let to = common::sip_addr(&server, Transport::Udp);
-    let phone_port = common::free_udp_port();
-    register(&server, "bob", "bob-secret", phone_port).await;
-    let phone = spawn_sipp("call_uas.xml", to, phone_port, &[]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let itsp = spawn_sipp_from(
-        ITSP_IP,
-        "trunk_uac_multipart.xml",
-        Some(to),
-        port,
-        &["-s", "4930555200"],
-    );
-    must_pass("the ITSP", itsp).await;
-    let phone = must_pass("bob's phone", phone).await;
+    let (_, phone) = itsp_calls_bobs_did(&server, port, "trunk_uac_multipart.xml").await;
     let invite = received(&phone, "INVITE sip:");
     assert!(
         invite.contains("Content-Type: multipart/mixed;boundary=unique-boundary-1"),
