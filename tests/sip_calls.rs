@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::sipp::{audio_port, must_pass, register, rejected_scenario, spawn_sipp, SippRun};
+use common::sipp::{
+    audio_port, must_pass, received, register, rejected_scenario, spawn_sipp, SippRun,
+};
 
 use std::time::Duration;
 
@@ -74,6 +76,22 @@ async fn hangup_causes(server: &Server) -> Vec<String> {
         .await
         .unwrap();
     rows.into_iter().map(|r| r.0).collect()
+}
+
+/// A caller that requires reliable provisionals (RFC 3262): its 180 comes with Require: 100rel
+/// and an RSeq, its PRACK gets 200, and the call goes on as any other.
+async fn a_caller_requiring_100rel_gets_reliable_ringing(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, _) = server(&tdb, 30).await;
+    let callee = bob_answers(&server, "call_uas.xml", &[]).await;
+    let caller = alice_calls(&server, "call_uac_100rel.xml", &["-d", "200"]);
+    let caller = must_pass("the caller", caller).await;
+    must_pass("the callee", callee).await;
+    let ringing = received(&caller, "SIP/2.0 180");
+    assert!(ringing.contains("RSeq: "), "{ringing}");
+    let out = common::only_entry(&server, alice).await;
+    assert_eq!(out.outcome, PartyOutcome::Answered);
+    server.shutdown().await;
 }
 
 async fn answered_call_hung_up_by_the_caller(db: Db) {
@@ -530,6 +548,11 @@ async fn both_phones_ring_and_the_loser_is_told(db: Db) {
 }
 
 on_both_databases!(answered_call_hung_up_by_the_caller);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_provisionals() {
+    a_caller_requiring_100rel_gets_reliable_ringing(Db::Sqlite).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callee_hangs_up() {

@@ -23,9 +23,11 @@
 //!
 //! RFC 4028 session timers are kept here when the caller asks for them (the caller refreshes,
 //! or we do when it names us, `refresher=uas`; a session nobody refreshes ends). Media is not: the driver (`b2bua::service`) rewrites the
-//! session descriptions the call carries so that both legs send RTP to our relay. Not here
-//! yet: PRACK (RFC 3262); a caller that requires it gets 420 from the endpoint, and we never
-//! offer it to a callee.
+//! session descriptions the call carries so that both legs send RTP to our relay.
+//!
+//! RFC 3262: to a caller whose INVITE requires `100rel`, provisional answers go reliably (one
+//! unacknowledged at a time, repeated until PRACKed, the 2xx held back behind one with a session
+//! description). We never offer it to a callee, so its provisionals come unreliably.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -301,7 +303,34 @@ pub struct Call {
     /// Answered by the PBX itself (the echo test): our session description, which also
     /// answers the caller's re-INVITEs; there is no callee leg.
     local_answer: Option<Vec<u8>>,
+    /// RFC 3262 towards a caller whose INVITE requires it (`Require: 100rel`).
+    reliable: Option<Reliable>,
 }
+
+/// Reliable provisional answers to the caller (RFC 3262 §3): one unacknowledged at a time,
+/// repeated until its PRACK comes.
+#[derive(Debug)]
+struct Reliable {
+    next_rseq: u32,
+    unacked: Option<Unacked>,
+    /// Answers waiting for the unacknowledged one: later provisionals, and a 2xx that may not
+    /// overtake a provisional with a session description.
+    waiting: VecDeque<Message>,
+}
+
+#[derive(Debug)]
+struct Unacked {
+    rseq: u32,
+    msg: Message,
+    sdp: bool,
+    next: Instant,
+    interval: Duration,
+    until: Instant,
+}
+
+/// RFC 3261 timers as RFC 3262 uses them for reliable provisionals.
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
 
 impl Call {
     /// Starts ringing `targets` for the caller's INVITE (already authenticated and routed).
@@ -381,7 +410,17 @@ impl Call {
             refreshing: None,
             caller_sdp: None,
             local_answer: None,
+            reliable: None,
         };
+        if requires(&call.caller_invite, "100rel") {
+            // The first RSeq is chosen between 1 and 2^31 - 1 (RFC 3262 §3).
+            let first = u32::try_from(call.random() % 0x7FFF_FFFF).unwrap_or(0) + 1;
+            call.reliable = Some(Reliable {
+                next_rseq: first,
+                unacked: None,
+                waiting: VecDeque::new(),
+            });
+        }
         if call.caller_invite.max_forwards() == Some(0) {
             call.fail_caller(483, "Too Many Hops", Outcome::Failed, now);
             return Ok(call);
@@ -451,11 +490,20 @@ impl Call {
 
     /// When [`Call::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.deadline, self.refresh_at].into_iter().flatten().min()
+        let reliable = self
+            .reliable
+            .as_ref()
+            .and_then(|r| r.unacked.as_ref())
+            .map(|u| u.next.min(u.until));
+        [self.deadline, self.refresh_at, reliable]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The no-answer timer, and the session timer once answered.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.repeat_reliable(now);
         if self.phase == Phase::Answered && self.refresh_at.is_some_and(|t| t <= now) {
             self.refresh_at = None;
             self.send_refresh(now);
@@ -537,7 +585,7 @@ impl Call {
             101..=199 => {
                 if b.live() && self.phase == Phase::Ringing {
                     self.branches[branch].state = BranchState::Ringing;
-                    self.forward_provisional(status, response);
+                    self.forward_provisional(status, response, now);
                 }
             }
             200..=299 => {
@@ -667,6 +715,11 @@ impl Call {
         }
         match method {
             Method::Ack => self.on_ack(leg, request),
+            // Only our reliable provisionals are PRACKed: we offer none to callees.
+            Method::Prack if leg == Leg::Caller => self.on_prack(tx, request, now),
+            Method::Prack => {
+                self.respond(leg, tx, request, 481, "Call/Transaction Does Not Exist");
+            }
             Method::Bye => {
                 self.respond(leg, tx, request, 200, "OK");
                 if self.phase == Phase::Ringing && leg == Leg::Caller {
@@ -1090,7 +1143,7 @@ impl Call {
         req
     }
 
-    fn forward_provisional(&mut self, status: u16, response: &Message) {
+    fn forward_provisional(&mut self, status: u16, response: &Message, now: Instant) {
         let has_sdp = !response.body().is_empty();
         let forward = if has_sdp {
             !self.forwarded_early_media
@@ -1109,7 +1162,105 @@ impl Call {
             self.forwarded_early_media = true;
         }
         self.forwarded_ringing = true;
-        self.actions.push_back(Action::AnswerCaller(rsp));
+        self.answer_caller(rsp, now);
+    }
+
+    /// Sends an answer to the caller's INVITE: at once, or (to a caller that requires
+    /// reliable provisionals, RFC 3262 §3) reliably and in turn.
+    fn answer_caller(&mut self, mut rsp: Message, now: Instant) {
+        let status = rsp.status().unwrap_or(0);
+        let Some(rel) = self.reliable.as_mut() else {
+            self.actions.push_back(Action::AnswerCaller(rsp));
+            return;
+        };
+        match status {
+            101..=199 if rel.unacked.is_some() => rel.waiting.push_back(rsp),
+            101..=199 => {
+                let rseq = rel.next_rseq;
+                rel.next_rseq = rel.next_rseq.wrapping_add(1);
+                let _ = rsp.push_header(HeaderName::Require, "100rel");
+                let _ = rsp.push_header(HeaderName::RSeq, &rseq.to_string());
+                rel.unacked = Some(Unacked {
+                    rseq,
+                    sdp: !rsp.body().is_empty(),
+                    msg: rsp.clone(),
+                    next: now + T1,
+                    interval: T1,
+                    until: now + 64 * T1,
+                });
+                self.actions.push_back(Action::AnswerCaller(rsp));
+            }
+            // A 2xx may not overtake a provisional with a session description the caller has
+            // not acknowledged; provisionals still waiting are moot once it goes.
+            200..=299 if rel.unacked.as_ref().is_some_and(|u| u.sdp) => {
+                rel.waiting.clear();
+                rel.waiting.push_back(rsp);
+            }
+            _ => {
+                // A final answer ends the INVITE transaction, and with it the repeating.
+                self.reliable = None;
+                self.actions.push_back(Action::AnswerCaller(rsp));
+            }
+        }
+    }
+
+    /// A PRACK from the caller (RFC 3262 §3): it acknowledges our unacknowledged reliable
+    /// provisional, whose repeating stops and whose successor goes; one that matches none gets
+    /// 481.
+    fn on_prack(&mut self, tx: Key, request: &Message, now: Instant) {
+        let invite_seq = self.caller_invite.cseq().map(|c| c.seq);
+        let rack = request.header(&HeaderName::RAck).and_then(|v| {
+            let mut it = v.split_ascii_whitespace();
+            let rseq = it.next()?.parse::<u32>().ok()?;
+            let seq = it.next()?.parse::<u32>().ok()?;
+            let method = it.next()?;
+            Some((rseq, seq, method == "INVITE"))
+        });
+        let matches = match (&self.reliable, rack) {
+            (
+                Some(Reliable {
+                    unacked: Some(u), ..
+                }),
+                Some((rseq, seq, true)),
+            ) => u.rseq == rseq && Some(seq) == invite_seq,
+            _ => false,
+        };
+        if !matches {
+            self.respond(
+                Leg::Caller,
+                tx,
+                request,
+                481,
+                "Call/Transaction Does Not Exist",
+            );
+            return;
+        }
+        self.respond(Leg::Caller, tx, request, 200, "OK");
+        let next = self.reliable.as_mut().and_then(|rel| {
+            rel.unacked = None;
+            rel.waiting.pop_front()
+        });
+        if let Some(next) = next {
+            self.answer_caller(next, now);
+        }
+    }
+
+    /// Repeats the unacknowledged reliable provisional (T1 doubling up to T2); after 64·T1
+    /// without PRACK the caller's INVITE fails (RFC 3262 §3: a 5xx).
+    fn repeat_reliable(&mut self, now: Instant) {
+        let Some(u) = self.reliable.as_mut().and_then(|r| r.unacked.as_mut()) else {
+            return;
+        };
+        if now >= u.until {
+            self.reliable = None;
+            self.cancel_branches(None);
+            self.fail_caller(500, "No PRACK", Outcome::Failed, now);
+            self.cause = "no_prack".into();
+        } else if now >= u.next {
+            self.actions.push_back(Action::AnswerCaller(u.msg.clone()));
+            u.interval = (u.interval * 2).min(T2);
+            u.next = now + u.interval;
+        }
     }
 
     fn answer(&mut self, branch: usize, response: &Message, now: Instant) {
@@ -1147,7 +1298,7 @@ impl Call {
             copy_body(response, &mut ok);
             self.add_session_timer(&mut ok);
             self.note_sent_to_caller(&ok);
-            self.actions.push_back(Action::AnswerCaller(ok));
+            self.answer_caller(ok, now);
         }
         self.phase = Phase::Answered;
         self.arm_session_timer(now);
@@ -1300,7 +1451,7 @@ impl Call {
 
     fn fail_caller(&mut self, status: u16, reason: &str, outcome: Outcome, now: Instant) {
         if let Ok(rsp) = self.caller.response(&self.caller_invite, status, reason) {
-            self.actions.push_back(Action::AnswerCaller(rsp));
+            self.answer_caller(rsp, now);
         }
         self.end(outcome, &status.to_string(), now);
     }
@@ -1451,6 +1602,12 @@ fn allows(m: &Message, method: &str) -> bool {
 }
 
 /// The Session-Expires interval of a request (RFC 4028 §4), without its parameters.
+/// Whether `m` requires option tag `tag` (`Require`).
+fn requires(m: &Message, tag: &str) -> bool {
+    m.headers(&HeaderName::Require)
+        .any(|t| t.trim().eq_ignore_ascii_case(tag))
+}
+
 fn session_expires(m: &Message) -> Option<u32> {
     m.header(&HeaderName::SessionExpires)?
         .split(';')

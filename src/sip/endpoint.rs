@@ -443,12 +443,13 @@ fn screen(msg: &Message, tags: &mut u64) -> Option<Message> {
     Some(resp)
 }
 
-/// The option tags we support (RFC 3261 §19.2): RFC 4028 session timers. Not `100rel` (no
-/// PRACK), `path`, `outbound`, `gruu` or `replaces`.
-const SUPPORTED_TAGS: [&str; 1] = ["timer"];
+/// The option tags we support (RFC 3261 §19.2): RFC 4028 session timers, and RFC 3262 reliable
+/// provisionals towards a caller that requires them. Not `path`, `outbound`, `gruu` or
+/// `replaces`.
+const SUPPORTED_TAGS: [&str; 2] = ["timer", "100rel"];
 
 /// [`SUPPORTED_TAGS`] as a `Supported` value.
-pub const SUPPORTED: &str = "timer";
+pub const SUPPORTED: &str = "timer, 100rel";
 
 /// RFC 3261 §8.2.2.3: a request that requires an option tag we do not support gets 420 (Bad
 /// Extension) listing those tags in `Unsupported`, before any service sees it. Not for ACK or
@@ -517,9 +518,10 @@ mod tests {
     fn a_required_extension_we_lack_is_refused_with_420() {
         let mut tags = 0;
         let m = request("INVITE", "Require: 100rel, timer\r\nRequire: path\r\n");
+        // (100rel and timer are ours.)
         let r = bad_extension(&m, &mut tags).expect("420");
         assert_eq!(r.status(), Some(420));
-        assert_eq!(r.header(&HeaderName::Unsupported), Some("100rel, path"));
+        assert_eq!(r.header(&HeaderName::Unsupported), Some("path"));
         assert!(r.to().and_then(|t| t.tag()).is_some());
     }
 

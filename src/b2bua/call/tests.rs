@@ -1132,3 +1132,132 @@ fn a_call_answered_here_has_no_callee_leg() {
     assert_eq!(call.summary().cause, "caller");
     assert!(call.is_finished());
 }
+
+/// The caller's INVITE, requiring reliable provisionals (RFC 3262).
+fn invite_requiring_100rel() -> Message {
+    let text = String::from_utf8(caller_invite().to_bytes()).unwrap();
+    parse(
+        text.replacen(
+            "CSeq: 1 INVITE\r\n",
+            "CSeq: 1 INVITE\r\nRequire: 100rel\r\n",
+            1,
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+/// A PRACK from the caller for `rseq`.
+fn prack(call: &Call, cseq: u32, rseq: &str) -> Message {
+    let text = String::from_utf8(from_caller(call, "PRACK", cseq, None).to_bytes()).unwrap();
+    let text = text.replacen(
+        "Content-Length: 0\r\n",
+        &format!("RAck: {rseq} 1 INVITE\r\nContent-Length: 0\r\n"),
+        1,
+    );
+    parse(text.as_bytes()).unwrap()
+}
+
+/// To a caller that requires it, provisionals go reliably (Require: 100rel, RSeq), one at a
+/// time and repeated until PRACKed; the PRACK gets 200 and lets the next one go; a PRACK for
+/// something else gets 481; a 2xx waits for the PRACK of a provisional with a session
+/// description (RFC 3262 §3).
+#[test]
+fn provisionals_to_a_caller_that_requires_100rel_are_reliable() {
+    let t0 = Instant::now();
+    let mut call = Call::new(
+        invite_requiring_100rel(),
+        "pbx-tag",
+        targets(1),
+        config(),
+        5,
+        t0,
+    )
+    .unwrap();
+    let inv = invites(&drain(&mut call));
+    call.on_invite_response(0, &answer(&inv[0], 180, "b0", None), t0);
+    let a = drain(&mut call);
+    let ringing = match &a[..] {
+        [Action::AnswerCaller(m)] => m.clone(),
+        other => panic!("expected the 180, got {other:?}"),
+    };
+    assert_eq!(ringing.status(), Some(180));
+    assert_eq!(ringing.header(&HeaderName::Require), Some("100rel"));
+    let rseq = ringing.header(&HeaderName::RSeq).unwrap().to_owned();
+    // Early media while the 180 is unacknowledged waits its turn.
+    call.on_invite_response(0, &answer(&inv[0], 183, "b0", Some(CALLEE_SDP)), t0);
+    assert!(drain(&mut call).is_empty());
+    // Not PRACKed: repeated after T1, then 2·T1.
+    assert_eq!(call.poll_timeout(), Some(t0 + T1));
+    call.handle_timeout(t0 + T1);
+    assert_eq!(caller_answers(&drain(&mut call)), [180]);
+    assert_eq!(call.poll_timeout(), Some(t0 + T1 * 3));
+    // A PRACK for another RSeq: 481, nothing moves.
+    call.on_request(Leg::Caller, 1, &prack(&call, 2, "1"), t0 + T1);
+    match &drain(&mut call)[..] {
+        [Action::Respond { response, .. }] => assert_eq!(response.status(), Some(481)),
+        other => panic!("expected 481, got {other:?}"),
+    }
+    // The PRACK: 200, and the 183 goes (reliably, the next RSeq).
+    call.on_request(Leg::Caller, 2, &prack(&call, 3, &rseq), t0 + T1);
+    let a = drain(&mut call);
+    let early = match &a[..] {
+        [Action::Respond { response, .. }, Action::AnswerCaller(m)] => {
+            assert_eq!(response.status(), Some(200));
+            m.clone()
+        }
+        other => panic!("expected 200 to the PRACK and the 183, got {other:?}"),
+    };
+    assert_eq!(early.status(), Some(183));
+    let next: u32 = rseq.parse::<u32>().unwrap() + 1;
+    assert_eq!(
+        early.header(&HeaderName::RSeq),
+        Some(next.to_string().as_str())
+    );
+    // The callee answers: the 200 waits for the 183's PRACK (it carried a description).
+    call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t0 + T1);
+    assert!(caller_answers(&drain(&mut call)).is_empty());
+    call.on_request(Leg::Caller, 3, &prack(&call, 4, &next.to_string()), t0 + T1);
+    let a = drain(&mut call);
+    assert_eq!(caller_answers(&a), [200]);
+    assert!(call.is_answered());
+}
+
+/// No PRACK for 64·T1: the caller's INVITE fails with a 5xx and the branches are cancelled.
+#[test]
+fn an_unacknowledged_reliable_provisional_fails_the_call() {
+    let t0 = Instant::now();
+    // Rings longer than 64·T1 would allow.
+    let config = CallConfig {
+        no_answer: Duration::from_secs(60),
+        ..config()
+    };
+    let mut call = Call::new(
+        invite_requiring_100rel(),
+        "pbx-tag",
+        targets(1),
+        config,
+        5,
+        t0,
+    )
+    .unwrap();
+    let inv = invites(&drain(&mut call));
+    call.on_invite_response(0, &answer(&inv[0], 180, "b0", None), t0);
+    drain(&mut call);
+    let mut now = t0;
+    while let Some(t) = call.poll_timeout() {
+        if t > t0 + 64 * T1 {
+            break;
+        }
+        now = t;
+        call.handle_timeout(now);
+        let a = drain(&mut call);
+        if caller_answers(&a).contains(&500) {
+            assert!(a.iter().any(|x| matches!(x, Action::Cancel { .. })));
+            assert_eq!(now, t0 + 64 * T1);
+            assert_eq!(call.summary().cause, "no_prack");
+            return;
+        }
+    }
+    panic!("no 500 by {now:?}");
+}
