@@ -49,7 +49,7 @@ pub const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsew
 pub const MIN_SE: u32 = 90;
 
 /// Methods we accept inside a call, for `Allow` on the callee's INVITE.
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, NOTIFY, REFER";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, NOTIFY, REFER, PRACK";
 
 /// Which of the two dialogs of an answered call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -311,11 +311,30 @@ pub struct Call {
 /// repeated until its PRACK comes.
 #[derive(Debug)]
 struct Reliable {
+    first_rseq: u32,
     next_rseq: u32,
+    /// The final answer went: nothing more is sent reliably, but a PRACK for one sent before
+    /// it (still on its way) is answered 200 (§3).
+    finished: bool,
     unacked: Option<Unacked>,
     /// Answers waiting for the unacknowledged one: later provisionals, and a 2xx that may not
     /// overtake a provisional with a session description.
     waiting: VecDeque<Message>,
+}
+
+impl Reliable {
+    fn finish(&mut self) {
+        self.finished = true;
+        self.unacked = None;
+        self.waiting.clear();
+    }
+
+    /// The callee's 2xx waits here for a PRACK.
+    fn holds_answer(&self) -> bool {
+        self.waiting
+            .iter()
+            .any(|m| m.status().is_some_and(|s| (200..300).contains(&s)))
+    }
 }
 
 #[derive(Debug)]
@@ -416,7 +435,9 @@ impl Call {
             // The first RSeq is chosen between 1 and 2^31 - 1 (RFC 3262 §3).
             let first = u32::try_from(call.random() % 0x7FFF_FFFF).unwrap_or(0) + 1;
             call.reliable = Some(Reliable {
+                first_rseq: first,
                 next_rseq: first,
+                finished: false,
                 unacked: None,
                 waiting: VecDeque::new(),
             });
@@ -719,6 +740,17 @@ impl Call {
             Method::Prack if leg == Leg::Caller => self.on_prack(tx, request, now),
             Method::Prack => {
                 self.respond(leg, tx, request, 481, "Call/Transaction Does Not Exist");
+            }
+            Method::Bye
+                if leg == Leg::Caller
+                    && self.reliable.as_ref().is_some_and(Reliable::holds_answer) =>
+            {
+                // The caller never saw the callee's 2xx (it waited for a PRACK): its early
+                // dialog ends as by CANCEL (§15.1.2), and the callee, which answered, gets BYE.
+                self.respond(leg, tx, request, 200, "OK");
+                self.hang_up(Leg::Callee);
+                self.fail_caller(487, "Request Terminated", Outcome::Cancelled, now);
+                self.cause = "caller".into();
             }
             Method::Bye => {
                 self.respond(leg, tx, request, 200, "OK");
@@ -1144,7 +1176,11 @@ impl Call {
     }
 
     fn forward_provisional(&mut self, status: u16, response: &Message, now: Instant) {
-        let has_sdp = !response.body().is_empty();
+        // To a late-offer caller a reliable provisional's description would be an offer,
+        // answered in the PRACK, which we do not relay: the 2xx makes the offer instead.
+        let late_offer = self.caller_invite.body().is_empty();
+        let offers_reliably = late_offer && self.reliable.is_some();
+        let has_sdp = !response.body().is_empty() && !offers_reliably;
         let forward = if has_sdp {
             !self.forwarded_early_media
         } else {
@@ -1169,7 +1205,7 @@ impl Call {
     /// reliable provisionals, RFC 3262 §3) reliably and in turn.
     fn answer_caller(&mut self, mut rsp: Message, now: Instant) {
         let status = rsp.status().unwrap_or(0);
-        let Some(rel) = self.reliable.as_mut() else {
+        let Some(rel) = self.reliable.as_mut().filter(|r| !r.finished) else {
             self.actions.push_back(Action::AnswerCaller(rsp));
             return;
         };
@@ -1198,7 +1234,7 @@ impl Call {
             }
             _ => {
                 // A final answer ends the INVITE transaction, and with it the repeating.
-                self.reliable = None;
+                rel.finish();
                 self.actions.push_back(Action::AnswerCaller(rsp));
             }
         }
@@ -1217,12 +1253,14 @@ impl Call {
             Some((rseq, seq, method == "INVITE"))
         });
         let matches = match (&self.reliable, rack) {
-            (
-                Some(Reliable {
-                    unacked: Some(u), ..
-                }),
-                Some((rseq, seq, true)),
-            ) => u.rseq == rseq && Some(seq) == invite_seq,
+            (Some(rel), Some((rseq, seq, true))) if Some(seq) == invite_seq => {
+                if rel.finished {
+                    // One we sent before the final answer.
+                    rseq.wrapping_sub(rel.first_rseq) < rel.next_rseq.wrapping_sub(rel.first_rseq)
+                } else {
+                    rel.unacked.as_ref().is_some_and(|u| u.rseq == rseq)
+                }
+            }
             _ => false,
         };
         if !matches {
@@ -1237,6 +1275,9 @@ impl Call {
         }
         self.respond(Leg::Caller, tx, request, 200, "OK");
         let next = self.reliable.as_mut().and_then(|rel| {
+            if rel.finished {
+                return None;
+            }
             rel.unacked = None;
             rel.waiting.pop_front()
         });
@@ -1252,7 +1293,10 @@ impl Call {
             return;
         };
         if now >= u.until {
-            self.reliable = None;
+            if self.phase == Phase::Answered {
+                // The callee answered, and its 2xx waited for this PRACK: its leg goes too.
+                self.hang_up(Leg::Callee);
+            }
             self.cancel_branches(None);
             self.fail_caller(500, "No PRACK", Outcome::Failed, now);
             self.cause = "no_prack".into();
@@ -1463,6 +1507,9 @@ impl Call {
         self.phase = Phase::Ended;
         self.deadline = None;
         self.refresh_at = None;
+        if let Some(rel) = &mut self.reliable {
+            rel.finish();
+        }
         self.outcome = Some(outcome);
         self.cause = cause.to_owned();
         self.ended = Some(now);
@@ -1601,13 +1648,13 @@ fn allows(m: &Message, method: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(method))
 }
 
-/// The Session-Expires interval of a request (RFC 4028 §4), without its parameters.
 /// Whether `m` requires option tag `tag` (`Require`).
 fn requires(m: &Message, tag: &str) -> bool {
     m.headers(&HeaderName::Require)
         .any(|t| t.trim().eq_ignore_ascii_case(tag))
 }
 
+/// The Session-Expires interval of a request (RFC 4028 §4), without its parameters.
 fn session_expires(m: &Message) -> Option<u32> {
     m.header(&HeaderName::SessionExpires)?
         .split(';')

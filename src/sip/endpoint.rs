@@ -25,7 +25,8 @@ use crate::b2bua::service::{Calls, Routed};
 use crate::config::Transport;
 
 /// Methods the server accepts; listed in `Allow`.
-pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO, NOTIFY, REFER";
+pub const ALLOW: &str =
+    "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO, NOTIFY, REFER, PRACK";
 
 /// What a service hands to the endpoint.
 #[derive(Debug)]

@@ -31,19 +31,32 @@ pub fn part(body: &[u8], content_type: &str, wanted: &str) -> Option<Range<usize
         // The delimiter line: `--boundary`, optional white space, CRLF. The final one has
         // `--` after the boundary and starts no part.
         let after = this + delimiter.len();
-        let line_end = after + memchr::memmem::find(body.get(after..next_crlf)?, b"\r\n")?;
         if body.get(after..after + 2) == Some(b"--") {
             return None;
         }
-        let part = body.get(line_end + 2..next_crlf)?;
+        // A part that is not well formed is passed over, not the end of the search.
+        let Some(line_end) = body
+            .get(after..next_crlf)
+            .and_then(|l| memchr::memmem::find(l, b"\r\n"))
+            .map(|at| after + at)
+        else {
+            continue;
+        };
+        let Some(part) = body.get(line_end + 2..next_crlf) else {
+            continue;
+        };
         // Part headers, an empty line, the content (no headers at all: text/plain).
         let (headers, content_at) = if part.starts_with(b"\r\n") {
             (&part[..0], 2)
         } else {
-            let end = memchr::memmem::find(part, b"\r\n\r\n")?;
-            (&part[..end], end + 4)
+            match memchr::memmem::find(part, b"\r\n\r\n") {
+                Some(end) => (&part[..end], end + 4),
+                None => continue,
+            }
         };
-        let headers = std::str::from_utf8(headers).ok()?;
+        let Ok(headers) = std::str::from_utf8(headers) else {
+            continue;
+        };
         let is_wanted = headers.split("\r\n").any(|line| {
             line.split_once(':').is_some_and(|(name, value)| {
                 name.trim().eq_ignore_ascii_case("content-type")
@@ -129,5 +142,19 @@ mod tests {
         // Cut short: no closing delimiter after the part, so its end is unknown.
         let cut = &BODY.as_bytes()[..40];
         assert!(part(cut, CT, "application/sdp").is_none());
+    }
+
+    /// A part before it that is not well formed (no blank line after its headers, headers not
+    /// UTF-8) does not hide the session description.
+    #[test]
+    fn a_malformed_part_before_is_passed_over() {
+        let body = [
+            b"--b\r\nContent-Type: text/plain\r\nno blank line\r\n".as_slice(),
+            b"--b\r\nX-Bin: \xff\xfe\r\n\r\nbinary\r\n",
+            b"--b\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n\r\n--b--\r\n",
+        ]
+        .concat();
+        let r = part(&body, "multipart/mixed; boundary=b", "application/sdp").expect("found");
+        assert_eq!(&body[r], b"v=0\r\n");
     }
 }

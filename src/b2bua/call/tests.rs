@@ -1261,3 +1261,104 @@ fn an_unacknowledged_reliable_provisional_fails_the_call() {
     }
     panic!("no 500 by {now:?}");
 }
+
+/// A call with a caller that requires 100rel, its 183 (with SDP) sent reliably and not
+/// PRACKed, and the callee's 200 held behind it.
+fn answer_held_behind_a_prack() -> (Call, Vec<Message>, Instant, String) {
+    let t0 = Instant::now();
+    let config = CallConfig {
+        no_answer: Duration::from_secs(60),
+        ..config()
+    };
+    let mut call = Call::new(
+        invite_requiring_100rel(),
+        "pbx-tag",
+        targets(1),
+        config,
+        5,
+        t0,
+    )
+    .unwrap();
+    let inv = invites(&drain(&mut call));
+    call.on_invite_response(0, &answer(&inv[0], 183, "b0", Some(CALLEE_SDP)), t0);
+    let rseq = match &drain(&mut call)[..] {
+        [Action::AnswerCaller(m)] => m.header(&HeaderName::RSeq).unwrap().to_owned(),
+        other => panic!("expected the 183, got {other:?}"),
+    };
+    call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t0);
+    assert!(
+        caller_answers(&drain(&mut call)).is_empty(),
+        "the 200 waits"
+    );
+    (call, inv, t0, rseq)
+}
+
+/// The caller hangs up (BYE on the early dialog) while the callee's 200 waits for its PRACK:
+/// the INVITE gets 487 (§15.1.2) and the callee, which answered, a BYE.
+#[test]
+fn a_bye_while_the_answer_waits_for_a_prack_ends_both() {
+    let (mut call, inv, t0, _) = answer_held_behind_a_prack();
+    call.on_request(Leg::Caller, 1, &from_caller(&call, "BYE", 3, None), t0);
+    let a = drain(&mut call);
+    assert_eq!(caller_answers(&a), [487]);
+    assert!(a.iter().any(|x| matches!(x,
+        Action::Request { request, .. }
+            if request.message.method() == Some(&Method::Bye)
+                && request.message.call_id() == inv[0].call_id())));
+    assert!(
+        call.poll_timeout().is_none_or(|t| t > t0 + T1 * 64),
+        "no more repeating"
+    );
+}
+
+/// No PRACK while the callee's 200 waits: 5xx to the caller, BYE to the callee.
+#[test]
+fn no_prack_while_the_answer_waits_hangs_up_the_callee() {
+    let (mut call, inv, t0, _) = answer_held_behind_a_prack();
+    let until = t0 + T1 * 64;
+    let mut all = Vec::new();
+    while let Some(t) = call.poll_timeout().filter(|t| *t <= until) {
+        call.handle_timeout(t);
+        all.extend(drain(&mut call));
+    }
+    assert!(caller_answers(&all).contains(&500), "{all:?}");
+    assert!(all.iter().any(|x| matches!(x,
+        Action::Request { request, .. }
+            if request.message.method() == Some(&Method::Bye)
+                && request.message.call_id() == inv[0].call_id())));
+}
+
+/// A PRACK for a provisional the 2xx overtook (one without SDP) still gets 200 (§3).
+#[test]
+fn a_prack_after_the_answer_still_gets_200() {
+    let t0 = Instant::now();
+    let mut call = Call::new(
+        invite_requiring_100rel(),
+        "pbx-tag",
+        targets(1),
+        config(),
+        5,
+        t0,
+    )
+    .unwrap();
+    let inv = invites(&drain(&mut call));
+    call.on_invite_response(0, &answer(&inv[0], 180, "b0", None), t0);
+    let rseq = match &drain(&mut call)[..] {
+        [Action::AnswerCaller(m)] => m.header(&HeaderName::RSeq).unwrap().to_owned(),
+        other => panic!("expected the 180, got {other:?}"),
+    };
+    call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t0);
+    assert_eq!(caller_answers(&drain(&mut call)), [200]);
+    call.on_request(Leg::Caller, 1, &prack(&call, 3, &rseq), t0);
+    match &drain(&mut call)[..] {
+        [Action::Respond { response, .. }] => assert_eq!(response.status(), Some(200)),
+        other => panic!("expected 200 to the PRACK, got {other:?}"),
+    }
+    // One never sent: 481.
+    let other = (rseq.parse::<u32>().unwrap() + 5).to_string();
+    call.on_request(Leg::Caller, 2, &prack(&call, 4, &other), t0);
+    match &drain(&mut call)[..] {
+        [Action::Respond { response, .. }] => assert_eq!(response.status(), Some(481)),
+        other => panic!("expected 481, got {other:?}"),
+    }
+}

@@ -2043,7 +2043,16 @@ fn bridge_codecs(
     caller_invite: &Message,
     answer: Message,
 ) -> (Message, Option<(u8, u8)>) {
-    let offered = std::str::from_utf8(caller_invite.body())
+    // The caller's offer: the body, or its SDP part (a SIP-I offer beside binary ISUP).
+    let offer = match caller_invite.content_type().map(str::trim) {
+        Some(ct) if !ct.eq_ignore_ascii_case("application/sdp") => {
+            crate::sip::multipart::part(caller_invite.body(), ct, "application/sdp")
+                .and_then(|r| caller_invite.body().get(r))
+        }
+        _ => Some(caller_invite.body()),
+    };
+    let offered = offer
+        .and_then(|b| std::str::from_utf8(b).ok())
         .map(sdp::audio_formats)
         .unwrap_or_default();
     let mut set = None;
