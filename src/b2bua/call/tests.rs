@@ -1158,6 +1158,26 @@ fn prack(call: &Call, cseq: u32, rseq: &str) -> Message {
     parse(text.as_bytes()).unwrap()
 }
 
+/// A call from a caller that requires 100rel, ringing one phone longer than 64·T1, and the
+/// INVITE to that phone.
+fn reliable_call(t0: Instant) -> (Call, Vec<Message>) {
+    let config = CallConfig {
+        no_answer: Duration::from_secs(60),
+        ..config()
+    };
+    let mut call = Call::new(
+        invite_requiring_100rel(),
+        "pbx-tag",
+        targets(1),
+        config,
+        5,
+        t0,
+    )
+    .unwrap();
+    let inv = invites(&drain(&mut call));
+    (call, inv)
+}
+
 /// To a caller that requires it, provisionals go reliably (Require: 100rel, RSeq), one at a
 /// time and repeated until PRACKed; the PRACK gets 200 and lets the next one go; a PRACK for
 /// something else gets 481; a 2xx waits for the PRACK of a provisional with a session
@@ -1165,16 +1185,7 @@ fn prack(call: &Call, cseq: u32, rseq: &str) -> Message {
 #[test]
 fn provisionals_to_a_caller_that_requires_100rel_are_reliable() {
     let t0 = Instant::now();
-    let mut call = Call::new(
-        invite_requiring_100rel(),
-        "pbx-tag",
-        targets(1),
-        config(),
-        5,
-        t0,
-    )
-    .unwrap();
-    let inv = invites(&drain(&mut call));
+    let (mut call, inv) = reliable_call(t0);
     call.on_invite_response(0, &answer(&inv[0], 180, "b0", None), t0);
     let a = drain(&mut call);
     let ringing = match &a[..] {
@@ -1227,21 +1238,7 @@ fn provisionals_to_a_caller_that_requires_100rel_are_reliable() {
 #[test]
 fn an_unacknowledged_reliable_provisional_fails_the_call() {
     let t0 = Instant::now();
-    // Rings longer than 64·T1 would allow.
-    let config = CallConfig {
-        no_answer: Duration::from_secs(60),
-        ..config()
-    };
-    let mut call = Call::new(
-        invite_requiring_100rel(),
-        "pbx-tag",
-        targets(1),
-        config,
-        5,
-        t0,
-    )
-    .unwrap();
-    let inv = invites(&drain(&mut call));
+    let (mut call, inv) = reliable_call(t0);
     call.on_invite_response(0, &answer(&inv[0], 180, "b0", None), t0);
     drain(&mut call);
     let mut now = t0;
@@ -1266,20 +1263,7 @@ fn an_unacknowledged_reliable_provisional_fails_the_call() {
 /// PRACKed, and the callee's 200 held behind it.
 fn answer_held_behind_a_prack() -> (Call, Vec<Message>, Instant, String) {
     let t0 = Instant::now();
-    let config = CallConfig {
-        no_answer: Duration::from_secs(60),
-        ..config()
-    };
-    let mut call = Call::new(
-        invite_requiring_100rel(),
-        "pbx-tag",
-        targets(1),
-        config,
-        5,
-        t0,
-    )
-    .unwrap();
-    let inv = invites(&drain(&mut call));
+    let (mut call, inv) = reliable_call(t0);
     call.on_invite_response(0, &answer(&inv[0], 183, "b0", Some(CALLEE_SDP)), t0);
     let rseq = match &drain(&mut call)[..] {
         [Action::AnswerCaller(m)] => m.header(&HeaderName::RSeq).unwrap().to_owned(),
@@ -1332,16 +1316,7 @@ fn no_prack_while_the_answer_waits_hangs_up_the_callee() {
 #[test]
 fn a_prack_after_the_answer_still_gets_200() {
     let t0 = Instant::now();
-    let mut call = Call::new(
-        invite_requiring_100rel(),
-        "pbx-tag",
-        targets(1),
-        config(),
-        5,
-        t0,
-    )
-    .unwrap();
-    let inv = invites(&drain(&mut call));
+    let (mut call, inv) = reliable_call(t0);
     call.on_invite_response(0, &answer(&inv[0], 180, "b0", None), t0);
     let rseq = match &drain(&mut call)[..] {
         [Action::AnswerCaller(m)] => m.header(&HeaderName::RSeq).unwrap().to_owned(),
