@@ -344,6 +344,56 @@ async fn answered_call_hung_up_by_the_callee(db: Db) {
 
 /// Neither phone sends any RTP (SIPp plays none): with `media.timeout_secs = 1` the PBX hangs
 /// up both legs itself, as it would when both phones vanished without a BYE.
+/// A phone on TCP whose connection breaks during a call, and which registers again over a new
+/// connection, still gets the call's BYE: through the new connection.
+async fn tcp_phone_reconnects_during_a_call(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data) = common::start_server(
+        &tdb,
+        "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
+         digest_algorithms = [\"MD5\", \"SHA-256\"]",
+        "[media]\ntimeout_secs = 5\n",
+    )
+    .await;
+    // call_uac_wait.xml's Contact names user `caller`.
+    let caller = common::user_with_phone(&server, "100", "caller", "caller-secret").await;
+    common::user_with_phone(&server, "200", "bob", "bob-secret").await;
+    let callee = bob_answers(&server, "call_uas.xml", &[]).await;
+    let tcp = common::sip_addr(&server, Transport::Tcp);
+    let (old_port, new_port) = (common::free_udp_port(), common::free_udp_port());
+    let old_port_text = old_port.to_string();
+    let phone = ["-au", "caller", "-ap", "caller-secret", "-t", "t1"];
+    let call_id = ["-cid_str", "reconnect-%u"];
+    // The call, over a connection SIPp closes when it quits after 2 s, with the call up.
+    let mut args = vec!["-s", "200", "-timeout", "2s"];
+    args.extend(phone.iter().chain(&call_id));
+    let first = spawn_sipp("call_uac_wait.xml", tcp, old_port, &args)
+        .await
+        .unwrap();
+    assert!(
+        first
+            .messages
+            .split("message received")
+            .any(|m| m.contains("SIP/2.0 200 OK") && m.contains("CSeq: 2 INVITE")),
+        "the call was not answered: {}",
+        common::sipp::tail(&first.messages)
+    );
+    // The phone again, on a new connection, with the Contact it called from.
+    let mut args = vec!["-s", "caller", "-set", "expires", "600"];
+    args.extend(["-set", "contact_port", old_port_text.as_str()]);
+    args.extend(phone.iter().chain(&call_id));
+    let second = spawn_sipp("register_then_bye.xml", tcp, new_port, &args);
+    // Nobody sends RTP: the media timeout hangs up both legs.
+    must_pass("the reconnected caller", second).await;
+    must_pass("the callee", callee).await;
+    assert_eq!(
+        common::only_entry(&server, caller).await.outcome,
+        PartyOutcome::Answered
+    );
+    assert_eq!(hangup_causes(&server).await, vec!["media_timeout"]);
+    server.shutdown().await;
+}
+
 /// A server whose media timeout is 1 s, with alice (100) and bob (200).
 async fn server_with_media_timeout(db: &TestDb) -> (Server, tempfile::TempDir, i64) {
     let (server, data) = common::start_server(
@@ -557,6 +607,11 @@ async fn reliable_provisionals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callee_hangs_up() {
     answered_call_hung_up_by_the_callee(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_phone_reconnects() {
+    tcp_phone_reconnects_during_a_call(Db::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

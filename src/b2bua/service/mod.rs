@@ -116,6 +116,8 @@ pub struct RouteDone {
     caller: Peer,
     /// The caller is a trunk reached without an outbound proxy (see [`Hop::follow_dialog`]).
     caller_follows_dialog: bool,
+    /// The caller is a phone on a stream (see [`Hop::phone`]).
+    caller_phone: Option<Arc<str>>,
     decision: Decision,
 }
 
@@ -170,6 +172,8 @@ struct Entry {
     caller: Peer,
     /// In-dialog requests to the caller follow its dialog (see [`Hop::follow_dialog`]).
     caller_follows_dialog: bool,
+    /// The caller is a phone on a stream (see [`Hop::phone`]).
+    caller_phone: Option<Arc<str>>,
     /// The id the API and the events know the call by.
     api_id: String,
     /// Set on the two legs of a click-to-call.
@@ -241,6 +245,8 @@ struct BranchIo {
     follows_dialog: bool,
     /// It goes to a trunk.
     trunk: bool,
+    /// A phone on a stream (see [`Hop::phone`]).
+    phone: Option<Arc<str>>,
     invite: Option<Message>,
     tx: Option<ClientTxId>,
     /// A provisional answer came: a CANCEL may go now (§9.1).
@@ -620,6 +626,7 @@ impl Calls {
             invite,
             caller,
             caller_follows_dialog,
+            caller_phone,
             decision,
         } = match routed {
             Routed::Route(r) => r,
@@ -690,6 +697,7 @@ impl Calls {
         let id = self.add(Entry {
             invite_tx: Some(tx),
             caller_follows_dialog,
+            caller_phone,
             api_id,
             branches,
             ..Entry::new(call, parties, caller, media)
@@ -959,6 +967,13 @@ impl Calls {
         // bindings): try it here, without waiting, and hand off to a task only when the store
         // has to be asked. Two task hand-offs per call were a large part of a call's CPU.
         let caller_follows_dialog = matches!(&caller, Caller::Trunk(t) if t.dialog_routed());
+        // Its username is the one it authenticated with (checked in `authenticate`).
+        let caller_phone = match &caller {
+            Caller::Phone(_) if from.transport != Transport::Udp => {
+                digest_credentials(&msg).and_then(|c| c.username().map(Arc::from))
+            }
+            _ => None,
+        };
         let ready = futures_util::FutureExt::now_or_never(resolve(&self.lookup, &caller, &msg));
         if let Some(decision) = ready {
             let done = RouteDone {
@@ -966,6 +981,7 @@ impl Calls {
                 invite: msg,
                 caller: from,
                 caller_follows_dialog,
+                caller_phone,
                 decision,
             };
             self.start(layer, Routed::Route(done), now);
@@ -989,6 +1005,7 @@ impl Calls {
                 invite: msg,
                 caller: from,
                 caller_follows_dialog,
+                caller_phone,
                 decision,
             }));
         });
@@ -1089,7 +1106,7 @@ impl Calls {
                     }
                 }
                 Action::Ack { towards, request } => {
-                    let peer = hop_towards(e, towards, &request.next_hop);
+                    let peer = hop_towards(e, towards, &request.next_hop, &self.lookup.registrar);
                     let msg = for_transport(request.message, peer.transport);
                     let msg = anchor(&media, msg, side_of(towards));
                     let msg = shown_laws(e.transcode, msg, side_of(towards));
@@ -1111,7 +1128,7 @@ impl Calls {
                     towards,
                     request,
                 } => {
-                    let peer = hop_towards(e, towards, &request.next_hop);
+                    let peer = hop_towards(e, towards, &request.next_hop, &self.lookup.registrar);
                     let msg = for_transport(request.message, peer.transport);
                     let msg = anchor(&media, msg, side_of(towards));
                     let msg = shown_laws(e.transcode, msg, side_of(towards));
@@ -1699,6 +1716,7 @@ impl Entry {
             invite_tx: None,
             caller,
             caller_follows_dialog: false,
+            caller_phone: None,
             api_id: String::new(),
             c2c: None,
             announced: false,
@@ -1725,6 +1743,7 @@ impl BranchIo {
             peer: hop.peer,
             follows_dialog: hop.follow_dialog,
             trunk: hop.trunk,
+            phone: hop.phone,
             invite: None,
             tx: None,
             provisional: false,
@@ -1886,14 +1905,21 @@ fn peer_towards(e: &Entry, towards: Towards) -> Peer {
 /// from the socket the call uses. Kept on the flow instead: a host name (the SIP core does not
 /// wait for DNS), a URI whose `transport` or `maddr` asks for something else, and streams (a
 /// trunk's TCP or TLS connection is the one to use; a new one may not be accepted).
-fn hop_towards(e: &Entry, towards: Towards, next_hop: &Uri) -> Peer {
-    let (peer, follows) = match towards {
-        Towards::Caller => (e.caller, e.caller_follows_dialog),
-        Towards::Branch(b) => e
-            .branches
-            .get(b)
-            .map_or((e.caller, false), |io| (io.peer, io.follows_dialog)),
+fn hop_towards(
+    e: &Entry,
+    towards: Towards,
+    next_hop: &Uri,
+    registrar: &crate::registrar::service::Handle,
+) -> Peer {
+    let (peer, follows, phone) = match towards {
+        Towards::Caller => (e.caller, e.caller_follows_dialog, e.caller_phone.as_deref()),
+        Towards::Branch(b) => e.branches.get(b).map_or((e.caller, false, None), |io| {
+            (io.peer, io.follows_dialog, io.phone.as_deref())
+        }),
     };
+    if let Some(phone) = phone {
+        return current_flow(registrar, phone, peer, next_hop);
+    }
     if !follows || peer.transport != Transport::Udp {
         return peer;
     }
@@ -1915,6 +1941,49 @@ fn hop_towards(e: &Entry, towards: Towards, next_hop: &Uri) -> Peer {
     }
     // The same socket (flow) as the rest of the call, so the source matches our Via.
     Peer { addr, ..peer }
+}
+
+/// Where a phone on a stream (TCP, TLS) is now. A phone whose connection broke during the call
+/// (a NAT that forgot it, a restart of its network) opens a new one and registers again over
+/// it; the call's requests then go through that connection, found as the phone's binding with
+/// the dialog's remote target `target` for its Contact, on the same transport (a TLS phone is
+/// never reached in clear), the latest first. This is RFC 5626's flow recovery without its
+/// flow tokens: the phone's Contact says which registration is the dialog's. Without such a
+/// binding, `peer` stands (and a send to a closed connection fails at once).
+fn current_flow(
+    registrar: &crate::registrar::service::Handle,
+    phone: &str,
+    peer: Peer,
+    target: &Uri,
+) -> Peer {
+    let Some(target) = target.as_sip() else {
+        return peer;
+    };
+    let same_contact = |contact: &str| {
+        Uri::parse(contact).ok().is_some_and(|u| {
+            u.as_sip().is_some_and(|u| {
+                u.user_raw() == target.user_raw()
+                    && u.host().matches(target.host())
+                    && u.port().unwrap_or(u.default_port())
+                        == target.port().unwrap_or(target.default_port())
+            })
+        })
+    };
+    registrar
+        .bindings_for(phone)
+        .into_iter()
+        .filter(|b| {
+            // Flow 0: restored after a restart, its connection gone.
+            b.source.flow != 0
+                && route::transport_of(b.source.transport) == peer.transport
+                && same_contact(&b.contact)
+        })
+        .max_by_key(|b| b.updated_ms)
+        .map_or(peer, |b| Peer {
+            addr: b.source.addr,
+            flow: b.source.flow,
+            ..peer
+        })
 }
 
 /// The top Via names the transport the request really leaves on.

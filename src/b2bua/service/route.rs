@@ -119,7 +119,7 @@ pub(in crate::b2bua) enum Decision {
 }
 
 /// Where a branch's requests go.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(in crate::b2bua) struct Hop {
     /// Where the INVITE goes, and in-dialog requests unless `follow_dialog`.
     pub(in crate::b2bua) peer: Peer,
@@ -129,6 +129,19 @@ pub(in crate::b2bua) struct Hop {
     pub(in crate::b2bua) follow_dialog: bool,
     /// The branch goes to a trunk (whose next address takes over if this one does not answer).
     pub(in crate::b2bua) trunk: bool,
+    /// The SIP username of a phone reached over a stream (TCP, TLS): if its connection is
+    /// replaced during the call, its registration says where it is now (see
+    /// `service::current_flow`).
+    pub(in crate::b2bua) phone: Option<Arc<str>>,
+}
+
+/// The transport a binding was registered over, as the SIP stack names it.
+pub(super) fn transport_of(t: registrar::Transport) -> Transport {
+    match t {
+        registrar::Transport::Udp => Transport::Udp,
+        registrar::Transport::Tcp => Transport::Tcp,
+        registrar::Transport::Tls => Transport::Tls,
+    }
 }
 
 /// Who is in the call, for its record.
@@ -338,11 +351,7 @@ pub(in crate::b2bua) async fn ring_user(
                 Target::phone(uri, format!("phone:{}", p.id)),
                 Hop {
                     peer: {
-                        let transport = match b.source.transport {
-                            registrar::Transport::Udp => Transport::Udp,
-                            registrar::Transport::Tcp => Transport::Tcp,
-                            registrar::Transport::Tls => Transport::Tls,
-                        };
+                        let transport = transport_of(b.source.transport);
                         // Restored after a restart (flow 0): its connection is gone, and
                         // a TLS one must stay TLS.
                         let flow = match b.source.flow {
@@ -357,6 +366,8 @@ pub(in crate::b2bua) async fn ring_user(
                     },
                     follow_dialog: false,
                     trunk: false,
+                    phone: (b.source.transport != registrar::Transport::Udp)
+                        .then(|| Arc::from(p.sip_username.as_str())),
                 },
             ));
         }
@@ -454,6 +465,7 @@ fn trunk_target(
             },
             follow_dialog: trunk.dialog_routed(),
             trunk: true,
+            phone: None,
         },
     ))
 }
