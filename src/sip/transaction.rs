@@ -461,6 +461,8 @@ struct ClientTx {
     branch: Arc<str>,
     state: ClientState,
     to: Peer,
+    /// The sent-by (host, port) of the Via we put on top: a response must carry it (§18.1.2).
+    sent_by: (Host, Option<u16>),
     /// Wire form for retransmissions; dropped once no longer needed.
     request: Option<Arc<[u8]>>,
     /// INVITE only: the request the ACK for a non-2xx is built from.
@@ -722,10 +724,9 @@ impl TransactionLayer {
         if method == Method::Ack {
             return Err(TxError::Ack);
         }
-        let branch = req
-            .top_via()
-            .and_then(Via::branch)
-            .ok_or(TxError::NoBranch)?;
+        let via = req.top_via().ok_or(TxError::NoBranch)?;
+        let branch = via.branch().ok_or(TxError::NoBranch)?;
+        let sent_by = (via.host.clone(), via.port);
         if self.find_client(branch, &method).is_some() {
             return Err(TxError::Duplicate);
         }
@@ -765,6 +766,7 @@ impl TransactionLayer {
                 ClientState::Trying
             },
             to,
+            sent_by,
             request: (!to.reliable).then(|| bytes.clone()),
             original: invite.then_some(req),
             ack: None,
@@ -997,6 +999,15 @@ impl TransactionLayer {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
+        // §18.1.2: a response whose top Via is not the one we sent (its sent-by changed on
+        // the way) is not for us, whatever its branch says.
+        let ours = msg
+            .top_via()
+            .is_some_and(|v| v.host.matches(&c.sent_by.0) && v.port == c.sent_by.1);
+        if !ours {
+            tracing::debug!(from = %from.addr, "sip: response with a foreign sent-by dropped");
+            return;
+        }
         let txid = ClientTxId(id);
         let class = class(status);
         let mut terminate = false;
@@ -1862,6 +1873,32 @@ mod tests {
         l.handle_incoming(response(&inv, 487, Some("t")), udp(), c.at(0.3));
         let got = drain(&mut l);
         assert!(matches!(&got[1], Output::Response { tx, .. } if *tx == inv_id));
+    }
+
+    #[test]
+    fn a_response_whose_sent_by_is_not_ours_is_dropped() {
+        let c = clock();
+        let mut l = layer();
+        let req = request("OPTIONS", "z9hG4bKsentby");
+        l.send_request(req.clone(), udp(), c.at(0.0)).expect("send");
+        drain(&mut l);
+        // Same branch, but the top Via names another host, or another port (§18.1.2).
+        for via in ["192.0.2.99:5060", "192.0.2.20:5070", "192.0.2.20"] {
+            let other = request_via(
+                "OPTIONS",
+                &format!("SIP/2.0/UDP {via};branch=z9hG4bKsentby"),
+            );
+            l.handle_incoming(response(&other, 200, Some("t")), udp(), c.at(0.1));
+            let outs = drain(&mut l);
+            assert!(
+                !outs.iter().any(|o| matches!(o, Output::Response { .. })),
+                "{via}: {outs:?}"
+            );
+        }
+        l.handle_incoming(response(&req, 200, Some("t")), udp(), c.at(0.2));
+        assert!(drain(&mut l)
+            .iter()
+            .any(|o| matches!(o, Output::Response { .. })));
     }
 
     #[test]
