@@ -128,6 +128,7 @@ impl Server {
                 store: store.clone(),
                 registrar: registrar.clone(),
                 dialplan: dialplan.clone(),
+                transports: Some(transports.clone()),
                 trunks: trunks.clone(),
             },
             &advertised,

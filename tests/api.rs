@@ -91,6 +91,7 @@ impl Api {
                 registrar: registrar.clone(),
                 dialplan: dialplan.clone(),
                 trunks: trunks.clone(),
+                transports: None,
             },
             &[],
             None,

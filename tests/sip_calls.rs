@@ -321,7 +321,7 @@ async fn late_offer_call(db: Db) {
 async fn answered_call_hung_up_by_the_callee(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 30).await;
-    let callee = bob_answers(&server, "call_uas_hangup.xml", &["-s", "bob"]).await;
+    let callee = bob_answers(&server, "call_uas_hangup.xml", &["-s", "bob", "-d", "500"]).await;
     let caller = alice_calls(&server, "call_uac_wait.xml", &[]);
     must_pass("the callee", callee).await;
     let caller = must_pass("the caller", caller).await;
@@ -342,8 +342,6 @@ async fn answered_call_hung_up_by_the_callee(db: Db) {
     server.shutdown().await;
 }
 
-/// Neither phone sends any RTP (SIPp plays none): with `media.timeout_secs = 1` the PBX hangs
-/// up both legs itself, as it would when both phones vanished without a BYE.
 /// A phone on TCP whose connection breaks during a call, and which registers again over a new
 /// connection, still gets the call's BYE: through the new connection.
 async fn tcp_phone_reconnects_during_a_call(db: Db) {
@@ -352,15 +350,16 @@ async fn tcp_phone_reconnects_during_a_call(db: Db) {
         &tdb,
         "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
          digest_algorithms = [\"MD5\", \"SHA-256\"]",
-        "[media]\ntimeout_secs = 5\n",
+        "",
     )
     .await;
     // call_uac_wait.xml's Contact names user `caller`.
     let caller = common::user_with_phone(&server, "100", "caller", "caller-secret").await;
     common::user_with_phone(&server, "200", "bob", "bob-secret").await;
-    let callee = bob_answers(&server, "call_uas.xml", &[]).await;
+    // Bob hangs up 6 s after answering: by then the caller is on its new connection.
+    let callee = bob_answers(&server, "call_uas_hangup.xml", &["-s", "bob", "-d", "6000"]).await;
     let tcp = common::sip_addr(&server, Transport::Tcp);
-    let (old_port, new_port) = (common::free_udp_port(), common::free_udp_port());
+    let (old_port, new_port) = (common::free_tcp_port(), common::free_tcp_port());
     let old_port_text = old_port.to_string();
     let phone = ["-au", "caller", "-ap", "caller-secret", "-t", "t1"];
     let call_id = ["-cid_str", "reconnect-%u"];
@@ -383,14 +382,21 @@ async fn tcp_phone_reconnects_during_a_call(db: Db) {
     args.extend(["-set", "contact_port", old_port_text.as_str()]);
     args.extend(phone.iter().chain(&call_id));
     let second = spawn_sipp("register_then_bye.xml", tcp, new_port, &args);
-    // Nobody sends RTP: the media timeout hangs up both legs.
-    must_pass("the reconnected caller", second).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while server.registrar().bindings_for("caller").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the phone did not register again in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     must_pass("the callee", callee).await;
+    must_pass("the reconnected caller", second).await;
     assert_eq!(
         common::only_entry(&server, caller).await.outcome,
         PartyOutcome::Answered
     );
-    assert_eq!(hangup_causes(&server).await, vec!["media_timeout"]);
+    assert_eq!(hangup_causes(&server).await, vec!["callee"]);
     server.shutdown().await;
 }
 
@@ -408,6 +414,8 @@ async fn server_with_media_timeout(db: &TestDb) -> (Server, tempfile::TempDir, i
     (server, data, alice)
 }
 
+/// Neither phone sends any RTP (SIPp plays none): with `media.timeout_secs = 1` the PBX hangs
+/// up both legs itself, as it would when both phones vanished without a BYE.
 async fn silent_call_is_hung_up(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice) = server_with_media_timeout(&tdb).await;

@@ -499,7 +499,12 @@ async fn our_bye_to_a_trunk_caller_follows_its_contact(db: Db) {
     let to = common::sip_addr(&server, Transport::Udp);
     let phone_port = common::free_udp_port();
     register(&server, "bob", "bob-secret", phone_port).await;
-    let phone = spawn_sipp("call_uas_hangup.xml", to, phone_port, &["-s", "bob"]);
+    let phone = spawn_sipp(
+        "call_uas_hangup.xml",
+        to,
+        phone_port,
+        &["-s", "bob", "-d", "500"],
+    );
     let gateway = itsp("trunk_gateway_bye.xml", gw_port, &[]).await;
     let edge = spawn_sipp_from(
         ITSP_IP,

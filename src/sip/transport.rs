@@ -245,6 +245,11 @@ impl Transports {
             .map(|l| l.addr)
     }
 
+    /// Whether `flow` (a UDP socket or a stream connection) is still there to send on.
+    pub fn is_open(&self, flow: u64) -> bool {
+        self.flows.contains_key(&flow)
+    }
+
     /// Sends `bytes` to `to`. UDP goes out of the flow's socket (or a default one); a stream
     /// goes through the peer's connection. Returns false when the flow is gone (a closed TCP
     /// connection): the caller treats that as a transport error.

@@ -12,14 +12,17 @@
 //! retransmits its 2xx.
 //!
 //! Requests to a leg go where that phone really is: the caller's source address and connection,
-//! the binding's source and flow for a callee (phones behind NAT), not the Contact's host.
+//! the binding's source and flow for a callee (phones behind NAT), not the Contact's host. A
+//! phone on TCP or TLS whose connection broke during the call and that registered again over a
+//! new one is reached through the new one ([`Reach::current_flow`]).
 //!
 //! Besides calls between phones and trunks it runs the PBX's own legs: the echo test (a call it
 //! answers itself) and the two legs of a click-to-call (see `click_to_call`), joined through one
 //! relay session; it publishes the call events (`events`); [`records`] writes each call's record.
 //!
 //! Owns: the call table and its indexes, digest state for INVITE. Must not touch: binding
-//! storage (the registrar), call state rules (`call`), sockets (the endpoint's transports).
+//! storage (the registrar), call state rules (`call`), sockets (the endpoint's transports, which
+//! it only asks whether a phone's connection is still open).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -32,7 +35,7 @@ mod records;
 mod route;
 
 use self::records::{call_outcome, call_record, record_writer, write_record};
-use self::route::{caller_id, resolve, Caller, DirectoryCache, Hop, Parties};
+use self::route::{caller_id, resolve, Caller, DirectoryCache, Hop, Parties, StreamPhone};
 pub(in crate::b2bua) use self::route::{from_user, ring_user, Decision, Lookup, Party};
 use super::call::{cancel_for, Action, Call, CallConfig, Key, Outcome, Target, Towards};
 use super::events::{CallEvent, EventKind, Events};
@@ -43,7 +46,7 @@ use crate::media::sdp;
 use crate::registrar;
 use crate::routing::DialplanFile;
 use crate::sip::auth::{Algorithm, DigestServer, Failure, Verdict};
-use crate::sip::dialog::DialogId;
+use crate::sip::dialog::{DialogId, OutgoingRequest};
 use crate::sip::header::{Credentials, HeaderName, NameAddr, Via};
 use crate::sip::message::{self, Message, Method};
 use crate::sip::transaction::{self, ClientTxId, ServerTxId, TransactionLayer, TxId};
@@ -94,6 +97,9 @@ pub struct Routing {
     pub registrar: registrar::service::Handle,
     pub dialplan: Arc<DialplanFile>,
     pub trunks: Arc<Trunks>,
+    /// The SIP transports, to tell a phone's closed connection (none without SIP sockets:
+    /// then connections count as open).
+    pub transports: Option<Arc<crate::sip::transport::Transports>>,
 }
 
 /// Work for the endpoint's task from elsewhere: a route resolved off the task, or a
@@ -116,8 +122,8 @@ pub struct RouteDone {
     caller: Peer,
     /// The caller is a trunk reached without an outbound proxy (see [`Hop::follow_dialog`]).
     caller_follows_dialog: bool,
-    /// The caller is a phone on a stream (see [`Hop::phone`]).
-    caller_phone: Option<Arc<str>>,
+    /// The caller is a phone on a stream (see [`Hop::stream_phone`]).
+    stream_caller: Option<StreamPhone>,
     decision: Decision,
 }
 
@@ -172,8 +178,8 @@ struct Entry {
     caller: Peer,
     /// In-dialog requests to the caller follow its dialog (see [`Hop::follow_dialog`]).
     caller_follows_dialog: bool,
-    /// The caller is a phone on a stream (see [`Hop::phone`]).
-    caller_phone: Option<Arc<str>>,
+    /// The caller is a phone on a stream (see [`Hop::stream_phone`]).
+    stream_caller: Option<StreamPhone>,
     /// The id the API and the events know the call by.
     api_id: String,
     /// Set on the two legs of a click-to-call.
@@ -245,8 +251,8 @@ struct BranchIo {
     follows_dialog: bool,
     /// It goes to a trunk.
     trunk: bool,
-    /// A phone on a stream (see [`Hop::phone`]).
-    phone: Option<Arc<str>>,
+    /// A phone on a stream (see [`Hop::stream_phone`]).
+    stream_phone: Option<StreamPhone>,
     invite: Option<Message>,
     tx: Option<ClientTxId>,
     /// A provisional answer came: a CANCEL may go now (§9.1).
@@ -279,6 +285,8 @@ fn ack_of<'a>(
 /// The calls in progress. Lives on the endpoint's task.
 pub struct Calls {
     lookup: Arc<Lookup>,
+    /// See [`Routing::transports`].
+    transports: Option<Arc<crate::sip::transport::Transports>>,
     digest: DigestServer,
     realm: String,
     no_answer: Duration,
@@ -329,6 +337,7 @@ impl Calls {
             registrar,
             dialplan,
             trunks,
+            transports,
         } = routing;
         let mut local = HashMap::new();
         for l in bound {
@@ -351,6 +360,7 @@ impl Calls {
             super::click_to_call::ClickToCall::new(lookup.clone(), routed_tx.clone());
         let calls = Calls {
             lookup,
+            transports,
             events: Arc::new(super::events::Events::new()),
             c2c_calls: HashMap::new(),
             c2c_status,
@@ -537,6 +547,10 @@ impl Calls {
         let Some(&(id, purpose)) = self.clients.get(&tx) else {
             return;
         };
+        let reach = Reach {
+            registrar: &self.lookup.registrar,
+            transports: self.transports.as_deref(),
+        };
         let Some(e) = self.calls.get_mut(&id) else {
             return;
         };
@@ -552,7 +566,8 @@ impl Calls {
                     if (200..300).contains(&status) {
                         if let Some((ack, to)) = ack_of(&io.acks, msg) {
                             // A retransmitted 2xx: our ACK got lost.
-                            layer.send_stateless(ack, tx_peer(to));
+                            let to = reach.again(io.stream_phone.as_ref(), ack, *to);
+                            layer.send_stateless(ack, tx_peer(&to));
                             return;
                         }
                     }
@@ -568,7 +583,7 @@ impl Calls {
                 }
             }
             Purpose::Request(key) => {
-                if let Some((ack, peer)) = ack_for_retransmitted_2xx(e, msg) {
+                if let Some((ack, peer)) = ack_for_retransmitted_2xx(e, msg, &reach) {
                     // A re-INVITE's 2xx again: the ACK we relayed got lost.
                     layer.send_stateless(&ack, tx_peer(&peer));
                     return;
@@ -626,7 +641,7 @@ impl Calls {
             invite,
             caller,
             caller_follows_dialog,
-            caller_phone,
+            stream_caller,
             decision,
         } = match routed {
             Routed::Route(r) => r,
@@ -697,7 +712,7 @@ impl Calls {
         let id = self.add(Entry {
             invite_tx: Some(tx),
             caller_follows_dialog,
-            caller_phone,
+            stream_caller,
             api_id,
             branches,
             ..Entry::new(call, parties, caller, media)
@@ -949,7 +964,11 @@ impl Calls {
                 return;
             }
         };
-        self.route(layer, tx, msg, from, now, Caller::Phone(phone));
+        let caller = Caller::Phone {
+            credentials: phone,
+            username: Arc::from(username),
+        };
+        self.route(layer, tx, msg, from, now, caller);
     }
 
     /// Resolves the route of an accepted INVITE off this task; it comes back through
@@ -967,10 +986,20 @@ impl Calls {
         // bindings): try it here, without waiting, and hand off to a task only when the store
         // has to be asked. Two task hand-offs per call were a large part of a call's CPU.
         let caller_follows_dialog = matches!(&caller, Caller::Trunk(t) if t.dialog_routed());
-        // Its username is the one it authenticated with (checked in `authenticate`).
-        let caller_phone = match &caller {
-            Caller::Phone(_) if from.transport != Transport::Udp => {
-                digest_credentials(&msg).and_then(|c| c.username().map(Arc::from))
+        // Which of its registrations is the call's: the one on the connection it called over.
+        let stream_caller = match &caller {
+            Caller::Phone { username, .. } if from.transport != Transport::Udp => {
+                let instance = self
+                    .lookup
+                    .registrar
+                    .bindings_for(username)
+                    .into_iter()
+                    .find(|b| b.source.flow == from.flow)
+                    .and_then(|b| b.instance.map(Arc::from));
+                Some(StreamPhone {
+                    username: username.clone(),
+                    instance,
+                })
             }
             _ => None,
         };
@@ -981,7 +1010,7 @@ impl Calls {
                 invite: msg,
                 caller: from,
                 caller_follows_dialog,
-                caller_phone,
+                stream_caller,
                 decision,
             };
             self.start(layer, Routed::Route(done), now);
@@ -1005,7 +1034,7 @@ impl Calls {
                 invite: msg,
                 caller: from,
                 caller_follows_dialog,
-                caller_phone,
+                stream_caller,
                 decision,
             }));
         });
@@ -1021,6 +1050,10 @@ impl Calls {
 
     /// Carries out everything the call asked for, then files its timers and dialogs.
     fn apply(&mut self, id: u64, layer: &mut TransactionLayer, now: Instant) {
+        let reach = Reach {
+            registrar: &self.lookup.registrar,
+            transports: self.transports.as_deref(),
+        };
         let Some(e) = self.calls.get_mut(&id) else {
             return;
         };
@@ -1106,7 +1139,7 @@ impl Calls {
                     }
                 }
                 Action::Ack { towards, request } => {
-                    let peer = hop_towards(e, towards, &request.next_hop, &self.lookup.registrar);
+                    let peer = hop_towards(e, towards, &request, &reach);
                     let msg = for_transport(request.message, peer.transport);
                     let msg = anchor(&media, msg, side_of(towards));
                     let msg = shown_laws(e.transcode, msg, side_of(towards));
@@ -1128,7 +1161,7 @@ impl Calls {
                     towards,
                     request,
                 } => {
-                    let peer = hop_towards(e, towards, &request.next_hop, &self.lookup.registrar);
+                    let peer = hop_towards(e, towards, &request, &reach);
                     let msg = for_transport(request.message, peer.transport);
                     let msg = anchor(&media, msg, side_of(towards));
                     let msg = shown_laws(e.transcode, msg, side_of(towards));
@@ -1716,7 +1749,7 @@ impl Entry {
             invite_tx: None,
             caller,
             caller_follows_dialog: false,
-            caller_phone: None,
+            stream_caller: None,
             api_id: String::new(),
             c2c: None,
             announced: false,
@@ -1743,7 +1776,7 @@ impl BranchIo {
             peer: hop.peer,
             follows_dialog: hop.follow_dialog,
             trunk: hop.trunk,
-            phone: hop.phone,
+            stream_phone: hop.stream_phone,
             invite: None,
             tx: None,
             provisional: false,
@@ -1877,18 +1910,25 @@ fn tx_peer(p: &Peer) -> transaction::Peer {
 
 /// The ACK we relayed for `response` (a 2xx to a re-INVITE, retransmitted by the party that
 /// answered it), and where it went; `None` when this 2xx is not one we have acknowledged.
-fn ack_for_retransmitted_2xx(e: &Entry, response: &Message) -> Option<(Message, Peer)> {
+fn ack_for_retransmitted_2xx(
+    e: &Entry,
+    response: &Message,
+    reach: &Reach,
+) -> Option<(Message, Peer)> {
     let cseq = response.cseq()?;
     if !response.status().is_some_and(|s| (200..300).contains(&s)) || cseq.method != Method::Invite
     {
         return None;
     }
-    if let Some(ack) = ack_of(&e.caller_ack, response) {
-        return Some(ack.clone());
+    if let Some((ack, to)) = ack_of(&e.caller_ack, response) {
+        let to = reach.again(e.stream_caller.as_ref(), ack, *to);
+        return Some((ack.clone(), to));
     }
-    e.branches
-        .iter()
-        .find_map(|io| ack_of(&io.acks, response).cloned())
+    e.branches.iter().find_map(|io| {
+        let (ack, to) = ack_of(&io.acks, response)?;
+        let to = reach.again(io.stream_phone.as_ref(), ack, *to);
+        Some((ack.clone(), to))
+    })
 }
 
 /// The flow the INVITE of `towards` took (for its transport).
@@ -1900,26 +1940,23 @@ fn peer_towards(e: &Entry, towards: Towards) -> Peer {
 }
 
 /// Where an in-dialog request (or the ACK of a 2xx) to `towards` goes. A phone: the flow it
-/// registered or called from. A trunk reached directly over UDP: the dialog's next hop, its
+/// registered or called from, or the one it registered over since, when that one broke (see
+/// [`Reach::current_flow`]). A trunk reached directly over UDP: the dialog's next hop, its
 /// first route or else its remote target (RFC 3261 §12.2.1.1), when that names an IP address,
 /// from the socket the call uses. Kept on the flow instead: a host name (the SIP core does not
 /// wait for DNS), a URI whose `transport` or `maddr` asks for something else, and streams (a
 /// trunk's TCP or TLS connection is the one to use; a new one may not be accepted).
-fn hop_towards(
-    e: &Entry,
-    towards: Towards,
-    next_hop: &Uri,
-    registrar: &crate::registrar::service::Handle,
-) -> Peer {
-    let (peer, follows, phone) = match towards {
-        Towards::Caller => (e.caller, e.caller_follows_dialog, e.caller_phone.as_deref()),
+fn hop_towards(e: &Entry, towards: Towards, request: &OutgoingRequest, reach: &Reach) -> Peer {
+    let (peer, follows, stream_phone) = match towards {
+        Towards::Caller => (e.caller, e.caller_follows_dialog, e.stream_caller.as_ref()),
         Towards::Branch(b) => e.branches.get(b).map_or((e.caller, false, None), |io| {
-            (io.peer, io.follows_dialog, io.phone.as_deref())
+            (io.peer, io.follows_dialog, io.stream_phone.as_ref())
         }),
     };
-    if let Some(phone) = phone {
-        return current_flow(registrar, phone, peer, next_hop);
+    if let Some(phone) = stream_phone {
+        return reach.current_flow(phone, peer, request.message.uri());
     }
+    let next_hop = &request.next_hop;
     if !follows || peer.transport != Transport::Udp {
         return peer;
     }
@@ -1943,47 +1980,54 @@ fn hop_towards(
     Peer { addr, ..peer }
 }
 
-/// Where a phone on a stream (TCP, TLS) is now. A phone whose connection broke during the call
-/// (a NAT that forgot it, a restart of its network) opens a new one and registers again over
-/// it; the call's requests then go through that connection, found as the phone's binding with
-/// the dialog's remote target `target` for its Contact, on the same transport (a TLS phone is
-/// never reached in clear), the latest first. This is RFC 5626's flow recovery without its
-/// flow tokens: the phone's Contact says which registration is the dialog's. Without such a
-/// binding, `peer` stands (and a send to a closed connection fails at once).
-fn current_flow(
-    registrar: &crate::registrar::service::Handle,
-    phone: &str,
-    peer: Peer,
-    target: &Uri,
-) -> Peer {
-    let Some(target) = target.as_sip() else {
-        return peer;
-    };
-    let same_contact = |contact: &str| {
-        Uri::parse(contact).ok().is_some_and(|u| {
-            u.as_sip().is_some_and(|u| {
-                u.user_raw() == target.user_raw()
-                    && u.host().matches(target.host())
-                    && u.port().unwrap_or(u.default_port())
-                        == target.port().unwrap_or(target.default_port())
+/// What finding a phone again needs: its bindings, and whether a connection is still open.
+struct Reach<'a> {
+    registrar: &'a crate::registrar::service::Handle,
+    transports: Option<&'a crate::sip::transport::Transports>,
+}
+
+impl Reach<'_> {
+    /// Where `msg`, sent to `to` before, goes again: the same place, or for a phone on a
+    /// stream whose connection broke meanwhile, its new one.
+    fn again(&self, phone: Option<&StreamPhone>, msg: &Message, to: Peer) -> Peer {
+        phone.map_or(to, |p| self.current_flow(p, to, msg.uri()))
+    }
+
+    /// Where a phone on a stream (TCP, TLS) is now: `peer`, the connection the call has with
+    /// it, while that is open. A phone whose connection broke (a NAT that forgot it, a restart
+    /// of its network) opens a new one and registers again over it; the call's requests then go
+    /// there: to its binding with the same `+sip.instance` (RFC 5626), or without one the
+    /// binding whose Contact is the dialog's remote target `target`, on the same transport (a
+    /// TLS phone is never reached in clear), the latest. RFC 5626's flow recovery, without its
+    /// flow tokens. Without such a binding `peer` stands, and the send fails at once.
+    fn current_flow(&self, phone: &StreamPhone, peer: Peer, target: Option<&Uri>) -> Peer {
+        let gone = self.transports.is_some_and(|t| !t.is_open(peer.flow));
+        if !gone {
+            return peer;
+        }
+        let is_the_calls = |b: &crate::registrar::Binding| match &phone.instance {
+            Some(i) => b.instance.as_deref() == Some(&**i),
+            None => target.is_some_and(|t| {
+                Uri::parse(&b.contact).is_ok_and(|c| crate::registrar::uri_equivalent(&c, t))
+            }),
+        };
+        self.registrar
+            .bindings_for(&phone.username)
+            .into_iter()
+            .filter(|b| {
+                // Flow 0: restored after a restart, its connection gone.
+                b.source.flow != 0
+                    && b.source.flow != peer.flow
+                    && route::transport_of(b.source.transport) == peer.transport
+                    && is_the_calls(b)
             })
-        })
-    };
-    registrar
-        .bindings_for(phone)
-        .into_iter()
-        .filter(|b| {
-            // Flow 0: restored after a restart, its connection gone.
-            b.source.flow != 0
-                && route::transport_of(b.source.transport) == peer.transport
-                && same_contact(&b.contact)
-        })
-        .max_by_key(|b| b.updated_ms)
-        .map_or(peer, |b| Peer {
-            addr: b.source.addr,
-            flow: b.source.flow,
-            ..peer
-        })
+            .max_by_key(|b| b.updated_ms)
+            .map_or(peer, |b| Peer {
+                addr: b.source.addr,
+                flow: b.source.flow,
+                ..peer
+            })
+    }
 }
 
 /// The top Via names the transport the request really leaves on.

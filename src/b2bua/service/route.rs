@@ -129,10 +129,20 @@ pub(in crate::b2bua) struct Hop {
     pub(in crate::b2bua) follow_dialog: bool,
     /// The branch goes to a trunk (whose next address takes over if this one does not answer).
     pub(in crate::b2bua) trunk: bool,
-    /// The SIP username of a phone reached over a stream (TCP, TLS): if its connection is
-    /// replaced during the call, its registration says where it is now (see
-    /// `service::current_flow`).
-    pub(in crate::b2bua) phone: Option<Arc<str>>,
+    /// A phone reached over a stream (TCP, TLS), to find again if its connection breaks.
+    pub(in crate::b2bua) stream_phone: Option<StreamPhone>,
+}
+
+/// A phone in a call over a stream (TCP, TLS): which of its registrations is the call's, so
+/// that a phone whose connection broke and that registered again over a new one can be reached
+/// through that (see `service::current_flow`).
+#[derive(Debug, Clone)]
+pub(in crate::b2bua) struct StreamPhone {
+    /// Its SIP username: only its own bindings are looked at.
+    pub(in crate::b2bua) username: Arc<str>,
+    /// Its `+sip.instance` (RFC 5626), when it gave one: its binding keeps it even when its
+    /// Contact changes. Without one the binding is the one with the dialog's Contact.
+    pub(in crate::b2bua) instance: Option<Arc<str>>,
 }
 
 /// The transport a binding was registered over, as the SIP stack names it.
@@ -165,7 +175,11 @@ pub(in crate::b2bua) struct Party {
 /// Who is calling: one of our phones (authenticated) or a trunk (trusted by its address).
 #[derive(Debug)]
 pub(super) enum Caller {
-    Phone(PhoneCredentials),
+    /// A phone that authenticated as `username`.
+    Phone {
+        credentials: PhoneCredentials,
+        username: Arc<str>,
+    },
     Trunk(Arc<Trunk>),
 }
 
@@ -173,7 +187,7 @@ pub(super) enum Caller {
 /// its phones' bindings and its external numbers.
 pub(super) async fn resolve(lookup: &Lookup, caller: &Caller, invite: &Message) -> Decision {
     let result = match caller {
-        Caller::Phone(phone) => from_phone(lookup, phone, invite).await,
+        Caller::Phone { credentials, .. } => from_phone(lookup, credentials, invite).await,
         Caller::Trunk(trunk) => from_trunk(lookup, trunk, invite).await,
     };
     match result {
@@ -366,8 +380,12 @@ pub(in crate::b2bua) async fn ring_user(
                     },
                     follow_dialog: false,
                     trunk: false,
-                    phone: (b.source.transport != registrar::Transport::Udp)
-                        .then(|| Arc::from(p.sip_username.as_str())),
+                    stream_phone: (b.source.transport != registrar::Transport::Udp).then(|| {
+                        StreamPhone {
+                            username: Arc::from(p.sip_username.as_str()),
+                            instance: b.instance.as_deref().map(Arc::from),
+                        }
+                    }),
                 },
             ));
         }
@@ -465,7 +483,7 @@ fn trunk_target(
             },
             follow_dialog: trunk.dialog_routed(),
             trunk: true,
-            phone: None,
+            stream_phone: None,
         },
     ))
 }
