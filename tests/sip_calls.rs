@@ -18,18 +18,36 @@ use switchboard::config::Transport;
 use switchboard::store::{CallDirection, HistoryQuery, PartyOutcome};
 use switchboard::Server;
 
-/// A server with users 100 (phone `alice`) and 200 (phone `bob`), calls ringing `no_answer` s.
-async fn server(db: &TestDb, no_answer: u64) -> (Server, tempfile::TempDir, i64, i64) {
+/// SIP on UDP only.
+const UDP: &str = "\"udp:127.0.0.1:0\"";
+
+/// A server listening on `listen` (TOML list items) with `extra` config, and users 100 (phone
+/// named `caller`, its password that name and `-secret`) and 200 (phone `bob`); their ids.
+async fn server_with(
+    db: &TestDb,
+    listen: &str,
+    extra: &str,
+    caller: &str,
+) -> (Server, tempfile::TempDir, i64, i64) {
     let (server, data) = common::start_server(
         db,
-        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
-         digest_algorithms = [\"MD5\", \"SHA-256\"]",
-        &format!("[calls]\nno_answer_secs = {no_answer}\n"),
+        &format!(
+            "listen = [{listen}]\nrealm = \"test.example\"\n\
+             digest_algorithms = [\"MD5\", \"SHA-256\"]"
+        ),
+        extra,
     )
     .await;
-    let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
+    let secret = format!("{caller}-secret");
+    let caller = common::user_with_phone(&server, "100", caller, &secret).await;
     let bob = common::user_with_phone(&server, "200", "bob", "bob-secret").await;
-    (server, data, alice, bob)
+    (server, data, caller, bob)
+}
+
+/// A server with users 100 (phone `alice`) and 200 (phone `bob`), calls ringing `no_answer` s.
+async fn server(db: &TestDb, no_answer: u64) -> (Server, tempfile::TempDir, i64, i64) {
+    let calls = format!("[calls]\nno_answer_secs = {no_answer}\n");
+    server_with(db, UDP, &calls, "alice").await
 }
 
 async fn phone_id(server: &Server, user_id: i64) -> i64 {
@@ -346,16 +364,9 @@ async fn answered_call_hung_up_by_the_callee(db: Db) {
 /// connection, still gets the call's BYE: through the new connection.
 async fn tcp_phone_reconnects_during_a_call(db: Db) {
     let tdb = TestDb::new(db).await;
-    let (server, _data) = common::start_server(
-        &tdb,
-        "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
-         digest_algorithms = [\"MD5\", \"SHA-256\"]",
-        "",
-    )
-    .await;
+    let listen = format!("{UDP}, \"tcp:127.0.0.1:0\"");
     // call_uac_wait.xml's Contact names user `caller`.
-    let caller = common::user_with_phone(&server, "100", "caller", "caller-secret").await;
-    common::user_with_phone(&server, "200", "bob", "bob-secret").await;
+    let (server, _data, caller, _bob) = server_with(&tdb, &listen, "", "caller").await;
     // Bob hangs up 6 s after answering: by then the caller is on its new connection.
     let callee = bob_answers(&server, "call_uas_hangup.xml", &["-s", "bob", "-d", "6000"]).await;
     let tcp = common::sip_addr(&server, Transport::Tcp);
@@ -402,15 +413,8 @@ async fn tcp_phone_reconnects_during_a_call(db: Db) {
 
 /// A server whose media timeout is 1 s, with alice (100) and bob (200).
 async fn server_with_media_timeout(db: &TestDb) -> (Server, tempfile::TempDir, i64) {
-    let (server, data) = common::start_server(
-        db,
-        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
-         digest_algorithms = [\"MD5\", \"SHA-256\"]",
-        "[media]\ntimeout_secs = 1\n",
-    )
-    .await;
-    let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
-    common::user_with_phone(&server, "200", "bob", "bob-secret").await;
+    let (server, data, alice, _bob) =
+        server_with(db, UDP, "[media]\ntimeout_secs = 1\n", "alice").await;
     (server, data, alice)
 }
 
