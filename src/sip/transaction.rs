@@ -462,7 +462,7 @@ struct ClientTx {
     state: ClientState,
     to: Peer,
     /// The sent-by (host, port) of the Via we put on top: a response must carry it (§18.1.2).
-    sent_by: (Host, Option<u16>),
+    sent_by: (Host, u16),
     /// Wire form for retransmissions; dropped once no longer needed.
     request: Option<Arc<[u8]>>,
     /// INVITE only: the request the ACK for a non-2xx is built from.
@@ -726,7 +726,7 @@ impl TransactionLayer {
         }
         let via = req.top_via().ok_or(TxError::NoBranch)?;
         let branch = via.branch().ok_or(TxError::NoBranch)?;
-        let sent_by = (via.host.clone(), via.port);
+        let sent_by = (via.host.clone(), via.sent_by_port());
         if self.find_client(branch, &method).is_some() {
             return Err(TxError::Duplicate);
         }
@@ -1003,7 +1003,7 @@ impl TransactionLayer {
         // the way) is not for us, whatever its branch says.
         let ours = msg
             .top_via()
-            .is_some_and(|v| v.host.matches(&c.sent_by.0) && v.port == c.sent_by.1);
+            .is_some_and(|v| v.host.matches(&c.sent_by.0) && v.sent_by_port() == c.sent_by.1);
         if !ours {
             tracing::debug!(from = %from.addr, "sip: response with a foreign sent-by dropped");
             return;
@@ -1883,7 +1883,7 @@ mod tests {
         l.send_request(req.clone(), udp(), c.at(0.0)).expect("send");
         drain(&mut l);
         // Same branch, but the top Via names another host, or another port (§18.1.2).
-        for via in ["192.0.2.99:5060", "192.0.2.20:5070", "192.0.2.20"] {
+        for via in ["192.0.2.99:5060", "192.0.2.20:5070", "192.0.2.20:5061"] {
             let other = request_via(
                 "OPTIONS",
                 &format!("SIP/2.0/UDP {via};branch=z9hG4bKsentby"),
@@ -1895,7 +1895,9 @@ mod tests {
                 "{via}: {outs:?}"
             );
         }
-        l.handle_incoming(response(&req, 200, Some("t")), udp(), c.at(0.2));
+        // Ours, with the port left out: 5060 is the default.
+        let ours = request_via("OPTIONS", "SIP/2.0/UDP 192.0.2.20;branch=z9hG4bKsentby");
+        l.handle_incoming(response(&ours, 200, Some("t")), udp(), c.at(0.2));
         assert!(drain(&mut l)
             .iter()
             .any(|o| matches!(o, Output::Response { .. })));
