@@ -393,14 +393,7 @@ async fn tcp_phone_reconnects_during_a_call(db: Db) {
     args.extend(["-set", "contact_port", old_port_text.as_str()]);
     args.extend(phone.iter().chain(&call_id));
     let second = spawn_sipp("register_then_bye.xml", tcp, new_port, &args);
-    let deadline = std::time::Instant::now() + Duration::from_secs(4);
-    while server.registrar().bindings_for("caller").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the phone did not register again in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    registered(&server, "caller", |_| true).await;
     must_pass("the callee", callee).await;
     must_pass("the reconnected caller", second).await;
     assert_eq!(
@@ -408,6 +401,112 @@ async fn tcp_phone_reconnects_during_a_call(db: Db) {
         PartyOutcome::Answered
     );
     assert_eq!(hangup_causes(&server).await, vec!["callee"]);
+    server.shutdown().await;
+}
+
+/// Waits until the registrar holds a binding of phone `username` that `changed` accepts.
+async fn registered(server: &Server, username: &str, changed: impl Fn(u64) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while !server
+        .registrar()
+        .bindings_for(username)
+        .iter()
+        .any(|b| changed(b.source.flow))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{username} did not register (again) in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The same for a callee: a phone on TCP answers over the connection it registered on, loses
+/// it during the call and registers again over a new one; the caller's BYE reaches it there.
+async fn tcp_callee_reconnects_during_a_call(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let listen = format!("{UDP}, \"tcp:127.0.0.1:0\"");
+    let (server, _data, alice, _bob) = server_with(&tdb, &listen, "", "alice").await;
+    // call_uas.xml's Contact names user `callee`.
+    let callee = common::user_with_phone(&server, "300", "callee", "callee-secret").await;
+    let tcp = common::sip_addr(&server, Transport::Tcp);
+    let (old_port, new_port) = (common::free_tcp_port(), common::free_tcp_port());
+    let old_port_text = old_port.to_string();
+    let uas = common::sipp::sipp_dir().join("call_uas.xml");
+    let bye = common::sipp::sipp_dir().join("bye_uas.xml");
+    let (uas, bye) = (uas.to_str().unwrap(), bye.to_str().unwrap());
+    let mut args = vec![
+        "-s",
+        "callee",
+        "-au",
+        "callee",
+        "-ap",
+        "callee-secret",
+        "-t",
+        "t1",
+    ];
+    args.extend([
+        "-set",
+        "expires",
+        "600",
+        "-set",
+        "contact_port",
+        &old_port_text,
+    ]);
+    // The phone registers and answers the INVITE that comes over its connection (as a call
+    // SIPp did not start: -oocsf), and quits after 3 s, with the call up.
+    let mut first_args = args.clone();
+    first_args.extend(["-oocsf", uas, "-timeout", "3s"]);
+    let first = spawn_sipp("register_then_bye.xml", tcp, old_port, &first_args);
+    registered(&server, "callee", |_| true).await;
+    let before = server.registrar().bindings_for("callee")[0].source.flow;
+    // Alice hangs up 5 s after the answer.
+    let caller = spawn_sipp(
+        "call_uac.xml",
+        common::sip_addr(&server, Transport::Udp),
+        common::free_udp_port(),
+        &[
+            "-s",
+            "300",
+            "-au",
+            "alice",
+            "-ap",
+            "alice-secret",
+            "-d",
+            "5000",
+        ],
+    );
+    let first = first.await.unwrap();
+    assert!(
+        first.messages.contains("SIP/2.0 200 OK") && first.messages.contains("ACK sip:callee@"),
+        "the call was not answered: {}",
+        common::sipp::tail(&first.messages)
+    );
+    // Again on a new connection, with the same Contact; the BYE is a call SIPp did not start.
+    let mut second_args = args.clone();
+    second_args.extend(["-oocsf", bye, "-timeout", "8s"]);
+    let second = spawn_sipp("register_then_bye.xml", tcp, new_port, &second_args);
+    registered(&server, "callee", |flow| flow != before).await;
+    must_pass("the caller", caller).await;
+    // Its main scenario waits for a BYE of its own until it times out; the call's came.
+    let second = second.await.unwrap();
+    assert!(
+        second
+            .messages
+            .split("message received")
+            .any(|m| m.contains("BYE sip:callee@")),
+        "no BYE over the new connection: {}",
+        common::sipp::tail(&second.messages)
+    );
+    assert_eq!(
+        common::only_entry(&server, callee).await.outcome,
+        PartyOutcome::Answered
+    );
+    assert_eq!(
+        common::only_entry(&server, alice).await.outcome,
+        PartyOutcome::Answered
+    );
+    assert_eq!(hangup_causes(&server).await, vec!["caller"]);
     server.shutdown().await;
 }
 
@@ -624,6 +723,11 @@ async fn callee_hangs_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_phone_reconnects() {
     tcp_phone_reconnects_during_a_call(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_callee_reconnects() {
+    tcp_callee_reconnects_during_a_call(Db::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
