@@ -339,7 +339,12 @@ async fn late_offer_call(db: Db) {
 async fn answered_call_hung_up_by_the_callee(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 30).await;
-    let callee = bob_answers(&server, "call_uas_hangup.xml", &["-s", "bob", "-d", "500"]).await;
+    let callee = bob_answers(
+        &server,
+        "call_uas_hangup.xml",
+        &["-s", "bob", "-d", "500", "-set", "ring_ms", "200"],
+    )
+    .await;
     let caller = alice_calls(&server, "call_uac_wait.xml", &[]);
     must_pass("the callee", callee).await;
     let caller = must_pass("the caller", caller).await;
@@ -368,7 +373,12 @@ async fn tcp_phone_reconnects_during_a_call(db: Db) {
     // call_uac_wait.xml's Contact names user `caller`.
     let (server, _data, caller, _bob) = server_with(&tdb, &listen, "", "caller").await;
     // Bob hangs up 6 s after answering: by then the caller is on its new connection.
-    let callee = bob_answers(&server, "call_uas_hangup.xml", &["-s", "bob", "-d", "6000"]).await;
+    let callee = bob_answers(
+        &server,
+        "call_uas_hangup.xml",
+        &["-s", "bob", "-d", "6000", "-set", "ring_ms", "200"],
+    )
+    .await;
     let tcp = common::sip_addr(&server, Transport::Tcp);
     let (old_port, new_port) = (common::free_tcp_port(), common::free_tcp_port());
     let old_port_text = old_port.to_string();
@@ -396,6 +406,72 @@ async fn tcp_phone_reconnects_during_a_call(db: Db) {
     registered(&server, "caller", |_| true).await;
     must_pass("the callee", callee).await;
     must_pass("the reconnected caller", second).await;
+    assert_eq!(
+        common::only_entry(&server, caller).await.outcome,
+        PartyOutcome::Answered
+    );
+    assert_eq!(hangup_causes(&server).await, vec!["callee"]);
+    server.shutdown().await;
+}
+
+/// A phone on TCP that loses its connection while its call is ringing, and registers again over
+/// a new one, gets the answer there (RFC 3261 §18.2.2 with the connection the phone opened), and
+/// the call goes on over it.
+async fn tcp_caller_reconnects_while_ringing(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let listen = format!("{UDP}, \"tcp:127.0.0.1:0\"");
+    let (server, _data, caller, _bob) = server_with(&tdb, &listen, "", "caller").await;
+    // Bob rings for 4 s, answers, and hangs up 2 s later.
+    let callee = bob_answers(
+        &server,
+        "call_uas_hangup.xml",
+        &["-s", "bob", "-d", "2000", "-set", "ring_ms", "4000"],
+    )
+    .await;
+    let tcp = common::sip_addr(&server, Transport::Tcp);
+    let (old_port, new_port) = (common::free_tcp_port(), common::free_tcp_port());
+    let old_port_text = old_port.to_string();
+    let phone = ["-au", "caller", "-ap", "caller-secret", "-t", "t1"];
+    let call_id = ["-cid_str", "reconnect-%u"];
+    // The INVITE, over a connection SIPp closes when it quits after 1.5 s, while it rings.
+    let mut args = vec!["-s", "200", "-timeout", "1500ms"];
+    args.extend(phone.iter().chain(&call_id));
+    let first = spawn_sipp("call_uac_wait.xml", tcp, old_port, &args)
+        .await
+        .unwrap();
+    let ringing = first
+        .messages
+        .split("message received")
+        .any(|m| m.contains("SIP/2.0 180 Ringing"));
+    assert!(
+        ringing,
+        "no ringing: {}",
+        common::sipp::tail(&first.messages)
+    );
+    // The INVITE's From tag, for the ACK the phone sends from its new connection.
+    let tag = first
+        .messages
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("From: <sip:caller@"))
+        .and_then(|f| f.split(";tag=").nth(1))
+        .expect("the INVITE's From tag")
+        .trim()
+        .to_owned();
+    let mut args = vec!["-s", "caller", "-set", "expires", "600"];
+    args.extend(["-set", "contact_port", old_port_text.as_str()]);
+    args.extend(["-set", "from_tag", tag.as_str()]);
+    args.extend(phone.iter().chain(&call_id));
+    let second = spawn_sipp("register_then_bye.xml", tcp, new_port, &args);
+    registered(&server, "caller", |_| true).await;
+    let second = must_pass("the reconnected caller", second).await;
+    assert!(
+        second
+            .messages
+            .split("message received")
+            .any(|m| m.contains("SIP/2.0 200 OK") && m.contains("CSeq: 2 INVITE")),
+        "the answer did not come over the new connection"
+    );
+    must_pass("the callee", callee).await;
     assert_eq!(
         common::only_entry(&server, caller).await.outcome,
         PartyOutcome::Answered
@@ -723,6 +799,11 @@ async fn callee_hangs_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_phone_reconnects() {
     tcp_phone_reconnects_during_a_call(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_caller_reconnects_ringing() {
+    tcp_caller_reconnects_while_ringing(Db::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -503,7 +503,7 @@ async fn our_bye_to_a_trunk_caller_follows_its_contact(db: Db) {
         "call_uas_hangup.xml",
         to,
         phone_port,
-        &["-s", "bob", "-d", "500"],
+        &["-s", "bob", "-d", "500", "-set", "ring_ms", "200"],
     );
     let gateway = itsp("trunk_gateway_bye.xml", gw_port, &[]).await;
     let edge = spawn_sipp_from(

@@ -939,6 +939,17 @@ impl TransactionLayer {
         Ok(())
     }
 
+    /// The peer of server transaction `tx` is reached elsewhere now (a phone on TCP or TLS
+    /// that lost its connection and made a new one): its further responses, and their
+    /// retransmissions, go to `to`. RFC 3261 §18.2.2 lets a server open a new connection to
+    /// send a response when the request's one is gone; this is that, with the new connection
+    /// the client opened itself.
+    pub fn reroute(&mut self, tx: ServerTxId, to: Peer) {
+        if let Some(s) = self.servers.get_mut(&tx.0) {
+            s.reply_to = to;
+        }
+    }
+
     /// Forgets a server transaction the TU will never answer (a request from a banned source):
     /// no response, no 100 Trying, no state left behind. A retransmission of the request
     /// starts a new transaction, which the TU can discard again.

@@ -1096,6 +1096,16 @@ impl Calls {
                         None => rsp,
                     };
                     let rsp = anchor(&media, rsp, Side::Caller);
+                    if let Some(phone) = &e.stream_caller {
+                        // Its connection broke while the call was being set up: the answer
+                        // goes over the one it registered over since, as its requests do.
+                        let target = e.call.caller_invite().contacts().first();
+                        let to = reach.current_flow(phone, e.caller, target.map(|c| &c.uri));
+                        if to != e.caller {
+                            e.caller = to;
+                            layer.reroute(invite_tx, tx_peer(&to));
+                        }
+                    }
                     let ok = rsp.status().is_some_and(|s| (200..300).contains(&s));
                     if ok {
                         let reliable = e.caller.is_reliable();
