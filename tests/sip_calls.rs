@@ -372,11 +372,11 @@ async fn tcp_phone_reconnects_during_a_call(db: Db) {
     let listen = format!("{UDP}, \"tcp:127.0.0.1:0\"");
     // call_uac_wait.xml's Contact names user `caller`.
     let (server, _data, caller, _bob) = server_with(&tdb, &listen, "", "caller").await;
-    // Bob hangs up 6 s after answering: by then the caller is on its new connection.
+    // Bob hangs up 7 s after answering: by then the caller is on its new connection.
     let callee = bob_answers(
         &server,
         "call_uas_hangup.xml",
-        &["-s", "bob", "-d", "6000", "-set", "ring_ms", "200"],
+        &["-s", "bob", "-d", "7000", "-set", "ring_ms", "200"],
     )
     .await;
     let tcp = common::sip_addr(&server, Transport::Tcp);
@@ -384,8 +384,8 @@ async fn tcp_phone_reconnects_during_a_call(db: Db) {
     let old_port_text = old_port.to_string();
     let phone = ["-au", "caller", "-ap", "caller-secret", "-t", "t1"];
     let call_id = ["-cid_str", "reconnect-%u"];
-    // The call, over a connection SIPp closes when it quits after 2 s, with the call up.
-    let mut args = vec!["-s", "200", "-timeout", "2s"];
+    // The call, over a connection SIPp closes when it quits after 3 s, with the call up.
+    let mut args = vec!["-s", "200", "-timeout", "3s"];
     args.extend(phone.iter().chain(&call_id));
     let first = spawn_sipp("call_uac_wait.xml", tcp, old_port, &args)
         .await
@@ -421,11 +421,11 @@ async fn tcp_caller_reconnects_while_ringing(db: Db) {
     let tdb = TestDb::new(db).await;
     let listen = format!("{UDP}, \"tcp:127.0.0.1:0\"");
     let (server, _data, caller, _bob) = server_with(&tdb, &listen, "", "caller").await;
-    // Bob rings for 4 s, answers, and hangs up 2 s later.
+    // Bob rings for 5 s, answers, and hangs up 2 s later.
     let callee = bob_answers(
         &server,
         "call_uas_hangup.xml",
-        &["-s", "bob", "-d", "2000", "-set", "ring_ms", "4000"],
+        &["-s", "bob", "-d", "2000", "-set", "ring_ms", "5000"],
     )
     .await;
     let tcp = common::sip_addr(&server, Transport::Tcp);
@@ -497,8 +497,9 @@ async fn registered(server: &Server, username: &str, changed: impl Fn(u64) -> bo
     }
 }
 
-/// The same for a callee: a phone on TCP answers over the connection it registered on, loses
-/// it during the call and registers again over a new one; the caller's BYE reaches it there.
+/// The same for a callee, whose old connection stays open on our side (as when a NAT forgot it):
+/// a phone on TCP answers over the connection it registered on, registers again over a new one
+/// during the call, and the caller's BYE reaches it there.
 async fn tcp_callee_reconnects_during_a_call(db: Db) {
     let tdb = TestDb::new(db).await;
     let listen = format!("{UDP}, \"tcp:127.0.0.1:0\"");
@@ -530,13 +531,14 @@ async fn tcp_callee_reconnects_during_a_call(db: Db) {
         &old_port_text,
     ]);
     // The phone registers and answers the INVITE that comes over its connection (as a call
-    // SIPp did not start: -oocsf), and quits after 3 s, with the call up.
+    // SIPp did not start: -oocsf). Its connection stays open to the end, as one that a NAT
+    // forgot does on our side.
     let mut first_args = args.clone();
-    first_args.extend(["-oocsf", uas, "-timeout", "3s"]);
+    first_args.extend(["-oocsf", uas, "-timeout", "11s"]);
     let first = spawn_sipp("register_then_bye.xml", tcp, old_port, &first_args);
     registered(&server, "callee", |_| true).await;
     let before = server.registrar().bindings_for("callee")[0].source.flow;
-    // Alice hangs up 5 s after the answer.
+    // Alice hangs up 6 s after the answer.
     let caller = spawn_sipp(
         "call_uac.xml",
         common::sip_addr(&server, Transport::Udp),
@@ -549,31 +551,39 @@ async fn tcp_callee_reconnects_during_a_call(db: Db) {
             "-ap",
             "alice-secret",
             "-d",
-            "5000",
+            "6000",
         ],
     );
-    let first = first.await.unwrap();
-    assert!(
-        first.messages.contains("SIP/2.0 200 OK") && first.messages.contains("ACK sip:callee@"),
-        "the call was not answered: {}",
-        common::sipp::tail(&first.messages)
-    );
-    // Again on a new connection, with the same Contact; the BYE is a call SIPp did not start.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Again, from the same address on a new connection, with the same Contact; the BYE is a
+    // call SIPp did not start.
     let mut second_args = args.clone();
     second_args.extend(["-oocsf", bye, "-timeout", "8s"]);
     let second = spawn_sipp("register_then_bye.xml", tcp, new_port, &second_args);
     registered(&server, "callee", |flow| flow != before).await;
     must_pass("the caller", caller).await;
-    // Its main scenario waits for a BYE of its own until it times out; the call's came.
-    let second = second.await.unwrap();
-    assert!(
-        second
-            .messages
+    // Both main scenarios wait for a BYE of their own until they time out.
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    let got_bye = |run: &SippRun| {
+        run.messages
             .split("message received")
-            .any(|m| m.contains("BYE sip:callee@")),
+            .any(|m| m.contains("BYE sip:callee@"))
+    };
+    let acked = first
+        .messages
+        .split("message received")
+        .any(|m| m.contains("ACK sip:callee@"));
+    assert!(
+        acked,
+        "not answered: {}",
+        common::sipp::tail(&first.messages)
+    );
+    assert!(
+        got_bye(&second),
         "no BYE over the new connection: {}",
         common::sipp::tail(&second.messages)
     );
+    assert!(!got_bye(&first), "the BYE went to the old connection");
     assert_eq!(
         common::only_entry(&server, callee).await.outcome,
         PartyOutcome::Answered

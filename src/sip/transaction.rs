@@ -32,8 +32,8 @@
 //!
 //! Limitations: `maddr` in a Via is ignored when routing responses (no
 //! multicast); branches are compared case-sensitively, as every
-//! implementation that generates them does; the transport checks of
-//! §18.1.2 (response sent-by is ours) are left to the driver.
+//! implementation that generates them does. A response whose top Via
+//! sent-by is not the one we sent is dropped (§18.1.2).
 
 use std::borrow::Cow;
 use std::cmp::Reverse;

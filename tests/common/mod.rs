@@ -239,7 +239,6 @@ pub fn sip_addr(
         .addr
 }
 
-/// A loopback UDP port free right now.
 /// A TCP port nobody listens on (a SIPp phone's `-p` over TCP).
 pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -248,6 +247,7 @@ pub fn free_tcp_port() -> u16 {
         .unwrap()
 }
 
+/// A loopback UDP port free right now.
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())

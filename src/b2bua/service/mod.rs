@@ -577,6 +577,7 @@ impl Calls {
                 if let Some(io) = e.branches.get_mut(b) {
                     if io.provisional && status < 200 {
                         if let Some(reason) = io.cancel_pending.take() {
+                            follow_branch(io, &reach);
                             send_cancel(&mut self.clients, id, b, io, reason, layer, now);
                         }
                     }
@@ -986,19 +987,24 @@ impl Calls {
         // bindings): try it here, without waiting, and hand off to a task only when the store
         // has to be asked. Two task hand-offs per call were a large part of a call's CPU.
         let caller_follows_dialog = matches!(&caller, Caller::Trunk(t) if t.dialog_routed());
-        // Which of its registrations is the call's: the one on the connection it called over.
+        // Which of its registrations is the call's: the one on the connection it called over,
+        // else the one with the INVITE's Contact.
         let stream_caller = match &caller {
             Caller::Phone { username, .. } if from.transport != Transport::Udp => {
-                let instance = self
-                    .lookup
-                    .registrar
-                    .bindings_for(username)
-                    .into_iter()
+                let bindings = self.lookup.registrar.bindings_for(username);
+                let contact = msg.contacts().first().map(|c| &c.uri);
+                let binding = bindings
+                    .iter()
                     .find(|b| b.source.flow == from.flow)
-                    .and_then(|b| b.instance.map(Arc::from));
+                    .or_else(|| {
+                        bindings
+                            .iter()
+                            .find(|b| contact.is_some_and(|c| same_uri(&b.contact, c)))
+                    });
                 Some(StreamPhone {
                     username: username.clone(),
-                    instance,
+                    instance: binding.and_then(|b| b.instance.as_deref().map(Arc::from)),
+                    flow: binding.map(|b| b.source.flow),
                 })
             }
             _ => None,
@@ -1143,6 +1149,7 @@ impl Calls {
                         continue;
                     };
                     if io.provisional {
+                        follow_branch(io, &reach);
                         send_cancel(&mut self.clients, id, branch, io, reason, layer, now);
                     } else {
                         io.cancel_pending = Some(reason);
@@ -1998,45 +2005,68 @@ struct Reach<'a> {
 
 impl Reach<'_> {
     /// Where `msg`, sent to `to` before, goes again: the same place, or for a phone on a
-    /// stream whose connection broke meanwhile, its new one.
+    /// stream that moved to a new connection meanwhile, that one.
     fn again(&self, phone: Option<&StreamPhone>, msg: &Message, to: Peer) -> Peer {
         phone.map_or(to, |p| self.current_flow(p, to, msg.uri()))
     }
 
     /// Where a phone on a stream (TCP, TLS) is now: `peer`, the connection the call has with
-    /// it, while that is open. A phone whose connection broke (a NAT that forgot it, a restart
-    /// of its network) opens a new one and registers again over it; the call's requests then go
-    /// there: to its binding with the same `+sip.instance` (RFC 5626), or without one the
-    /// binding whose Contact is the dialog's remote target `target`, on the same transport (a
-    /// TLS phone is never reached in clear), the latest. RFC 5626's flow recovery, without its
-    /// flow tokens. Without such a binding `peer` stands, and the send fails at once.
+    /// it, unless the phone has moved. A phone whose connection broke (a NAT that forgot it, a
+    /// restart of its network) opens a new one and registers again over it; the call's
+    /// requests then go there. The call's binding is the phone's binding with the same
+    /// `+sip.instance` (RFC 5626), or without one the one whose Contact is the dialog's remote
+    /// target `target`, on the same transport (a TLS phone is never reached in clear), the
+    /// latest. It has moved when the call's connection is closed, or when that binding is on
+    /// another flow than when the call began (a NAT that forgot a connection leaves it open on
+    /// our side) from the same device; the new flow must be open. RFC 5626's flow recovery,
+    /// without its flow tokens.
     fn current_flow(&self, phone: &StreamPhone, peer: Peer, target: Option<&Uri>) -> Peer {
-        let gone = self.transports.is_some_and(|t| !t.is_open(peer.flow));
-        if !gone {
+        let Some(transports) = self.transports else {
             return peer;
-        }
+        };
         let is_the_calls = |b: &crate::registrar::Binding| match &phone.instance {
             Some(i) => b.instance.as_deref() == Some(&**i),
-            None => target.is_some_and(|t| {
-                Uri::parse(&b.contact).is_ok_and(|c| crate::registrar::uri_equivalent(&c, t))
-            }),
+            None => target.is_some_and(|t| same_uri(&b.contact, t)),
         };
-        self.registrar
+        let binding = self
+            .registrar
             .bindings_for(&phone.username)
             .into_iter()
-            .filter(|b| {
-                // Flow 0: restored after a restart, its connection gone.
-                b.source.flow != 0
-                    && b.source.flow != peer.flow
-                    && route::transport_of(b.source.transport) == peer.transport
-                    && is_the_calls(b)
-            })
-            .max_by_key(|b| b.updated_ms)
-            .map_or(peer, |b| Peer {
-                addr: b.source.addr,
-                flow: b.source.flow,
-                ..peer
-            })
+            // Flow 0: restored after a restart, its connection gone.
+            .filter(|b| b.source.flow != 0)
+            .filter(|b| route::transport_of(b.source.transport) == peer.transport)
+            .filter(|b| is_the_calls(b))
+            .max_by_key(|b| b.updated_ms);
+        let Some(b) = binding else {
+            return peer;
+        };
+        // Registered again on another flow while ours looks open: trusted when the binding is
+        // surely the same device, by its instance id, or else by its address (two devices
+        // sharing an account and a private Contact behind different NATs are told apart).
+        let same_device = phone.instance.is_some() || b.source.addr.ip() == peer.addr.ip();
+        let moved =
+            !transports.is_open(peer.flow) || (phone.flow != Some(b.source.flow) && same_device);
+        if !moved || b.source.flow == peer.flow || !transports.is_open(b.source.flow) {
+            return peer;
+        }
+        Peer {
+            addr: b.source.addr,
+            flow: b.source.flow,
+            ..peer
+        }
+    }
+}
+
+/// Whether a binding's stored Contact `contact` is `uri` (RFC 3261 §19.1.4).
+fn same_uri(contact: &str, uri: &Uri) -> bool {
+    Uri::parse(contact).is_ok_and(|c| crate::registrar::uri_equivalent(&c, uri))
+}
+
+/// A CANCEL (or anything else sent again on a branch's INVITE) follows a phone on a stream
+/// that moved to a new connection while ringing (see [`Reach::current_flow`]).
+fn follow_branch(io: &mut BranchIo, reach: &Reach) {
+    if let (Some(phone), Some(invite)) = (&io.stream_phone, &io.invite) {
+        io.peer = reach.current_flow(phone, io.peer, invite.uri());
     }
 }
 

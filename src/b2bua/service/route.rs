@@ -143,6 +143,9 @@ pub(in crate::b2bua) struct StreamPhone {
     /// Its `+sip.instance` (RFC 5626), when it gave one: its binding keeps it even when its
     /// Contact changes. Without one the binding is the one with the dialog's Contact.
     pub(in crate::b2bua) instance: Option<Arc<str>>,
+    /// The flow that binding had when the call began, when there was one: the binding on
+    /// another flow later means the phone registered again over a new connection.
+    pub(in crate::b2bua) flow: Option<u64>,
 }
 
 /// The transport a binding was registered over, as the SIP stack names it.
@@ -384,6 +387,7 @@ pub(in crate::b2bua) async fn ring_user(
                         StreamPhone {
                             username: Arc::from(p.sip_username.as_str()),
                             instance: b.instance.as_deref().map(Arc::from),
+                            flow: Some(b.source.flow),
                         }
                     }),
                 },
