@@ -1,10 +1,12 @@
 //! Fuzzes the B2BUA's call state machine (`b2bua::call`) with what phones and trunks send it.
-//! The input is messages separated by NUL bytes: the first is the caller's INVITE; each further
-//! one that parses is given to the call as it arrives in the field, with 100 ms of virtual time
-//! between them: a response to an INVITE as the callee's answer to ours, another response as the
-//! answer to the last in-dialog request the call sent, a request as an in-dialog request from
-//! the caller or the callee (alternately). Timers run to the end, an hour later. Whatever the
-//! input, the call must neither panic nor run for ever.
+//! The input is parts separated by NUL bytes: the first is the caller's INVITE; each further part
+//! is one event, 100 ms of virtual time after the one before, its first byte saying which: a
+//! response to the callee's INVITE (0), the answer to the in-dialog request the call sent last
+//! (1), an in-dialog request from the caller (2) or the callee (3), the caller's CANCEL (4), a
+//! CANCEL of the last request received (5), the callee's INVITE timing out (6), the caller's
+//! transaction failing (7), the last request sent timing out (8), a hang-up by the PBX (other).
+//! The rest of the part is the message, where one is needed. Timers run to the end, an hour
+//! later. Whatever the input, the call must neither panic nor spin on its timers.
 //!
 //! `cargo fuzz run call` in `fuzz/`.
 
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use switchboard::b2bua::call::{Action, Call, CallConfig, Key, Leg, Target};
 use switchboard::sip::header::{NameAddr, Transport, Via};
-use switchboard::sip::message::{self, Method};
+use switchboard::sip::message;
 use switchboard::sip::uri::{Host, Uri};
 
 fn drain(call: &mut Call, sent: &mut Vec<Key>) {
@@ -50,18 +52,37 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut sent = Vec::new();
     drain(&mut call, &mut sent);
+    let mut received = 1000;
     for (i, part) in parts.enumerate() {
         let now = start + Duration::from_millis(100 * (i as u64 + 1));
         call.handle_timeout(now);
-        if let Ok(msg) = message::parse(part) {
-            if msg.is_request() {
-                let leg = if i % 2 == 0 { Leg::Caller } else { Leg::Callee };
-                call.on_request(leg, 1000 + i as u64, &msg, now);
-            } else if msg.cseq().is_some_and(|c| c.method == Method::Invite) {
-                call.on_invite_response(0, &msg, now);
-            } else if let Some(key) = sent.pop() {
-                call.on_response(key, &msg, now);
+        let Some((&event, text)) = part.split_first() else {
+            continue;
+        };
+        let msg = message::parse(text).ok();
+        match (event, msg) {
+            (0, Some(m)) if m.status().is_some() => call.on_invite_response(0, &m, now),
+            (1, Some(m)) if m.status().is_some() => {
+                if let Some(key) = sent.pop() {
+                    call.on_response(key, &m, now);
+                }
             }
+            (2 | 3, Some(m)) if m.is_request() => {
+                received += 1;
+                let leg = if event == 2 { Leg::Caller } else { Leg::Callee };
+                call.on_request(leg, received, &m, now);
+            }
+            (4, _) => call.on_caller_cancel(now),
+            (5, _) => call.on_cancel(received),
+            (6, _) => call.on_invite_timeout(0, now),
+            (7, _) => call.on_caller_gone(now),
+            (8, _) => {
+                if let Some(key) = sent.pop() {
+                    call.on_request_timeout(key, now);
+                }
+            }
+            (9.., _) => call.hang_up_both("fuzz", now),
+            _ => {}
         }
         drain(&mut call, &mut sent);
     }
