@@ -366,17 +366,25 @@ async fn answered_call_hung_up_by_the_callee(db: Db) {
 }
 
 /// A phone on TCP whose connection breaks during a call, and which registers again over a new
-/// connection, still gets the call's BYE: through the new connection.
-async fn tcp_phone_reconnects_during_a_call(db: Db) {
+/// connection, still gets the call's BYE: through the new connection. With `ringing`, the
+/// connection breaks while the call rings, and the answer comes over the new connection too
+/// (RFC 3261 §18.2.2 with the connection the phone opened), which the phone ACKs there.
+async fn tcp_caller_reconnects(db: Db, ringing: bool) {
     let tdb = TestDb::new(db).await;
     let listen = format!("{UDP}, \"tcp:127.0.0.1:0\"");
     // call_uac_wait.xml's Contact names user `caller`.
     let (server, _data, caller, _bob) = server_with(&tdb, &listen, "", "caller").await;
-    // Bob hangs up 7 s after answering: by then the caller is on its new connection.
+    // Bob rings 5 s and hangs up 2 s after answering, or answers at once and hangs up after 7 s:
+    // either way the caller is on its new connection by then.
+    let (ring, talk) = if ringing {
+        ("5000", "2000")
+    } else {
+        ("200", "7000")
+    };
     let callee = bob_answers(
         &server,
         "call_uas_hangup.xml",
-        &["-s", "bob", "-d", "7000", "-set", "ring_ms", "200"],
+        &["-s", "bob", "-d", talk, "-set", "ring_ms", ring],
     )
     .await;
     let tcp = common::sip_addr(&server, Transport::Tcp);
@@ -384,71 +392,22 @@ async fn tcp_phone_reconnects_during_a_call(db: Db) {
     let old_port_text = old_port.to_string();
     let phone = ["-au", "caller", "-ap", "caller-secret", "-t", "t1"];
     let call_id = ["-cid_str", "reconnect-%u"];
-    // The call, over a connection SIPp closes when it quits after 3 s, with the call up.
-    let mut args = vec!["-s", "200", "-timeout", "3s"];
+    // The call, over a connection SIPp closes when it quits: while it rings, or once answered.
+    let quit = if ringing { "1500ms" } else { "3s" };
+    let mut args = vec!["-s", "200", "-timeout", quit];
     args.extend(phone.iter().chain(&call_id));
     let first = spawn_sipp("call_uac_wait.xml", tcp, old_port, &args)
         .await
         .unwrap();
-    assert!(
-        first
-            .messages
-            .split("message received")
-            .any(|m| m.contains("SIP/2.0 200 OK") && m.contains("CSeq: 2 INVITE")),
-        "the call was not answered: {}",
-        common::sipp::tail(&first.messages)
-    );
-    // The phone again, on a new connection, with the Contact it called from.
-    let mut args = vec!["-s", "caller", "-set", "expires", "600"];
-    args.extend(["-set", "contact_port", old_port_text.as_str()]);
-    args.extend(phone.iter().chain(&call_id));
-    let second = spawn_sipp("register_then_bye.xml", tcp, new_port, &args);
-    registered(&server, "caller", |_| true).await;
-    must_pass("the callee", callee).await;
-    must_pass("the reconnected caller", second).await;
-    assert_eq!(
-        common::only_entry(&server, caller).await.outcome,
-        PartyOutcome::Answered
-    );
-    assert_eq!(hangup_causes(&server).await, vec!["callee"]);
-    server.shutdown().await;
-}
-
-/// A phone on TCP that loses its connection while its call is ringing, and registers again over
-/// a new one, gets the answer there (RFC 3261 §18.2.2 with the connection the phone opened), and
-/// the call goes on over it.
-async fn tcp_caller_reconnects_while_ringing(db: Db) {
-    let tdb = TestDb::new(db).await;
-    let listen = format!("{UDP}, \"tcp:127.0.0.1:0\"");
-    let (server, _data, caller, _bob) = server_with(&tdb, &listen, "", "caller").await;
-    // Bob rings for 5 s, answers, and hangs up 2 s later.
-    let callee = bob_answers(
-        &server,
-        "call_uas_hangup.xml",
-        &["-s", "bob", "-d", "2000", "-set", "ring_ms", "5000"],
-    )
-    .await;
-    let tcp = common::sip_addr(&server, Transport::Tcp);
-    let (old_port, new_port) = (common::free_tcp_port(), common::free_tcp_port());
-    let old_port_text = old_port.to_string();
-    let phone = ["-au", "caller", "-ap", "caller-secret", "-t", "t1"];
-    let call_id = ["-cid_str", "reconnect-%u"];
-    // The INVITE, over a connection SIPp closes when it quits after 1.5 s, while it rings.
-    let mut args = vec!["-s", "200", "-timeout", "1500ms"];
-    args.extend(phone.iter().chain(&call_id));
-    let first = spawn_sipp("call_uac_wait.xml", tcp, old_port, &args)
-        .await
-        .unwrap();
-    let ringing = first
-        .messages
-        .split("message received")
-        .any(|m| m.contains("SIP/2.0 180 Ringing"));
-    assert!(
-        ringing,
-        "no ringing: {}",
-        common::sipp::tail(&first.messages)
-    );
-    // The INVITE's From tag, for the ACK the phone sends from its new connection.
+    let answer_to_invite = |m: &&str| m.contains("SIP/2.0 200 OK") && m.contains("CSeq: 2 INVITE");
+    let mut received = first.messages.split("message received");
+    let reached = if ringing {
+        received.any(|m| m.contains("SIP/2.0 180 Ringing"))
+    } else {
+        received.any(|m| answer_to_invite(&m))
+    };
+    assert!(reached, "{}", common::sipp::tail(&first.messages));
+    // The INVITE's From tag, for an ACK the phone sends from its new connection.
     let tag = first
         .messages
         .lines()
@@ -457,6 +416,7 @@ async fn tcp_caller_reconnects_while_ringing(db: Db) {
         .expect("the INVITE's From tag")
         .trim()
         .to_owned();
+    // The phone again, on a new connection, with the Contact it called from.
     let mut args = vec!["-s", "caller", "-set", "expires", "600"];
     args.extend(["-set", "contact_port", old_port_text.as_str()]);
     args.extend(["-set", "from_tag", tag.as_str()]);
@@ -464,12 +424,15 @@ async fn tcp_caller_reconnects_while_ringing(db: Db) {
     let second = spawn_sipp("register_then_bye.xml", tcp, new_port, &args);
     registered(&server, "caller", |_| true).await;
     let second = must_pass("the reconnected caller", second).await;
-    assert!(
-        second
-            .messages
-            .split("message received")
-            .any(|m| m.contains("SIP/2.0 200 OK") && m.contains("CSeq: 2 INVITE")),
-        "the answer did not come over the new connection"
+    let answered_there = second
+        .messages
+        .split("message received")
+        .any(|m| answer_to_invite(&m));
+    assert_eq!(
+        answered_there,
+        ringing,
+        "{}",
+        common::sipp::tail(&second.messages)
     );
     must_pass("the callee", callee).await;
     assert_eq!(
@@ -808,12 +771,12 @@ async fn callee_hangs_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_phone_reconnects() {
-    tcp_phone_reconnects_during_a_call(Db::Sqlite).await
+    tcp_caller_reconnects(Db::Sqlite, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_caller_reconnects_ringing() {
-    tcp_caller_reconnects_while_ringing(Db::Sqlite).await
+    tcp_caller_reconnects(Db::Sqlite, true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
