@@ -2065,8 +2065,8 @@ fn same_uri(contact: &str, uri: &Uri) -> bool {
 /// A CANCEL (or anything else sent again on a branch's INVITE) follows a phone on a stream
 /// that moved to a new connection while ringing (see [`Reach::current_flow`]).
 fn follow_branch(io: &mut BranchIo, reach: &Reach) {
-    if let (Some(phone), Some(invite)) = (&io.stream_phone, &io.invite) {
-        io.peer = reach.current_flow(phone, io.peer, invite.uri());
+    if let Some(invite) = &io.invite {
+        io.peer = reach.again(io.stream_phone.as_ref(), invite, io.peer);
     }
 }
 
