@@ -18,6 +18,15 @@ use switchboard::config::Transport;
 use switchboard::store::{CallDirection, HistoryQuery, PartyOutcome};
 use switchboard::Server;
 
+/// Asserts that the call is in each of `users`' history, answered, and that `cause` ended it.
+async fn answered_then_ended(server: &Server, users: &[i64], cause: &str) {
+    for user in users {
+        let entry = common::only_entry(server, *user).await;
+        assert_eq!(entry.outcome, PartyOutcome::Answered, "user {user}");
+    }
+    assert_eq!(hangup_causes(server).await, vec![cause]);
+}
+
 /// SIP on UDP only.
 const UDP: &str = "\"udp:127.0.0.1:0\"";
 
@@ -355,13 +364,7 @@ async fn answered_call_hung_up_by_the_callee(db: Db) {
         .find(|m| m.contains("BYE sip:caller@"))
         .unwrap_or_default();
     assert!(bye.contains("Call-ID: 1-"), "{bye}");
-    let out = common::only_entry(&server, alice).await;
-    assert_eq!(out.outcome, PartyOutcome::Answered);
-    assert_eq!(
-        common::only_entry(&server, bob).await.outcome,
-        PartyOutcome::Answered
-    );
-    assert_eq!(hangup_causes(&server).await, vec!["callee"]);
+    answered_then_ended(&server, &[alice, bob], "callee").await;
     server.shutdown().await;
 }
 
@@ -435,11 +438,7 @@ async fn tcp_caller_reconnects(db: Db, ringing: bool) {
         common::sipp::tail(&second.messages)
     );
     must_pass("the callee", callee).await;
-    assert_eq!(
-        common::only_entry(&server, caller).await.outcome,
-        PartyOutcome::Answered
-    );
-    assert_eq!(hangup_causes(&server).await, vec!["callee"]);
+    answered_then_ended(&server, &[caller], "callee").await;
     server.shutdown().await;
 }
 
@@ -547,15 +546,7 @@ async fn tcp_callee_reconnects_during_a_call(db: Db) {
         common::sipp::tail(&second.messages)
     );
     assert!(!got_bye(&first), "the BYE went to the old connection");
-    assert_eq!(
-        common::only_entry(&server, callee).await.outcome,
-        PartyOutcome::Answered
-    );
-    assert_eq!(
-        common::only_entry(&server, alice).await.outcome,
-        PartyOutcome::Answered
-    );
-    assert_eq!(hangup_causes(&server).await, vec!["caller"]);
+    answered_then_ended(&server, &[callee, alice], "caller").await;
     server.shutdown().await;
 }
 
@@ -576,11 +567,7 @@ async fn silent_call_is_hung_up(db: Db) {
     // Both wait for a BYE, which only the PBX can send.
     must_pass("the callee", callee).await;
     must_pass("the caller", caller).await;
-    assert_eq!(
-        common::only_entry(&server, alice).await.outcome,
-        PartyOutcome::Answered
-    );
-    assert_eq!(hangup_causes(&server).await, vec!["media_timeout"]);
+    answered_then_ended(&server, &[alice], "media_timeout").await;
     server.shutdown().await;
 }
 
@@ -594,11 +581,7 @@ async fn held_call_is_not_hung_up_for_silence(db: Db) {
     let caller = alice_calls(&server, "call_uac_reinvite_late_ack.xml", &[]);
     must_pass("the caller", caller).await;
     must_pass("the callee", callee).await;
-    assert_eq!(
-        common::only_entry(&server, alice).await.outcome,
-        PartyOutcome::Answered
-    );
-    assert_eq!(hangup_causes(&server).await, vec!["caller"]);
+    answered_then_ended(&server, &[alice], "caller").await;
     server.shutdown().await;
 }
 
