@@ -33,7 +33,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::idmap::{self, IdMap};
-use crate::sip::dialog::{Dialog, DialogError, DialogId, OutgoingRequest};
+use crate::sip::dialog::{Dialog, DialogError, DialogId, DialogRef, OutgoingRequest};
 use crate::sip::header::{HeaderName, NameAddr, Via};
 use crate::sip::message::{self, Message, Method};
 use crate::sip::uri::Uri;
@@ -582,10 +582,10 @@ impl Call {
     }
 
     /// Which leg an in-dialog request or response belongs to.
-    pub fn leg_of(&self, id: &DialogId) -> Option<Leg> {
-        if self.caller.id() == id {
+    pub fn leg_of(&self, id: DialogRef<'_>) -> Option<Leg> {
+        if self.caller.id().as_ref() == id {
             Some(Leg::Caller)
-        } else if self.callee.as_ref().is_some_and(|d| d.id() == id) {
+        } else if self.callee.as_ref().is_some_and(|d| d.id().as_ref() == id) {
             Some(Leg::Callee)
         } else {
             None

@@ -166,8 +166,8 @@ impl ClickToCall {
             .ok_or_else(|| StartError::NotDialable(to.clone()))?;
         let me = Party {
             user_id: Some(user.id),
-            number: user.extension.clone(),
-            name: user.display_name.clone(),
+            number: user.extension.as_str().into(),
+            name: user.display_name.as_str().into(),
         };
         let a = ring_user(lookup, &user.extension, to.clone(), me.clone(), shown, None).await?;
         let Decision::Ring {

@@ -41,13 +41,16 @@ pub struct CallEvent {
     #[serde(rename = "event")]
     pub kind: EventKind,
     /// The call's id (for a click-to-call, the id `POST /calls` returned).
-    pub call_id: String,
+    #[schema(value_type = String)]
+    pub call_id: Arc<str>,
     pub user_id: i64,
     /// `incoming` or `outgoing`, from this user's side.
     #[schema(value_type = String)]
     pub direction: &'static str,
-    pub other_number: String,
-    pub other_name: String,
+    #[schema(value_type = String)]
+    pub other_number: Arc<str>,
+    #[schema(value_type = String)]
+    pub other_name: Arc<str>,
     /// `ended` only: the outcome as this user's history will show it.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
@@ -136,7 +139,7 @@ mod tests {
             user_id: user,
             direction: "outgoing",
             other_number: "200".into(),
-            other_name: String::new(),
+            other_name: "".into(),
             outcome: None,
             click_to_call: false,
             at: 0,

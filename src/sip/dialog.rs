@@ -36,11 +36,20 @@ use super::uri::Uri;
 /// the peer sent none, which RFC 3261 asks us to treat as a null tag for
 /// RFC 2543 peers. Compared byte for byte, as every stack that generates
 /// tags does.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DialogId {
     pub call_id: String,
     pub local_tag: String,
     pub remote_tag: String,
+}
+
+/// A dialog id borrowed from a message: what finding a dialog needs, without copying the
+/// Call-ID and tags (a lookup happens for every in-dialog request and every ACK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DialogRef<'a> {
+    pub call_id: &'a str,
+    pub local_tag: &'a str,
+    pub remote_tag: &'a str,
 }
 
 impl DialogId {
@@ -48,6 +57,28 @@ impl DialogId {
     /// for it, so our tag is in To. A request without a To tag is outside
     /// any dialog.
     pub fn for_request(request: &Message) -> Result<DialogId, DialogError> {
+        DialogRef::of_request(request).map(DialogRef::to_owned)
+    }
+
+    /// The dialog a response to one of our requests belongs to: our tag is
+    /// in From. A 2xx without a To tag (RFC 2543 peer) maps to a null
+    /// remote tag; a 1xx without one creates no dialog (§12.1).
+    pub fn for_response(response: &Message) -> Result<DialogId, DialogError> {
+        DialogRef::of_response(response).map(DialogRef::to_owned)
+    }
+
+    pub fn as_ref(&self) -> DialogRef<'_> {
+        DialogRef {
+            call_id: &self.call_id,
+            local_tag: &self.local_tag,
+            remote_tag: &self.remote_tag,
+        }
+    }
+}
+
+impl<'a> DialogRef<'a> {
+    /// See [`DialogId::for_request`].
+    pub fn of_request(request: &'a Message) -> Result<DialogRef<'a>, DialogError> {
         if !request.is_request() {
             return Err(DialogError::NotARequest);
         }
@@ -61,17 +92,15 @@ impl DialogId {
             .ok_or(DialogError::Missing(HeaderName::From))?
             .tag()
             .unwrap_or_default();
-        Ok(DialogId {
-            call_id: call_id(request)?.to_owned(),
-            local_tag: local_tag.to_owned(),
-            remote_tag: remote_tag.to_owned(),
+        Ok(DialogRef {
+            call_id: call_id(request)?,
+            local_tag,
+            remote_tag,
         })
     }
 
-    /// The dialog a response to one of our requests belongs to: our tag is
-    /// in From. A 2xx without a To tag (RFC 2543 peer) maps to a null
-    /// remote tag; a 1xx without one creates no dialog (§12.1).
-    pub fn for_response(response: &Message) -> Result<DialogId, DialogError> {
+    /// See [`DialogId::for_response`].
+    pub fn of_response(response: &'a Message) -> Result<DialogRef<'a>, DialogError> {
         let status = response.status().ok_or(DialogError::NotAResponse)?;
         let local_tag = response
             .from()
@@ -87,13 +116,66 @@ impl DialogId {
             None if (200..300).contains(&status) => "",
             None => return Err(DialogError::NoToTag),
         };
-        Ok(DialogId {
-            call_id: call_id(response)?.to_owned(),
-            local_tag: local_tag.to_owned(),
-            remote_tag: remote_tag.to_owned(),
+        Ok(DialogRef {
+            call_id: call_id(response)?,
+            local_tag,
+            remote_tag,
         })
     }
+
+    pub fn to_owned(self) -> DialogId {
+        DialogId {
+            call_id: self.call_id.to_owned(),
+            local_tag: self.local_tag.to_owned(),
+            remote_tag: self.remote_tag.to_owned(),
+        }
+    }
 }
+
+/// Lets a map keyed by [`DialogId`] be searched with a [`DialogRef`]:
+/// `map.get(&dialog_ref as &dyn DialogKey)`. Both hash and compare as their
+/// [`DialogRef`], which is what `Borrow` requires.
+pub trait DialogKey {
+    fn key(&self) -> DialogRef<'_>;
+}
+
+impl DialogKey for DialogId {
+    fn key(&self) -> DialogRef<'_> {
+        self.as_ref()
+    }
+}
+
+impl DialogKey for DialogRef<'_> {
+    fn key(&self) -> DialogRef<'_> {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn DialogKey + 'a> for DialogId {
+    fn borrow(&self) -> &(dyn DialogKey + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for DialogId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+impl std::hash::Hash for dyn DialogKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for dyn DialogKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for dyn DialogKey + '_ {}
 
 impl fmt::Display for DialogId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -385,7 +385,7 @@ fn from_caller(call: &Call, method: &str, cseq: u32, sdp: Option<&str>) -> Messa
 fn bye_from_the_callee_hangs_up_the_caller() {
     let (mut call, inv, t0) = answered();
     let bye = from_callee(&inv[0], "BYE", 1);
-    let leg = call.leg_of(&DialogId::for_request(&bye).unwrap());
+    let leg = call.leg_of(DialogRef::of_request(&bye).unwrap());
     assert_eq!(leg, Some(Leg::Callee));
     let t = t0 + Duration::from_secs(60);
     call.on_request(Leg::Callee, 7, &bye, t);
@@ -413,7 +413,7 @@ fn bye_from_the_caller_hangs_up_the_callee() {
     let (mut call, inv, t0) = answered();
     let bye = from_caller(&call, "BYE", 2, None);
     assert_eq!(
-        call.leg_of(&DialogId::for_request(&bye).unwrap()),
+        call.leg_of(DialogRef::of_request(&bye).unwrap()),
         Some(Leg::Caller)
     );
     call.on_request(Leg::Caller, 3, &bye, t0);

@@ -46,7 +46,7 @@ use crate::media::sdp;
 use crate::registrar;
 use crate::routing::DialplanFile;
 use crate::sip::auth::{Algorithm, DigestServer, Failure, Verdict};
-use crate::sip::dialog::{DialogId, OutgoingRequest};
+use crate::sip::dialog::{DialogId, DialogKey, DialogRef, OutgoingRequest};
 use crate::sip::header::{Credentials, HeaderName, NameAddr, Via};
 use crate::sip::message::{self, Message, Method};
 use crate::sip::transaction::{self, ClientTxId, ServerTxId, TransactionLayer, TxId};
@@ -181,7 +181,7 @@ struct Entry {
     /// The caller is a phone on a stream (see [`Hop::stream_phone`]).
     stream_caller: Option<StreamPhone>,
     /// The id the API and the events know the call by.
-    api_id: String,
+    api_id: Arc<str>,
     /// Set on the two legs of a click-to-call.
     c2c: Option<C2cLeg>,
     /// `answered` has been announced.
@@ -458,16 +458,16 @@ impl Calls {
 
     /// The ACK of a 2xx (no transaction).
     pub fn on_ack(&mut self, layer: &mut TransactionLayer, msg: &Message, now: Instant) {
-        let Ok(id) = DialogId::for_request(msg) else {
+        let Ok(id) = DialogRef::of_request(msg) else {
             return;
         };
-        let Some(&call_id) = self.dialogs.get(&id) else {
+        let Some(&call_id) = self.dialogs.get(&id as &dyn DialogKey) else {
             return;
         };
         let Some(e) = self.calls.get_mut(&call_id) else {
             return;
         };
-        let Some(leg) = e.call.leg_of(&id) else {
+        let Some(leg) = e.call.leg_of(id) else {
             return;
         };
         if leg == super::call::Leg::Caller {
@@ -511,9 +511,9 @@ impl Calls {
         } else if cancel.to().and_then(|t| t.tag()).is_some() {
             // A CANCEL of an in-dialog request (it carries the dialog's To tag): a re-INVITE
             // we relayed, cancelled on the other leg too.
-            let call = DialogId::for_request(cancel)
+            let call = DialogRef::of_request(cancel)
                 .ok()
-                .and_then(|d| self.dialogs.get(&d).copied());
+                .and_then(|d| self.dialogs.get(&d as &dyn DialogKey).copied());
             let Some(id) = call else {
                 return;
             };
@@ -714,7 +714,7 @@ impl Calls {
             invite_tx: Some(tx),
             caller_follows_dialog,
             stream_caller,
-            api_id,
+            api_id: api_id.into(),
             branches,
             ..Entry::new(call, parties, caller, media)
         });
@@ -857,9 +857,9 @@ impl Calls {
         msg: &Message,
         now: Instant,
     ) {
-        let call = DialogId::for_request(msg)
+        let call = DialogRef::of_request(msg)
             .ok()
-            .and_then(|id| self.dialogs.get(&id).map(|c| (id, *c)));
+            .and_then(|id| self.dialogs.get(&id as &dyn DialogKey).map(|c| (id, *c)));
         let Some((dialog, id)) = call else {
             // §12.2.2: a request for a dialog we do not know.
             let rsp = self.reply(msg, 481);
@@ -869,7 +869,7 @@ impl Calls {
         let Some(e) = self.calls.get_mut(&id) else {
             return;
         };
-        let Some(leg) = e.call.leg_of(&dialog) else {
+        let Some(leg) = e.call.leg_of(dialog) else {
             return;
         };
         let key = e.next_key;
@@ -1399,7 +1399,7 @@ impl Calls {
         let api_id = format!("{:016x}", self.next_random());
         let id = self.add(Entry {
             invite_tx: Some(tx),
-            api_id,
+            api_id: api_id.into(),
             ..Entry::new(call, parties, caller, Some(session))
         });
         self.invites.insert(tx, id);
@@ -1474,7 +1474,7 @@ impl Calls {
             }
         };
         let id = self.add(Entry {
-            api_id: c2c_id.clone(),
+            api_id: c2c_id.as_str().into(),
             c2c: Some(C2cLeg {
                 id: c2c_id.clone(),
                 side: Side::Caller,
@@ -1647,7 +1647,7 @@ impl Calls {
             return;
         };
         let b = self.add(Entry {
-            api_id: c2c_id.clone(),
+            api_id: c2c_id.as_str().into(),
             c2c: Some(C2cLeg {
                 id: c2c_id,
                 side: Side::Callee,
@@ -1767,7 +1767,7 @@ impl Entry {
             caller,
             caller_follows_dialog: false,
             stream_caller: None,
-            api_id: String::new(),
+            api_id: "".into(),
             c2c: None,
             announced: false,
             branches: Vec::new(),

@@ -30,8 +30,8 @@ pub(super) fn call_record(e: &Entry, s: &super::super::call::Summary) -> NewCall
         parties.push(CallParty {
             user_id,
             direction: CallDirection::Outgoing,
-            other_number: p.callee.number.clone(),
-            other_name: p.callee.name.clone(),
+            other_number: p.callee.number.to_string(),
+            other_name: p.callee.name.to_string(),
             answered_by: None,
         });
     }
@@ -40,8 +40,8 @@ pub(super) fn call_record(e: &Entry, s: &super::super::call::Summary) -> NewCall
         parties.push(CallParty {
             user_id,
             direction: CallDirection::Incoming,
-            other_number: p.caller.number.clone(),
-            other_name: p.caller.name.clone(),
+            other_number: p.caller.number.to_string(),
+            other_name: p.caller.name.to_string(),
             answered_by: s.answered_by.clone(),
         });
     }
@@ -56,11 +56,11 @@ pub(super) fn call_record(e: &Entry, s: &super::super::call::Summary) -> NewCall
         } else {
             s.cause.clone()
         },
-        caller_number: p.caller.number.clone(),
-        caller_name: p.caller.name.clone(),
+        caller_number: p.caller.number.to_string(),
+        caller_name: p.caller.name.to_string(),
         dialled_number: p.dialled.clone(),
-        callee_number: p.callee.number.clone(),
-        callee_name: p.callee.name.clone(),
+        callee_number: p.callee.number.to_string(),
+        callee_name: p.callee.name.to_string(),
         click_to_call: e.c2c.is_some(),
         trunk: p.trunk.clone(),
         parties,

@@ -171,8 +171,9 @@ pub(in crate::b2bua) struct Parties {
 #[derive(Debug, Clone)]
 pub(in crate::b2bua) struct Party {
     pub(in crate::b2bua) user_id: Option<i64>,
-    pub(in crate::b2bua) number: String,
-    pub(in crate::b2bua) name: String,
+    /// Shared: every call event and the call record carry them.
+    pub(in crate::b2bua) number: Arc<str>,
+    pub(in crate::b2bua) name: Arc<str>,
 }
 
 /// Who is calling: one of our phones (authenticated) or a trunk (trusted by its address).
@@ -232,8 +233,8 @@ pub(in crate::b2bua) async fn from_user(
     };
     let caller = Party {
         user_id: Some(user.id),
-        number: user.extension.clone(),
-        name: user.display_name.clone(),
+        number: user.extension.as_str().into(),
+        name: user.display_name.as_str().into(),
     };
     match decision.target {
         routing::Target::User { extension } => {
@@ -256,8 +257,8 @@ pub(in crate::b2bua) async fn from_user(
                     caller,
                     callee: Party {
                         user_id: None,
-                        number,
-                        name: String::new(),
+                        number: number.into(),
+                        name: "".into(),
                     },
                     trunk: Some(trunk),
                 }),
@@ -268,7 +269,7 @@ pub(in crate::b2bua) async fn from_user(
             parties: Box::new(Parties {
                 callee: Party {
                     user_id: None,
-                    number: dialled.clone(),
+                    number: dialled.as_str().into(),
                     name: "Echo test".into(),
                 },
                 dialled,
@@ -326,8 +327,8 @@ async fn from_trunk(
     };
     let caller = Party {
         user_id: None,
-        number,
-        name,
+        number: number.into(),
+        name: name.into(),
     };
     ring_user(
         lookup,
@@ -426,8 +427,8 @@ pub(in crate::b2bua) async fn ring_user(
             caller,
             callee: Party {
                 user_id: Some(user.id),
-                number: user.extension.clone(),
-                name: user.display_name.clone(),
+                number: user.extension.as_str().into(),
+                name: user.display_name.as_str().into(),
             },
             trunk,
         }),
