@@ -251,9 +251,13 @@ pub fn audio_encrypted(sdp: &str) -> bool {
 
 /// Whether an `m=` line (without `m=`) is a refused or disabled stream: port 0.
 fn refused(m: &str) -> bool {
-    m.split(' ')
-        .nth(1)
-        .is_some_and(|port| port.split('/').next() == Some("0"))
+    // `<media> <port>[/<count>] ...`: the port field is exactly `0`. Looked at as bytes, as
+    // every stream of every description passes through here several times per call.
+    let b = m.as_bytes();
+    let Some(port) = memchr::memchr(b' ', b).and_then(|sp| b.get(sp + 1..)) else {
+        return false;
+    };
+    port.first() == Some(&b'0') && matches!(port.get(1), None | Some(b' ' | b'/'))
 }
 
 /// Whether an `m=` line (without `m=`) is an audio stream in use.
@@ -371,10 +375,26 @@ fn push(out: &mut String, line: &str, eol: &str) {
     out.push_str(eol);
 }
 
+/// The description's non-empty lines, CRLF or bare LF ended. Split with `memchr`: the
+/// anchoring of a call goes over its two descriptions a dozen times, and `str::split` with a
+/// `char` was a third of that.
 fn lines(sdp: &str) -> impl Iterator<Item = &str> {
-    sdp.split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .filter(|l| !l.is_empty())
+    let mut rest = sdp;
+    std::iter::from_fn(move || loop {
+        if rest.is_empty() {
+            return None;
+        }
+        // '\n' is ASCII, so both sides of it are on character boundaries.
+        let (line, tail) = match memchr::memchr(b'\n', rest.as_bytes()) {
+            Some(i) => (rest.get(..i).unwrap_or(""), rest.get(i + 1..).unwrap_or("")),
+            None => (rest, ""),
+        };
+        rest = tail;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if !line.is_empty() {
+            return Some(line);
+        }
+    })
 }
 
 /// `IN IP4 192.0.2.1` (possibly with a TTL `/127`) → the address.
@@ -389,6 +409,25 @@ fn connection_ip(c: &str) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn refused_streams_and_lines() {
+        for (m, want) in [
+            ("audio 0 RTP/AVP 0", true),
+            ("audio 0/2 RTP/AVP 0", true),
+            ("audio 0", true),
+            ("audio 10 RTP/AVP 0", false),
+            ("audio 4000/2 RTP/AVP 0", false),
+            ("audio  0 RTP/AVP 0", false),
+            ("audio", false),
+        ] {
+            assert_eq!(refused(m), want, "{m}");
+        }
+        let got: Vec<&str> = lines("v=0\r\n\r\ns=-\nt=0 0\r\n\nm=audio 1 RTP/AVP 0").collect();
+        assert_eq!(got, ["v=0", "s=-", "t=0 0", "m=audio 1 RTP/AVP 0"]);
+        assert_eq!(lines("").count(), 0);
+        assert_eq!(lines("\r\n\n").count(), 0);
+    }
 
     #[test]
     fn g711_edits_keep_sdp_well_formed() {
