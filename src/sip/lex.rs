@@ -343,6 +343,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 255, 5060, 4_294_967_295, u64::MAX] {
+            let mut out = String::from("x=");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x={n}"));
+        }
+    }
+
+    #[test]
     fn token_charset() {
         assert!(is_token_str("!interesting-Method0123456789_*+`.%indeed'~"));
         assert!(!is_token_str("a,b"));
