@@ -13,7 +13,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::sip::lex::push_decimal;
+use crate::sip::lex::{push_decimal, split_once_byte};
 use crate::sip::uri::push_ip;
 
 /// Where a party's audio should go, from its description.
@@ -399,12 +399,13 @@ fn lines(sdp: &str) -> impl Iterator<Item = &str> {
 
 /// `IN IP4 192.0.2.1` (possibly with a TTL `/127`) → the address.
 fn connection_ip(c: &str) -> Option<IpAddr> {
-    let mut f = c.split(' ');
-    if f.next()? != "IN" {
+    let (net, rest) = split_once_byte(c, b' ')?;
+    if net != "IN" {
         return None;
     }
-    let _family = f.next()?;
-    f.next()?.split('/').next()?.parse().ok()
+    let (_family, rest) = split_once_byte(rest, b' ')?;
+    let end = rest.bytes().position(|b| b == b' ' || b == b'/');
+    rest.get(..end.unwrap_or(rest.len()))?.parse().ok()
 }
 
 #[cfg(test)]
@@ -426,6 +427,12 @@ mod tests {
         let got: Vec<&str> = lines("v=0\r\n\r\ns=-\nt=0 0\r\n\nm=audio 1 RTP/AVP 0").collect();
         assert_eq!(got, ["v=0", "s=-", "t=0 0", "m=audio 1 RTP/AVP 0"]);
         assert_eq!(lines("").count(), 0);
+        let ip = |c: &str| connection_ip(c).map(|ip| ip.to_string());
+        assert_eq!(ip("IN IP4 192.0.2.1").as_deref(), Some("192.0.2.1"));
+        assert_eq!(ip("IN IP4 224.2.1.1/127/3").as_deref(), Some("224.2.1.1"));
+        assert_eq!(ip("IN IP6 2001:db8::1 x").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("IN IP4"), None);
+        assert_eq!(ip("ATM NSAP 1.2.3.4"), None);
         assert_eq!(lines("\r\n\n").count(), 0);
     }
 
