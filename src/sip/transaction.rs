@@ -847,7 +847,9 @@ impl TransactionLayer {
                 (ServerState::Accepted, 2) => {}
                 _ => return Err(TxError::WrongState),
             }
+            // The automatic 100 is not needed any more; kept, it would stay for Timer L or H.
             s.slots.trying = None;
+            s.trying = None;
             if let Some(l) = s.legacy.as_mut() {
                 l.response_to_tag = to_tag(&resp).map(Box::from);
             }
@@ -875,7 +877,9 @@ impl TransactionLayer {
             }
         }
         let bytes: Arc<[u8]> = Arc::from(resp.to_bytes());
-        s.last_response = Some(bytes.clone());
+        // Accepted never sends it again (RFC 6026 §8.5: the TU retransmits a 2xx): keeping the
+        // 2xx, its session description and all, for Timer L's 32 s was a kilobyte per call.
+        s.last_response = (s.state != ServerState::Accepted).then(|| bytes.clone());
         self.outputs.push_back(Output::Transmit {
             to: s.reply_to,
             bytes,
