@@ -465,8 +465,9 @@ struct ClientTx {
     sent_by: (Host, u16),
     /// Wire form for retransmissions; dropped once no longer needed.
     request: Option<Arc<[u8]>>,
-    /// INVITE only: the request the ACK for a non-2xx is built from.
-    original: Option<Message>,
+    /// INVITE only: the request the ACK for a non-2xx is built from. Boxed: dropped at the
+    /// first final response, it would otherwise keep its room in the transaction for Timer M.
+    original: Option<Box<Message>>,
     ack: Option<Arc<[u8]>>,
     interval: Duration,
     slots: Slots,
@@ -768,7 +769,7 @@ impl TransactionLayer {
             to,
             sent_by,
             request: (!to.reliable).then(|| bytes.clone()),
-            original: invite.then_some(req),
+            original: invite.then(|| Box::new(req)),
             ack: None,
             interval: t.t1,
             slots: Slots::default(),
