@@ -434,6 +434,40 @@ fn bye_from_the_caller_hangs_up_the_callee() {
 }
 
 #[test]
+fn a_released_call_still_takes_the_answer_to_its_bye() {
+    let (mut call, inv, t0) = answered();
+    let bye = from_caller(&call, "BYE", 2, None);
+    call.on_request(Leg::Caller, 3, &bye, t0);
+    let a = drain(&mut call);
+    let Some((key, sent)) = a.iter().find_map(|x| match x {
+        Action::Request { key, request, .. } => Some((*key, request.message.clone())),
+        _ => None,
+    }) else {
+        panic!("no BYE to the callee: {a:?}");
+    };
+    // Released too early, nothing is let go.
+    call.release();
+    call.on_invite_response(1, &answer(&inv[1], 487, "b1", None), t0);
+    assert!(call.is_finished());
+    let before = call.summary();
+    call.release();
+    let mut ok = Message::response_to(&sent, 200, "OK");
+    ok.set_to_tag("b0").unwrap();
+    call.on_response(key, &ok, t0);
+    assert!(
+        drain(&mut call)
+            .iter()
+            .all(|x| !matches!(x, Action::Request { .. })),
+        "nothing is sent again"
+    );
+    let after = call.summary();
+    assert_eq!(
+        (after.outcome, after.cause, after.answered_by),
+        (before.outcome, before.cause, before.answered_by)
+    );
+}
+
+#[test]
 fn a_re_invite_is_relayed_and_its_ack_follows() {
     let (mut call, inv, t0) = answered();
     let hold = CALLER_SDP.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");

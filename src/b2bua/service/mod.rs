@@ -1306,6 +1306,13 @@ impl Calls {
         };
         if e.call.is_finished() && e.linger_until.is_none() {
             e.ok_retransmit = None;
+            // Lingering, the call only answers responses and 2xx retransmissions: no CANCEL
+            // goes out any more, so the INVITEs kept for one go now.
+            e.call.release();
+            for io in &mut e.branches {
+                io.invite = None;
+                io.acks.shrink_to_fit();
+            }
             e.linger_until = Some(now + LINGER);
             self.timers.push(Reverse((now + LINGER, id)));
         }
