@@ -774,6 +774,37 @@ fn check_answers(request: &Message, response: &Message) -> Result<(), DialogErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_map_of_dialog_ids_is_searched_by_a_borrowed_id() {
+        let id = |c: &str, l: &str, r: &str| DialogId {
+            call_id: c.into(),
+            local_tag: l.into(),
+            remote_tag: r.into(),
+        };
+        let map: std::collections::HashMap<DialogId, u32> = [
+            (id("c1", "a", "b"), 1),
+            (id("c1", "a", ""), 2),
+            (id("c1", "ab", ""), 3),
+        ]
+        .into_iter()
+        .collect();
+        let find = |c, l, r| {
+            let key = DialogRef {
+                call_id: c,
+                local_tag: l,
+                remote_tag: r,
+            };
+            map.get(&key as &dyn DialogKey).copied()
+        };
+        assert_eq!(find("c1", "a", "b"), Some(1));
+        assert_eq!(find("c1", "a", ""), Some(2));
+        assert_eq!(find("c1", "ab", ""), Some(3));
+        // The parts are not simply concatenated.
+        assert_eq!(find("c1", "", "ab"), None);
+        assert_eq!(find("c1a", "", "b"), None);
+        assert_eq!(find("c2", "a", "b"), None);
+    }
     use crate::sip::header::Transport;
     use crate::sip::message::parse;
     use crate::sip::uri::Host;
