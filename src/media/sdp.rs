@@ -376,7 +376,7 @@ fn push(out: &mut String, line: &str, eol: &str) {
 }
 
 /// The description's non-empty lines, CRLF or bare LF ended. Split with `memchr`: the
-/// anchoring of a call goes over its two descriptions a dozen times, and `str::split` with a
+/// anchoring of a call goes over its two descriptions some twenty times, and `str::split` with a
 /// `char` was a third of that.
 fn lines(sdp: &str) -> impl Iterator<Item = &str> {
     let mut rest = sdp;

@@ -57,14 +57,14 @@ impl DialogId {
     /// for it, so our tag is in To. A request without a To tag is outside
     /// any dialog.
     pub fn for_request(request: &Message) -> Result<DialogId, DialogError> {
-        DialogRef::of_request(request).map(DialogRef::to_owned)
+        DialogRef::of_request(request).map(DialogRef::to_id)
     }
 
     /// The dialog a response to one of our requests belongs to: our tag is
     /// in From. A 2xx without a To tag (RFC 2543 peer) maps to a null
     /// remote tag; a 1xx without one creates no dialog (§12.1).
     pub fn for_response(response: &Message) -> Result<DialogId, DialogError> {
-        DialogRef::of_response(response).map(DialogRef::to_owned)
+        DialogRef::of_response(response).map(DialogRef::to_id)
     }
 
     pub fn as_ref(&self) -> DialogRef<'_> {
@@ -123,7 +123,7 @@ impl<'a> DialogRef<'a> {
         })
     }
 
-    pub fn to_owned(self) -> DialogId {
+    pub fn to_id(self) -> DialogId {
         DialogId {
             call_id: self.call_id.to_owned(),
             local_tag: self.local_tag.to_owned(),
