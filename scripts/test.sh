@@ -2,7 +2,8 @@
 # Runs Switchboard's whole test suite on a Debian machine with Rust.
 #
 # The tests talk to real peers: PostgreSQL (as well as SQLite) and, for SIP, SIPp, baresip and
-# PJSIP (pjsua2, the PyPI wheel pjsua2-python, installed into a virtualenv under target/pyenv);
+# PJSIP (pjsua2, the PyPI wheel pjsua2-python, installed into a virtualenv under target/pyenv)
+# and the kernel (nftables, for media forwarding; those tests need root);
 # dnsmasq answers DNS for the trunks.
 # This script makes sure they are there — installing Debian packages that are missing and
 # starting PostgreSQL when nothing answers on 127.0.0.1:5432 — then runs cargo test.
@@ -22,6 +23,9 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
 # dnsmasq serves the SRV records of the trunk DNS test.
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+# Kernel forwarding of media (tests/media_kernel.rs, run as root in namespaces of their own).
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   as_root apt-get update -qq

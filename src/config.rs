@@ -128,6 +128,7 @@ struct RawMedia {
     rtp_port_min: Option<u16>,
     rtp_port_max: Option<u16>,
     threads: Option<usize>,
+    kernel_forwarding: Option<bool>,
     timeout_secs: Option<u64>,
     tones: Option<String>,
     ringback_tone: Option<String>,
@@ -398,6 +399,12 @@ pub struct MediaConfig {
     pub rtp_port_max: u16,
     /// Relay threads; 0 (the default) means one per CPU.
     pub threads: usize,
+    /// Streams that need nothing but forwarding (both parties latched, same codec, nothing
+    /// played) are handed to the kernel through nftables (table `ip switchboard`). Needs
+    /// CAP_NET_ADMIN, the `nft` command, `net.ipv4.ip_forward=1` and
+    /// `net.ipv4.conf.all.accept_local=1`; the start fails with the reason when one is missing.
+    /// Default false.
+    pub kernel_forwarding: bool,
     /// An answered call with no RTP or RTCP from either party for this long is hung up (the
     /// phones vanished without a BYE), unless a party's latest description holds the call.
     /// Default 60 s; 0 turns it off.
@@ -758,6 +765,7 @@ impl Config {
             rtp_port_min,
             rtp_port_max,
             threads: m.threads.unwrap_or(0),
+            kernel_forwarding: m.kernel_forwarding.unwrap_or(false),
             timeout_secs: m.timeout_secs.unwrap_or(60),
             tones: m.tones.unwrap_or_else(|| "eu".into()),
             ringback_tone: m.ringback_tone,

@@ -273,6 +273,7 @@ fn start_relay(config: &Config, bound: &[SipListen]) -> anyhow::Result<media::re
         threads: m.threads,
         reuse_after: media::relay::RelayConfig::REUSE_AFTER,
         close_after: media::relay::RelayConfig::CLOSE_AFTER,
+        kernel_forwarding: m.kernel_forwarding,
     })?)
 }
 

@@ -12,6 +12,17 @@
 //! upper bound for what the relay adds. As real phones do, the streams are not in step: each
 //! leg sends at its own phase within the 20 ms, and each packet carries the time it was sent.
 //! Needs 6 file descriptors per call.
+//!
+//! `KERNEL=1` turns on kernel forwarding (`media::netfilter`). It runs in a network namespace
+//! of its own (as root: `unshare`, loopback up, the two sysctls set there), so nothing of the
+//! host's is touched; `NETNS=1` runs the user-space relay in one too, for a like-for-like
+//! comparison. `DIRECT=1` sends each leg's packets straight to the other leg, with no relay: the
+//! machine's CPU per call then is what the generator and loopback cost by themselves.
+//!
+//! Besides the relay's CPU (its threads, and the `nft` commands it ran), each line gives the
+//! whole machine's busy time per call (from /proc/stat): with kernel forwarding the work moves
+//! into the senders' system calls and softirqs, which the relay's own figure does not see, so
+//! the machine's figure minus the `DIRECT=1` one is what relaying costs in all.
 
 use std::io;
 use std::net::SocketAddr;
@@ -52,16 +63,36 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
+    let flag = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+    let (kernel, direct) = (flag("KERNEL"), flag("DIRECT"));
+    if kernel || flag("NETNS") {
+        if let Err(e) = switchboard::media::netfilter::enter_private_netns() {
+            println!("cannot enter a network namespace of our own: {e}");
+            return;
+        }
+    }
+    let mode = match (direct, kernel) {
+        (true, _) => "no relay (DIRECT=1)",
+        (false, true) => "kernel forwarding",
+        (false, false) => "user-space relay",
+    };
     println!(
-        "media relay: G.711, 20 ms, both directions, {secs} s per step, {} CPUs",
+        "media relay: G.711, 20 ms, both directions, {secs} s per step, {} CPUs, {mode}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "{:>6} {:>10} {:>10} {:>8} {:>10} {:>12} {:>16}",
-        "calls", "sent", "received", "loss%", "jitter_ms", "relay_cpu_s", "core%_per_call"
+        "{:>6} {:>10} {:>10} {:>8} {:>10} {:>12} {:>16} {:>18}",
+        "calls",
+        "sent",
+        "received",
+        "loss%",
+        "jitter_ms",
+        "relay_cpu_s",
+        "core%_per_call",
+        "machine%_per_call"
     );
     for n in calls {
-        match run(n, Duration::from_secs(secs)) {
+        match run(n, Duration::from_secs(secs), kernel, direct) {
             Ok(()) => {}
             Err(e) => {
                 println!("{n:>6} failed: {e}");
@@ -71,7 +102,7 @@ fn main() {
     }
 }
 
-fn run(n: usize, duration: Duration) -> io::Result<()> {
+fn run(n: usize, duration: Duration, kernel: bool, direct: bool) -> io::Result<()> {
     let relay = Relay::start(RelayConfig {
         bind: "127.0.0.1".parse().unwrap(),
         advertise: "127.0.0.1".parse().unwrap(),
@@ -80,6 +111,7 @@ fn run(n: usize, duration: Duration) -> io::Result<()> {
         threads: 0,
         reuse_after: RelayConfig::REUSE_AFTER,
         close_after: RelayConfig::CLOSE_AFTER,
+        kernel_forwarding: kernel,
     })
     .map_err(|e| io::Error::other(e.to_string()))?;
     let mut legs: Vec<Leg> = Vec::with_capacity(2 * n);
@@ -113,6 +145,14 @@ fn run(n: usize, duration: Duration) -> io::Result<()> {
         }
         sessions.push(s);
     }
+    if direct {
+        // Each leg sends to its partner instead of to the relay.
+        for pair in legs.chunks_mut(2) {
+            if let [a, b] = pair {
+                (a.to, b.to) = (b.socket.local_addr()?, a.socket.local_addr()?);
+            }
+        }
+    }
     // Workers of the previous step notice their relay is gone within a second; wait them out so
     // the CPU figure is this step's relay alone.
     std::thread::sleep(Duration::from_millis(1200));
@@ -130,6 +170,7 @@ fn run(n: usize, duration: Duration) -> io::Result<()> {
         groups[i % threads].push((phase, leg));
     }
     let cpu0 = relay_cpu()?;
+    let machine0 = machine_busy()?;
     let start = Instant::now();
     let results: Vec<io::Result<Generated>> = std::thread::scope(|scope| {
         let handles: Vec<_> = groups
@@ -148,6 +189,7 @@ fn run(n: usize, duration: Duration) -> io::Result<()> {
     // flight, during which the relay only finishes work already counted as sent.
     let wall = duration;
     let cpu = relay_cpu()? - cpu0;
+    let machine = machine_busy()? - machine0;
     let mut sent = 0u64;
     let mut received = 0u64;
     let mut jitter_sum = 0.0;
@@ -164,8 +206,9 @@ fn run(n: usize, duration: Duration) -> io::Result<()> {
         (sent.saturating_sub(received)) as f64 * 100.0 / sent as f64
     };
     let per_call = cpu / wall.as_secs_f64() / n as f64 * 100.0;
+    let machine_per_call = machine / wall.as_secs_f64() / n as f64 * 100.0;
     println!(
-        "{n:>6} {sent:>10} {received:>10} {loss_pct:>8.3} {jitter_ms:>10.3} {cpu:>12.2} {per_call:>16.4}"
+        "{n:>6} {sent:>10} {received:>10} {loss_pct:>8.3} {jitter_ms:>10.3} {cpu:>12.2} {per_call:>16.4} {machine_per_call:>18.4}"
     );
     drop(sessions);
     Ok(())
@@ -276,10 +319,18 @@ fn generate(
     })
 }
 
-/// CPU seconds of this process's relay threads (`media-*`), from /proc.
+/// USER_HZ: 100 on every Linux architecture we run on.
+const TCK: f64 = 100.0;
+
+/// CPU seconds of this process's relay threads (`media-*`), and of the child processes it
+/// waited for (the `nft` commands of kernel forwarding), from /proc.
 fn relay_cpu() -> io::Result<f64> {
-    let tck = 100.0; // USER_HZ: 100 on every Linux architecture we run on
-    let mut total = 0u64;
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let after = stat.rsplit_once(") ").map_or("", |x| x.1);
+    let f: Vec<&str> = after.split(' ').collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // cutime and cstime.
+    let mut total = ticks(13) + ticks(14);
     for t in std::fs::read_dir("/proc/self/task")? {
         let dir = t?.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
@@ -292,5 +343,19 @@ fn relay_cpu() -> io::Result<f64> {
         let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         total += ticks(11) + ticks(12);
     }
-    Ok(total as f64 / tck)
+    Ok(total as f64 / TCK)
+}
+
+/// Busy CPU seconds of the whole machine (every state but idle and iowait), from /proc/stat.
+fn machine_busy() -> io::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().unwrap_or_default();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let all: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Ok(all.saturating_sub(idle) as f64 / TCK)
 }

@@ -28,7 +28,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::netfilter::{Forward, Netfilter, NetfilterError};
 use super::sdp::{Endpoint, PCMA};
 use super::tone::{Sound, Source, FRAME};
 use crate::idmap::{self, IdMap};
@@ -84,6 +85,8 @@ pub struct RelayConfig {
     pub reuse_after: Duration,
     /// How long a port pair stays parked unused before its sockets are closed.
     pub close_after: Duration,
+    /// Hand streams that need nothing but forwarding to the kernel (`media::netfilter`).
+    pub kernel_forwarding: bool,
 }
 
 impl RelayConfig {
@@ -99,6 +102,8 @@ pub enum RelayError {
     NoPorts { min: u16, max: u16 },
     #[error("media worker: {0}")]
     Io(#[from] io::Error),
+    #[error("media kernel forwarding: {0}")]
+    Netfilter(#[from] NetfilterError),
 }
 
 /// Relay counters, for metrics and tests.
@@ -209,14 +214,14 @@ pub struct Session {
 /// When a session last received anything (RTP or RTCP, either side), for the signalling side
 /// to notice a call whose parties have gone silent for good.
 #[derive(Debug)]
-struct Activity {
+pub(super) struct Activity {
     epoch: std::time::Instant,
     /// Milliseconds since `epoch` of the last datagram received.
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    pub(super) fn new() -> Activity {
         Activity {
             epoch: std::time::Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -225,7 +230,7 @@ impl Activity {
 
     /// Something arrived in the worker's round that began at `round`: one clock reading per
     /// round, not one per datagram (reading the clock was 2 % of the relay's CPU).
-    fn touch(&self, round: Instant) {
+    pub(super) fn touch(&self, round: Instant) {
         let ms = round.saturating_duration_since(self.epoch).as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
     }
@@ -261,6 +266,11 @@ impl Relay {
             reuse_after: config.reuse_after,
             close_after: config.close_after,
         });
+        let kernel = if config.kernel_forwarding {
+            Some(Netfilter::start(counters.clone())?)
+        } else {
+            None
+        };
         let mut workers = Vec::with_capacity(threads);
         for i in 0..threads {
             let poll = Poll::new()?;
@@ -279,9 +289,10 @@ impl Relay {
                 sockets: idmap::new(),
                 backlog: Default::default(),
             };
+            let kernel = kernel.clone().map(|nf| Kernel::new(nf, config.bind));
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
-                .spawn(move || run_worker(poll, rx, flags, counters, parked))?;
+                .spawn(move || run_worker(poll, rx, flags, counters, parked, kernel))?;
             workers.push(Worker {
                 commands: tx,
                 waker,
@@ -558,6 +569,10 @@ struct WorkerSession {
     echo: bool,
     /// After playing to a side, what is relayed to it continues our stream (see [`Rewrite`]).
     rewrite: [Option<Rewrite>; 2],
+    /// The streams handed to the kernel, by socket as in `sockets`.
+    offloaded: [Option<Forward>; 4],
+    /// A side latched since the kernel was last told (see [`Kernel::sync`]).
+    relatched: bool,
 }
 
 /// Continues the RTP stream we played to a party with the packets relayed to it afterwards:
@@ -749,6 +764,114 @@ struct Table {
     owners: IdMap<u16, u64>,
     parked: Parked,
     counters: Arc<Counters>,
+    kernel: Option<Kernel>,
+}
+
+/// A worker's side of kernel forwarding (`media::netfilter`): which of its sessions' streams
+/// can do without us, and where their packets leave from.
+struct Kernel {
+    netfilter: Netfilter,
+    bind: IpAddr,
+    /// The source address the kernel picks towards a destination, when we bind to any: the one
+    /// our own sockets' packets would carry.
+    sources: std::collections::HashMap<Ipv4Addr, Ipv4Addr>,
+}
+
+impl Kernel {
+    /// Remembered sources, at most; the cache starts afresh when full.
+    const SOURCES: usize = 4096;
+
+    fn new(netfilter: Netfilter, bind: IpAddr) -> Kernel {
+        Kernel {
+            netfilter,
+            bind,
+            sources: Default::default(),
+        }
+    }
+
+    /// Hands each of a session's four streams to the kernel, or takes it back, as the session
+    /// now allows.
+    fn sync(&mut self, s: &mut WorkerSession) {
+        for i in 0..4 {
+            let want = self.wanted(s, i);
+            if want != s.offloaded[i] {
+                let port = s.ports[i / 2] + (i % 2) as u16;
+                self.netfilter
+                    .set(port, want.map(|f| (f, s.activity.clone())));
+                s.offloaded[i] = want;
+            }
+        }
+    }
+
+    /// Takes back every stream of a session that ends.
+    fn release(&self, s: &WorkerSession) {
+        for (i, f) in s.offloaded.iter().enumerate() {
+            if f.is_some() {
+                self.netfilter.set(s.ports[i / 2] + (i % 2) as u16, None);
+            }
+        }
+    }
+
+    /// What arrives on socket `i` (as in [`WorkerSession::sockets`]) can go through the kernel
+    /// when its sender is latched, the other party has an address, and we change nothing in it:
+    /// no transcoding, nothing played, no stream continued after a prompt, no echo test.
+    fn wanted(&mut self, s: &WorkerSession, i: usize) -> Option<Forward> {
+        if s.echo || s.transcode.is_some() || s.players.iter().any(Option::is_some) {
+            return None;
+        }
+        let (side, other, rtcp) = (i / 2, 1 - i / 2, i % 2 == 1);
+        if s.rewrite[other].is_some() {
+            return None;
+        }
+        let (me, them) = (&s.peers[side], &s.peers[other]);
+        let (from, to) = if rtcp {
+            (
+                me.latched_rtcp?,
+                them.latched_rtcp.or(them.declared.map(|e| e.rtcp))?,
+            )
+        } else {
+            (
+                me.latched_rtp?,
+                them.latched_rtp.or(them.declared.map(|e| e.rtp))?,
+            )
+        };
+        let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else {
+            return None;
+        };
+        if to.ip().is_unspecified() {
+            return None;
+        }
+        let via = self.source(*to.ip())?;
+        let rtcp = u16::from(rtcp);
+        Some(Forward {
+            from,
+            port: s.ports[side] + rtcp,
+            via: SocketAddrV4::new(via, s.ports[other] + rtcp),
+            to,
+        })
+    }
+
+    fn source(&mut self, to: Ipv4Addr) -> Option<Ipv4Addr> {
+        match self.bind {
+            IpAddr::V4(ip) if !ip.is_unspecified() => return Some(ip),
+            IpAddr::V4(_) => {}
+            IpAddr::V6(_) => return None,
+        }
+        if let Some(src) = self.sources.get(&to) {
+            return Some(*src);
+        }
+        // Connecting a UDP socket sends nothing; it asks the routing table.
+        let probe = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+        probe.connect((to, 9)).ok()?;
+        let IpAddr::V4(src) = probe.local_addr().ok()?.ip() else {
+            return None;
+        };
+        if self.sources.len() >= Self::SOURCES {
+            self.sources.clear();
+        }
+        self.sources.insert(to, src);
+        Some(src)
+    }
 }
 
 fn run_worker(
@@ -757,6 +880,7 @@ fn run_worker(
     flags: WorkerFlags,
     counters: Arc<Counters>,
     parked: Parked,
+    kernel: Option<Kernel>,
 ) {
     let mut events = Events::with_capacity(EVENTS);
     // The last round found datagrams, and so many events that some were left over.
@@ -768,6 +892,7 @@ fn run_worker(
         owners: idmap::new(),
         parked,
         counters: counters.clone(),
+        kernel,
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     // Sessions something is played in, and when the next frame of any of them is due.
@@ -843,6 +968,9 @@ fn run_worker(
             if let Some(s) = session {
                 let socket = if pair == s.ports[0] { 0 } else { 2 } + rtcp;
                 relay(s, socket, &mut buf, &counters, round);
+                if let (true, Some(k)) = (std::mem::take(&mut s.relatched), table.kernel.as_mut()) {
+                    k.sync(s);
+                }
             } else if let Some(sockets) = table.parked.sockets.get(&pair) {
                 // A budget here too; what is left over is read before the pair is used again.
                 if drain(&sockets[rtcp], &mut buf, &counters, PER_WAKE) {
@@ -899,6 +1027,9 @@ fn take_commands(
                         sound.map(|(sound, pt)| Player::new(sound, pt, id, Instant::now()));
                     if s.players.iter().any(Option::is_some) {
                         playing.insert(id);
+                    }
+                    if let Some(k) = table.kernel.as_mut() {
+                        k.sync(s);
                     }
                 }
             }
@@ -1007,6 +1138,8 @@ fn apply(poll: &Poll, table: &mut Table, cmd: Command) {
                     players: [None, None],
                     rewrite: [None, None],
                     echo: false,
+                    offloaded: [None; 4],
+                    relatched: false,
                 },
             );
         }
@@ -1036,11 +1169,17 @@ fn apply(poll: &Poll, table: &mut Table, cmd: Command) {
                     stale_rtcp,
                     stale_until,
                 };
+                if let Some(k) = table.kernel.as_mut() {
+                    k.sync(s);
+                }
             }
         }
         Command::Transcode { id, codecs } => {
             if let Some(s) = sessions.get_mut(&id) {
                 s.transcode = codecs;
+                if let Some(k) = table.kernel.as_mut() {
+                    k.sync(s);
+                }
             }
         }
         // Handled by the worker loop, which tracks who plays.
@@ -1048,12 +1187,20 @@ fn apply(poll: &Poll, table: &mut Table, cmd: Command) {
         Command::Echo { id } => {
             if let Some(s) = sessions.get_mut(&id) {
                 s.echo = true;
+                if let Some(k) = table.kernel.as_mut() {
+                    k.sync(s);
+                }
             }
         }
         Command::Remove { id } => {
             // The sockets stay open and watched, parked for the next session to take; an event
             // of this poll round still queued for them finds them parked and drains them.
             if let Some(s) = sessions.remove(&id) {
+                // Taken back before anyone else can have the ports (they wait parked for
+                // `reuse_after`, the kernel's copy goes within milliseconds).
+                if let Some(k) = table.kernel.as_ref() {
+                    k.release(&s);
+                }
                 let [a, b, c, d] = s.sockets;
                 for (port, pair) in s.ports.into_iter().zip([[a, b], [c, d]]) {
                     table.owners.remove(&port);
@@ -1107,9 +1254,15 @@ fn relay(
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            None => *latched = Some(from),
+            None => {
+                *latched = Some(from);
+                s.relatched = true;
+            }
             Some(l) if l == from => {}
-            Some(_) if declared == Some(from) => *latched = Some(from),
+            Some(_) if declared == Some(from) => {
+                *latched = Some(from);
+                s.relatched = true;
+            }
             Some(_) => {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -1227,6 +1380,7 @@ mod tests {
             threads,
             reuse_after,
             close_after,
+            kernel_forwarding: false,
         })
         .unwrap()
     }
@@ -1521,6 +1675,7 @@ mod tests {
             threads: 2,
             reuse_after: Duration::from_secs(60),
             close_after: Duration::from_secs(60),
+            kernel_forwarding: false,
         })
         .unwrap();
         let first = r.session().unwrap(); // worker 0
@@ -1691,6 +1846,7 @@ mod tests {
             threads: 1,
             reuse_after: RelayConfig::REUSE_AFTER,
             close_after: RelayConfig::CLOSE_AFTER,
+            kernel_forwarding: false,
         })
         .unwrap();
         let s = r.session().unwrap();

@@ -1,0 +1,471 @@
+//! Forwarding in the kernel: once a relayed stream needs nothing of us but a new address
+//! (both parties latched, nothing transcoded, played or rewritten), nftables rewrites and
+//! routes its packets itself, and they no longer reach our sockets.
+//!
+//! On loopback and on a NIC alike, most of what relaying a packet costs in user space is the
+//! two system calls and the socket wake-up around it (see `bench/RESULTS.md`, media relay);
+//! what the kernel does instead is a hash lookup and four field rewrites on the packet it
+//! already holds. This is what rtpengine's kernel module is for; nftables does it with no
+//! module of ours.
+//!
+//! One table, `ip switchboard`, owned by this process (deleted and created afresh at start,
+//! deleted again when the relay stops). Its prerouting chain runs before connection tracking
+//! and matches a packet by (source address, source port, our port) against the set `latched`,
+//! which holds exactly the streams the relay decided to hand over, each with a counter. A
+//! matching packet is taken out of connection tracking and rewritten from four maps keyed by
+//! our port: source address and port become our other side's socket, destination the other
+//! party. The routing decision that follows sends it on (forwarded, or delivered locally when
+//! the party is on this host). Everything else, strangers and packets from a party that moved
+//! included, reaches the relay's sockets as before, which keeps the relay's latching rules the
+//! only ones: a party that moves is latched again in user space, and the entry follows.
+//!
+//! Forwarding a packet whose source we rewrote to one of our own addresses needs the host to
+//! route (`net.ipv4.ip_forward=1`) and to accept its own addresses as sources on input
+//! (`net.ipv4.conf.all.accept_local=1`); [`Netfilter::start`] refuses to start without them.
+//! IPv4 only: IPv6 streams stay in user space.
+//!
+//! The table is driven through the `nft` command (one atomic batch per round of changes, read
+//! from its standard input), on a thread of its own, so that a relay worker never waits for
+//! the kernel: netlink's nf_tables protocol has no well-kept Rust crate, and `nft` is what an
+//! operator reads the same table with (`nft list table ip switchboard`). The set's counters
+//! are read every [`POLL_EVERY`] and turned into the sessions' activity (media timeouts see
+//! forwarded packets) and the relay's packet counters.
+//!
+//! Owns: the nftables table and the thread that writes it. Must not touch: sockets, latching
+//! decisions (the relay makes them and says which streams to hand over).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddrV4;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::relay::{Activity, Counters};
+
+/// The table this process owns.
+pub const TABLE: &str = "switchboard";
+
+/// How often the counters of forwarded streams are read.
+pub const POLL_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetfilterError {
+    #[error("kernel forwarding needs {0}=1 (sysctl -w {0}=1)")]
+    Sysctl(&'static str),
+    #[error("cannot run nft: {0}")]
+    Spawn(#[from] std::io::Error),
+    #[error("nft refused the table: {0}")]
+    Nft(String),
+}
+
+/// One stream handed to the kernel: what arrives from `from` at our port `port` leaves from
+/// `via` towards `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub from: SocketAddrV4,
+    pub port: u16,
+    pub via: SocketAddrV4,
+    pub to: SocketAddrV4,
+}
+
+/// A change for one of our ports: hand this stream over, or take it back (`None`).
+struct Change {
+    port: u16,
+    forward: Option<(Forward, Arc<Activity>)>,
+}
+
+/// Moves the calling thread, and every thread and process it starts from then on, into a
+/// network namespace of its own, with loopback up and the sysctls kernel forwarding needs set
+/// there: how the tests and `bench/media` run it without touching the host's tables or
+/// settings. Needs root (CAP_SYS_ADMIN) and the `ip` command.
+pub fn enter_private_netns() -> std::io::Result<()> {
+    // SAFETY: unshare takes no pointers; it changes the calling thread's namespaces only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()?;
+    if !up.success() {
+        return Err(std::io::Error::other("`ip link set lo up` failed"));
+    }
+    // /proc/sys/net is the opening thread's namespace's.
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+    std::fs::write("/proc/sys/net/ipv4/conf/all/accept_local", "1")?;
+    Ok(())
+}
+
+/// Handle to the thread that keeps the table. Cheap to clone; the table is deleted when the
+/// last handle is gone.
+#[derive(Clone)]
+pub struct Netfilter {
+    changes: std_mpsc::Sender<Change>,
+}
+
+impl Netfilter {
+    /// Checks the host, creates the table and starts the thread. `counters` gets the packets
+    /// forwarded in the kernel added as they are read.
+    pub fn start(counters: Arc<Counters>) -> Result<Netfilter, NetfilterError> {
+        for key in ["net.ipv4.ip_forward", "net.ipv4.conf.all.accept_local"] {
+            let path = format!("/proc/sys/{}", key.replace('.', "/"));
+            let value = std::fs::read_to_string(&path).unwrap_or_default();
+            if value.trim() != "1" {
+                return Err(NetfilterError::Sysctl(key));
+            }
+        }
+        nft(&format!(
+            "add table ip {TABLE}\ndelete table ip {TABLE}\n{}",
+            table()
+        ))?;
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::Builder::new()
+            .name("media-netfilter".into())
+            .spawn(move || run(rx, counters))?;
+        Ok(Netfilter { changes: tx })
+    }
+
+    /// Hands a stream arriving at `port` to the kernel (`Some`) or takes it back (`None`).
+    /// Takes effect a few milliseconds later; until then the relay forwards it itself.
+    pub(super) fn set(&self, port: u16, forward: Option<(Forward, Arc<Activity>)>) {
+        // The thread only stops when every handle is gone.
+        let _ = self.changes.send(Change { port, forward });
+    }
+}
+
+/// The table: the set of handed-over streams, the four rewrite maps and the rule.
+fn table() -> String {
+    format!(
+        "table ip {TABLE} {{
+  set latched {{ type ipv4_addr . inet_service . inet_service; counter; }}
+  map src_addr {{ type inet_service : ipv4_addr; }}
+  map src_port {{ type inet_service : inet_service; }}
+  map dst_addr {{ type inet_service : ipv4_addr; }}
+  map dst_port {{ type inet_service : inet_service; }}
+  chain prerouting {{
+    type filter hook prerouting priority raw; policy accept;
+    ip saddr . udp sport . udp dport @latched notrack ip saddr set udp dport map @src_addr udp sport set udp dport map @src_port ip daddr set udp dport map @dst_addr udp dport set udp dport map @dst_port
+  }}
+}}
+"
+    )
+}
+
+/// Runs `nft -f -` with `script` on its standard input.
+fn nft(script: &str) -> Result<(), NetfilterError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetfilterError::Nft(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ))
+    }
+}
+
+/// A stream in the kernel, with what its counter read last time.
+struct Installed {
+    forward: Forward,
+    activity: Arc<Activity>,
+    packets: u64,
+    bytes: u64,
+}
+
+fn run(changes: std_mpsc::Receiver<Change>, counters: Arc<Counters>) {
+    let mut installed: HashMap<u16, Installed> = HashMap::new();
+    let mut next_poll = Instant::now() + POLL_EVERY;
+    loop {
+        let wait = next_poll.saturating_duration_since(Instant::now());
+        let first = match changes.recv_timeout(wait) {
+            Ok(c) => Some(c),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        // Everything queued so far goes into one batch; the last word on a port wins.
+        let mut pending: HashMap<u16, Option<(Forward, Arc<Activity>)>> = HashMap::new();
+        for c in first.into_iter().chain(changes.try_iter()) {
+            pending.insert(c.port, c.forward);
+        }
+        let batch = Batch::plan(&installed, &pending);
+        if !batch.is_empty() {
+            if let Err(e) = nft(&batch.script()) {
+                // Something in the table is not what we think: write it afresh.
+                tracing::error!(error = %e, "media: kernel forwarding batch refused; rewriting the table");
+                batch.commit(&mut installed, pending);
+                resync(&installed);
+            } else {
+                batch.commit(&mut installed, pending);
+            }
+        }
+        if Instant::now() >= next_poll {
+            if !installed.is_empty() {
+                poll_counters(&mut installed, &counters);
+            }
+            next_poll = Instant::now() + POLL_EVERY;
+        }
+    }
+    if let Err(e) = nft(&format!("delete table ip {TABLE}\n")) {
+        tracing::warn!(error = %e, "media: could not delete the kernel forwarding table");
+    }
+}
+
+/// The elements to delete and to add for a round of changes.
+struct Batch {
+    delete: Vec<Forward>,
+    add: Vec<Forward>,
+}
+
+impl Batch {
+    fn plan(
+        installed: &HashMap<u16, Installed>,
+        pending: &HashMap<u16, Option<(Forward, Arc<Activity>)>>,
+    ) -> Batch {
+        let mut b = Batch {
+            delete: Vec::new(),
+            add: Vec::new(),
+        };
+        for (port, want) in pending {
+            let have = installed.get(port).map(|i| i.forward);
+            let want = want.as_ref().map(|(f, _)| *f);
+            if have == want {
+                continue;
+            }
+            b.delete.extend(have);
+            b.add.extend(want);
+        }
+        b
+    }
+
+    fn is_empty(&self) -> bool {
+        self.delete.is_empty() && self.add.is_empty()
+    }
+
+    /// One transaction: deletions first, so that a port that changes stream is free again.
+    fn script(&self) -> String {
+        let mut s = String::new();
+        for (verb, list) in [("delete", &self.delete), ("add", &self.add)] {
+            if list.is_empty() {
+                continue;
+            }
+            elements(&mut s, verb, list);
+        }
+        s
+    }
+
+    fn commit(
+        self,
+        installed: &mut HashMap<u16, Installed>,
+        pending: HashMap<u16, Option<(Forward, Arc<Activity>)>>,
+    ) {
+        for (port, want) in pending {
+            match want {
+                Some((forward, activity)) => {
+                    let same = installed.get(&port).is_some_and(|i| i.forward == forward);
+                    if !same {
+                        installed.insert(
+                            port,
+                            Installed {
+                                forward,
+                                activity,
+                                packets: 0,
+                                bytes: 0,
+                            },
+                        );
+                    }
+                }
+                None => {
+                    installed.remove(&port);
+                }
+            }
+        }
+    }
+}
+
+/// `verb element` commands for the set and the four maps, each with all of `list`.
+fn elements(s: &mut String, verb: &str, list: &[Forward]) {
+    let add = verb == "add";
+    let _ = write!(s, "{verb} element ip {TABLE} latched {{ ");
+    for f in list {
+        let _ = write!(s, "{} . {} . {}, ", f.from.ip(), f.from.port(), f.port);
+    }
+    s.push_str("}\n");
+    type Value = fn(&Forward) -> String;
+    let maps: [(&str, Value); 4] = [
+        ("src_addr", |f| f.via.ip().to_string()),
+        ("src_port", |f| f.via.port().to_string()),
+        ("dst_addr", |f| f.to.ip().to_string()),
+        ("dst_port", |f| f.to.port().to_string()),
+    ];
+    for (map, value) in maps {
+        let _ = write!(s, "{verb} element ip {TABLE} {map} {{ ");
+        for f in list {
+            if add {
+                let _ = write!(s, "{} : {}, ", f.port, value(f));
+            } else {
+                let _ = write!(s, "{}, ", f.port);
+            }
+        }
+        s.push_str("}\n");
+    }
+}
+
+/// Writes the whole table again with what `installed` holds.
+fn resync(installed: &HashMap<u16, Installed>) {
+    let mut script = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n{}", table());
+    let all: Vec<Forward> = installed.values().map(|i| i.forward).collect();
+    if !all.is_empty() {
+        elements(&mut script, "add", &all);
+    }
+    if let Err(e) = nft(&script) {
+        tracing::error!(error = %e, "media: cannot rewrite the kernel forwarding table");
+    }
+}
+
+/// Reads the set's counters: a stream whose counter moved had traffic since the last reading.
+fn poll_counters(installed: &mut HashMap<u16, Installed>, counters: &Counters) {
+    let out = match Command::new("nft")
+        .args(["-j", "list", "set", "ip", TABLE, "latched"])
+        .stderr(Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => out.stdout,
+        Ok(_) | Err(_) => {
+            tracing::warn!("media: cannot read the kernel forwarding counters");
+            return;
+        }
+    };
+    let now = Instant::now();
+    for (from, port, packets, bytes) in read_counters(&out) {
+        let Some(i) = installed.get_mut(&port) else {
+            continue;
+        };
+        if i.forward.from != from || packets <= i.packets {
+            continue;
+        }
+        i.activity.touch(now);
+        counters
+            .packets
+            .fetch_add(packets - i.packets, Ordering::Relaxed);
+        counters
+            .bytes
+            .fetch_add(bytes.saturating_sub(i.bytes), Ordering::Relaxed);
+        i.packets = packets;
+        i.bytes = bytes;
+    }
+}
+
+/// (source, our port, packets, bytes) of each element in `nft -j list set` output.
+fn read_counters(json: &[u8]) -> Vec<(SocketAddrV4, u16, u64, u64)> {
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let sets = doc["nftables"].as_array().into_iter().flatten();
+    for elem in sets.filter_map(|o| o["set"]["elem"].as_array()).flatten() {
+        let e = &elem["elem"];
+        let key = e["val"]["concat"].as_array();
+        let (Some([addr, sport, port]), Some(packets), Some(bytes)) = (
+            key.map(Vec::as_slice),
+            e["counter"]["packets"].as_u64(),
+            e["counter"]["bytes"].as_u64(),
+        ) else {
+            continue;
+        };
+        let (Some(Ok(ip)), Some(sport), Some(port)) = (
+            addr.as_str().map(str::parse),
+            sport.as_u64().and_then(|p| u16::try_from(p).ok()),
+            port.as_u64().and_then(|p| u16::try_from(p).ok()),
+        ) else {
+            continue;
+        };
+        found.push((SocketAddrV4::new(ip, sport), port, packets, bytes));
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(port: u16, to: u16) -> Forward {
+        Forward {
+            from: format!("10.1.0.2:{}", 40000 + port % 2).parse().unwrap(),
+            port,
+            via: format!("10.2.0.1:{}", port + 2).parse().unwrap(),
+            to: format!("10.2.0.2:{to}").parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_round_deletes_what_changed_then_adds_it_anew() {
+        let activity = Arc::new(Activity::new());
+        let mut installed = HashMap::new();
+        let mut pending = HashMap::new();
+        pending.insert(30000, Some((fwd(30000, 41000), activity.clone())));
+        pending.insert(30001, Some((fwd(30001, 41001), activity.clone())));
+        let b = Batch::plan(&installed, &pending);
+        assert!(b.delete.is_empty());
+        assert_eq!(b.add.len(), 2);
+        b.commit(&mut installed, pending);
+        assert_eq!(installed.len(), 2);
+
+        // The same again is no work; a moved party is a delete and an add; gone is a delete.
+        let mut pending = HashMap::new();
+        pending.insert(30000, Some((fwd(30000, 41000), activity.clone())));
+        pending.insert(30001, Some((fwd(30001, 45001), activity.clone())));
+        let b = Batch::plan(&installed, &pending);
+        assert_eq!(b.delete, vec![fwd(30001, 41001)]);
+        assert_eq!(b.add, vec![fwd(30001, 45001)]);
+        let script = b.script();
+        let del = script.find("delete element").unwrap();
+        let add = script.find("add element").unwrap();
+        assert!(del < add, "{script}");
+        assert!(
+            script.contains("delete element ip switchboard latched { 10.1.0.2 . 40001 . 30001, }")
+        );
+        assert!(script.contains("delete element ip switchboard dst_port { 30001, }"));
+        assert!(script.contains("add element ip switchboard dst_port { 30001 : 45001, }"));
+        assert!(script.contains("add element ip switchboard src_addr { 30001 : 10.2.0.1, }"));
+        b.commit(&mut installed, pending);
+
+        let mut pending = HashMap::new();
+        pending.insert(30000, None);
+        pending.insert(30002, None);
+        let b = Batch::plan(&installed, &pending);
+        assert_eq!(b.delete, vec![fwd(30000, 41000)]);
+        assert!(b.add.is_empty());
+        b.commit(&mut installed, pending);
+        assert_eq!(installed.keys().copied().collect::<Vec<_>>(), vec![30001]);
+    }
+
+    #[test]
+    fn counters_are_read_from_nft_json() {
+        let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+          {"set": {"family": "ip", "name": "latched", "table": "switchboard",
+            "type": ["ipv4_addr", "inet_service", "inet_service"], "handle": 6,
+            "elem": [{"elem": {"val": {"concat": ["10.1.0.2", 40000, 30000]}, "counter": {"packets": 3, "bytes": 600}}},
+                     {"elem": {"val": {"concat": ["10.2.0.2", 41000, 30002]}, "counter": {"packets": 1, "bytes": 200}}},
+                     {"elem": {"val": {"concat": ["bogus", 41000, 30004]}, "counter": {"packets": 1, "bytes": 200}}}],
+            "stmt": [{"counter": null}]}}]}"#;
+        assert_eq!(
+            read_counters(json),
+            vec![
+                ("10.1.0.2:40000".parse().unwrap(), 30000, 3, 600),
+                ("10.2.0.2:41000".parse().unwrap(), 30002, 1, 200),
+            ]
+        );
+        assert!(read_counters(b"not json").is_empty());
+    }
+}
