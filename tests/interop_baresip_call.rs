@@ -6,6 +6,10 @@
 //! restricts the caller to PCMU and the callee to PCMA, so the audio only gets through if the
 //! relay transcodes.
 //!
+//! A third run hands the call's media to the kernel (`[media] kernel_forwarding`, in a network
+//! namespace of the test's own) and checks that the audio went through nftables, not our
+//! sockets.
+//!
 //! baresip 1.0 gives up on SHA-256 challenges (see `interop_baresip.rs`), so the server offers
 //! MD5 only here.
 
@@ -101,6 +105,18 @@ fn phone_dir(
     tone: f64,
     extra: &str,
 ) -> tempfile::TempDir {
+    phone_dir_at("127.0.0.1", user, password, sip, tone, extra)
+}
+
+/// A phone's configuration, the phone listening on `host`.
+fn phone_dir_at(
+    host: &str,
+    user: &str,
+    password: &str,
+    sip: std::net::SocketAddr,
+    tone: f64,
+    extra: &str,
+) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let tone_path = dir.path().join("tone.wav");
     write_tone(&tone_path, tone, 20);
@@ -108,7 +124,7 @@ fn phone_dir(
     std::fs::write(
         dir.path().join("config"),
         format!(
-            "module_path /usr/lib/baresip/modules\nsip_listen 127.0.0.1:{port}\n\
+            "module_path /usr/lib/baresip/modules\nsip_listen {host}:{port}\n\
              audio_source aufile,{}\naudio_player aubridge,nowhere\naudio_alert aubridge,nowhere\n\
              module g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\n\
              module_app account.so\nmodule_app menu.so\nsnd_path {}\n",
@@ -125,27 +141,94 @@ fn phone_dir(
     dir
 }
 
-/// `alice_params` / `bob_params`: extra account parameters (codec restrictions).
-async fn audio_flows_both_ways(db: Db, alice_params: &str, bob_params: &str) {
+/// A network namespace for the phones, joined to ours by a veth pair: the server at
+/// [`PhoneNet::SERVER`], the phones at [`PhoneNet::PHONES`], each side's default route through
+/// the other. Deleted when dropped.
+struct PhoneNet(String);
+
+impl PhoneNet {
+    const SERVER: &'static str = "10.99.0.1";
+    const PHONES: &'static str = "10.99.0.2";
+
+    /// Called in a network namespace of our own (the veth's near end lands there).
+    fn new() -> PhoneNet {
+        let name = format!("sbphones{}", std::process::id());
+        let net = PhoneNet(name.clone());
+        let server = format!("{}/24", Self::SERVER);
+        let phones = format!("{}/24", Self::PHONES);
+        for cmd in [
+            vec!["netns", "add", &name],
+            vec!["link", "add", "sb0", "type", "veth", "peer", "name", "sb1"],
+            vec!["link", "set", "sb1", "netns", &name],
+            vec!["addr", "add", &server, "dev", "sb0"],
+            vec!["link", "set", "sb0", "up"],
+            vec!["-n", &name, "addr", "add", &phones, "dev", "sb1"],
+            vec!["-n", &name, "link", "set", "sb1", "up"],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+            vec!["-n", &name, "route", "add", "default", "via", Self::SERVER],
+        ] {
+            let ok = Command::new("ip").args(&cmd).status().unwrap().success();
+            assert!(ok, "ip {cmd:?}");
+        }
+        net
+    }
+
+    /// `baresip`, run in the phones' namespace.
+    fn baresip(&self) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, "baresip"]);
+        c
+    }
+}
+
+impl Drop for PhoneNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+/// `alice_params` / `bob_params`: extra account parameters (codec restrictions). `net`: the
+/// phones in a namespace of their own and the media forwarded by the kernel (the caller has
+/// entered a network namespace of its own too).
+async fn audio_flows_both_ways(
+    db: Db,
+    alice_params: &str,
+    bob_params: &str,
+    net: Option<&PhoneNet>,
+) {
     let tdb = TestDb::new(db).await;
+    let (host, listen, extra) = match net {
+        Some(_) => (
+            PhoneNet::PHONES,
+            PhoneNet::SERVER,
+            "[media]\nkernel_forwarding = true",
+        ),
+        None => ("127.0.0.1", "127.0.0.1", ""),
+    };
     let (server, _data) = common::start_server(
         &tdb,
-        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\ndigest_algorithms = [\"MD5\"]",
-        "",
+        &format!(
+            "listen = [\"udp:{listen}:0\"]\nrealm = \"test.example\"\ndigest_algorithms = [\"MD5\"]"
+        ),
+        extra,
     )
     .await;
+    let baresip = || net.map_or_else(|| Command::new("baresip"), PhoneNet::baresip);
     let alice = common::user_with_phone(&server, "100", "alice", "alice-secret").await;
     let bob = common::user_with_phone(&server, "200", "bob", "bob-secret").await;
     let sip = common::sip_addr(&server, Transport::Udp);
 
-    let bob_dir = phone_dir(
+    let bob_dir = phone_dir_at(
+        host,
         "bob",
         "bob-secret",
         sip,
         600.0,
         &format!(";answermode=auto{bob_params}"),
     );
-    let mut callee = Command::new("baresip")
+    let mut callee = baresip()
         .arg("-f")
         .arg(bob_dir.path())
         .args(["-t", "15"])
@@ -163,9 +246,9 @@ async fn audio_flows_both_ways(db: Db, alice_params: &str, bob_params: &str) {
         "bob did not register"
     );
 
-    let alice_dir = phone_dir("alice", "alice-secret", sip, 1000.0, alice_params);
+    let alice_dir = phone_dir_at(host, "alice", "alice-secret", sip, 1000.0, alice_params);
     let dial = format!("/dial sip:200@{sip}");
-    let mut caller = Command::new("baresip")
+    let mut caller = baresip()
         .arg("-f")
         .arg(alice_dir.path())
         .args(["-t", "6", "-e", &dial])
@@ -174,6 +257,13 @@ async fn audio_flows_both_ways(db: Db, alice_params: &str, bob_params: &str) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    if net.is_some() {
+        // Mid-call, both phones' RTP goes through the kernel's table.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let streams = common::in_kernel().expect("the kernel forwarding table");
+        let busy = streams.iter().filter(|s| s.2 > 50).count();
+        assert!(busy >= 2, "streams in the kernel: {streams:?}");
+    }
     let _ = tokio::task::spawn_blocking(move || caller.wait()).await;
     // The caller quit (and hung up); give the callee a moment to see the BYE, then stop it.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -223,7 +313,24 @@ async fn audio_flows_both_ways(db: Db, alice_params: &str, bob_params: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_baresip_phones_hear_each_other() {
-    audio_flows_both_ways(Db::Sqlite, "", "").await
+    audio_flows_both_ways(Db::Sqlite, "", "", None).await
+}
+
+/// The same call with its media forwarded by the kernel (`media::netfilter`), the phones on
+/// the other side of a veth link, so their packets are routed as on a real network. The
+/// server's namespace is entered before the runtime starts, so every thread of the server is in
+/// it.
+#[test]
+fn two_baresip_phones_hear_each_other_through_the_kernel() {
+    switchboard::media::netfilter::enter_private_netns()
+        .expect("a network namespace of our own (root, iproute2)");
+    let net = PhoneNet::new();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(audio_flows_both_ways(Db::Sqlite, "", "", Some(&net)))
 }
 
 /// The caller speaks only µ-law and the callee only A-law: the relay converts between them.
@@ -233,6 +340,7 @@ async fn pcmu_and_pcma_phones_hear_each_other() {
         Db::Postgres,
         ";audio_codecs=PCMU/8000/1",
         ";audio_codecs=PCMA/8000/1",
+        None,
     )
     .await
 }

@@ -4,10 +4,13 @@
 //! its own (`enter_private_netns`), so the host's tables are never touched; needs root and the
 //! `nft` and `ip` commands (Debian packages nftables and iproute2).
 
+mod common;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use switchboard::media::netfilter::{enter_private_netns, POLL_EVERY, TABLE};
+use common::in_kernel;
+use switchboard::media::netfilter::{enter_private_netns, POLL_EVERY};
 use switchboard::media::relay::{Relay, RelayConfig, Session, Side};
 use switchboard::media::sdp::Endpoint;
 
@@ -56,30 +59,6 @@ fn recv(s: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
     s.recv_from(&mut buf)
         .ok()
         .map(|(n, a)| (buf[..n].to_vec(), a))
-}
-
-/// (source, our port, packets) of every stream in the kernel's set; `None` without the table.
-fn in_kernel() -> Option<Vec<(String, u16, u64)>> {
-    let out = std::process::Command::new("nft")
-        .args(["-j", "list", "set", "ip", TABLE, "latched"])
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return None;
-    }
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut found = Vec::new();
-    for o in doc["nftables"].as_array().unwrap() {
-        for e in o["set"]["elem"].as_array().into_iter().flatten() {
-            let key = e["elem"]["val"]["concat"].as_array().unwrap();
-            found.push((
-                format!("{}:{}", key[0].as_str().unwrap(), key[1]),
-                key[2].as_u64().unwrap() as u16,
-                e["elem"]["counter"]["packets"].as_u64().unwrap(),
-            ));
-        }
-    }
-    Some(found)
 }
 
 fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {

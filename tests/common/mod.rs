@@ -337,3 +337,34 @@ pub async fn only_entry(
     }
     panic!("no call record for user {user}");
 }
+
+/// (source, our port, packets) of every stream in the kernel's set; `None` without the table.
+pub fn in_kernel() -> Option<Vec<(String, u16, u64)>> {
+    let out = std::process::Command::new("nft")
+        .args([
+            "-j",
+            "list",
+            "set",
+            "ip",
+            switchboard::media::netfilter::TABLE,
+            "latched",
+        ])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut found = Vec::new();
+    for o in doc["nftables"].as_array().unwrap() {
+        for e in o["set"]["elem"].as_array().into_iter().flatten() {
+            let key = e["elem"]["val"]["concat"].as_array().unwrap();
+            found.push((
+                format!("{}:{}", key[0].as_str().unwrap(), key[1]),
+                key[2].as_u64().unwrap() as u16,
+                e["elem"]["counter"]["packets"].as_u64().unwrap(),
+            ));
+        }
+    }
+    Some(found)
+}
