@@ -54,7 +54,7 @@ pub const POLL_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetfilterError {
-    #[error("kernel forwarding needs {0}=1 (sysctl -w {0}=1)")]
+    #[error("needs {0}=1 (sysctl -w {0}=1)")]
     Sysctl(&'static str),
     #[error("cannot run nft: {0}")]
     Spawn(#[from] std::io::Error),
@@ -78,6 +78,12 @@ struct Change {
     forward: Option<(Forward, Arc<Activity>)>,
 }
 
+enum Msg {
+    Change(Change),
+    /// Delete the table and stop; the sender hears when that is done.
+    Stop(std_mpsc::Sender<()>),
+}
+
 /// Moves the calling thread, and every thread and process it starts from then on, into a
 /// network namespace of its own, with loopback up and the sysctls kernel forwarding needs set
 /// there: how the tests and `bench/media` run it without touching the host's tables or
@@ -99,11 +105,11 @@ pub fn enter_private_netns() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Handle to the thread that keeps the table. Cheap to clone; the table is deleted when the
-/// last handle is gone.
+/// Handle to the thread that keeps the table. Cheap to clone; the table is deleted by
+/// [`Netfilter::stop`], or when the last handle is gone.
 #[derive(Clone)]
 pub struct Netfilter {
-    changes: std_mpsc::Sender<Change>,
+    changes: std_mpsc::Sender<Msg>,
 }
 
 impl Netfilter {
@@ -131,8 +137,18 @@ impl Netfilter {
     /// Hands a stream arriving at `port` to the kernel (`Some`) or takes it back (`None`).
     /// Takes effect a few milliseconds later; until then the relay forwards it itself.
     pub(super) fn set(&self, port: u16, forward: Option<(Forward, Arc<Activity>)>) {
-        // The thread only stops when every handle is gone.
-        let _ = self.changes.send(Change { port, forward });
+        // Once stopped, the table is gone for good: nothing more to do.
+        let _ = self.changes.send(Msg::Change(Change { port, forward }));
+    }
+
+    /// Deletes the table (every stream goes back to our sockets, which are closing anyway) and
+    /// stops the thread; waits a little for it, so that a process about to exit leaves nothing
+    /// behind.
+    pub(super) fn stop(&self) {
+        let (done, wait) = std_mpsc::channel();
+        if self.changes.send(Msg::Stop(done)).is_ok() {
+            let _ = wait.recv_timeout(Duration::from_secs(2));
+        }
     }
 }
 
@@ -183,20 +199,32 @@ struct Installed {
     bytes: u64,
 }
 
-fn run(changes: std_mpsc::Receiver<Change>, counters: Arc<Counters>) {
+fn run(changes: std_mpsc::Receiver<Msg>, counters: Arc<Counters>) {
     let mut installed: HashMap<u16, Installed> = HashMap::new();
     let mut next_poll = Instant::now() + POLL_EVERY;
-    loop {
+    let mut stopped = None;
+    while stopped.is_none() {
         let wait = next_poll.saturating_duration_since(Instant::now());
         let first = match changes.recv_timeout(wait) {
-            Ok(c) => Some(c),
+            Ok(m) => Some(m),
             Err(std_mpsc::RecvTimeoutError::Timeout) => None,
             Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
         };
         // Everything queued so far goes into one batch; the last word on a port wins.
         let mut pending: HashMap<u16, Option<(Forward, Arc<Activity>)>> = HashMap::new();
-        for c in first.into_iter().chain(changes.try_iter()) {
-            pending.insert(c.port, c.forward);
+        for m in first.into_iter().chain(changes.try_iter()) {
+            match m {
+                Msg::Change(c) => {
+                    pending.insert(c.port, c.forward);
+                }
+                Msg::Stop(done) => {
+                    stopped = Some(done);
+                    break;
+                }
+            }
+        }
+        if stopped.is_some() {
+            break;
         }
         let batch = Batch::plan(&installed, &pending);
         if !batch.is_empty() {
@@ -204,7 +232,7 @@ fn run(changes: std_mpsc::Receiver<Change>, counters: Arc<Counters>) {
                 // Something in the table is not what we think: write it afresh.
                 tracing::error!(error = %e, "media: kernel forwarding batch refused; rewriting the table");
                 batch.commit(&mut installed, pending);
-                resync(&installed);
+                resync(&mut installed);
             } else {
                 batch.commit(&mut installed, pending);
             }
@@ -218,6 +246,9 @@ fn run(changes: std_mpsc::Receiver<Change>, counters: Arc<Counters>) {
     }
     if let Err(e) = nft(&format!("delete table ip {TABLE}\n")) {
         tracing::warn!(error = %e, "media: could not delete the kernel forwarding table");
+    }
+    if let Some(done) = stopped {
+        let _ = done.send(());
     }
 }
 
@@ -321,8 +352,11 @@ fn elements(s: &mut String, verb: &str, list: &[Forward]) {
     }
 }
 
-/// Writes the whole table again with what `installed` holds.
-fn resync(installed: &HashMap<u16, Installed>) {
+/// Writes the whole table again with what `installed` holds (its counters start afresh).
+fn resync(installed: &mut HashMap<u16, Installed>) {
+    for i in installed.values_mut() {
+        (i.packets, i.bytes) = (0, 0);
+    }
     let mut script = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n{}", table());
     let all: Vec<Forward> = installed.values().map(|i| i.forward).collect();
     if !all.is_empty() {

@@ -128,6 +128,15 @@ struct Inner {
     next_worker: AtomicUsize,
     next_session: AtomicU64,
     counters: Arc<Counters>,
+    kernel: Option<Netfilter>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(k) = &self.kernel {
+            k.stop();
+        }
+    }
 }
 
 struct Worker {
@@ -308,6 +317,7 @@ impl Relay {
                 next_worker: AtomicUsize::new(0),
                 next_session: AtomicU64::new(1),
                 counters,
+                kernel,
             }),
         })
     }
