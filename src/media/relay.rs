@@ -383,11 +383,14 @@ impl Inner {
     /// pairs parked on one worker, waited or not, are better than no call.
     fn take_pairs(&self, worker: usize) -> Result<(usize, [Pair; 2]), RelayError> {
         let first = self.take_pair(worker);
-        match first.map(|a| (a, self.take_pair(worker))) {
+        let failed = match first.map(|a| (a, self.take_pair(worker))) {
             Ok((a, Ok(b))) => return Ok((worker, [a, b])),
-            Ok((a, Err(_))) => self.give_back(worker, a),
-            Err(_) => {}
-        }
+            Ok((a, Err(e))) => {
+                self.give_back(worker, a);
+                e
+            }
+            Err(e) => e,
+        };
         let n = self.ports.parked.len();
         for w in (0..n).map(|i| (worker + i) % n) {
             let mut queue = lock(&self.ports.parked[w]);
@@ -397,10 +400,7 @@ impl Inner {
                 }
             }
         }
-        Err(RelayError::NoPorts {
-            min: self.config.port_min,
-            max: self.config.port_max,
-        })
+        Err(failed)
     }
 
     /// A pair for a session on `worker`: the one parked there longest if it has waited long
@@ -432,7 +432,8 @@ impl Inner {
     }
 
     /// Takes the next unbound even port whose pair binds; ports in use by someone else go to
-    /// the back of the queue.
+    /// the back of the queue. Any other failure (out of file descriptors, an address that is
+    /// not ours) is no reason to try the next port, and is told as it is.
     fn bind_pair(&self) -> Result<(u16, [UdpSocket; 2]), RelayError> {
         let mut ports = lock(&self.ports.unbound);
         for _ in 0..ports.len() {
@@ -443,6 +444,10 @@ impl Inner {
             let rtcp = UdpSocket::bind(SocketAddr::new(self.config.bind, p + 1));
             match (rtp, rtcp) {
                 (Ok(rtp), Ok(rtcp)) => return Ok((p, [rtp, rtcp])),
+                (Err(e), _) | (_, Err(e)) if e.kind() != io::ErrorKind::AddrInUse => {
+                    ports.push_front(p);
+                    return Err(RelayError::Io(e));
+                }
                 _ => ports.push_back(p),
             }
         }
@@ -1844,6 +1849,27 @@ mod tests {
         let dtmf = [0x80, 101, 0, 3, 0, 0, 0, 0, 0, 0, 0, 9, 5, 0x80, 0, 160];
         callee.send_to(&dtmf, sess.callee_facing()).unwrap();
         assert_eq!(recv(&caller).0, dtmf.to_vec());
+    }
+
+    /// Failing to bind for another reason than a port in use is that reason, not "no ports".
+    #[test]
+    fn a_bind_that_fails_for_another_reason_says_so() {
+        let r = Relay::start(RelayConfig {
+            bind: "192.0.2.1".parse().unwrap(), // TEST-NET-1: not an address of this host
+            advertise: "192.0.2.1".parse().unwrap(),
+            port_min: 31500,
+            port_max: 31540,
+            threads: 1,
+            reuse_after: RelayConfig::REUSE_AFTER,
+            close_after: RelayConfig::CLOSE_AFTER,
+            kernel_forwarding: false,
+        })
+        .unwrap();
+        match r.session() {
+            Err(RelayError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::AddrNotAvailable),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.free_pairs(), 20, "the port tried is not lost");
     }
 
     #[test]
