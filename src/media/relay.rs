@@ -23,6 +23,13 @@
 //! G.711 frames of a tone or prompt (`media::tone`) from the side's own RTP socket, with an RTP
 //! stream of its own, and holds back what the other side sends it until the playing stops.
 //!
+//! With [`RelayConfig::kernel_forwarding`], a worker hands each stream that needs nothing of us
+//! but forwarding (its sender latched, the other party's address known, no transcoding, nothing
+//! played or continued, no echo) to the kernel (`media::netfilter`) as soon as that becomes
+//! true, and takes it back as soon as it stops being so; the latching rules stay here, since
+//! whatever the kernel does not match (a stranger, a party that moved) still arrives on our
+//! sockets.
+//!
 //! Owns: sockets, ports, the worker threads, RTP framing of what we play. Must not touch: SIP,
 //! SDP text (see `media::sdp`), tone synthesis (`media::tone`).
 
