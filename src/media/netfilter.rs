@@ -10,7 +10,8 @@
 //!
 //! One table, `ip switchboard`, owned by this process (deleted and created afresh at start,
 //! deleted again when the relay stops). Its prerouting chain runs before connection tracking
-//! and matches a packet by (source address, source port, our port) against the set `latched`,
+//! and matches a packet addressed to this host (not one routed through it) by (source address,
+//! source port, our port) against the set `latched`,
 //! which holds exactly the streams the relay decided to hand over, each with a counter. A
 //! matching packet is taken out of connection tracking and rewritten from four maps keyed by
 //! our port: source address and port become our other side's socket, destination the other
@@ -163,7 +164,7 @@ fn table() -> String {
   map dst_port {{ type inet_service : inet_service; }}
   chain prerouting {{
     type filter hook prerouting priority raw; policy accept;
-    ip saddr . udp sport . udp dport @latched notrack ip saddr set udp dport map @src_addr udp sport set udp dport map @src_port ip daddr set udp dport map @dst_addr udp dport set udp dport map @dst_port
+    fib daddr type local ip saddr . udp sport . udp dport @latched notrack ip saddr set udp dport map @src_addr udp sport set udp dport map @src_port ip daddr set udp dport map @dst_addr udp dport set udp dport map @dst_port
   }}
 }}
 "
