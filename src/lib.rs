@@ -160,6 +160,7 @@ impl Server {
             trunks: trunks.clone(),
             events,
             click_to_call,
+            relay: Some(relay.clone()),
         };
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await

@@ -36,8 +36,9 @@ impl Metrics {
         self.http_responses[class].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Renders the exposition text; `gauges` are point-in-time values the caller measured.
-    pub fn render(&self, gauges: &[(&str, &str, i64)]) -> String {
+    /// Renders the exposition text; `counters` are other subsystems' running totals, `gauges`
+    /// point-in-time values the caller measured.
+    pub fn render(&self, counters: &[(&str, &str, u64)], gauges: &[(&str, &str, i64)]) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -58,6 +59,12 @@ impl Metrics {
                 out,
                 "switchboard_http_responses_total{{class=\"{class}\"}} {}",
                 self.http_responses[i].load(Ordering::Relaxed)
+            );
+        }
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
         for (name, help, value) in gauges {

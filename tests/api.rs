@@ -106,6 +106,7 @@ impl Api {
             trunks,
             events: calls.events(),
             click_to_call: calls.click_to_call(),
+            relay: None,
         });
         Api {
             app,

@@ -263,6 +263,15 @@ async fn audio_flows_both_ways(
         let streams = common::in_kernel().expect("the kernel forwarding table");
         let busy = streams.iter().filter(|s| s.2 > 50).count();
         assert!(busy >= 2, "streams in the kernel: {streams:?}");
+        // And the operator sees them in the metrics.
+        let metrics = get_text(server.http_addr(), "/metrics");
+        let in_kernel: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchboard_media_kernel_streams "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{metrics}"));
+        // Both RTP streams, and the RTCP ones the phones sent so far.
+        assert!((2..=4).contains(&in_kernel), "{metrics}");
     }
     let _ = tokio::task::spawn_blocking(move || caller.wait()).await;
     // The caller quit (and hung up); give the callee a moment to see the BYE, then stop it.
@@ -370,6 +379,22 @@ async fn start_phone(
         "{user} did not register"
     );
     child
+}
+
+/// The body of a plain `GET` (no authorization).
+fn get_text(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default()
 }
 
 /// `POST /api/v1/me/calls` for the user of `token`; returns the call's id.

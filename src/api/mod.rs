@@ -49,6 +49,8 @@ pub struct AppState {
     pub events: Arc<crate::b2bua::events::Events>,
     /// Starting, following and hanging up click-to-calls.
     pub click_to_call: crate::b2bua::click_to_call::ClickToCall,
+    /// The RTP relay, for its counters (none in tests of the API alone).
+    pub relay: Option<crate::media::relay::Relay>,
 }
 
 #[derive(OpenApi)]

@@ -1,6 +1,7 @@
 //! Operational routes: health, metrics and the OpenAPI document. None needs a token, so load
 //! balancers and Prometheus can reach them; none reveals anything about a user.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -69,9 +70,39 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
 async fn metrics(State(state): State<AppState>) -> Response {
     let users = state.store.count_rows("users").await.unwrap_or(-1);
     let phones = state.store.count_rows("phones").await.unwrap_or(-1);
-    let body = state.metrics.render(&[
+    let mut counters = Vec::new();
+    let mut gauges = vec![
         ("switchboard_users", "Users in the directory.", users),
         ("switchboard_phones", "Phones in the directory.", phones),
-    ]);
+    ];
+    if let Some(relay) = &state.relay {
+        let c = relay.counters();
+        let read = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+        counters.extend([
+            (
+                "switchboard_media_packets_total",
+                "RTP and RTCP packets relayed (by the relay or, read every few seconds, the kernel).",
+                read(&c.packets),
+            ),
+            (
+                "switchboard_media_dropped_total",
+                "Packets dropped by the relay: from a stranger, or with nowhere to go yet.",
+                read(&c.dropped),
+            ),
+        ]);
+        gauges.extend([
+            (
+                "switchboard_media_kernel_streams",
+                "Streams forwarded by the kernel (media.kernel_forwarding).",
+                i64::try_from(read(&c.kernel_streams)).unwrap_or(i64::MAX),
+            ),
+            (
+                "switchboard_media_free_port_pairs",
+                "RTP port pairs not in a call.",
+                i64::try_from(relay.free_pairs()).unwrap_or(i64::MAX),
+            ),
+        ]);
+    }
+    let body = state.metrics.render(&counters, &gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -238,6 +238,9 @@ fn run(changes: std_mpsc::Receiver<Msg>, counters: Arc<Counters>) {
                 batch.commit(&mut installed, pending);
             }
         }
+        counters
+            .kernel_streams
+            .store(installed.len() as u64, Ordering::Relaxed);
         if Instant::now() >= next_poll {
             if !installed.is_empty() {
                 poll_counters(&mut installed, &counters);

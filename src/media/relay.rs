@@ -116,10 +116,13 @@ pub enum RelayError {
 /// Relay counters, for metrics and tests.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Packets relayed, by the workers or (as read every few seconds) by the kernel.
     pub packets: AtomicU64,
     pub bytes: AtomicU64,
     /// Datagrams that had nowhere to go yet (the other side not known).
     pub dropped: AtomicU64,
+    /// Streams forwarded by the kernel now (`media::netfilter`).
+    pub kernel_streams: AtomicU64,
 }
 
 /// The relay: port pool and workers. Cheap to share.
