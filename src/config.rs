@@ -776,6 +776,15 @@ impl Config {
         if crate::media::tone::Tones::preset(&media.tones).is_none() {
             return Err(invalid("media.tones", "must be one of eu, us, uk"));
         }
+        // A stream in the kernel shows its traffic only when its counter is read: a timeout
+        // near that interval would hang up calls whose media flows.
+        let least = 3 * crate::media::netfilter::POLL_EVERY.as_secs();
+        if media.kernel_forwarding && (1..least).contains(&media.timeout_secs) {
+            return Err(invalid(
+                "media.timeout_secs",
+                "must be 0 or at least 15 with media.kernel_forwarding",
+            ));
+        }
         for (key, spec) in [
             ("media.ringback_tone", &media.ringback_tone),
             ("media.busy_tone", &media.busy_tone),
@@ -1194,6 +1203,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("database_url"), "{e}");
+
+        let kernel = "[media]\nkernel_forwarding = true\ntimeout_secs = ";
+        let e = Config::from_toml(&format!("{kernel}10\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("media.timeout_secs"), "{e}");
+        assert!(e.contains("at least 15"), "{e}");
+        for ok in ["0", "15", "60"] {
+            Config::from_toml(&format!("{kernel}{ok}\n")).unwrap();
+        }
+        Config::from_toml("[media]\ntimeout_secs = 10\n").unwrap();
     }
 
     #[test]

@@ -254,5 +254,102 @@ fn without_the_sysctls_the_relay_refuses_to_start_and_says_why() {
         "media kernel forwarding: needs net.ipv4.conf.all.accept_local=1 \
          (sysctl -w net.ipv4.conf.all.accept_local=1)"
     );
-    assert_eq!(in_kernel(), None, "no table left behind");
+}
+
+#[test]
+fn rtcp_goes_through_the_kernel_too() {
+    let r = relay();
+    let sess = r.session().unwrap();
+    let (a, b) = connect(&sess);
+    let rtcp = |addr: SocketAddr| SocketAddr::new(addr.ip(), addr.port() + 1);
+    let (a_rtcp, b_rtcp) = (party_at(&a, 1), party_at(&b, 1));
+    // Each side's first RTCP packet is relayed by us and latches it; the rest is the kernel's.
+    a_rtcp
+        .send_to(b"rtcp-a", rtcp(sess.caller_facing()))
+        .unwrap();
+    assert_eq!(
+        recv(&b_rtcp).unwrap(),
+        (b"rtcp-a".to_vec(), rtcp(sess.callee_facing()))
+    );
+    b_rtcp
+        .send_to(b"rtcp-b", rtcp(sess.callee_facing()))
+        .unwrap();
+    assert_eq!(
+        recv(&a_rtcp).unwrap(),
+        (b"rtcp-b".to_vec(), rtcp(sess.caller_facing()))
+    );
+    wait_for("four streams in the kernel", Duration::from_secs(2), || {
+        in_kernel().is_some_and(|e| e.len() == 4)
+    });
+    a_rtcp
+        .send_to(b"rtcp-a2", rtcp(sess.caller_facing()))
+        .unwrap();
+    assert_eq!(
+        recv(&b_rtcp).unwrap(),
+        (b"rtcp-a2".to_vec(), rtcp(sess.callee_facing()))
+    );
+    let rtcp_port = rtcp(sess.caller_facing()).port();
+    let counted = in_kernel()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.1 == rtcp_port)
+        .unwrap()
+        .2;
+    assert_eq!(counted, 1, "the second RTCP packet went through the kernel");
+    drop((a, b));
+}
+
+/// A party's socket on the port `offset` above another's (RTCP beside RTP).
+fn party_at(s: &UdpSocket, offset: u16) -> UdpSocket {
+    let a = s.local_addr().unwrap();
+    let p = UdpSocket::bind(SocketAddr::new(a.ip(), a.port() + offset)).unwrap();
+    p.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    p
+}
+
+#[test]
+fn a_call_put_on_hold_or_turned_into_an_echo_test_is_taken_back() {
+    let r = relay();
+    let sess = r.session().unwrap();
+    let (a, b) = connect(&sess);
+
+    // The callee holds with the RFC 2543 `c=0.0.0.0`: nothing goes to it, through us or the
+    // kernel.
+    let mut held = endpoint(&b);
+    held.rtp.set_ip("0.0.0.0".parse().unwrap());
+    held.rtcp.set_ip("0.0.0.0".parse().unwrap());
+    sess.set_remote(Side::Callee, held);
+    wait_for("both streams taken back", Duration::from_secs(1), || {
+        in_kernel().is_some_and(|e| e.is_empty())
+    });
+    a.send_to(&rtp(0, 10, 1), sess.caller_facing()).unwrap();
+    assert!(recv(&b).is_none(), "relayed to a held party");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        in_kernel(),
+        Some(vec![]),
+        "a stream towards 0.0.0.0 handed over"
+    );
+
+    // Resumed, then made an echo test: the caller's RTP comes back to it, from us.
+    sess.set_remote(Side::Callee, endpoint(&b));
+    a.send_to(&rtp(0, 11, 2), sess.caller_facing()).unwrap();
+    recv(&b).expect("relayed after the resume");
+    wait_for(
+        "the caller's stream in the kernel",
+        Duration::from_secs(2),
+        || in_kernel().is_some_and(|e| !e.is_empty()),
+    );
+    sess.set_echo();
+    wait_for("the streams taken back", Duration::from_secs(1), || {
+        in_kernel().is_some_and(|e| e.is_empty())
+    });
+    a.send_to(&rtp(0, 12, 3), sess.caller_facing()).unwrap();
+    let (p, from) = recv(&a).expect("echoed");
+    assert_eq!((from, p), (sess.caller_facing(), rtp(0, 12, 3)));
+    assert!(
+        recv(&b).is_none(),
+        "the callee still gets the caller's audio"
+    );
 }

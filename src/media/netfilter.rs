@@ -25,6 +25,10 @@
 //! (`net.ipv4.conf.all.accept_local=1`); [`Netfilter::start`] refuses to start without them.
 //! IPv4 only: IPv6 streams stay in user space.
 //!
+//! The host's own rules still see these packets (a forward chain with a drop policy, as Docker
+//! installs, drops them), and the table is this process's alone: one Switchboard per host uses
+//! kernel forwarding, and a process killed outright leaves its table until the next start.
+//!
 //! The table is driven through the `nft` command (one atomic batch per round of changes, read
 //! from its standard input), on a thread of its own, so that a relay worker never waits for
 //! the kernel: netlink's nf_tables protocol has no well-kept Rust crate, and `nft` is what an
@@ -133,6 +137,18 @@ impl Netfilter {
             "add table ip {TABLE}\ndelete table ip {TABLE}\n{}",
             table()
         ))?;
+        // Activity is read from the set's counters as JSON: an nft that cannot list them would
+        // have every forwarded call look silent.
+        let listing = run_nft(&["-j", "list", "set", "ip", TABLE, "latched"], "");
+        let json = listing
+            .as_deref()
+            .map(serde_json::from_slice::<serde_json::Value>);
+        if !matches!(json, Ok(Ok(ref v)) if v["nftables"].is_array()) {
+            let _ = nft(&format!("delete table ip {TABLE}\n"));
+            return Err(NetfilterError::Nft(
+                "`nft -j` lists no JSON (nft built without it?)".into(),
+            ));
+        }
         let (tx, rx) = std_mpsc::channel();
         std::thread::Builder::new()
             .name("media-netfilter".into())
@@ -176,25 +192,60 @@ fn table() -> String {
     )
 }
 
-/// Runs `nft -f -` with `script` on its standard input.
-fn nft(script: &str) -> Result<(), NetfilterError> {
+/// How long an `nft` command may take before it is killed: one that hangs (a netlink socket
+/// that never answers) must not keep every later change, removals included, waiting.
+const NFT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// While the table is not what `installed` says (a batch or a rewrite failed), how often to try
+/// writing it again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// Bytes of IPv4 and UDP header in each packet the kernel counts; the relay counts payloads.
+const HEADERS: u64 = 28;
+
+/// Runs `nft` with `args`, `input` on its standard input; its standard output when it
+/// succeeds. Killed after [`NFT_TIMEOUT`].
+fn run_nft(args: &[&str], input: &str) -> Result<Vec<u8>, NetfilterError> {
     let mut child = Command::new("nft")
-        .args(["-f", "-"])
+        .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetfilterError::Nft(
+    let pid = child.id();
+    let stdin = child.stdin.take();
+    let input = input.to_owned();
+    let (done, result) = std_mpsc::channel();
+    // The output is read to its end while the input is written (a listing is larger than a
+    // pipe holds); a thread does it so that this one can give up waiting.
+    std::thread::Builder::new()
+        .name("media-nft".into())
+        .spawn(move || {
+            if let Some(mut stdin) = stdin {
+                let _ = stdin.write_all(input.as_bytes());
+            }
+            let _ = done.send(child.wait_with_output());
+        })?;
+    match result.recv_timeout(NFT_TIMEOUT) {
+        Ok(Ok(out)) if out.status.success() => Ok(out.stdout),
+        Ok(Ok(out)) => Err(NetfilterError::Nft(
             String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ))
+        )),
+        Ok(Err(e)) => Err(NetfilterError::Spawn(e)),
+        Err(_) => {
+            // SAFETY: kill takes no pointers; the child is not reaped until its waiting thread
+            // sees it exit, so the pid is still its own.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            Err(NetfilterError::Nft(format!(
+                "no answer within {NFT_TIMEOUT:?}; killed"
+            )))
+        }
     }
+}
+
+/// Runs `nft -f -` with `script`.
+fn nft(script: &str) -> Result<(), NetfilterError> {
+    run_nft(&["-f", "-"], script).map(|_| ())
 }
 
 /// A stream in the kernel, with what its counter read last time.
@@ -205,62 +256,164 @@ struct Installed {
     bytes: u64,
 }
 
+/// The thread's state: what the table holds (or is to hold, while `broken`).
+struct Keeper {
+    installed: HashMap<u16, Installed>,
+    /// The last write failed: the table is not known to match `installed`.
+    broken: bool,
+    counters: Arc<Counters>,
+}
+
 fn run(changes: std_mpsc::Receiver<Msg>, counters: Arc<Counters>) {
-    let mut installed: HashMap<u16, Installed> = HashMap::new();
+    let mut k = Keeper {
+        installed: HashMap::new(),
+        broken: false,
+        counters,
+    };
     let mut next_poll = Instant::now() + POLL_EVERY;
-    let mut stopped = None;
-    while stopped.is_none() {
-        let wait = next_poll.saturating_duration_since(Instant::now());
+    let mut last_batch: Option<Instant> = None;
+    let mut pending: HashMap<u16, Option<(Forward, Arc<Activity>)>> = HashMap::new();
+    let stopped = loop {
+        let mut wait = next_poll.saturating_duration_since(Instant::now());
+        if k.broken {
+            wait = wait.min(RETRY_EVERY);
+        }
+        if !pending.is_empty() {
+            // Held back by MIN_GAP: only until the gap is over.
+            let due = last_batch.map_or(Instant::now(), |t| t + MIN_GAP);
+            wait = wait.min(due.saturating_duration_since(Instant::now()));
+        }
         let first = match changes.recv_timeout(wait) {
             Ok(m) => Some(m),
             Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => break None,
         };
         // Everything queued so far goes into one batch; the last word on a port wins.
-        let mut pending: HashMap<u16, Option<(Forward, Arc<Activity>)>> = HashMap::new();
+        let mut stop = None;
         for m in first.into_iter().chain(changes.try_iter()) {
             match m {
                 Msg::Change(c) => {
                     pending.insert(c.port, c.forward);
                 }
                 Msg::Stop(done) => {
-                    stopped = Some(done);
+                    stop = Some(done);
                     break;
                 }
             }
         }
-        if stopped.is_some() {
-            break;
+        if stop.is_some() {
+            break stop;
         }
-        let batch = Batch::plan(&installed, &pending);
-        if !batch.is_empty() {
-            let started = Instant::now();
-            if let Err(e) = nft(&batch.script()) {
-                // Something in the table is not what we think: write it afresh.
-                tracing::error!(error = %e, "media: kernel forwarding batch refused; rewriting the table");
-                batch.commit(&mut installed, pending);
-                resync(&mut installed);
+        // A stream taken back goes at once (a party moved, a prompt starts, the call ended);
+        // streams handed over wait for the gap, and go together.
+        let removal = pending.values().any(Option::is_none);
+        let gap_over = last_batch.map_or(true, |t| t.elapsed() >= MIN_GAP);
+        if !pending.is_empty() && (removal || gap_over) && k.apply(std::mem::take(&mut pending)) {
+            last_batch = Some(Instant::now());
+        }
+        if k.broken {
+            k.rewrite();
+        }
+        k.counters.kernel_streams.store(
+            if k.broken {
+                0
             } else {
-                batch.commit(&mut installed, pending);
-            }
-            // What arrives meanwhile waits for the next batch.
-            std::thread::sleep(MIN_GAP.saturating_sub(started.elapsed()));
-        }
-        counters
-            .kernel_streams
-            .store(installed.len() as u64, Ordering::Relaxed);
+                k.installed.len() as u64
+            },
+            Ordering::Relaxed,
+        );
         if Instant::now() >= next_poll {
-            if !installed.is_empty() {
-                poll_counters(&mut installed, &counters);
+            if !k.installed.is_empty() && !k.broken {
+                k.poll_counters();
             }
             next_poll = Instant::now() + POLL_EVERY;
         }
-    }
+    };
     if let Err(e) = nft(&format!("delete table ip {TABLE}\n")) {
         tracing::warn!(error = %e, "media: could not delete the kernel forwarding table");
     }
+    k.counters.kernel_streams.store(0, Ordering::Relaxed);
     if let Some(done) = stopped {
         let _ = done.send(());
+    }
+}
+
+impl Keeper {
+    /// Writes a round of changes; false when there was nothing to write.
+    fn apply(&mut self, pending: HashMap<u16, Option<(Forward, Arc<Activity>)>>) -> bool {
+        let batch = Batch::plan(&self.installed, &pending);
+        let wrote = !batch.is_empty();
+        if wrote && !self.broken {
+            if let Err(e) = nft(&batch.script()) {
+                tracing::error!(error = %e, "media: kernel forwarding batch refused; rewriting the table");
+                self.broken = true;
+            }
+        }
+        batch.commit(&mut self.installed, pending);
+        wrote
+    }
+
+    /// Writes the whole table afresh from `installed`. When even that fails, deletes the table
+    /// (every stream back to the relay's sockets, which relay whatever reaches them) and
+    /// stays broken, to try again later.
+    fn rewrite(&mut self) {
+        let mut script = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n{}", table());
+        let all: Vec<Forward> = self.installed.values().map(|i| i.forward).collect();
+        if !all.is_empty() {
+            elements(&mut script, "add", &all);
+        }
+        match nft(&script) {
+            Ok(()) => {
+                for i in self.installed.values_mut() {
+                    (i.packets, i.bytes) = (0, 0);
+                }
+                self.broken = false;
+                tracing::info!(
+                    streams = all.len(),
+                    "media: kernel forwarding table rewritten"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "media: cannot rewrite the kernel forwarding table; streams stay with the relay");
+                let _ = nft(&format!("delete table ip {TABLE}\n"));
+            }
+        }
+    }
+
+    /// Reads the set's counters: a stream whose counter moved had traffic since the last
+    /// reading. When they cannot be read, every stream counts as active: a failed reading must
+    /// not hang up calls whose media is flowing (a party that vanished is still caught by the
+    /// next reading that works).
+    fn poll_counters(&mut self) {
+        let now = Instant::now();
+        let read = run_nft(&["-j", "list", "set", "ip", TABLE, "latched"], "")
+            .map(|out| read_counters(&out));
+        let found = match read {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "media: cannot read the kernel forwarding counters");
+                for i in self.installed.values() {
+                    i.activity.touch(now);
+                }
+                return;
+            }
+        };
+        for (from, port, packets, bytes) in found {
+            let Some(i) = self.installed.get_mut(&port) else {
+                continue;
+            };
+            if i.forward.from != from || packets <= i.packets {
+                continue;
+            }
+            i.activity.touch(now);
+            let (dp, db) = (packets - i.packets, bytes.saturating_sub(i.bytes));
+            self.counters.packets.fetch_add(dp, Ordering::Relaxed);
+            self.counters
+                .bytes
+                .fetch_add(db.saturating_sub(dp * HEADERS), Ordering::Relaxed);
+            i.packets = packets;
+            i.bytes = bytes;
+        }
     }
 }
 
@@ -315,8 +468,11 @@ impl Batch {
         for (port, want) in pending {
             match want {
                 Some((forward, activity)) => {
-                    let same = installed.get(&port).is_some_and(|i| i.forward == forward);
-                    if !same {
+                    // The same stream, perhaps of a new session on the same ports: its element
+                    // (and counter) stays, the session's activity is the new one.
+                    if let Some(i) = installed.get_mut(&port).filter(|i| i.forward == forward) {
+                        i.activity = activity;
+                    } else {
                         installed.insert(
                             port,
                             Installed {
@@ -361,54 +517,6 @@ fn elements(s: &mut String, verb: &str, list: &[Forward]) {
             }
         }
         s.push_str("}\n");
-    }
-}
-
-/// Writes the whole table again with what `installed` holds (its counters start afresh).
-fn resync(installed: &mut HashMap<u16, Installed>) {
-    for i in installed.values_mut() {
-        (i.packets, i.bytes) = (0, 0);
-    }
-    let mut script = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n{}", table());
-    let all: Vec<Forward> = installed.values().map(|i| i.forward).collect();
-    if !all.is_empty() {
-        elements(&mut script, "add", &all);
-    }
-    if let Err(e) = nft(&script) {
-        tracing::error!(error = %e, "media: cannot rewrite the kernel forwarding table");
-    }
-}
-
-/// Reads the set's counters: a stream whose counter moved had traffic since the last reading.
-fn poll_counters(installed: &mut HashMap<u16, Installed>, counters: &Counters) {
-    let out = match Command::new("nft")
-        .args(["-j", "list", "set", "ip", TABLE, "latched"])
-        .stderr(Stdio::null())
-        .output()
-    {
-        Ok(out) if out.status.success() => out.stdout,
-        Ok(_) | Err(_) => {
-            tracing::warn!("media: cannot read the kernel forwarding counters");
-            return;
-        }
-    };
-    let now = Instant::now();
-    for (from, port, packets, bytes) in read_counters(&out) {
-        let Some(i) = installed.get_mut(&port) else {
-            continue;
-        };
-        if i.forward.from != from || packets <= i.packets {
-            continue;
-        }
-        i.activity.touch(now);
-        counters
-            .packets
-            .fetch_add(packets - i.packets, Ordering::Relaxed);
-        counters
-            .bytes
-            .fetch_add(bytes.saturating_sub(i.bytes), Ordering::Relaxed);
-        i.packets = packets;
-        i.bytes = bytes;
     }
 }
 

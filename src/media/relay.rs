@@ -1006,7 +1006,19 @@ fn run_worker(
         if !playing.is_empty() {
             let now = Instant::now();
             playing.retain(|id| match table.sessions.get_mut(id) {
-                Some(s) => play_due(s, now, &counters),
+                Some(s) => {
+                    let before = s.players.iter().flatten().count();
+                    let more = play_due(s, now, &counters);
+                    // A prompt that ended by itself: the party it was played to may be
+                    // forwarded by the kernel again.
+                    if let (true, Some(k)) = (
+                        s.players.iter().flatten().count() < before,
+                        table.kernel.as_mut(),
+                    ) {
+                        k.sync(s);
+                    }
+                    more
+                }
                 None => false,
             });
         }
