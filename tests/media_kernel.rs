@@ -353,3 +353,31 @@ fn a_call_put_on_hold_or_turned_into_an_echo_test_is_taken_back() {
         "the callee still gets the caller's audio"
     );
 }
+
+/// A firewall reload that flushes the whole ruleset takes our table with it: the streams go back
+/// to the relay (the call goes on), and the table is written again at the next reading of its
+/// counters.
+#[test]
+fn a_flushed_ruleset_is_written_again() {
+    let r = relay();
+    let sess = r.session().unwrap();
+    let (a, b) = connect(&sess);
+    let flushed = std::process::Command::new("nft")
+        .args(["flush", "ruleset"])
+        .status()
+        .unwrap();
+    assert!(flushed.success());
+    assert_eq!(in_kernel(), None);
+    // Relayed by us meanwhile.
+    a.send_to(&rtp(0, 20, 1), sess.caller_facing()).unwrap();
+    let (p, from) = recv(&b).expect("relayed while the table is gone");
+    assert_eq!((from, p), (sess.callee_facing(), rtp(0, 20, 1)));
+    wait_for("the table written again", POLL_EVERY * 3, || {
+        in_kernel().is_some_and(|e| e.len() == 2)
+    });
+    b.send_to(&rtp(0, 21, 2), sess.callee_facing()).unwrap();
+    let (p, from) = recv(&a).expect("forwarded by the kernel again");
+    assert_eq!((from, p), (sess.caller_facing(), rtp(0, 21, 2)));
+    let counted: u64 = in_kernel().unwrap().iter().map(|e| e.2).sum();
+    assert_eq!(counted, 1);
+}

@@ -383,7 +383,9 @@ impl Keeper {
     /// Reads the set's counters: a stream whose counter moved had traffic since the last
     /// reading. When they cannot be read, every stream counts as active: a failed reading must
     /// not hang up calls whose media is flowing (a party that vanished is still caught by the
-    /// next reading that works).
+    /// next reading that works). The table is then written afresh: someone may have deleted
+    /// it (`nft flush ruleset` in a firewall's reload), which sends every stream back to the
+    /// relay's sockets until it is.
     fn poll_counters(&mut self) {
         let now = Instant::now();
         let read = run_nft(&["-j", "list", "set", "ip", TABLE, "latched"], "")
@@ -395,6 +397,7 @@ impl Keeper {
                 for i in self.installed.values() {
                     i.activity.touch(now);
                 }
+                self.broken = true;
                 return;
             }
         };
