@@ -71,8 +71,12 @@ const ROUTE_QUEUE: usize = 1024;
 const RECORD_QUEUE: usize = 16384;
 /// The most records one commit carries.
 const RECORD_BATCH: usize = 512;
-/// How long the record writer waits after a partial batch for more records to come.
-const RECORD_LINGER: Duration = Duration::from_millis(50);
+/// How long the record writer waits after a partial batch for more records to come. Each
+/// commit rewrites the last, partly filled page of each of the records' nine B-trees (the WAL
+/// takes whole pages), so fewer, larger commits cost less per record: at 3,500 calls/s, 150 ms
+/// fills a batch, and SQLite's CPU per call fell from 24–25 to 19–20 µs against 50 ms. A
+/// record shows in the history at most this long after its call ended.
+const RECORD_LINGER: Duration = Duration::from_millis(150);
 
 /// What the driver needs from the configuration.
 #[derive(Debug, Clone)]
