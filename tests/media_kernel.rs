@@ -16,7 +16,11 @@ use switchboard::media::sdp::Endpoint;
 
 fn relay() -> Relay {
     enter_private_netns().expect("a network namespace of our own (root, iproute2)");
-    Relay::start(RelayConfig {
+    Relay::start(config()).expect("kernel forwarding starts (nft installed)")
+}
+
+fn config() -> RelayConfig {
+    RelayConfig {
         // Bound to any address: the kernel's packets must leave from the source our own
         // sockets' would have, which the relay asks the routing table for.
         bind: "0.0.0.0".parse().unwrap(),
@@ -27,8 +31,7 @@ fn relay() -> Relay {
         reuse_after: RelayConfig::REUSE_AFTER,
         close_after: RelayConfig::CLOSE_AFTER,
         kernel_forwarding: true,
-    })
-    .expect("kernel forwarding starts (nft installed)")
+    }
 }
 
 fn party() -> UdpSocket {
@@ -237,18 +240,9 @@ fn a_party_that_moves_is_followed() {
 fn without_the_sysctls_the_relay_refuses_to_start_and_says_why() {
     enter_private_netns().expect("a network namespace of our own (root, iproute2)");
     std::fs::write("/proc/sys/net/ipv4/conf/all/accept_local", "0").unwrap();
-    let e = Relay::start(RelayConfig {
-        bind: "0.0.0.0".parse().unwrap(),
-        advertise: "127.0.0.1".parse().unwrap(),
-        port_min: 30000,
-        port_max: 30040,
-        threads: 1,
-        reuse_after: RelayConfig::REUSE_AFTER,
-        close_after: RelayConfig::CLOSE_AFTER,
-        kernel_forwarding: true,
-    })
-    .err()
-    .expect("no start without accept_local");
+    let e = Relay::start(config())
+        .err()
+        .expect("no start without accept_local");
     assert_eq!(
         e.to_string(),
         "media kernel forwarding: needs net.ipv4.conf.all.accept_local=1 \
