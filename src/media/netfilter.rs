@@ -21,8 +21,10 @@
 //! only ones: a party that moves is latched again in user space, and the entry follows.
 //!
 //! Forwarding a packet whose source we rewrote to one of our own addresses needs the host to
-//! route (`net.ipv4.ip_forward=1`) and to accept its own addresses as sources on input
-//! (`net.ipv4.conf.all.accept_local=1`); [`Netfilter::start`] refuses to start without them.
+//! route (`net.ipv4.ip_forward=1`), to accept its own addresses as sources on input
+//! (`net.ipv4.conf.all.accept_local=1`) and no strict reverse-path filtering (`rp_filter` 0 or
+//! 2: strict filtering drops a packet arriving with our own address as its source);
+//! [`Netfilter::start`] refuses to start without them.
 //! IPv4 only: IPv6 streams stay in user space.
 //!
 //! The host's own rules still see these packets (a forward chain with a drop policy, as Docker
@@ -66,6 +68,12 @@ const MIN_GAP: Duration = Duration::from_millis(20);
 pub enum NetfilterError {
     #[error("needs {0}=1 (sysctl -w {0}=1)")]
     Sysctl(&'static str),
+    #[error(
+        "needs reverse-path filtering loose or off, and net.ipv4.conf.{0}.rp_filter is 1 \
+         (strict filtering drops the forwarded packets, whose source is our own address; \
+         sysctl -w net.ipv4.conf.{0}.rp_filter=2)"
+    )]
+    StrictRpFilter(String),
     #[error("cannot run nft: {0}")]
     Spawn(#[from] std::io::Error),
     #[error("nft refused the table: {0}")]
@@ -115,6 +123,32 @@ pub fn enter_private_netns() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The first of `all`, `default` (what new interfaces get) and the interfaces other than
+/// loopback whose reverse-path filtering is strict. An interface filters with the larger of its
+/// own value and `all`'s.
+fn strict_rp_filter() -> Option<String> {
+    let conf = std::path::Path::new("/proc/sys/net/ipv4/conf");
+    let read = |name: &str| {
+        std::fs::read_to_string(conf.join(name).join("rp_filter"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .unwrap_or(0)
+    };
+    let all = read("all");
+    if all == 1 {
+        return Some("all".into());
+    }
+    let mut names: Vec<String> = std::fs::read_dir(conf)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n != "all" && n != "lo")
+        .collect();
+    names.sort_by_key(|n| n != "default");
+    names.into_iter().find(|n| all == 0 && read(n) == 1)
+}
+
 /// Handle to the thread that keeps the table. Cheap to clone; the table is deleted by
 /// [`Netfilter::stop`], or when the last handle is gone.
 #[derive(Clone)]
@@ -132,6 +166,9 @@ impl Netfilter {
             if value.trim() != "1" {
                 return Err(NetfilterError::Sysctl(key));
             }
+        }
+        if let Some(iface) = strict_rp_filter() {
+            return Err(NetfilterError::StrictRpFilter(iface));
         }
         nft(&format!(
             "add table ip {TABLE}\ndelete table ip {TABLE}\n{}",
