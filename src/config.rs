@@ -401,10 +401,8 @@ pub struct MediaConfig {
     pub threads: usize,
     /// Streams that need nothing but forwarding (both parties latched, same codec, nothing
     /// played) are handed to the kernel through nftables (table `ip switchboard`). Needs
-    /// CAP_NET_ADMIN, the `nft` command, `net.ipv4.ip_forward=1`,
-    /// `net.ipv4.conf.all.accept_local=1` and `rp_filter` 0 or 2 (not strict); the start fails
-    /// with the reason when one is missing.
-    /// Default false.
+    /// CAP_NET_ADMIN, the `nft` command and `net.ipv4.ip_forward=1`; the start fails with the
+    /// reason when one is missing. Default false.
     pub kernel_forwarding: bool,
     /// An answered call with no RTP or RTCP from either party for this long is hung up (the
     /// phones vanished without a BYE), unless a party's latest description holds the call.

@@ -326,13 +326,19 @@ async fn two_baresip_phones_hear_each_other() {
 }
 
 /// The same call with its media forwarded by the kernel (`media::netfilter`), the phones on
-/// the other side of a veth link, so their packets are routed as on a real network. The
+/// the other side of a veth link, so their packets are routed as on a real network, through
+/// strict reverse-path filtering. The
 /// server's namespace is entered before the runtime starts, so every thread of the server is in
 /// it.
 #[test]
 fn two_baresip_phones_hear_each_other_through_the_kernel() {
     switchboard::media::netfilter::enter_private_netns()
         .expect("a network namespace of our own (root, iproute2)");
+    // Strict reverse-path filtering, as RHEL-like hosts have it (the veth link gets `default`'s):
+    // the forwarded packets must pass it.
+    for conf in ["all", "default"] {
+        std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/rp_filter"), "1").unwrap();
+    }
     let net = PhoneNet::new();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -4,27 +4,28 @@
 //!
 //! On loopback and on a NIC alike, most of what relaying a packet costs in user space is the
 //! two system calls and the socket wake-up around it (see `bench/RESULTS.md`, media relay);
-//! what the kernel does instead is a hash lookup and four field rewrites on the packet it
-//! already holds. This is what rtpengine's kernel module is for; nftables does it with no
+//! what the kernel does instead is a few hash lookups and four field rewrites on the packet
+//! it already holds. This is what rtpengine's kernel module is for; nftables does it with no
 //! module of ours.
 //!
 //! One table, `ip switchboard`, owned by this process (deleted and created afresh at start,
 //! deleted again when the relay stops). Its prerouting chain runs before connection tracking
 //! and matches a packet addressed to this host (not one routed through it) by (source address,
-//! source port, our port) against the set `latched`,
-//! which holds exactly the streams the relay decided to hand over, each with a counter. A
-//! matching packet is taken out of connection tracking and rewritten from four maps keyed by
-//! our port: source address and port become our other side's socket, destination the other
-//! party. The routing decision that follows sends it on (forwarded, or delivered locally when
-//! the party is on this host). Everything else, strangers and packets from a party that moved
-//! included, reaches the relay's sockets as before, which keeps the relay's latching rules the
-//! only ones: a party that moves is latched again in user space, and the entry follows.
+//! source port, our port) against the set `latched`, which holds exactly the streams the relay
+//! decided to hand over, each with a counter. A matching packet is taken out of connection
+//! tracking and rewritten from three maps keyed by our port: its source port becomes our other
+//! side's, its destination the other party. The routing decision that follows sends it on
+//! (forwarded, or delivered locally when the party is on this host), and only then, in
+//! postrouting or input, does its source address become ours, from a map keyed by the packet
+//! as prerouting left it (party, our other port, other party, its port: one stream each).
+//! Rewriting the source address before routing would have the host see its own address
+//! arriving from outside, which it drops unless told to accept it and to filter reverse paths
+//! loosely; after routing, nothing of the host's needs changing but forwarding itself
+//! (`net.ipv4.ip_forward=1`, which [`Netfilter::start`] checks).
 //!
-//! Forwarding a packet whose source we rewrote to one of our own addresses needs the host to
-//! route (`net.ipv4.ip_forward=1`), to accept its own addresses as sources on input
-//! (`net.ipv4.conf.all.accept_local=1`) and no strict reverse-path filtering (`rp_filter` 0 or
-//! 2: strict filtering drops a packet arriving with our own address as its source);
-//! [`Netfilter::start`] refuses to start without them.
+//! Everything else, strangers and packets from a party that moved included, reaches the
+//! relay's sockets as before, which keeps the relay's latching rules the only ones: a party
+//! that moves is latched again in user space, and the entry follows.
 //! IPv4 only: IPv6 streams stay in user space.
 //!
 //! The host's own rules still see these packets (a forward chain with a drop policy, as Docker
@@ -68,12 +69,6 @@ const MIN_GAP: Duration = Duration::from_millis(20);
 pub enum NetfilterError {
     #[error("needs {0}=1 (sysctl -w {0}=1)")]
     Sysctl(&'static str),
-    #[error(
-        "needs reverse-path filtering loose or off, and net.ipv4.conf.{0}.rp_filter is 1 \
-         (strict filtering drops the forwarded packets, whose source is our own address; \
-         sysctl -w net.ipv4.conf.{0}.rp_filter=2)"
-    )]
-    StrictRpFilter(String),
     #[error("cannot run nft: {0}")]
     Spawn(#[from] std::io::Error),
     #[error("nft refused the table: {0}")]
@@ -119,34 +114,7 @@ pub fn enter_private_netns() -> std::io::Result<()> {
     }
     // /proc/sys/net is the opening thread's namespace's.
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
-    std::fs::write("/proc/sys/net/ipv4/conf/all/accept_local", "1")?;
     Ok(())
-}
-
-/// The first of `all`, `default` (what new interfaces get) and the interfaces other than
-/// loopback whose reverse-path filtering is strict. An interface filters with the larger of its
-/// own value and `all`'s.
-fn strict_rp_filter() -> Option<String> {
-    let conf = std::path::Path::new("/proc/sys/net/ipv4/conf");
-    let read = |name: &str| {
-        std::fs::read_to_string(conf.join(name).join("rp_filter"))
-            .ok()
-            .and_then(|v| v.trim().parse::<u8>().ok())
-            .unwrap_or(0)
-    };
-    let all = read("all");
-    if all == 1 {
-        return Some("all".into());
-    }
-    let mut names: Vec<String> = std::fs::read_dir(conf)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n != "all" && n != "lo")
-        .collect();
-    names.sort_by_key(|n| n != "default");
-    names.into_iter().find(|n| all == 0 && read(n) == 1)
 }
 
 /// Handle to the thread that keeps the table. Cheap to clone; the table is deleted by
@@ -160,15 +128,10 @@ impl Netfilter {
     /// Checks the host, creates the table and starts the thread. `counters` gets the packets
     /// forwarded in the kernel added as they are read.
     pub fn start(counters: Arc<Counters>) -> Result<Netfilter, NetfilterError> {
-        for key in ["net.ipv4.ip_forward", "net.ipv4.conf.all.accept_local"] {
-            let path = format!("/proc/sys/{}", key.replace('.', "/"));
-            let value = std::fs::read_to_string(&path).unwrap_or_default();
-            if value.trim() != "1" {
-                return Err(NetfilterError::Sysctl(key));
-            }
-        }
-        if let Some(iface) = strict_rp_filter() {
-            return Err(NetfilterError::StrictRpFilter(iface));
+        let key = "net.ipv4.ip_forward";
+        let value = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+        if value.trim() != "1" {
+            return Err(NetfilterError::Sysctl(key));
         }
         nft(&format!(
             "add table ip {TABLE}\ndelete table ip {TABLE}\n{}",
@@ -216,13 +179,21 @@ fn table() -> String {
     format!(
         "table ip {TABLE} {{
   set latched {{ type ipv4_addr . inet_service . inet_service; counter; }}
-  map src_addr {{ type inet_service : ipv4_addr; }}
   map src_port {{ type inet_service : inet_service; }}
   map dst_addr {{ type inet_service : ipv4_addr; }}
   map dst_port {{ type inet_service : inet_service; }}
+  map src_addr {{ type ipv4_addr . inet_service . ipv4_addr . inet_service : ipv4_addr; }}
   chain prerouting {{
     type filter hook prerouting priority raw; policy accept;
-    fib daddr type local ip saddr . udp sport . udp dport @latched notrack ip saddr set udp dport map @src_addr udp sport set udp dport map @src_port ip daddr set udp dport map @dst_addr udp dport set udp dport map @dst_port
+    fib daddr type local ip saddr . udp sport . udp dport @latched notrack udp sport set udp dport map @src_port ip daddr set udp dport map @dst_addr udp dport set udp dport map @dst_port
+  }}
+  chain postrouting {{
+    type filter hook postrouting priority srcnat; policy accept;
+    meta l4proto udp ip saddr set ip saddr . udp sport . ip daddr . udp dport map @src_addr
+  }}
+  chain input {{
+    type filter hook input priority 100; policy accept;
+    meta l4proto udp ip saddr set ip saddr . udp sport . ip daddr . udp dport map @src_addr
   }}
 }}
 "
@@ -532,32 +503,50 @@ impl Batch {
     }
 }
 
-/// `verb element` commands for the set and the four maps, each with all of `list`.
+/// `verb element` commands for the set and the four maps, each with all of `list` (a map's
+/// element is deleted by its key alone).
 fn elements(s: &mut String, verb: &str, list: &[Forward]) {
     let add = verb == "add";
-    let _ = write!(s, "{verb} element ip {TABLE} latched {{ ");
-    for f in list {
-        let _ = write!(s, "{} . {} . {}, ", f.from.ip(), f.from.port(), f.port);
-    }
-    s.push_str("}\n");
+    let mut each = |set: &str, item: &dyn Fn(&mut String, &Forward)| {
+        let _ = write!(s, "{verb} element ip {TABLE} {set} {{ ");
+        for f in list {
+            item(s, f);
+            s.push_str(", ");
+        }
+        s.push_str("}\n");
+    };
+    each("latched", &|s, f| {
+        let _ = write!(s, "{} . {} . {}", f.from.ip(), f.from.port(), f.port);
+    });
+    // Keyed by our port: what prerouting rewrites.
     type Value = fn(&Forward) -> String;
-    let maps: [(&str, Value); 4] = [
-        ("src_addr", |f| f.via.ip().to_string()),
+    let maps: [(&str, Value); 3] = [
         ("src_port", |f| f.via.port().to_string()),
         ("dst_addr", |f| f.to.ip().to_string()),
         ("dst_port", |f| f.to.port().to_string()),
     ];
     for (map, value) in maps {
-        let _ = write!(s, "{verb} element ip {TABLE} {map} {{ ");
-        for f in list {
+        each(map, &|s, f| {
+            let _ = write!(s, "{}", f.port);
             if add {
-                let _ = write!(s, "{} : {}, ", f.port, value(f));
-            } else {
-                let _ = write!(s, "{}, ", f.port);
+                let _ = write!(s, " : {}", value(f));
             }
-        }
-        s.push_str("}\n");
+        });
     }
+    // Keyed by the packet as prerouting left it: the source address, rewritten after routing.
+    each("src_addr", &|s, f| {
+        let _ = write!(
+            s,
+            "{} . {} . {} . {}",
+            f.from.ip(),
+            f.via.port(),
+            f.to.ip(),
+            f.to.port()
+        );
+        if add {
+            let _ = write!(s, " : {}", f.via.ip());
+        }
+    });
 }
 
 /// (source, our port, packets, bytes) of each element in `nft -j list set` output.
@@ -631,7 +620,13 @@ mod tests {
         );
         assert!(script.contains("delete element ip switchboard dst_port { 30001, }"));
         assert!(script.contains("add element ip switchboard dst_port { 30001 : 45001, }"));
-        assert!(script.contains("add element ip switchboard src_addr { 30001 : 10.2.0.1, }"));
+        assert!(script.contains(
+            "delete element ip switchboard src_addr { 10.1.0.2 . 30003 . 10.2.0.2 . 41001, }"
+        ));
+        assert!(script.contains(
+            "add element ip switchboard src_addr { 10.1.0.2 . 30003 . 10.2.0.2 . 45001 : 10.2.0.1, }"
+        ));
+        assert!(script.contains("add element ip switchboard src_port { 30001 : 30003, }"));
         b.commit(&mut installed, pending);
 
         let mut pending = HashMap::new();
