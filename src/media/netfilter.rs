@@ -60,9 +60,10 @@ pub const TABLE: &str = "switchboard";
 /// How often the counters of forwarded streams are read.
 pub const POLL_EVERY: Duration = Duration::from_secs(5);
 
-/// At most one `nft` batch per this long: a batch costs about 2.5 ms of CPU whatever its size,
-/// so many calls starting at once share batches instead of each paying for one (at worst an
-/// eighth of a core). Until its batch is applied, a stream is relayed by the workers.
+/// Streams handed over afresh go in at most one `nft` batch per this long: a batch costs about
+/// 2.5 ms of CPU whatever its size, so many calls starting at once share batches instead of
+/// each paying for one. Until its batch is applied, a stream is relayed by the workers.
+/// Changes to streams already in the kernel do not wait.
 const MIN_GAP: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
@@ -86,13 +87,11 @@ pub struct Forward {
 }
 
 /// A change for one of our ports: hand this stream over, or take it back (`None`).
-struct Change {
-    port: u16,
-    forward: Option<(Forward, Arc<Activity>)>,
-}
+pub(super) type Change = (u16, Option<(Forward, Arc<Activity>)>);
 
 enum Msg {
-    Change(Change),
+    /// The changes a session's new state makes, which go into the same batch.
+    Changes(Vec<Change>),
     /// Delete the table and stop; the sender hears when that is done.
     Stop(std_mpsc::Sender<()>),
 }
@@ -156,11 +155,15 @@ impl Netfilter {
         Ok(Netfilter { changes: tx })
     }
 
-    /// Hands a stream arriving at `port` to the kernel (`Some`) or takes it back (`None`).
-    /// Takes effect a few milliseconds later; until then the relay forwards it itself.
-    pub(super) fn set(&self, port: u16, forward: Option<(Forward, Arc<Activity>)>) {
+    /// Hands each stream arriving at a port to the kernel (`Some`) or takes it back (`None`),
+    /// all in one batch: the two directions of a call change together. Takes effect a few
+    /// milliseconds later; until then the relay forwards them itself.
+    pub(super) fn set(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
         // Once stopped, the table is gone for good: nothing more to do.
-        let _ = self.changes.send(Msg::Change(Change { port, forward }));
+        let _ = self.changes.send(Msg::Changes(changes));
     }
 
     /// Deletes the table (every stream goes back to our sockets, which are closing anyway) and
@@ -300,9 +303,7 @@ fn run(changes: std_mpsc::Receiver<Msg>, counters: Arc<Counters>) {
         let mut stop = None;
         for m in first.into_iter().chain(changes.try_iter()) {
             match m {
-                Msg::Change(c) => {
-                    pending.insert(c.port, c.forward);
-                }
+                Msg::Changes(list) => pending.extend(list),
                 Msg::Stop(done) => {
                     stop = Some(done);
                     break;
@@ -312,11 +313,12 @@ fn run(changes: std_mpsc::Receiver<Msg>, counters: Arc<Counters>) {
         if stop.is_some() {
             break stop;
         }
-        // A stream taken back goes at once (a party moved, a prompt starts, the call ended);
-        // streams handed over wait for the gap, and go together.
-        let removal = pending.values().any(Option::is_none);
+        // A change to a stream in the kernel goes at once (a party moved, a prompt starts, the
+        // call ended: forwarding on as before would be wrong); streams handed over afresh wait
+        // for the gap, and go together.
+        let urgent = pending.keys().any(|port| k.installed.contains_key(port));
         let gap_over = last_batch.map_or(true, |t| t.elapsed() >= MIN_GAP);
-        if !pending.is_empty() && (removal || gap_over) && k.apply(std::mem::take(&mut pending)) {
+        if !pending.is_empty() && (urgent || gap_over) && k.apply(std::mem::take(&mut pending)) {
             last_batch = Some(Instant::now());
         }
         if k.broken {

@@ -817,24 +817,26 @@ impl Kernel {
     /// Hands each of a session's four streams to the kernel, or takes it back, as the session
     /// now allows.
     fn sync(&mut self, s: &mut WorkerSession) {
+        let mut changes = Vec::new();
         for i in 0..4 {
             let want = self.wanted(s, i);
             if want != s.offloaded[i] {
                 let port = s.ports[i / 2] + (i % 2) as u16;
-                self.netfilter
-                    .set(port, want.map(|f| (f, s.activity.clone())));
+                changes.push((port, want.map(|f| (f, s.activity.clone()))));
                 s.offloaded[i] = want;
             }
         }
+        self.netfilter.set(changes);
     }
 
     /// Takes back every stream of a session that ends.
     fn release(&self, s: &WorkerSession) {
-        for (i, f) in s.offloaded.iter().enumerate() {
-            if f.is_some() {
-                self.netfilter.set(s.ports[i / 2] + (i % 2) as u16, None);
-            }
-        }
+        let ports = (0..4).filter(|&i| s.offloaded[i].is_some());
+        self.netfilter.set(
+            ports
+                .map(|i| (s.ports[i / 2] + (i % 2) as u16, None))
+                .collect(),
+        );
     }
 
     /// What arrives on socket `i` (as in [`WorkerSession::sockets`]) can go through the kernel
