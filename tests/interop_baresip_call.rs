@@ -258,9 +258,17 @@ async fn audio_flows_both_ways(
         .spawn()
         .unwrap();
     if net.is_some() {
-        // Mid-call, both phones' RTP goes through the kernel's table.
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        let streams = common::in_kernel().expect("the kernel forwarding table");
+        // Mid-call (the caller hangs up after 6 s), both phones' RTP goes through the
+        // kernel's table: two streams of more than a second of packets each.
+        let deadline = Instant::now() + Duration::from_millis(5500);
+        let mut streams = Vec::new();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            streams = common::in_kernel().expect("the kernel forwarding table");
+            if streams.iter().filter(|s| s.2 > 50).count() >= 2 {
+                break;
+            }
+        }
         let busy = streams.iter().filter(|s| s.2 > 50).count();
         assert!(busy >= 2, "streams in the kernel: {streams:?}");
         // And the operator sees them in the metrics.

@@ -259,13 +259,21 @@ pub fn free_udp_port() -> u16 {
 /// next one, so all of those must be free (tests running side by side picked colliding ports
 /// otherwise, and the phone never started).
 pub fn free_baresip_port() -> u16 {
+    // Tests run in parallel, and a port found free is free for anyone until a phone binds it:
+    // never hand the same one out twice in a process.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let p = free_udp_port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.iter().any(|&g| g.abs_diff(p) <= 1) {
+            continue;
+        }
         let ok = p < u16::MAX
             && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
             && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
             && std::net::UdpSocket::bind(("127.0.0.1", p + 1)).is_ok();
         if ok {
+            given.push(p);
             return p;
         }
     }
