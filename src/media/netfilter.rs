@@ -283,6 +283,7 @@ fn run(changes: std_mpsc::Receiver<Msg>, counters: Arc<Counters>) {
     };
     let mut next_poll = Instant::now() + POLL_EVERY;
     let mut last_batch: Option<Instant> = None;
+    let mut last_rewrite: Option<Instant> = None;
     let mut pending: HashMap<u16, Option<(Forward, Arc<Activity>)>> = HashMap::new();
     let stopped = loop {
         let mut wait = next_poll.saturating_duration_since(Instant::now());
@@ -321,8 +322,9 @@ fn run(changes: std_mpsc::Receiver<Msg>, counters: Arc<Counters>) {
         if !pending.is_empty() && (urgent || gap_over) && k.apply(std::mem::take(&mut pending)) {
             last_batch = Some(Instant::now());
         }
-        if k.broken {
+        if k.broken && last_rewrite.map_or(true, |t| t.elapsed() >= RETRY_EVERY) {
             k.rewrite();
+            last_rewrite = Some(Instant::now());
         }
         k.counters.kernel_streams.store(
             if k.broken {
@@ -333,7 +335,11 @@ fn run(changes: std_mpsc::Receiver<Msg>, counters: Arc<Counters>) {
             Ordering::Relaxed,
         );
         if Instant::now() >= next_poll {
-            if !k.installed.is_empty() && !k.broken {
+            if k.broken {
+                // Whatever the kernel still forwards cannot be counted: no call is to look
+                // silent for it.
+                k.touch_all();
+            } else if !k.installed.is_empty() {
                 k.poll_counters();
             }
             next_poll = Instant::now() + POLL_EVERY;
@@ -390,6 +396,13 @@ impl Keeper {
         }
     }
 
+    fn touch_all(&self) {
+        let now = Instant::now();
+        for i in self.installed.values() {
+            i.activity.touch(now);
+        }
+    }
+
     /// Reads the set's counters: a stream whose counter moved had traffic since the last
     /// reading. When they cannot be read, every stream counts as active: a failed reading must
     /// not hang up calls whose media is flowing (a party that vanished is still caught by the
@@ -404,9 +417,7 @@ impl Keeper {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(error = %e, "media: cannot read the kernel forwarding counters");
-                for i in self.installed.values() {
-                    i.activity.touch(now);
-                }
+                self.touch_all();
                 self.broken = true;
                 return;
             }
