@@ -792,6 +792,15 @@ struct Table {
     kernel: Option<Kernel>,
 }
 
+impl Table {
+    /// Hands the streams of session `id` to the kernel or takes them back, as it now allows.
+    fn sync_kernel(&mut self, id: u64) {
+        if let (Some(k), Some(s)) = (self.kernel.as_mut(), self.sessions.get_mut(&id)) {
+            k.sync(s);
+        }
+    }
+}
+
 /// A worker's side of kernel forwarding (`media::netfilter`): which of its sessions' streams
 /// can do without us, and where their packets leave from.
 struct Kernel {
@@ -1067,12 +1076,23 @@ fn take_commands(
                     if s.players.iter().any(Option::is_some) {
                         playing.insert(id);
                     }
-                    if let Some(k) = table.kernel.as_mut() {
-                        k.sync(s);
-                    }
+                }
+                table.sync_kernel(id);
+            }
+            Ok(cmd) => {
+                // What a session now needs of us decides which of its streams the kernel
+                // forwards (a session just added has latched nothing yet).
+                let changed = match &cmd {
+                    Command::Remote { id, .. }
+                    | Command::Transcode { id, .. }
+                    | Command::Echo { id } => Some(*id),
+                    _ => None,
+                };
+                apply(poll, table, cmd);
+                if let Some(id) = changed {
+                    table.sync_kernel(id);
                 }
             }
-            Ok(cmd) => apply(poll, table, cmd),
             Err(std_mpsc::TryRecvError::Empty) => return true,
             Err(std_mpsc::TryRecvError::Disconnected) => return false,
         }
@@ -1208,17 +1228,11 @@ fn apply(poll: &Poll, table: &mut Table, cmd: Command) {
                     stale_rtcp,
                     stale_until,
                 };
-                if let Some(k) = table.kernel.as_mut() {
-                    k.sync(s);
-                }
             }
         }
         Command::Transcode { id, codecs } => {
             if let Some(s) = sessions.get_mut(&id) {
                 s.transcode = codecs;
-                if let Some(k) = table.kernel.as_mut() {
-                    k.sync(s);
-                }
             }
         }
         // Handled by the worker loop, which tracks who plays.
@@ -1226,9 +1240,6 @@ fn apply(poll: &Poll, table: &mut Table, cmd: Command) {
         Command::Echo { id } => {
             if let Some(s) = sessions.get_mut(&id) {
                 s.echo = true;
-                if let Some(k) = table.kernel.as_mut() {
-                    k.sync(s);
-                }
             }
         }
         Command::Remove { id } => {
