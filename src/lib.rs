@@ -3,6 +3,7 @@
 //! This file wires the services together ([`Server::start`]) and has no logic of its own; the
 //! module tree is the map described in ARCHITECTURE.md.
 
+pub mod allocator;
 pub mod api;
 pub mod b2bua;
 pub mod config;

@@ -14,11 +14,9 @@ use switchboard::directory::{ExternalNumber, NewPhone, NewUser, Scope};
 use switchboard::store::{Page, Store};
 use switchboard::Server;
 
-// mimalloc instead of glibc's malloc: SIP messages are allocated on one tokio worker and freed on
-// another (or on the database thread), and glibc's per-thread arenas turn that into lock and
-// consolidation work — a fifth of the server's CPU under registration load (bench/RESULTS.md).
+// mimalloc: see the module's documentation for why, and why called this way.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: switchboard::allocator::Allocator = switchboard::allocator::Allocator;
 
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "A self-hosted PBX")]

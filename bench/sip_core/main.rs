@@ -22,7 +22,7 @@ use switchboard::store::PhoneCredentials;
 
 // The server's allocator, so that allocation costs what it costs there.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: switchboard::allocator::Allocator = switchboard::allocator::Allocator;
 
 const REALM: &str = "bench.example";
 const PASSWORD: &str = "secret";
