@@ -633,6 +633,45 @@ async fn busy_callee(db: Db) {
     server.shutdown().await;
 }
 
+/// Bob's phone forwards the call (302 to extension 300, its own call forwarding): the PBX
+/// routes 300 as bob would dial it and carol's phone answers; the call is in all three users'
+/// histories.
+async fn a_phones_call_forwarding_is_followed(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, bob) = server(&tdb, 30).await;
+    let carol = common::user_with_phone(&server, "300", "carol", "carol-secret").await;
+    let forwarding = bob_answers(&server, "call_uas_redirect.xml", &[]).await;
+    let to = common::sip_addr(&server, Transport::Udp);
+    let port = common::free_udp_port();
+    register(&server, "carol", "carol-secret", port).await;
+    let answering = spawn_sipp("call_uas.xml", to, port, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let caller = alice_calls(&server, "call_uac.xml", &["-d", "200"]);
+    must_pass("the caller", caller).await;
+    must_pass("the forwarding phone", forwarding).await;
+    let answering = must_pass("the phone forwarded to", answering).await;
+    // Carol sees who really calls.
+    let invite = answering
+        .messages
+        .split("message received")
+        .find(|m| m.contains("INVITE sip:"))
+        .unwrap_or_default();
+    assert!(invite.contains("<sip:100@test.example>"), "{invite}");
+    let carols_phone = phone_id(&server, carol).await;
+    for user in [alice, bob, carol] {
+        let entry = common::only_entry(&server, user).await;
+        assert_eq!(entry.outcome, PartyOutcome::Answered, "user {user}");
+    }
+    let incoming = common::only_entry(&server, bob).await;
+    assert_eq!(incoming.direction, CallDirection::Incoming);
+    assert_eq!(incoming.answered_by, Some(format!("phone:{carols_phone}")));
+    assert_eq!(
+        common::only_entry(&server, carol).await.direction,
+        CallDirection::Incoming
+    );
+    server.shutdown().await;
+}
+
 async fn unanswered_call_times_out(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 2).await;
@@ -775,6 +814,11 @@ async fn media_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invite_brute_force() {
     invite_password_guessing_is_banned(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_forwarding_by_redirect() {
+    a_phones_call_forwarding_is_followed(Db::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

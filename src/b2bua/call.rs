@@ -21,6 +21,12 @@
 //! out [`Call::poll_action`]. Identifiers of transactions are the driver's own (`Key`s); the
 //! call never sees a socket, a transaction or the clock.
 //!
+//! A 3xx from a target whose redirects are followed (a phone's own call forwarding) does not
+//! end its branch's part in the call: the call asks the driver to route the Contact's number
+//! ([`Action::Redirect`]) and rings what comes back beside the branches still ringing
+//! ([`Call::on_redirect`]). A trunk's 3xx is not followed, and a call follows at most
+//! [`MAX_REDIRECTS`].
+//!
 //! RFC 4028 session timers are kept here when the caller asks for them (the caller refreshes,
 //! or we do when it names us, `refresher=uas`; a session nobody refreshes ends). Media is not: the driver (`b2bua::service`) rewrites the
 //! session descriptions the call carries so that both legs send RTP to our relay.
@@ -47,6 +53,10 @@ pub const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsew
 
 /// The shortest session interval we accept (RFC 4028 §5: never below 90 s).
 pub const MIN_SE: u32 = 90;
+
+/// Redirects followed in one call at most: forwarding chains end there, and two phones
+/// forwarding to each other cannot ring for ever.
+pub const MAX_REDIRECTS: u8 = 5;
 
 /// Methods we accept inside a call, for `Allow` on the callee's INVITE.
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, NOTIFY, REFER, PRACK";
@@ -79,6 +89,10 @@ pub struct Target {
     pub from: Option<NameAddr>,
     /// Digest credentials for a 401/407 on this branch (a trunk that challenges our INVITE).
     pub credentials: Option<std::sync::Arc<BranchCredentials>>,
+    /// A 3xx from this target is followed, routed as if this user had dialled the number it
+    /// redirects to (a phone's own call forwarding). `None` (a trunk, click-to-call): a 3xx
+    /// ends the branch.
+    pub forwarded_as: Option<i64>,
 }
 
 impl Target {
@@ -89,6 +103,7 @@ impl Target {
             label,
             from: None,
             credentials: None,
+            forwarded_as: None,
         }
     }
 }
@@ -175,6 +190,14 @@ pub enum Action {
     /// The caller described its media anew in an answer the call took itself (to our refresh
     /// re-INVITE) and that goes nowhere else: the relay has to hear of it.
     CallerDescribed(Message),
+    /// A branch's target redirected the call (3xx, its call forwarding): route the first
+    /// usable of `contacts` (best first) as user `user` would dial it, and give the targets to
+    /// [`Call::on_redirect`] for `branch`.
+    Redirect {
+        branch: usize,
+        user: i64,
+        contacts: Vec<Uri>,
+    },
     /// The call is over: write its record ([`Call::summary`]).
     Ended,
 }
@@ -305,6 +328,10 @@ pub struct Call {
     local_answer: Option<Vec<u8>>,
     /// RFC 3262 towards a caller whose INVITE requires it (`Require: 100rel`).
     reliable: Option<Reliable>,
+    /// Redirects followed so far ([`MAX_REDIRECTS`]).
+    redirects: u8,
+    /// Redirects the driver is routing: the caller is not answered while one is.
+    redirecting: u8,
 }
 
 /// Reliable provisional answers to the caller (RFC 3262 §3): one unacknowledged at a time,
@@ -430,6 +457,8 @@ impl Call {
             caller_sdp: None,
             local_answer: None,
             reliable: None,
+            redirects: 0,
+            redirecting: 0,
         };
         if requires(&call.caller_invite, "100rel") {
             // The first RSeq is chosen between 1 and 2^31 - 1 (RFC 3262 §3).
@@ -662,6 +691,13 @@ impl Call {
                     return;
                 }
                 self.branches[branch].state = BranchState::Done(status);
+                if (300..400).contains(&status)
+                    && self.phase == Phase::Ringing
+                    && state != BranchState::Cancelling
+                    && self.follow_redirect(branch, response)
+                {
+                    return;
+                }
                 self.after_branch_failure(now);
             }
         }
@@ -687,6 +723,71 @@ impl Call {
             request: invite,
         });
         true
+    }
+
+    /// Asks the driver to route a branch's 3xx when its target's redirects are followed and
+    /// the call has redirects left. The contacts go best first (highest `q`, RFC 3261 §8.1.3.4;
+    /// the order given among equals).
+    fn follow_redirect(&mut self, branch: usize, response: &Message) -> bool {
+        let Some(user) = self.branches[branch].target.forwarded_as else {
+            return false;
+        };
+        if self.redirects >= MAX_REDIRECTS {
+            return false;
+        }
+        let mut contacts: Vec<(u32, Uri)> = response
+            .contacts()
+            .iter()
+            .map(|c| (q_millis(c), c.uri.clone()))
+            .collect();
+        if contacts.is_empty() {
+            return false;
+        }
+        contacts.sort_by_key(|(q, _)| std::cmp::Reverse(*q));
+        self.redirects += 1;
+        self.redirecting += 1;
+        self.actions.push_back(Action::Redirect {
+            branch,
+            user,
+            contacts: contacts.into_iter().map(|(_, uri)| uri).collect(),
+        });
+        true
+    }
+
+    /// Where [`Action::Redirect`] for `branch` leads: new branches to ring, beside those still
+    /// ringing (none when the number goes nowhere). Returns the index of the first new branch,
+    /// or `None` when the call no longer rings (answered, cancelled or timed out meanwhile):
+    /// then nothing was added.
+    pub fn on_redirect(
+        &mut self,
+        branch: usize,
+        targets: Vec<Target>,
+        now: Instant,
+    ) -> Option<usize> {
+        if branch >= self.branches.len() || self.redirecting == 0 {
+            return None;
+        }
+        self.redirecting -= 1;
+        if self.phase != Phase::Ringing {
+            return None;
+        }
+        let first = self.branches.len();
+        self.branches.reserve_exact(targets.len());
+        for target in targets {
+            let invite = self.branch_invite(&target);
+            self.actions.push_back(Action::Invite {
+                branch: self.branches.len(),
+                request: invite.clone(),
+            });
+            self.branches.push(Branch {
+                target,
+                invite,
+                state: BranchState::Calling,
+                authorized: false,
+            });
+        }
+        self.after_branch_failure(now);
+        Some(first)
     }
 
     /// A branch's INVITE got no final answer in time (Timer B).
@@ -1495,7 +1596,10 @@ impl Call {
 
     /// After a branch failed: if none is left ringing, the caller gets the most telling answer.
     fn after_branch_failure(&mut self, now: Instant) {
-        if self.phase != Phase::Ringing || self.branches.iter().any(Branch::live) {
+        if self.phase != Phase::Ringing
+            || self.redirecting > 0
+            || self.branches.iter().any(Branch::live)
+        {
             return;
         }
         let statuses: Vec<u16> = self
@@ -1718,8 +1822,10 @@ fn final_for_caller(statuses: &[u16]) -> (u16, Outcome) {
     }
     // A challenge we could not answer is ours to handle, never the caller's: passing a trunk's
     // 401/407 on would have the phone answer with its own credentials for a foreign realm.
-    // A redirect is not followed (yet), and passing a 3xx on without its Contact would be
-    // malformed (§21.3): the target is unavailable as far as the caller can tell.
+    // A redirect we did not follow (a trunk's, or one that led nowhere) is not passed on
+    // either: following it would be the caller's to decide on our account, and passing a 3xx
+    // on without its Contact would be malformed (§21.3). The target is unavailable as far as
+    // the caller can tell.
     let lowest = statuses
         .iter()
         .map(|&s| match s {
@@ -1730,6 +1836,21 @@ fn final_for_caller(statuses: &[u16]) -> (u16, Outcome) {
         .min()
         .unwrap_or(480);
     (lowest, Outcome::Failed)
+}
+
+/// A Contact's `q` in thousandths (RFC 3261 §20.10: 0 to 1, three decimals); 1000 when absent
+/// or unreadable.
+fn q_millis(contact: &NameAddr) -> u32 {
+    let Some(q) = contact.params.value("q") else {
+        return 1000;
+    };
+    let (whole, frac) = q.split_once('.').unwrap_or((q, ""));
+    let digits: String = frac.chars().chain("000".chars()).take(3).collect();
+    match (whole, digits.parse::<u32>()) {
+        ("0", Ok(f)) => f,
+        ("1", _) => 1000,
+        _ => 1000,
+    }
 }
 
 fn cseq_of(m: &Message) -> u32 {

@@ -286,6 +286,137 @@ fn busy_only_when_every_branch_is_busy() {
     assert_eq!(caller_answers(&drain(&mut call)), vec![480]);
 }
 
+/// A branch's 3xx: the forwarding phone's answer, with `contacts` as Contact fields.
+fn redirect(invite: &Message, contacts: &[&str]) -> Message {
+    let mut r = answer(invite, 302, "fwd", None);
+    for c in contacts {
+        r.push_header(HeaderName::Contact, c).unwrap();
+    }
+    parse(&r.to_bytes()).unwrap()
+}
+
+/// A call ringing one phone of user 7, whose redirects are followed.
+fn forwarding_call(t0: Instant) -> (Call, Message) {
+    let target = Target {
+        forwarded_as: Some(7),
+        ..targets(1).remove(0)
+    };
+    let mut call = Call::new(caller_invite(), "pbx-tag", vec![target], config(), 5, t0).unwrap();
+    let inv = invites(&drain(&mut call)).remove(0);
+    (call, inv)
+}
+
+#[test]
+fn a_phones_redirect_is_routed_as_its_user_and_rings_where_it_leads() {
+    let t0 = Instant::now();
+    let (mut call, inv) = forwarding_call(t0);
+    call.on_invite_response(
+        0,
+        &redirect(
+            &inv,
+            &[
+                "<sip:301@pbx.example>;q=0.5",
+                "<sip:300@pbx.example>;q=0.9",
+                "<tel:+4930123>",
+            ],
+        ),
+        t0,
+    );
+    let a = drain(&mut call);
+    assert!(caller_answers(&a).is_empty(), "the caller waits: {a:?}");
+    let Some(Action::Redirect {
+        branch,
+        user,
+        contacts,
+    }) = a.first()
+    else {
+        panic!("no redirect: {a:?}");
+    };
+    assert_eq!((*branch, *user), (0, 7));
+    // Best first; no q counts as 1.
+    let order: Vec<String> = contacts.iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        order,
+        ["tel:+4930123", "sip:300@pbx.example", "sip:301@pbx.example"]
+    );
+
+    let forward = Target::phone(Uri::parse("sip:carol@10.0.2.1").unwrap(), "phone:9".into());
+    assert_eq!(call.on_redirect(0, vec![forward], t0), Some(1));
+    let new = invites(&drain(&mut call));
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].uri().unwrap().to_string(), "sip:carol@10.0.2.1");
+    // The one rung through the forward sees the real caller.
+    assert_eq!(
+        new[0].from().unwrap().display_name.as_deref(),
+        Some("Alice Smith")
+    );
+    call.on_invite_response(1, &answer(&new[0], 200, "c1", Some(CALLEE_SDP)), t0);
+    assert_eq!(caller_answers(&drain(&mut call)), vec![200]);
+    assert_eq!(call.summary().answered_by.as_deref(), Some("phone:9"));
+}
+
+#[test]
+fn a_redirect_that_leads_nowhere_ends_like_an_unavailable_callee() {
+    let t0 = Instant::now();
+    let (mut call, inv) = forwarding_call(t0);
+    call.on_invite_response(0, &redirect(&inv, &["<sip:999@pbx.example>"]), t0);
+    assert!(caller_answers(&drain(&mut call)).is_empty());
+    assert_eq!(call.on_redirect(0, Vec::new(), t0), Some(1));
+    assert_eq!(caller_answers(&drain(&mut call)), vec![480]);
+    assert!(call.is_finished());
+}
+
+#[test]
+fn redirects_are_not_followed_from_trunks_without_contacts_or_past_the_limit() {
+    let t0 = Instant::now();
+    // A target whose redirects are not followed (a trunk, click-to-call's own legs).
+    let (mut call, inv, t0) = {
+        let (c, i, _) = started(1);
+        (c, i, t0)
+    };
+    call.on_invite_response(0, &redirect(&inv[0], &["<sip:300@pbx.example>"]), t0);
+    assert_eq!(caller_answers(&drain(&mut call)), vec![480]);
+
+    let (mut call, inv) = forwarding_call(t0);
+    call.on_invite_response(0, &redirect(&inv, &[]), t0);
+    assert_eq!(caller_answers(&drain(&mut call)), vec![480]);
+
+    // Two phones forwarding to each other: followed MAX_REDIRECTS times, then the caller hears
+    // that nobody is available.
+    let (mut call, mut inv) = forwarding_call(t0);
+    for hop in 0..usize::from(MAX_REDIRECTS) {
+        call.on_invite_response(hop, &redirect(&inv, &["<sip:200@pbx.example>"]), t0);
+        let a = drain(&mut call);
+        assert!(
+            matches!(a.as_slice(), [Action::Redirect { branch, .. }] if *branch == hop),
+            "{a:?}"
+        );
+        let again = Target {
+            forwarded_as: Some(7),
+            ..targets(1).remove(0)
+        };
+        assert_eq!(call.on_redirect(hop, vec![again], t0), Some(hop + 1));
+        inv = invites(&drain(&mut call)).remove(0);
+    }
+    let last = usize::from(MAX_REDIRECTS);
+    call.on_invite_response(last, &redirect(&inv, &["<sip:200@pbx.example>"]), t0);
+    assert_eq!(caller_answers(&drain(&mut call)), vec![480]);
+}
+
+#[test]
+fn a_redirect_resolved_after_the_caller_gave_up_rings_nobody() {
+    let t0 = Instant::now();
+    let (mut call, inv) = forwarding_call(t0);
+    call.on_invite_response(0, &redirect(&inv, &["<sip:300@pbx.example>"]), t0);
+    drain(&mut call);
+    call.on_caller_cancel(t0);
+    assert_eq!(caller_answers(&drain(&mut call)), vec![487]);
+    let late = Target::phone(Uri::parse("sip:carol@10.0.2.1").unwrap(), "phone:9".into());
+    assert_eq!(call.on_redirect(0, vec![late], t0), None);
+    assert!(invites(&drain(&mut call)).is_empty());
+    assert!(call.is_finished());
+}
+
 #[test]
 fn final_answer_mapping() {
     assert_eq!(final_for_caller(&[486, 600]), (486, Outcome::Busy));
@@ -977,6 +1108,7 @@ fn a_trunk_branch_answers_one_challenge_with_its_credentials() {
             username: "acct".into(),
             password: "pw".into(),
         })),
+        forwarded_as: None,
     };
     let mut call = Call::new(caller_invite(), "pbx-tag", vec![trunk], config(), 9, t0).unwrap();
     let first = invites(&drain(&mut call)).remove(0);
@@ -1052,6 +1184,7 @@ fn a_trunk_challenging_our_bye_gets_it_again_with_credentials() {
             username: "acct".into(),
             password: "pw".into(),
         })),
+        forwarded_as: None,
     };
     let mut call = Call::new(caller_invite(), "pbx-tag", vec![trunk], config(), 9, t0).unwrap();
     let inv = invites(&drain(&mut call)).remove(0);

@@ -11,6 +11,10 @@
 //! until its ACK arrives (RFC 6026 leaves that to the TU), and re-sends the ACK when a callee
 //! retransmits its 2xx.
 //!
+//! A branch's redirect (a phone's call forwarding, [`Action::Redirect`]) is routed like a new
+//! call's number, as the forwarding phone's user would dial it (so a forward reaches nothing
+//! that user could not call), and what it resolves to rings in the same call.
+//!
 //! Requests to a leg go where that phone really is: the caller's source address and connection,
 //! the binding's source and flow for a callee (phones behind NAT), not the Contact's host. A
 //! phone on TCP or TLS whose connection broke during the call and that registered again over a
@@ -35,7 +39,9 @@ mod records;
 mod route;
 
 use self::records::{call_outcome, call_record, record_writer, write_record};
-use self::route::{caller_id, resolve, Caller, DirectoryCache, Hop, Parties, StreamPhone};
+use self::route::{
+    caller_id, forwarded, resolve, Caller, DirectoryCache, Hop, Parties, StreamPhone,
+};
 pub(in crate::b2bua) use self::route::{from_user, ring_user, Decision, Lookup, Party};
 use super::call::{cancel_for, Action, Call, CallConfig, Key, Outcome, Target, Towards};
 use super::events::{CallEvent, EventKind, Events};
@@ -116,6 +122,15 @@ pub enum Routed {
     Route(RouteDone),
     ClickToCall(Box<super::click_to_call::Start>),
     HangUp(String),
+    Redirect(Redirected),
+}
+
+/// Where a branch's redirect leads, resolved off the endpoint's task.
+#[derive(Debug)]
+pub struct Redirected {
+    call: u64,
+    branch: usize,
+    decision: Decision,
 }
 
 /// A route resolved off the endpoint's task, to start a call with.
@@ -213,6 +228,9 @@ struct Entry {
     media_check: Option<Instant>,
     /// How many of the call's dialog ids are in `Calls::dialogs` already.
     indexed_dialogs: usize,
+    /// Users a redirect (call forwarding) rang besides the callee: the call is in their
+    /// history too.
+    forwarded: Vec<Party>,
 }
 
 /// One leg of a click-to-call (see `click_to_call`).
@@ -658,6 +676,10 @@ impl Calls {
                 self.hang_up_click_to_call(layer, &id, now);
                 return;
             }
+            Routed::Redirect(r) => {
+                self.redirected(layer, r, now);
+                return;
+            }
         };
         if self.cancelled.remove(&tx) {
             let rsp = self.reply(&invite, 487);
@@ -1068,6 +1090,7 @@ impl Calls {
             return;
         };
         let mut ended = false;
+        let mut redirects = Vec::new();
         // A click-to-call leg's caller is ourselves: nothing goes to it, and every description
         // on the leg is already our own (no anchoring).
         let virtual_caller = e.c2c.is_some();
@@ -1225,6 +1248,11 @@ impl Calls {
                     // nowhere.
                     let _ = anchor(&media, answer, Side::Callee);
                 }
+                Action::Redirect {
+                    branch,
+                    user,
+                    contacts,
+                } => redirects.push((branch, user, contacts)),
                 Action::Ended => ended = true,
             }
         }
@@ -1353,6 +1381,101 @@ impl Calls {
         for l in linked {
             self.link(l, layer, now);
         }
+        for (branch, user, contacts) in redirects {
+            self.redirect(id, branch, user, &contacts, layer, now);
+        }
+    }
+
+    /// Routes a branch's redirect (its phone's call forwarding) as `user` would dial the
+    /// number: on this task when the facts are cached, like a new call's route, else off it.
+    fn redirect(
+        &mut self,
+        call: u64,
+        branch: usize,
+        user: i64,
+        contacts: &[Uri],
+        layer: &mut TransactionLayer,
+        now: Instant,
+    ) {
+        let Some(number) = contacts.iter().find_map(redirect_number) else {
+            tracing::debug!(call, "b2bua: redirect without a number to dial");
+            let decision = Decision::Reject(480);
+            self.redirected(
+                layer,
+                Redirected {
+                    call,
+                    branch,
+                    decision,
+                },
+                now,
+            );
+            return;
+        };
+        tracing::debug!(call, %number, user, "b2bua: following a redirect");
+        let ready =
+            futures_util::FutureExt::now_or_never(forwarded(&self.lookup, user, number.clone()));
+        if let Some(decision) = ready {
+            self.redirected(
+                layer,
+                Redirected {
+                    call,
+                    branch,
+                    decision,
+                },
+                now,
+            );
+            return;
+        }
+        let Ok(permit) = self.routed_tx.clone().try_reserve_owned() else {
+            let decision = Decision::Reject(503);
+            self.redirected(
+                layer,
+                Redirected {
+                    call,
+                    branch,
+                    decision,
+                },
+                now,
+            );
+            return;
+        };
+        let lookup = self.lookup.clone();
+        self.rt.spawn(async move {
+            let decision = forwarded(&lookup, user, number).await;
+            permit.send(Routed::Redirect(Redirected {
+                call,
+                branch,
+                decision,
+            }));
+        });
+    }
+
+    /// Rings where a redirect led, beside the branches still ringing.
+    fn redirected(&mut self, layer: &mut TransactionLayer, r: Redirected, now: Instant) {
+        let Some(e) = self.calls.get_mut(&r.call) else {
+            return;
+        };
+        let (targets, callee) = match r.decision {
+            Decision::Ring {
+                targets, parties, ..
+            } => (targets, Some(parties.callee)),
+            // The echo test, a refusal: the forward leads nowhere a caller can be put through.
+            _ => (Vec::new(), None),
+        };
+        let (targets, hops): (Vec<Target>, Vec<Hop>) = targets.into_iter().unzip();
+        if e.call.on_redirect(r.branch, targets, now).is_some() {
+            e.branches.extend(hops.into_iter().map(BranchIo::new));
+            let p = &e.parties;
+            if let Some(callee) = callee.filter(|c| {
+                c.user_id.is_some()
+                    && c.user_id != p.caller.user_id
+                    && c.user_id != p.callee.user_id
+                    && !e.forwarded.iter().any(|f| f.user_id == c.user_id)
+            }) {
+                e.forwarded.push(callee);
+            }
+        }
+        self.apply(r.call, layer, now);
     }
 
     /// The echo test: answered here; the relay sends the caller's RTP straight back.
@@ -1747,6 +1870,15 @@ impl Calls {
 }
 
 /// The peer of a click-to-call leg's caller: ourselves, never sent to.
+/// The number a redirect's Contact asks for: a SIP URI's user part or a tel: URI's number.
+fn redirect_number(uri: &Uri) -> Option<String> {
+    match uri {
+        Uri::Sip(s) => s.user().map(|u| u.into_owned()).filter(|u| !u.is_empty()),
+        Uri::Tel(t) => Some(t.to_string().trim_start_matches("tel:").to_owned()),
+        Uri::Other { .. } => None,
+    }
+}
+
 fn virtual_peer() -> Peer {
     Peer {
         addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9)),
@@ -1794,6 +1926,7 @@ impl Entry {
             armed_retransmit: None,
             media_check: None,
             indexed_dialogs: 0,
+            forwarded: Vec::new(),
         }
     }
 }

@@ -45,6 +45,18 @@ pub(super) fn call_record(e: &Entry, s: &super::super::call::Summary) -> NewCall
             answered_by: s.answered_by.clone(),
         });
     }
+    // Users the call was forwarded to (a phone's redirect) see it as incoming too.
+    for f in &e.forwarded {
+        if let Some(user_id) = f.user_id {
+            parties.push(CallParty {
+                user_id,
+                direction: CallDirection::Incoming,
+                other_number: p.caller.number.to_string(),
+                other_name: p.caller.name.to_string(),
+                answered_by: s.answered_by.clone(),
+            });
+        }
+    }
     NewCallRecord {
         call_ref: e.call.caller_dialog().to_string(),
         started_at: e.started_ms,

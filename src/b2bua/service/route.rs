@@ -218,6 +218,24 @@ async fn from_phone(
     from_user(lookup, &user, dialled).await
 }
 
+/// Where a redirect by one of `user`'s phones leads (its call forwarding): `number` routed
+/// as that user would dial it, so a forward reaches only what its user may call.
+pub(super) async fn forwarded(lookup: &Lookup, user: i64, number: String) -> Decision {
+    let result = async {
+        match lookup.user(user).await? {
+            Some(user) => from_user(lookup, &user, number).await,
+            None => Ok(Decision::Reject(404)),
+        }
+    };
+    match result.await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "b2bua: resolving a redirect failed");
+            Decision::Reject(500)
+        }
+    }
+}
+
 /// Where a call by `user` to `dialled` goes (the dialplan for internal callers).
 pub(in crate::b2bua) async fn from_user(
     lookup: &Lookup,
@@ -366,7 +384,11 @@ pub(in crate::b2bua) async fn ring_user(
                 continue;
             };
             targets.push((
-                Target::phone(uri, format!("phone:{}", p.id)),
+                Target {
+                    // The phone's own call forwarding (a 3xx) is followed as its user's.
+                    forwarded_as: Some(user.id),
+                    ..Target::phone(uri, format!("phone:{}", p.id))
+                },
                 Hop {
                     peer: {
                         let transport = transport_of(b.source.transport);
@@ -479,6 +501,9 @@ fn trunk_target(
             label: number.to_owned(),
             from: Some(from),
             credentials,
+            // An ITSP's redirect is not followed: where it points is the ITSP's choice, on
+            // our account.
+            forwarded_as: None,
         },
         Hop {
             peer: Peer {
