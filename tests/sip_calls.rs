@@ -672,6 +672,119 @@ async fn a_phones_call_forwarding_is_followed(db: Db) {
     server.shutdown().await;
 }
 
+/// Attended transfer's last step (RFC 3891): carol's phone sends an INVITE with `Replaces`
+/// naming alice's dialog with the PBX in alice's answered call to bob. Carol takes alice's
+/// place: alice gets BYE, bob gets a re-INVITE with carol's session description, and carol's
+/// BYE later ends the call at bob's.
+async fn a_phone_replaces_another_in_an_answered_call(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, bob) = server(&tdb, 30).await;
+    common::user_with_phone(&server, "300", "carol", "carol-secret").await;
+    let callee = bob_answers(&server, "call_uas_reinvited.xml", &[]).await;
+    let files = tempfile::tempdir().unwrap();
+    let dialog_file = files.path().join("dialog");
+    let dialog_path = dialog_file.to_str().unwrap().to_owned();
+    let replaced = alice_calls(
+        &server,
+        "call_uac_replaced.xml",
+        &["-set", "dialog_file", &dialog_path],
+    );
+    let mut dialog = String::new();
+    for _ in 0..100 {
+        if let Ok(text) = std::fs::read_to_string(&dialog_file) {
+            dialog = text;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if dialog.is_empty() {
+        let run = replaced.await.unwrap();
+        panic!("alice wrote no dialog: {}\n{}", run.stderr, run.messages);
+    }
+    let ids: Vec<&str> = dialog.split_whitespace().collect();
+    assert_eq!(ids.len(), 3, "alice's dialog: {dialog:?}");
+    let (call_id, pbx_tag, alice_tag) = (ids[0], ids[1], ids[2]);
+    let carol = spawn_sipp(
+        "call_uac_replaces.xml",
+        common::sip_addr(&server, Transport::Udp),
+        common::free_udp_port(),
+        &[
+            "-s",
+            "200",
+            "-au",
+            "carol",
+            "-ap",
+            "carol-secret",
+            "-d",
+            "300",
+            "-set",
+            "replaces_call_id",
+            call_id,
+            "-set",
+            "replaces_to_tag",
+            pbx_tag,
+            "-set",
+            "replaces_from_tag",
+            alice_tag,
+        ],
+    );
+    must_pass("carol, replacing alice", carol).await;
+    let alice_run = must_pass("alice, replaced", replaced).await;
+    let bob_run = must_pass("bob", callee).await;
+    // The re-INVITE bob got carries carol's session (anchored: her origin line stays).
+    let reinvite = bob_run
+        .messages
+        .split("message received")
+        .filter(|m| m.contains("INVITE sip:"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(reinvite.contains("o=transferee"), "{reinvite}");
+    assert!(
+        alice_run.messages.contains("BYE sip:"),
+        "{}",
+        alice_run.messages
+    );
+    // One call, answered, ended by its caller's side (now carol).
+    for user in [alice, bob] {
+        let entry = common::only_entry(&server, user).await;
+        assert_eq!(entry.outcome, PartyOutcome::Answered, "user {user}");
+    }
+    assert_eq!(hangup_causes(&server).await, vec!["caller"]);
+    server.shutdown().await;
+}
+
+/// A `Replaces` naming no dialog of ours gets 481 (RFC 3891 §3), after authentication.
+async fn replaces_for_an_unknown_dialog_is_refused(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, _alice, _bob) = server(&tdb, 30).await;
+    let carol = spawn_sipp(
+        "call_uac_replaces.xml",
+        common::sip_addr(&server, Transport::Udp),
+        common::free_udp_port(),
+        &[
+            "-s",
+            "200",
+            "-au",
+            "alice",
+            "-ap",
+            "alice-secret",
+            "-set",
+            "replaces_call_id",
+            "nobody@example",
+            "-set",
+            "replaces_to_tag",
+            "1",
+            "-set",
+            "replaces_from_tag",
+            "2",
+        ],
+    );
+    let run = carol.await.unwrap();
+    assert!(!run.ok, "an unknown dialog was replaced");
+    assert!(run.messages.contains("SIP/2.0 481"), "{}", run.messages);
+    server.shutdown().await;
+}
+
 async fn unanswered_call_times_out(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 2).await;
@@ -819,6 +932,16 @@ async fn invite_brute_force() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_forwarding_by_redirect() {
     a_phones_call_forwarding_is_followed(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attended_transfer_replaces() {
+    a_phone_replaces_another_in_an_answered_call(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaces_unknown_dialog() {
+    replaces_for_an_unknown_dialog_is_refused(Db::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,11 @@
 //! ([`Call::on_redirect`]). A trunk's 3xx is not followed, and a call follows at most
 //! [`MAX_REDIRECTS`].
 //!
+//! An INVITE with `Replaces` (RFC 3891, the last step of an attended transfer) can take the
+//! place of either leg of an answered call ([`Call::replace`]): the replaced phone gets BYE and
+//! the INVITE goes on to the other party as a re-INVITE, so that the two agree on the new
+//! session between them.
+//!
 //! RFC 4028 session timers are kept here when the caller asks for them (the caller refreshes,
 //! or we do when it names us, `refresher=uas`; a session nobody refreshes ends). Media is not: the driver (`b2bua::service`) rewrites the
 //! session descriptions the call carries so that both legs send RTP to our relay.
@@ -198,6 +203,11 @@ pub enum Action {
         user: i64,
         contacts: Vec<Uri>,
     },
+    /// A leg was replaced ([`Call::replace`]): from here on, requests to it go `towards`, to
+    /// where the replacing INVITE came from (for the callee's leg, a new branch the driver
+    /// adds at that index). Requests queued before this action still go to the replaced
+    /// phone.
+    LegReplaced { towards: Towards },
     /// The call is over: write its record ([`Call::summary`]).
     Ended,
 }
@@ -222,6 +232,36 @@ pub enum CallError {
     Dialog(#[from] DialogError),
     #[error("the caller's INVITE is not an INVITE")]
     NotInvite,
+}
+
+/// Why an INVITE with `Replaces` cannot take a leg's place (RFC 3891 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplaceError {
+    /// The call is not answered (an early dialog we did not start: §3 says 481), or has no
+    /// other leg to join (the echo test).
+    #[error("no confirmed dialog to replace")]
+    NotConfirmed,
+    /// `early-only` named a confirmed dialog.
+    #[error("the dialog is confirmed and early-only was asked")]
+    EarlyOnly,
+    /// A re-INVITE is under way on the call: the replacement would cross it.
+    #[error("an offer is pending")]
+    Pending,
+    /// The INVITE cannot start a dialog (no Contact, a To tag…).
+    #[error("the INVITE cannot start a dialog")]
+    Dialog,
+}
+
+impl ReplaceError {
+    /// The answer to the replacing INVITE.
+    pub fn status(self) -> u16 {
+        match self {
+            ReplaceError::NotConfirmed => 481,
+            ReplaceError::EarlyOnly => 486,
+            ReplaceError::Pending => 491,
+            ReplaceError::Dialog => 400,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +323,9 @@ struct Relay {
     provisional: bool,
     /// The sender CANCELled it before that: the CANCEL goes at the first provisional answer.
     cancel_pending: bool,
+    /// The INVITE of a phone replacing `from`'s party ([`Call::replace`]): if the other leg
+    /// refuses it, nobody is left to talk to.
+    replacing: bool,
 }
 
 /// One call. See the module documentation.
@@ -332,6 +375,8 @@ pub struct Call {
     redirects: u8,
     /// Redirects the driver is routing: the caller is not answered while one is.
     redirecting: u8,
+    /// The dialogs of phones replaced by others (RFC 3891), for the driver's index.
+    replaced: Vec<DialogId>,
 }
 
 /// Reliable provisional answers to the caller (RFC 3262 §3): one unacknowledged at a time,
@@ -459,6 +504,7 @@ impl Call {
             reliable: None,
             redirects: 0,
             redirecting: 0,
+            replaced: Vec::new(),
         };
         if requires(&call.caller_invite, "100rel") {
             // The first RSeq is chosen between 1 and 2^31 - 1 (RFC 3262 §3).
@@ -905,7 +951,7 @@ impl Call {
                 if self.local_answer.is_some() {
                     self.answer_locally(tx, request, method);
                 } else {
-                    self.relay(leg, tx, request, method)
+                    self.relay(leg, tx, request, method);
                 }
             }
         }
@@ -1165,6 +1211,11 @@ impl Call {
             // The leg we relayed into is gone: hang up the other and end the call.
             self.hang_up(relay.from);
             self.end(Outcome::Answered, "timeout", now);
+        } else if relay.replacing && status >= 300 && self.phase == Phase::Answered {
+            // The other party refused the phone that replaced its peer, which has no dialog
+            // now (its INVITE failed); the replaced one has had its BYE.
+            self.hang_up(to);
+            self.end(Outcome::Answered, "transfer_failed", now);
         }
     }
 
@@ -1668,16 +1719,106 @@ impl Call {
         }
     }
 
+    /// The dialog of `leg` (none for the callee's before the answer).
+    pub fn dialog_id(&self, leg: Leg) -> Option<&DialogId> {
+        self.dialog(leg).map(Dialog::id)
+    }
+
     /// The caller's dialog: the call's reference in its record.
     pub fn caller_dialog(&self) -> &DialogId {
         self.caller.id()
     }
 
-    /// The ids of the call's dialogs, for the driver's index. The caller's comes first; the set
-    /// only grows (the callee's joins once, on answer) and an id never changes, so the driver
-    /// indexes each once.
+    /// The ids of the call's dialogs, for the driver's index: the caller's, the callee's once
+    /// answered, then those of replaced legs. The set only grows, and in that order except
+    /// when a leg is replaced ([`Action::LegReplaced`]: the driver indexes the new one then).
     pub fn dialog_ids(&self) -> impl Iterator<Item = &DialogId> {
-        std::iter::once(self.caller.id()).chain(self.callee.as_ref().map(Dialog::id))
+        std::iter::once(self.caller.id())
+            .chain(self.callee.as_ref().map(Dialog::id))
+            .chain(self.replaced.iter())
+    }
+
+    /// An INVITE with `Replaces` naming `leg`'s dialog (RFC 3891): its sender takes the place
+    /// of that leg's phone. The replaced phone gets BYE; the INVITE goes on to the other leg
+    /// as a re-INVITE, so that party hears of the new session description, and its answer
+    /// comes back as the answer to `tx` (an [`Action::Respond`]) with `tag` as our To tag. A
+    /// refusal there ends the call. `early_only` is the header's parameter.
+    pub fn replace(
+        &mut self,
+        leg: Leg,
+        tx: Key,
+        invite: &Message,
+        tag: &str,
+        early_only: bool,
+        now: Instant,
+    ) -> Result<(), ReplaceError> {
+        if self.phase != Phase::Answered || (leg == Leg::Callee && self.callee.is_none()) {
+            return Err(ReplaceError::NotConfirmed);
+        }
+        if self.local_answer.is_some() {
+            return Err(ReplaceError::NotConfirmed);
+        }
+        if early_only {
+            return Err(ReplaceError::EarlyOnly);
+        }
+        let pending = |r: &Relay| r.sent.method() == Some(&Method::Invite);
+        if self.relays.values().any(pending) || self.refreshing.is_some() {
+            return Err(ReplaceError::Pending);
+        }
+        let dialog = Dialog::uas(invite, tag, self.config.contact.clone())
+            .map_err(|_| ReplaceError::Dialog)?;
+        // The BYE goes first, while `towards(leg)` still means the replaced phone.
+        self.hang_up(leg);
+        let old = match leg {
+            Leg::Caller => std::mem::replace(&mut self.caller, dialog),
+            Leg::Callee => match self.callee.replace(dialog) {
+                Some(d) => d,
+                None => return Err(ReplaceError::NotConfirmed),
+            },
+        };
+        self.replaced.push(old.id().clone());
+        self.pending_ack = None;
+        let towards = match leg {
+            Leg::Caller => {
+                // Session timers are agreed with the caller: with this one now, or none.
+                self.session_interval =
+                    session_expires(invite).filter(|se| *se >= MIN_SE && supports_timer(invite));
+                self.we_refresh = refresher(invite).is_some_and(|r| r.eq_ignore_ascii_case("uas"));
+                self.arm_session_timer(now);
+                Towards::Caller
+            }
+            Leg::Callee => {
+                // The new phone stands in the old winner's place, under its label (the record
+                // says who answered the call).
+                let label = self
+                    .winner
+                    .and_then(|w| self.branches.get(w))
+                    .map(|b| b.target.label.clone())
+                    .unwrap_or_default();
+                let Some(uri) = invite.contacts().first().map(|c| c.uri.clone()) else {
+                    return Err(ReplaceError::Dialog);
+                };
+                if let Some(old) = self.winner.and_then(|w| self.branches.get_mut(w)) {
+                    old.state = BranchState::Done(200);
+                }
+                let index = self.branches.len();
+                self.branches.push(Branch {
+                    target: Target::phone(uri, label),
+                    invite: invite.clone(),
+                    state: BranchState::Winner,
+                    authorized: false,
+                });
+                self.winner = Some(index);
+                Towards::Branch(index)
+            }
+        };
+        self.actions.push_back(Action::LegReplaced { towards });
+        if let Some(key) = self.relay(leg, tx, invite, Method::Invite) {
+            if let Some(r) = self.relays.get_mut(&key) {
+                r.replacing = true;
+            }
+        }
+        Ok(())
     }
 
     fn on_ack(&mut self, leg: Leg, ack_in: &Message) {
@@ -1703,19 +1844,17 @@ impl Call {
         }
     }
 
-    fn relay(&mut self, from: Leg, tx: Key, request: &Message, method: Method) {
+    fn relay(&mut self, from: Leg, tx: Key, request: &Message, method: Method) -> Option<Key> {
         let via = self.via();
         let random = self.random();
         let towards = self.towards(from.other());
-        let Some(other) = self.dialog_mut(from.other()) else {
-            return;
-        };
+        let other = self.dialog_mut(from.other())?;
         let mut out = match other.request(method, &via, random) {
             Ok(out) => out,
             Err(e) => {
                 let status = e.status();
                 self.respond(from, tx, request, status, message::reason_phrase(status));
-                return;
+                return None;
             }
         };
         for name in [
@@ -1739,6 +1878,7 @@ impl Call {
                 next_hop: out.next_hop.clone(),
                 provisional: false,
                 cancel_pending: false,
+                replacing: false,
             },
         );
         self.actions.push_back(Action::Request {
@@ -1746,6 +1886,7 @@ impl Call {
             towards,
             request: out,
         });
+        Some(key)
     }
 }
 

@@ -444,13 +444,13 @@ fn screen(msg: &Message, tags: &mut u64) -> Option<Message> {
     Some(resp)
 }
 
-/// The option tags we support (RFC 3261 §19.2): RFC 4028 session timers, and RFC 3262 reliable
-/// provisionals towards a caller that requires them. Not `path`, `outbound`, `gruu` or
-/// `replaces`.
-const SUPPORTED_TAGS: [&str; 2] = ["timer", "100rel"];
+/// The option tags we support (RFC 3261 §19.2): RFC 4028 session timers, RFC 3262 reliable
+/// provisionals towards a caller that requires them, and RFC 3891 `Replaces` for a confirmed
+/// dialog of an answered call (attended transfer). Not `path`, `outbound` or `gruu`.
+const SUPPORTED_TAGS: [&str; 3] = ["timer", "100rel", "replaces"];
 
 /// [`SUPPORTED_TAGS`] as a `Supported` value.
-pub const SUPPORTED: &str = "timer, 100rel";
+pub const SUPPORTED: &str = "timer, 100rel, replaces";
 
 /// RFC 3261 §8.2.2.3: a request that requires an option tag we do not support gets 420 (Bad
 /// Extension) listing those tags in `Unsupported`, before any service sees it. Not for ACK or

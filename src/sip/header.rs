@@ -752,6 +752,46 @@ impl fmt::Display for CSeq {
     }
 }
 
+/// Replaces (RFC 3891 §6.1): the dialog an INVITE is to take the place of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaces {
+    pub call_id: String,
+    /// The tag of the dialog's party that receives the INVITE (ours, when it is for us).
+    pub to_tag: String,
+    /// The tag of the party being replaced.
+    pub from_tag: String,
+    /// Only an early dialog may be replaced.
+    pub early_only: bool,
+}
+
+impl Replaces {
+    pub fn parse(s: &str) -> Result<Replaces, HeaderError> {
+        let s = lex::trim_ws(s);
+        let end = s
+            .find(|c: char| c == ';' || c.is_ascii_whitespace())
+            .unwrap_or(s.len());
+        let (call_id, rest) = s.split_at(end);
+        check_call_id(call_id)?;
+        let mut params = Params::new();
+        if !lex::trim_ws(parse_params(rest, &mut params)?).is_empty() {
+            return Err(HeaderError::Syntax);
+        }
+        let tag = |name: &str| {
+            params
+                .value(name)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .ok_or(HeaderError::Param)
+        };
+        Ok(Replaces {
+            call_id: call_id.to_owned(),
+            to_tag: tag("to-tag")?,
+            from_tag: tag("from-tag")?,
+            early_only: params.get("early-only").is_some(),
+        })
+    }
+}
+
 /// Parses `1*DIGIT` into a u32, allowing leading zeros (RFC 4475 §3.1.1.1)
 /// and refusing anything over 2^32-1 (RFC 4475 §3.1.2.4).
 pub fn parse_u32(s: &str) -> Result<u32, HeaderError> {
@@ -1266,5 +1306,24 @@ mod tests {
         assert_eq!(c.nc(), Some("00000002"));
         assert_eq!(c.qop(), None);
         assert_eq!(Credentials::parse(&c.to_string()), Ok(c));
+    }
+
+    #[test]
+    fn replaces_names_a_dialog_by_call_id_and_both_tags() {
+        let r = Replaces::parse("425928@bobster.example.org;to-tag=7743;from-tag=6472").unwrap();
+        assert_eq!(r.call_id, "425928@bobster.example.org");
+        assert_eq!((r.to_tag.as_str(), r.from_tag.as_str()), ("7743", "6472"));
+        assert!(!r.early_only);
+        let r = Replaces::parse(" abc ; from-tag=1 ;early-only; TO-TAG=2").unwrap();
+        assert_eq!((r.call_id.as_str(), r.to_tag.as_str()), ("abc", "2"));
+        assert!(r.early_only);
+        for bad in [
+            "",
+            ";to-tag=1;from-tag=2",
+            "abc;to-tag=1",
+            "abc;to-tag=1;from-tag=",
+        ] {
+            assert!(Replaces::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -1504,3 +1504,218 @@ fn a_prack_after_the_answer_still_gets_200() {
         other => panic!("expected 481, got {other:?}"),
     }
 }
+
+const CAROL_SDP: &str = "v=0\r\no=carol 3 3 IN IP4 10.0.3.1\r\ns=-\r\nc=IN IP4 10.0.3.1\r\n\
+t=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
+
+/// Carol's INVITE with `Replaces` (already matched to a leg by the driver).
+fn replacing_invite() -> Message {
+    with_body(
+        "INVITE sip:200@pbx.example SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.3.1:5060;branch=z9hG4bK-r1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:carol@pbx.example>;tag=c-tag\r\n\
+         To: <sip:200@pbx.example>\r\n\
+         Call-ID: call-c@10.0.3.1\r\n\
+         CSeq: 7 INVITE\r\n\
+         Contact: <sip:carol@10.0.3.1:5060>\r\n\
+         Replaces: call-a@10.0.0.1;to-tag=pbx-tag;from-tag=a-tag\r\n",
+        CAROL_SDP,
+    )
+}
+
+fn requests(actions: &[Action]) -> Vec<(Towards, Message)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Request {
+                towards, request, ..
+            } => Some((*towards, request.message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_phone_replacing_the_caller_takes_its_place() {
+    let (mut call, inv, t0) = answered();
+    let carol = replacing_invite();
+    call.replace(Leg::Caller, 50, &carol, "new-tag", false, t0)
+        .unwrap();
+    let a = drain(&mut call);
+    let sent = requests(&a);
+    // First the BYE to alice (while `Caller` still means her), then the switch, then the
+    // re-INVITE with carol's session to bob.
+    assert_eq!(sent[0].0, Towards::Caller);
+    assert_eq!(sent[0].1.method(), Some(&Method::Bye));
+    assert_eq!(sent[0].1.call_id(), Some("call-a@10.0.0.1"));
+    let switch = a
+        .iter()
+        .position(|x| {
+            matches!(
+                x,
+                Action::LegReplaced {
+                    towards: Towards::Caller
+                }
+            )
+        })
+        .expect("the switch");
+    let reinvite_at = a
+        .iter()
+        .position(|x| {
+            matches!(
+                x,
+                Action::Request {
+                    towards: Towards::Branch(0),
+                    ..
+                }
+            )
+        })
+        .expect("the re-INVITE");
+    assert!(switch < reinvite_at);
+    let reinvite = &sent[1].1;
+    assert_eq!(reinvite.method(), Some(&Method::Invite));
+    assert_eq!(reinvite.call_id(), inv[0].call_id());
+    assert_eq!(reinvite.body(), CAROL_SDP.as_bytes());
+    // Carol's dialog is the caller's now, and indexed.
+    let id = call.dialog_id(Leg::Caller).unwrap().clone();
+    assert_eq!(
+        (id.call_id.as_str(), id.local_tag.as_str()),
+        ("call-c@10.0.3.1", "new-tag")
+    );
+    assert!(call.dialog_ids().any(|d| d.call_id == "call-a@10.0.0.1"));
+    // Alice's dialog is no leg any more (the driver answers her requests 481).
+    let alices = DialogRef {
+        call_id: "call-a@10.0.0.1",
+        local_tag: "pbx-tag",
+        remote_tag: "a-tag",
+    };
+    assert_eq!(call.leg_of(alices), None);
+
+    // Bob's 200 answers carol's INVITE: our tag, our Contact, bob's session.
+    let key = a
+        .iter()
+        .find_map(|x| match x {
+            Action::Request {
+                key,
+                towards: Towards::Branch(0),
+                ..
+            } => Some(*key),
+            _ => None,
+        })
+        .unwrap();
+    let mut ok = Message::response_to(reinvite, 200, "OK");
+    ok.set_body(CALLEE_SDP.as_bytes().to_vec(), Some("application/sdp"))
+        .unwrap();
+    call.on_response(key, &parse(&ok.to_bytes()).unwrap(), t0);
+    let a = drain(&mut call);
+    let answer = a
+        .iter()
+        .find_map(|x| match x {
+            Action::Respond { tx: 50, response } => Some(response.clone()),
+            _ => None,
+        })
+        .expect("carol's answer");
+    assert_eq!(answer.status(), Some(200));
+    assert_eq!(answer.to().unwrap().tag(), Some("new-tag"));
+    assert_eq!(answer.contacts().len(), 1);
+    assert_eq!(answer.body(), CALLEE_SDP.as_bytes());
+
+    // Carol's ACK goes on to bob; her BYE later ends the call there.
+    let ack = from_caller(&call, "ACK", 7, None);
+    let ack = parse(
+        String::from_utf8_lossy(&ack.to_bytes())
+            .replace("call-a@10.0.0.1", "call-c@10.0.3.1")
+            .replace("tag=a-tag", "tag=c-tag")
+            .as_bytes(),
+    )
+    .unwrap();
+    call.on_request(Leg::Caller, 0, &ack, t0);
+    assert!(drain(&mut call).iter().any(|x| matches!(
+        x,
+        Action::Ack {
+            towards: Towards::Branch(0),
+            ..
+        }
+    )));
+    assert!(call.is_answered());
+}
+
+#[test]
+fn a_phone_replacing_the_callee_is_reached_as_a_new_branch_with_the_old_label() {
+    let (mut call, _inv, t0) = answered();
+    let carol = replacing_invite();
+    call.replace(Leg::Callee, 51, &carol, "new-tag", false, t0)
+        .unwrap();
+    let a = drain(&mut call);
+    let sent = requests(&a);
+    assert_eq!(sent[0].0, Towards::Branch(0));
+    assert_eq!(sent[0].1.method(), Some(&Method::Bye));
+    assert!(a.iter().any(|x| matches!(
+        x,
+        Action::LegReplaced {
+            towards: Towards::Branch(2)
+        }
+    )));
+    assert_eq!(sent[1].0, Towards::Caller);
+    assert_eq!(sent[1].1.method(), Some(&Method::Invite));
+    assert_eq!(call.towards(Leg::Callee), Towards::Branch(2));
+    assert_eq!(call.summary().answered_by.as_deref(), Some("phone:0"));
+}
+
+#[test]
+fn the_other_party_refusing_the_replacement_ends_the_call() {
+    let (mut call, _inv, t0) = answered();
+    call.replace(Leg::Caller, 50, &replacing_invite(), "new-tag", false, t0)
+        .unwrap();
+    let a = drain(&mut call);
+    let (key, reinvite) = a
+        .iter()
+        .find_map(|x| match x {
+            Action::Request {
+                key,
+                towards: Towards::Branch(0),
+                request,
+            } => Some((*key, request.message.clone())),
+            _ => None,
+        })
+        .unwrap();
+    let refused = Message::response_to(&reinvite, 488, "Not Acceptable Here");
+    call.on_response(key, &parse(&refused.to_bytes()).unwrap(), t0);
+    let a = drain(&mut call);
+    assert!(a.iter().any(
+        |x| matches!(x, Action::Respond { tx: 50, response } if response.status() == Some(488))
+    ));
+    let byes: Vec<_> = requests(&a)
+        .into_iter()
+        .filter(|(_, m)| m.method() == Some(&Method::Bye))
+        .collect();
+    assert_eq!(byes.len(), 1);
+    assert_eq!(byes[0].0, Towards::Branch(0));
+    assert!(matches!(a.last(), Some(Action::Ended)));
+    assert_eq!(call.summary().cause, "transfer_failed");
+}
+
+#[test]
+fn replaces_is_refused_before_the_answer_for_early_only_and_across_a_pending_offer() {
+    let (mut call, _inv, t0) = started(1);
+    assert_eq!(
+        call.replace(Leg::Caller, 1, &replacing_invite(), "t", false, t0),
+        Err(ReplaceError::NotConfirmed)
+    );
+    let (mut call, _inv, t0) = answered();
+    assert_eq!(
+        call.replace(Leg::Caller, 1, &replacing_invite(), "t", true, t0),
+        Err(ReplaceError::EarlyOnly)
+    );
+    let hold = from_caller(&call, "INVITE", 2, Some(CALLER_SDP));
+    call.on_request(Leg::Caller, 3, &hold, t0);
+    drain(&mut call);
+    assert_eq!(
+        call.replace(Leg::Callee, 1, &replacing_invite(), "t", false, t0),
+        Err(ReplaceError::Pending)
+    );
+    assert_eq!(ReplaceError::Pending.status(), 491);
+    // Nothing was sent for a refusal.
+    assert!(drain(&mut call).is_empty());
+}

@@ -231,6 +231,18 @@ struct Entry {
     /// Users a redirect (call forwarding) rang besides the callee: the call is in their
     /// history too.
     forwarded: Vec<Party>,
+    /// The phone that took a leg's place (RFC 3891), until its leg is switched over.
+    replacement: Option<Box<Replacement>>,
+}
+
+/// An INVITE with `Replaces` that a call took ([`Call::replace`]).
+struct Replacement {
+    /// Where the new phone is: its leg's requests go there from [`Action::LegReplaced`] on.
+    peer: Peer,
+    stream_phone: Option<StreamPhone>,
+    /// Its INVITE, when it replaced the caller: the ACK of our 2xx is told from a stale
+    /// challenge's by this CSeq, no longer by the first caller's.
+    caller_invite: Option<Message>,
 }
 
 /// One leg of a click-to-call (see `click_to_call`).
@@ -497,7 +509,12 @@ impl Calls {
             // dialog's identifiers too, the To tag being derived from the request, but the
             // challenged INVITE's lower CSeq. It ends nothing.
             let seq = |m: &Message| m.cseq().map(|c| c.seq);
-            if seq(msg) < seq(e.call.caller_invite()) {
+            let invite = e
+                .replacement
+                .as_ref()
+                .and_then(|r| r.caller_invite.as_ref())
+                .unwrap_or(e.call.caller_invite());
+            if seq(msg) < seq(invite) {
                 return;
             }
             e.ok_retransmit = None;
@@ -896,6 +913,9 @@ impl Calls {
             return;
         };
         let Some(leg) = e.call.leg_of(dialog) else {
+            // The dialog of a phone another one replaced (RFC 3891): it is over.
+            let rsp = self.reply(msg, 481);
+            let _ = layer.send_response(tx, rsp, now);
             return;
         };
         let key = e.next_key;
@@ -1035,6 +1055,12 @@ impl Calls {
             }
             _ => None,
         };
+        if let Some(value) = msg.header(&HeaderName::Replaces) {
+            // Not routed: the INVITE names the call it joins (RFC 3891).
+            let replaces = crate::sip::header::Replaces::parse(value);
+            self.replace(layer, tx, msg.clone(), replaces, from, stream_caller, now);
+            return;
+        }
         let ready = futures_util::FutureExt::now_or_never(resolve(&self.lookup, &caller, &msg));
         if let Some(decision) = ready {
             let done = RouteDone {
@@ -1253,6 +1279,36 @@ impl Calls {
                     user,
                     contacts,
                 } => redirects.push((branch, user, contacts)),
+                Action::LegReplaced { towards } => {
+                    let Some(r) = e.replacement.as_ref() else {
+                        continue;
+                    };
+                    match towards {
+                        Towards::Caller => {
+                            e.caller = r.peer;
+                            e.caller_follows_dialog = false;
+                            e.stream_caller = r.stream_phone.clone();
+                        }
+                        Towards::Branch(b) => {
+                            // The call added the branch at the end; so does the driver.
+                            debug_assert_eq!(b, e.branches.len());
+                            e.branches.push(BranchIo::new(Hop {
+                                peer: r.peer,
+                                follow_dialog: false,
+                                trunk: false,
+                                stream_phone: r.stream_phone.clone(),
+                            }));
+                        }
+                    }
+                    let leg = match towards {
+                        Towards::Caller => super::call::Leg::Caller,
+                        Towards::Branch(_) => super::call::Leg::Callee,
+                    };
+                    // Indexed here: it takes the place of an id indexed already.
+                    if let Some(d) = e.call.dialog_id(leg) {
+                        self.dialogs.insert(d.clone(), id);
+                    }
+                }
                 Action::Ended => ended = true,
             }
         }
@@ -1384,6 +1440,82 @@ impl Calls {
         for (branch, user, contacts) in redirects {
             self.redirect(id, branch, user, &contacts, layer, now);
         }
+    }
+
+    /// An authenticated INVITE with `Replaces` (RFC 3891; attended transfer): its sender takes
+    /// the place of the phone in the dialog it names, in that dialog's call. The dialog is
+    /// looked up with its tags either way round (phones differ on which tag is whose).
+    /// Knowing a dialog's Call-ID and both random tags is what entitles a phone to this, as
+    /// the RFC has it; the INVITE was authenticated like any other.
+    #[allow(clippy::too_many_arguments)]
+    fn replace(
+        &mut self,
+        layer: &mut TransactionLayer,
+        tx: ServerTxId,
+        invite: Message,
+        replaces: Result<crate::sip::header::Replaces, crate::sip::header::HeaderError>,
+        from: Peer,
+        stream_phone: Option<StreamPhone>,
+        now: Instant,
+    ) {
+        let Ok(r) = replaces else {
+            let rsp = self.reply(&invite, 400);
+            let _ = layer.send_response(tx, rsp, now);
+            return;
+        };
+        let found = [(&r.to_tag, &r.from_tag), (&r.from_tag, &r.to_tag)]
+            .into_iter()
+            .find_map(|(local, remote)| {
+                let key = DialogRef {
+                    call_id: &r.call_id,
+                    local_tag: local,
+                    remote_tag: remote,
+                };
+                let id = *self.dialogs.get(&key as &dyn DialogKey)?;
+                let leg = self.calls.get(&id)?.call.leg_of(key)?;
+                Some((id, leg))
+            });
+        let tag = self.caller_tag(&invite);
+        let refused = match found {
+            None => Some(481),
+            // A click-to-call's legs have ourselves at one end: nobody to join.
+            Some((id, _)) if self.calls.get(&id).is_some_and(|e| e.c2c.is_some()) => Some(481),
+            Some(_) => None,
+        };
+        let (Some((id, leg)), None) = (found, refused) else {
+            let rsp = self.reply(&invite, refused.unwrap_or(481));
+            let _ = layer.send_response(tx, rsp, now);
+            return;
+        };
+        let Some(e) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let key = e.next_key;
+        e.next_key += 1;
+        match e.call.replace(leg, key, &invite, &tag, r.early_only, now) {
+            Ok(()) => {
+                tracing::info!(call = id, ?leg, "b2bua: a leg replaced (RFC 3891)");
+                e.waiting.insert(key, (tx, leg));
+                // The new phone and the other party agree on a codec between them (the
+                // re-INVITE carries the new phone's offer as it is): no conversion.
+                e.transcode = None;
+                if let Some(m) = &e.media {
+                    m.set_transcoding(None);
+                }
+                e.replacement = Some(Box::new(Replacement {
+                    peer: from,
+                    stream_phone,
+                    caller_invite: (leg == super::call::Leg::Caller).then_some(invite),
+                }));
+            }
+            Err(err) => {
+                tracing::debug!(call = id, error = %err, "b2bua: Replaces refused");
+                let rsp = self.reply(&invite, err.status());
+                let _ = layer.send_response(tx, rsp, now);
+                return;
+            }
+        }
+        self.apply(id, layer, now);
     }
 
     /// Routes a branch's redirect (its phone's call forwarding) as `user` would dial the
@@ -1927,6 +2059,7 @@ impl Entry {
             media_check: None,
             indexed_dialogs: 0,
             forwarded: Vec::new(),
+            replacement: None,
         }
     }
 }
