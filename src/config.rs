@@ -99,6 +99,7 @@ struct RawTrunk {
     host: String,
     outbound_proxy: Option<String>,
     transport: Option<String>,
+    tls_ca: Option<PathBuf>,
     username: Option<String>,
     auth_username: Option<String>,
     password: Option<String>,
@@ -220,6 +221,14 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The port a SIP URI or host without one means (RFC 3261 §19.1.2): 5061 for TLS.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Tls => 5061,
+            Transport::Udp | Transport::Tcp => 5060,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
@@ -322,9 +331,14 @@ pub struct TrunkConfig {
     /// Where requests go instead of `host`, `host[:port]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outbound_proxy: Option<String>,
-    /// `udp` (the default) or `tcp` (one connection of ours, opened when first needed and
-    /// reused; TLS is not built yet).
+    /// `udp` (the default), `tcp` or `tls` (one connection of ours, opened when first needed
+    /// and reused; the ITSP's certificate must chain to `tls_ca` and name the host we connect
+    /// to). TLS needs a `tls:` listen address: the ITSP reaches us over it.
     pub transport: Transport,
+    /// PEM file of the roots an ITSP's TLS certificate may chain to. Default: the system's
+    /// bundle ([`crate::sip::tls::SYSTEM_ROOTS`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
     /// The account (the user part of the registered AOR).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -818,11 +832,13 @@ impl Config {
         let dialplan = raw
             .dialplan
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DIALPLAN_PATH));
-        let trunks = resolve_trunks(raw.trunks).map_err(|reason| ConfigError::Invalid {
-            key: "trunks",
-            origin: file.clone(),
-            reason,
-        })?;
+        let tls_listener = sip_listen.iter().any(|l| l.transport == Transport::Tls);
+        let trunks =
+            resolve_trunks(raw.trunks, tls_listener).map_err(|reason| ConfigError::Invalid {
+                key: "trunks",
+                origin: file.clone(),
+                reason,
+            })?;
 
         let dns = DnsConfig {
             servers: raw
@@ -889,7 +905,7 @@ impl Config {
 }
 
 /// Checks the `[[trunks]]` tables; errors name the trunk and the field.
-fn resolve_trunks(raw: Vec<RawTrunk>) -> Result<Vec<TrunkConfig>, String> {
+fn resolve_trunks(raw: Vec<RawTrunk>, tls_listener: bool) -> Result<Vec<TrunkConfig>, String> {
     let mut out: Vec<TrunkConfig> = Vec::with_capacity(raw.len());
     for (i, t) in raw.into_iter().enumerate() {
         let name = t.name.trim().to_owned();
@@ -932,12 +948,32 @@ fn resolve_trunks(raw: Vec<RawTrunk>) -> Result<Vec<TrunkConfig>, String> {
         {
             None | Some("udp") => Transport::Udp,
             Some("tcp") => Transport::Tcp,
+            Some("tls") => Transport::Tls,
             Some(other) => {
                 return Err(format!(
-                    "{what}: transport `{other}` is not supported for trunks yet (udp or tcp)"
+                    "{what}: unknown transport `{other}` (udp, tcp or tls)"
                 ))
             }
         };
+        match (&t.tls_ca, transport) {
+            (Some(_), Transport::Udp | Transport::Tcp) => {
+                return Err(format!("{what}: `tls_ca` is for `transport = \"tls\"`"));
+            }
+            (ca, Transport::Tls) => {
+                let roots = ca
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(crate::sip::tls::SYSTEM_ROOTS));
+                if let Err(e) = crate::sip::tls::connector(&roots) {
+                    return Err(format!("{what}: tls_ca: {e}"));
+                }
+                if !tls_listener {
+                    return Err(format!(
+                        "{what}: `transport = \"tls\"` needs a `tls:` address in sip.listen (the ITSP reaches us over it)"
+                    ));
+                }
+            }
+            _ => {}
+        }
         let token_ok = |v: &str| {
             !v.is_empty()
                 && !v
@@ -1042,6 +1078,7 @@ fn resolve_trunks(raw: Vec<RawTrunk>) -> Result<Vec<TrunkConfig>, String> {
             host: t.host.trim().to_owned(),
             outbound_proxy: t.outbound_proxy.map(|p| p.trim().to_owned()),
             transport,
+            tls_ca: t.tls_ca,
             username: t.username,
             auth_username: t.auth_username,
             password: t.password,
@@ -1252,5 +1289,33 @@ mod tests {
         let text = c.to_toml();
         assert!(text.contains("listen = \"0.0.0.0:8080\""), "{text}");
         assert!(text.contains("udp:0.0.0.0:5060"), "{text}");
+    }
+
+    #[test]
+    fn tls_trunks_need_a_tls_listener_and_readable_roots() {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let pair = rcgen::generate_simple_self_signed(vec!["itsp.test".to_string()]).unwrap();
+        std::fs::write(ca.path(), pair.cert.pem()).unwrap();
+        let trunk = |listen: &str, extra: &str| {
+            Config::from_toml(&format!(
+                "[sip]\nlisten = [{listen}]\n[[trunks]]\nname = \"t\"\nhost = \"itsp.test\"\n{extra}"
+            ))
+        };
+        let both = "\"udp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"";
+        let with_ca = format!("transport = \"tls\"\ntls_ca = {:?}\n", ca.path());
+        let c = trunk(both, &with_ca).unwrap();
+        assert_eq!(c.trunks[0].transport, Transport::Tls);
+        let e = trunk("\"udp:127.0.0.1:5060\"", &with_ca).unwrap_err().to_string();
+        assert!(e.contains("needs a `tls:` address"), "{e}");
+        let e = trunk(both, "transport = \"tls\"\ntls_ca = \"/nonexistent/ca.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls_ca") && e.contains("/nonexistent/ca.pem"), "{e}");
+        let e = trunk(both, &format!("tls_ca = {:?}\n", ca.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`tls_ca` is for"), "{e}");
+        let e = trunk(both, "transport = \"sctp\"\n").unwrap_err().to_string();
+        assert!(e.contains("udp, tcp or tls"), "{e}");
     }
 }

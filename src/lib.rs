@@ -88,6 +88,7 @@ impl Server {
         // into Via and Contact as the address of the interface with the default route.
         let advertised = advertised_sip(&config, transports.bound());
         let trunks = Arc::new(trunks::Trunks::new(&config.trunks));
+        trunks.set_transports(&transports);
         if !trunks.is_empty() {
             let dns = trunks::dns::Dns::new(&config.dns.servers);
             tasks.spawn(

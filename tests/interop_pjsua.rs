@@ -3,6 +3,9 @@
 //! then MD5). The Authorization header PJSIP sent is read back from its own log, the binding is
 //! checked through the API, and the unregister on exit removes it.
 //!
+//! PJSIP also plays an ITSP reached over TLS: a call out through a TLS trunk reaches it over a
+//! verified connection, and a trunk that does not trust its certificate reaches nothing.
+//!
 //! `scripts/test.sh` installs the wheel into a virtualenv under `target/pyenv`;
 //! `SWITCHBOARD_TEST_PYTHON` names another interpreter that has `pjsua2`.
 
@@ -135,6 +138,178 @@ async fn pjsip_registers_with_sha256(db: Db, transport: Transport) {
     server.shutdown().await;
 }
 
+/// Where the ITSP listens: not 127.0.0.1, where the phones are (an INVITE from the trunk's
+/// address is a call from the trunk).
+const ITSP_IP: &str = "127.0.0.2";
+
+/// A self-signed certificate for [`ITSP_IP`] (as an IP address name), written as PEM files into
+/// `dir`: (certificate, key).
+fn self_signed(dir: &std::path::Path, stem: &str) -> (String, String) {
+    let pair = rcgen::generate_simple_self_signed(vec![ITSP_IP.to_string()]).unwrap();
+    let cert = dir.join(format!("{stem}.crt"));
+    let key = dir.join(format!("{stem}.key"));
+    std::fs::write(&cert, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.key_pair.serialize_pem()).unwrap();
+    (
+        cert.to_str().unwrap().to_owned(),
+        key.to_str().unwrap().to_owned(),
+    )
+}
+
+/// pjsua2 as the ITSP on TLS [`ITSP_IP`]:`port`; returns once it listens, with its log so far being read
+/// on (everything it printed, when it has exited).
+async fn itsp_over_tls(
+    port: u16,
+    cert: &str,
+    key: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pjsua/itsp_tls.py");
+    let mut child = Command::new(python())
+        .args([script, ITSP_IP, &port.to_string(), cert, key])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let listening = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let done = line == "LISTENING";
+            seen.push(line);
+            if done {
+                return (true, rx, seen);
+            }
+        }
+        (false, rx, seen)
+    })
+    .await
+    .unwrap();
+    assert!(
+        listening.0,
+        "pjsua did not listen:\n{}",
+        listening.2.join("\n")
+    );
+    (child, listening.1)
+}
+
+/// A server (users 100 `alice`) whose trunk `default` goes to [`ITSP_IP`]:`port` over TLS,
+/// trusting the roots in `ca`.
+async fn server_with_tls_trunk(
+    db: &TestDb,
+    port: u16,
+    ca: &str,
+    no_answer_secs: u32,
+) -> (switchboard::Server, tempfile::TempDir) {
+    let (server, data) = common::start_server(
+        db,
+        "listen = [\"udp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
+         digest_algorithms = [\"MD5\"]",
+        &format!(
+            "[calls]\nno_answer_secs = {no_answer_secs}\n[[trunks]]\nname = \"default\"\n\
+             host = \"{ITSP_IP}:{port}\"\ntransport = \"tls\"\ntls_ca = {ca:?}\n\
+             register = false\nnumber_format = \"national\"\ncaller_id = \"+4930555100\"\n"
+        ),
+    )
+    .await;
+    common::user_with_phone(&server, "100", "alice", "alice-secret").await;
+    (server, data)
+}
+
+/// Alice dials a national number (the default dialplan sends it to trunk `default`).
+fn alice_dials_out(
+    server: &switchboard::Server,
+    scenario: &str,
+    args: &[&str],
+) -> tokio::task::JoinHandle<common::sipp::SippRun> {
+    let mut all = vec!["-s", "0301234567", "-au", "alice", "-ap", "alice-secret"];
+    all.extend_from_slice(args);
+    common::sipp::spawn_sipp(
+        scenario,
+        common::sip_addr(server, Transport::Udp),
+        common::free_udp_port(),
+        &all,
+    )
+}
+
+/// Waits for the ITSP to exit (stops it first when `stop`) and returns everything it printed.
+async fn itsp_log(
+    mut child: std::process::Child,
+    rx: std::sync::mpsc::Receiver<String>,
+    stop: bool,
+) -> String {
+    tokio::task::spawn_blocking(move || {
+        if stop {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        rx.iter().collect::<Vec<_>>().join("\n")
+    })
+    .await
+    .unwrap()
+}
+
+async fn call_out_through_a_tls_trunk(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path(), "itsp");
+    let port = common::free_tcp_port();
+    let (itsp, log) = itsp_over_tls(port, &cert, &key).await;
+    let (server, _data) = server_with_tls_trunk(&tdb, port, &cert, 10).await;
+    let caller = alice_dials_out(&server, "call_uac.xml", &["-d", "300"]);
+    common::sipp::must_pass("alice", caller).await;
+    let log = itsp_log(itsp, log, false).await;
+    assert!(log.contains("ANSWERED") && log.contains("ENDED"), "{log}");
+    // PJSIP names the transport each message came over.
+    let invite_at = log
+        .find("INVITE sip:0301234567@127.0.0.2")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(log.contains("Via: SIP/2.0/TLS "), "{log}");
+    assert!(log.contains("BYE sip:"), "{log}");
+    let contact = log[invite_at..]
+        .lines()
+        .find(|l| l.starts_with("Contact:"))
+        .unwrap_or_default();
+    assert!(contact.contains("transport=tls"), "{contact}");
+    assert_eq!(
+        common::only_entry(&server, 1).await.outcome,
+        switchboard::store::PartyOutcome::Answered
+    );
+    server.shutdown().await;
+}
+
+/// The trunk trusts another certificate than the one the ITSP shows: no connection, no call
+/// reaches it, and the caller hears that the number is unavailable once the call has rung
+/// out (the branch's INVITE is lost with the connection, as a datagram would be).
+async fn a_tls_trunk_with_an_untrusted_certificate_reaches_nothing(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path(), "itsp");
+    let (other, _) = self_signed(certs.path(), "other");
+    let port = common::free_tcp_port();
+    let (itsp, log) = itsp_over_tls(port, &cert, &key).await;
+    let (server, _data) = server_with_tls_trunk(&tdb, port, &other, 3).await;
+    let scenarios = tempfile::tempdir().unwrap();
+    let caller = alice_dials_out(
+        &server,
+        &common::sipp::rejected_scenario(&scenarios, 480),
+        &[],
+    );
+    common::sipp::must_pass("alice, refused", caller).await;
+    let log = itsp_log(itsp, log, true).await;
+    assert!(!log.contains("INVITE sip:"), "{log}");
+    server.shutdown().await;
+}
+
 async fn sha256_over_udp(db: Db) {
     pjsip_registers_with_sha256(db, Transport::Udp).await
 }
@@ -144,3 +319,13 @@ async fn sha256_over_tcp(db: Db) {
 }
 
 on_both_databases!(sha256_over_udp, sha256_over_tcp);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_trunk() {
+    call_out_through_a_tls_trunk(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_trunk_untrusted() {
+    a_tls_trunk_with_an_untrusted_certificate_reaches_nothing(Db::Sqlite).await
+}

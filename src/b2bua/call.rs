@@ -94,6 +94,9 @@ pub struct Target {
     pub from: Option<NameAddr>,
     /// Digest credentials for a 401/407 on this branch (a trunk that challenges our INVITE).
     pub credentials: Option<std::sync::Arc<BranchCredentials>>,
+    /// Our Contact on this branch when not the call's (a trunk over another transport than
+    /// the caller's).
+    pub contact: Option<NameAddr>,
     /// A 3xx from this target is followed, routed as if this user had dialled the number it
     /// redirects to (a phone's own call forwarding). `None` (a trunk, click-to-call): a 3xx
     /// ends the branch.
@@ -108,6 +111,7 @@ impl Target {
             label,
             from: None,
             credentials: None,
+            contact: None,
             forwarded_as: None,
         }
     }
@@ -1338,7 +1342,8 @@ impl Call {
         let _ = req.push_name_addr(HeaderName::To, NameAddr::new(target.uri.clone()));
         let _ = req.push_header(HeaderName::CallId, &call_id);
         let _ = req.push_cseq(1, Method::Invite);
-        let _ = req.push_name_addr(HeaderName::Contact, self.config.contact.clone());
+        let contact = target.contact.as_ref().unwrap_or(&self.config.contact);
+        let _ = req.push_name_addr(HeaderName::Contact, contact.clone());
         let _ = req.push_header(HeaderName::Allow, ALLOW);
         copy_body(&self.caller_invite, &mut req);
         req

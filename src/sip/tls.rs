@@ -1,8 +1,11 @@
-//! TLS for SIP (`sips:`, port 5061): the server certificate and the rustls acceptor.
+//! TLS for SIP (`sips:`, port 5061): the server certificate and the rustls acceptor, and the
+//! client side for connections of ours (a trunk over TLS).
 //!
 //! The certificate and key come from the config; when none is configured, a self-signed pair is
 //! generated once into `<data_dir>/tls/` and reused on every start, so phones that pinned it keep
-//! working across restarts. Owns certificate loading only; connections live in `transport`.
+//! working across restarts. An ITSP's certificate is verified against the roots of a PEM file
+//! (the system's bundle unless the trunk names one) and the name of its host. Owns certificate
+//! loading only; connections live in `transport`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +41,30 @@ pub fn acceptor(
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate and key do not match: {e}"))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Where Debian and its derivatives (and Alpine) keep the system's trusted roots.
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The client configuration for connections of ours whose peers must chain to a root in the
+/// PEM file `roots`.
+pub fn connector(roots: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut store = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(roots)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("reading {}: {e}", roots.display()))?;
+    // A bundle may hold a certificate rustls cannot use (an old format): the rest still count.
+    let (added, _) = store.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("no usable certificate in {}", roots.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The generated pair's paths, creating it on first use.

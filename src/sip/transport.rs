@@ -113,12 +113,23 @@ pub struct UdpReader {
     pub socket: std::net::UdpSocket,
 }
 
+/// What a TLS connection of ours to one address must find: the name the peer's certificate
+/// has to show, and the roots it has to chain to.
+#[derive(Clone)]
+pub struct TlsTarget {
+    pub name: rustls::pki_types::ServerName<'static>,
+    pub config: Arc<rustls::ClientConfig>,
+}
+
 /// The bound transports. Cheap to share (`Arc`); `send` never blocks.
 pub struct Transports {
     flows: DashMap<u64, (Sender, Transport)>,
-    /// Connections we open (a trunk over TCP), by destination: the queue of their writer,
-    /// usable while the connection is still being made.
-    outbound: DashMap<SocketAddr, mpsc::Sender<Payload>>,
+    /// Connections we open (a trunk over TCP or TLS), by destination: the queue of their
+    /// writer, usable while the connection is still being made.
+    outbound: DashMap<(SocketAddr, Transport), mpsc::Sender<Payload>>,
+    /// Where TLS connections of ours may go, as whoever resolved the names said
+    /// ([`Transports::expect_tls`]): no TLS connection is opened to an address without one.
+    tls_targets: DashMap<SocketAddr, TlsTarget>,
     /// Where incoming messages go (outbound connections read into it too).
     sink: mpsc::Sender<Incoming>,
     me: std::sync::OnceLock<std::sync::Weak<Transports>>,
@@ -193,6 +204,7 @@ impl Transports {
         let this = Arc::new(Transports {
             flows,
             outbound: DashMap::new(),
+            tls_targets: DashMap::new(),
             sink: sink.clone(),
             me: std::sync::OnceLock::new(),
             next_flow: AtomicU64::new(udp_default.len() as u64 + 1),
@@ -266,8 +278,8 @@ impl Transports {
             };
         }
         match to.transport {
-            Transport::Tcp if to.flow & INBOUND_FLOW != 0 => false,
-            Transport::Tcp => self.send_outbound(to.addr, bytes),
+            Transport::Tcp | Transport::Tls if to.flow & INBOUND_FLOW != 0 => false,
+            Transport::Tcp | Transport::Tls => self.send_outbound(to.addr, to.transport, bytes),
             Transport::Udp => {
                 let v4 = to.addr.is_ipv4();
                 match self.udp_default.iter().find(|(_, is_v4, _)| *is_v4 == v4) {
@@ -278,15 +290,32 @@ impl Transports {
                     None => false,
                 }
             }
-            Transport::Tls => false,
         }
     }
 
-    /// Sends over our own TCP connection to `to`, opening it first when there is none (a trunk
-    /// reached over TCP). What is sent meanwhile waits in the connection's queue; a connection
-    /// that cannot be made drops it, and the transactions time out as for a lost datagram.
-    fn send_outbound(&self, to: SocketAddr, bytes: Payload) -> bool {
-        let bytes = match self.outbound.get(&to) {
+    /// Allows TLS connections of ours to `addr`, verified against `target` (an ITSP's next hop,
+    /// once its name resolved). A later call for the same address replaces the target.
+    pub fn expect_tls(&self, addr: SocketAddr, target: TlsTarget) {
+        self.tls_targets.insert(addr, target);
+    }
+
+    /// Sends over our own TCP or TLS connection to `to`, opening it first when there is none (a
+    /// trunk reached over TCP or TLS). What is sent meanwhile waits in the connection's queue; a
+    /// connection that cannot be made (or whose certificate does not verify) drops it, and the
+    /// transactions time out as for a lost datagram.
+    fn send_outbound(&self, to: SocketAddr, transport: Transport, bytes: Payload) -> bool {
+        let tls = match transport {
+            Transport::Tls => match self.tls_targets.get(&to) {
+                Some(t) => Some(t.clone()),
+                None => {
+                    tracing::warn!(%to, "sip/tls: no name to verify this address against; not connecting");
+                    return false;
+                }
+            },
+            _ => None,
+        };
+        let key = (to, transport);
+        let bytes = match self.outbound.get(&key) {
             Some(tx) => match tx.try_send(bytes) {
                 Ok(()) => return true,
                 Err(mpsc::error::TrySendError::Full(_)) => return false,
@@ -295,29 +324,47 @@ impl Transports {
             },
             None => bytes,
         };
-        self.outbound.remove_if(&to, |_, queued| queued.is_closed());
+        self.outbound
+            .remove_if(&key, |_, queued| queued.is_closed());
         let Some(this) = self.me.get().and_then(std::sync::Weak::upgrade) else {
             return false;
         };
-        let local = self.local(Transport::Tcp).unwrap_or(to);
+        let local = self.local(transport).unwrap_or(to);
         let (tx, rx) = mpsc::channel::<Payload>(256);
         let _ = tx.try_send(bytes);
-        self.outbound.insert(to, tx.clone());
+        self.outbound.insert(key, tx.clone());
         // Weak: a strong sender here would keep the connection's writer waiting for more.
         let ours = tx.downgrade();
         self.rt.spawn(async move {
             let sink = this.sink.clone();
+            let queue = Some((tx, rx));
             match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(to)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     let t = this.clone();
-                    run_stream(t, stream, to, local, Transport::Tcp, sink, Some((tx, rx))).await;
+                    match tls {
+                        None => run_stream(t, stream, to, local, transport, sink, queue).await,
+                        Some(target) => {
+                            let connector = tokio_rustls::TlsConnector::from(target.config);
+                            let handshake = connector.connect(target.name, stream);
+                            match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+                                Ok(Ok(s)) => {
+                                    run_stream(t, s, to, local, transport, sink, queue).await
+                                }
+                                // An operator needs to see this one: a wrong CA or name.
+                                Ok(Err(e)) => {
+                                    tracing::warn!(%to, error = %e, "sip/tls: handshake failed")
+                                }
+                                Err(_) => tracing::debug!(%to, "sip/tls: handshake timed out"),
+                            }
+                        }
+                    }
                 }
-                Ok(Err(e)) => tracing::debug!(%to, error = %e, "sip/tcp: cannot connect"),
-                Err(_) => tracing::debug!(%to, "sip/tcp: connecting timed out"),
+                Ok(Err(e)) => tracing::debug!(%to, error = %e, "sip: cannot connect"),
+                Err(_) => tracing::debug!(%to, "sip: connecting timed out"),
             }
             // Unless a newer connection took the place already.
-            this.outbound.remove_if(&to, |_, queued| {
+            this.outbound.remove_if(&key, |_, queued| {
                 ours.upgrade().is_some_and(|o| o.same_channel(queued))
             });
         });
@@ -385,6 +432,16 @@ pub fn gone_flow(transport: Transport) -> u64 {
         Transport::Udp => 0,
         Transport::Tcp => INBOUND_FLOW,
         Transport::Tls => INBOUND_FLOW | TLS_FLOW,
+    }
+}
+
+/// The flow id for requests to a peer we reach over a connection of our own (a trunk): 0 for
+/// UDP and TCP, TLS's mark for TLS, so that the transaction layer (which only knows
+/// "reliable") never has it sent in clear.
+pub fn outbound_flow(transport: Transport) -> u64 {
+    match transport {
+        Transport::Tls => TLS_FLOW,
+        _ => 0,
     }
 }
 
@@ -615,7 +672,7 @@ async fn run_stream<S>(
         // Later messages for this peer open a new connection instead of queueing here.
         transports
             .outbound
-            .remove_if(&from, |_, queued| queued.same_channel(&tx));
+            .remove_if(&(from, transport), |_, queued| queued.same_channel(&tx));
     }
     drop(tx);
     // What was queued goes out if the peer takes it; a peer that does not is not waited for.

@@ -2,8 +2,9 @@
 //!
 //! An IP address is used as it is. A host name with an explicit port is looked up as A/AAAA. A
 //! host name without a port is first looked up as SRV records (`_sip._udp.<host>`, or
-//! `_sip._tcp.<host>` for a TCP trunk; RFC 2782), whose targets are taken in priority order,
-//! and only when there are none as A/AAAA on port 5060. NAPTR is not consulted: the transport
+//! `_sip._tcp.<host>` for a TCP trunk, `_sips._tcp.<host>` for TLS; RFC 2782), whose targets
+//! are taken in priority order, and only when there are none as A/AAAA on port 5060 (5061 for
+//! TLS). NAPTR is not consulted: the transport
 //! is the trunk's configuration, which is what NAPTR would choose.
 //!
 //! Within one priority, targets are ordered by descending weight rather than by RFC 2782's
@@ -94,7 +95,10 @@ impl Dns {
         transport: Transport,
     ) -> Result<Vec<SocketAddr>, DnsError> {
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port.unwrap_or(5060))]);
+            return Ok(vec![SocketAddr::new(
+                ip,
+                port.unwrap_or(transport.default_port()),
+            )]);
         }
         tokio::time::timeout(TIMEOUT, self.lookup(host, port, transport))
             .await
@@ -112,12 +116,12 @@ impl Dns {
         if let Some(port) = port {
             return self.addresses(&fqdn, port).await;
         }
-        let proto = match transport {
-            Transport::Tcp => "_tcp",
-            // TLS trunks are not built; UDP otherwise.
-            _ => "_udp",
+        let service = match transport {
+            Transport::Udp => format!("_sip._udp.{fqdn}"),
+            Transport::Tcp => format!("_sip._tcp.{fqdn}"),
+            // RFC 3263 §4.1: SIP over TLS is the `sips` service over TCP.
+            Transport::Tls => format!("_sips._tcp.{fqdn}"),
         };
-        let service = format!("_sip.{proto}.{fqdn}");
         let records = match self.resolver()?.srv_lookup(service.as_str()).await {
             Ok(found) => {
                 let mut records: Vec<(u16, u16, String, u16)> = found
@@ -134,7 +138,7 @@ impl Dns {
             Err(e) => return Err(e.into()),
         };
         if records.is_empty() {
-            return self.addresses(&fqdn, 5060).await;
+            return self.addresses(&fqdn, transport.default_port()).await;
         }
         let mut all = Vec::new();
         for (_, _, target, port) in records {

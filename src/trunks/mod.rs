@@ -10,7 +10,9 @@
 //! (`b2bua`), sockets.
 //!
 //! Host names are resolved by [`dns`]: SRV records when the configuration gives no port, else
-//! A/AAAA (RFC 3263).
+//! A/AAAA (RFC 3263). For a TLS trunk, each address found is handed to the transports with the
+//! name its certificate must show (the configured host, RFC 5922 §7) and the roots it must
+//! chain to: they open no TLS connection to an address without one.
 
 pub mod dns;
 pub mod registration;
@@ -66,6 +68,8 @@ pub struct Trunk {
     next_hop: (String, Option<u16>),
     /// What `next_hop` and `host` resolved to, refreshed in the background.
     resolved: RwLock<Resolved>,
+    /// A TLS trunk's client configuration (the roots its certificate must chain to).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug, Default)]
@@ -84,7 +88,24 @@ impl Trunk {
             Some(p) => parse_host_and_port(p)?,
             None => (host, port),
         };
-        let port = port.unwrap_or(5060);
+        let port = port.unwrap_or(config.transport.default_port());
+        let tls = match config.transport {
+            crate::config::Transport::Tls => {
+                let roots = config
+                    .tls_ca
+                    .clone()
+                    .unwrap_or_else(|| crate::sip::tls::SYSTEM_ROOTS.into());
+                match crate::sip::tls::connector(&roots) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        // Checked when the configuration was read; the file changed since.
+                        tracing::error!(trunk = %config.name, error = %e, "trunk: no TLS roots");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         // Host::to_string gives `[v6]`; the resolver wants it bare.
         let hop_name = match &next_hop.0 {
             Host::V6(a) => a.to_string(),
@@ -98,6 +119,7 @@ impl Trunk {
                 next_hop: Vec::new(),
                 sources: config.inbound_addresses.clone(),
             }),
+            tls,
             config,
         })
     }
@@ -118,8 +140,25 @@ impl Trunk {
 
     /// Whether in-dialog requests to this trunk follow the dialog's route set and remote
     /// target (RFC 3261 §12.2.1.1): when there is no outbound proxy, which takes everything.
+    /// Over TLS they go through our one connection to the next hop, whose certificate we
+    /// checked, never to an address a Contact names.
     pub fn dialog_routed(&self) -> bool {
         self.config.outbound_proxy.is_none()
+            && self.config.transport != crate::config::Transport::Tls
+    }
+
+    /// The flow requests to this trunk go on (see [`crate::sip::transport::outbound_flow`]).
+    pub fn flow(&self) -> u64 {
+        crate::sip::transport::outbound_flow(self.config.transport)
+    }
+
+    /// The port of `host` written in a URI: none when it is the transport's default.
+    pub fn uri_port(&self) -> String {
+        if self.domain_port == self.config.transport.default_port() {
+            String::new()
+        } else {
+            format!(":{}", self.domain_port)
+        }
     }
 
     /// Whether an INVITE from `ip` comes from this trunk.
@@ -203,6 +242,35 @@ impl Trunk {
         Some((user, self.config.password.as_deref()?))
     }
 
+    /// Tells the transports that the next hop's addresses are this trunk's over TLS: their
+    /// certificate must chain to `config`'s roots and name the next hop's host (RFC 5922 §7:
+    /// the domain we looked up, not what SRV or a Contact pointed to).
+    fn expect_tls(
+        &self,
+        transports: &crate::sip::transport::Transports,
+        config: &Arc<rustls::ClientConfig>,
+    ) {
+        let Ok(name) = rustls::pki_types::ServerName::try_from(self.next_hop.0.clone()) else {
+            tracing::warn!(trunk = self.name(), host = %self.next_hop.0, "trunk: host cannot be checked against a certificate");
+            return;
+        };
+        let hops = self
+            .resolved
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next_hop
+            .clone();
+        for addr in hops {
+            transports.expect_tls(
+                addr,
+                crate::sip::transport::TlsTarget {
+                    name: name.clone(),
+                    config: config.clone(),
+                },
+            );
+        }
+    }
+
     /// Looks the host names up again.
     async fn resolve(&self, dns: &dns::Dns) -> Result<(), dns::DnsError> {
         let hop = dns
@@ -246,6 +314,8 @@ pub struct TrunkStatus {
 pub struct Trunks {
     trunks: Vec<Arc<Trunk>>,
     status: RwLock<HashMap<String, TrunkStatus>>,
+    /// Told which names TLS trunks' addresses must show ([`Trunks::set_transports`]).
+    transports: std::sync::OnceLock<std::sync::Weak<crate::sip::transport::Transports>>,
 }
 
 impl Trunks {
@@ -278,7 +348,14 @@ impl Trunks {
         Trunks {
             trunks,
             status: RwLock::new(status),
+            transports: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where to tell, as TLS trunks' names resolve, which certificate name each address must
+    /// show (set once, at start, before [`Trunks::resolve_all`]).
+    pub fn set_transports(&self, transports: &Arc<crate::sip::transport::Transports>) {
+        let _ = self.transports.set(Arc::downgrade(transports));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -337,9 +414,13 @@ impl Trunks {
     }
 
     async fn resolve_once(&self, dns: &dns::Dns) {
+        let transports = self.transports.get().and_then(std::sync::Weak::upgrade);
         for t in &self.trunks {
             match t.resolve(dns).await {
                 Ok(()) => {
+                    if let (Some(transports), Some(config)) = (&transports, &t.tls) {
+                        t.expect_tls(transports, config);
+                    }
                     let hop = t.next_hop();
                     self.update(t.name(), |s| s.next_hop = hop.map(|a| a.to_string()));
                 }

@@ -60,11 +60,7 @@ impl Registrations {
                 continue;
             };
             let account_user = t.config.username.as_deref().unwrap_or(user);
-            let port = if t.domain_port == 5060 {
-                String::new()
-            } else {
-                format!(":{}", t.domain_port)
-            };
+            let port = t.uri_port();
             let (Ok(registrar), Ok(aor)) = (
                 Uri::parse(&format!("sip:{}{port}", t.domain)),
                 Uri::parse(&format!("sip:{account_user}@{}", t.domain)),
@@ -72,18 +68,20 @@ impl Registrations {
                 tracing::warn!(trunk = t.name(), "trunk: account does not make a SIP URI");
                 continue;
             };
-            let tcp = t.config.transport == crate::config::Transport::Tcp;
-            let Ok(contact) = NameAddr::parse(&format!(
-                "<sip:{account_user}@{local}{}>",
-                if tcp { ";transport=tcp" } else { "" }
-            )) else {
+            let param = match t.config.transport {
+                crate::config::Transport::Udp => "",
+                crate::config::Transport::Tcp => ";transport=tcp",
+                crate::config::Transport::Tls => ";transport=tls",
+            };
+            let Ok(contact) = NameAddr::parse(&format!("<sip:{account_user}@{local}{param}>"))
+            else {
                 continue;
             };
             let Ok(host) = Host::parse(&local.ip().to_string()) else {
                 continue;
             };
             let via = Via::new(
-                if tcp { Transport::Tcp } else { Transport::Udp },
+                Transport::parse(t.config.transport.as_str()),
                 host,
                 Some(local.port()),
                 "z9hG4bK",
@@ -192,7 +190,7 @@ impl Registrations {
         let peer = transaction::Peer {
             addr: to,
             reliable: self.entries[i].trunk.config.transport != crate::config::Transport::Udp,
-            flow: 0,
+            flow: self.entries[i].trunk.flow(),
         };
         match layer.send_request(req, peer, now) {
             Ok(tx) => {

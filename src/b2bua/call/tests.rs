@@ -1108,6 +1108,7 @@ fn a_trunk_branch_answers_one_challenge_with_its_credentials() {
             username: "acct".into(),
             password: "pw".into(),
         })),
+        contact: None,
         forwarded_as: None,
     };
     let mut call = Call::new(caller_invite(), "pbx-tag", vec![trunk], config(), 9, t0).unwrap();
@@ -1184,6 +1185,7 @@ fn a_trunk_challenging_our_bye_gets_it_again_with_credentials() {
             username: "acct".into(),
             password: "pw".into(),
         })),
+        contact: None,
         forwarded_as: None,
     };
     let mut call = Call::new(caller_invite(), "pbx-tag", vec![trunk], config(), 9, t0).unwrap();

@@ -739,7 +739,7 @@ impl Calls {
                 }
             },
         };
-        let (targets, peers): (Vec<Target>, Vec<Hop>) = targets.into_iter().unzip();
+        let (targets, peers): (Vec<Target>, Vec<Hop>) = self.with_contacts(targets);
         let seed = self.next_random();
         let tag = self.caller_tag(&invite);
         let call = match Call::new(invite.clone(), &tag, targets, config, seed, now) {
@@ -1582,11 +1582,23 @@ impl Calls {
         });
     }
 
+    /// Splits routed targets from their hops, giving a branch to a TLS trunk our TLS Contact:
+    /// the ITSP's requests in that dialog must not come to us in clear over the caller's
+    /// transport.
+    fn with_contacts(&self, targets: Vec<(Target, Hop)>) -> (Vec<Target>, Vec<Hop>) {
+        targets
+            .into_iter()
+            .map(|(mut target, hop)| {
+                if hop.trunk && hop.peer.transport == Transport::Tls {
+                    target.contact = self.local.get(&Transport::Tls).map(|l| l.contact.clone());
+                }
+                (target, hop)
+            })
+            .unzip()
+    }
+
     /// Rings where a redirect led, beside the branches still ringing.
     fn redirected(&mut self, layer: &mut TransactionLayer, r: Redirected, now: Instant) {
-        let Some(e) = self.calls.get_mut(&r.call) else {
-            return;
-        };
         let (targets, callee) = match r.decision {
             Decision::Ring {
                 targets, parties, ..
@@ -1594,7 +1606,10 @@ impl Calls {
             // The echo test, a refusal: the forward leads nowhere a caller can be put through.
             _ => (Vec::new(), None),
         };
-        let (targets, hops): (Vec<Target>, Vec<Hop>) = targets.into_iter().unzip();
+        let (targets, hops): (Vec<Target>, Vec<Hop>) = self.with_contacts(targets);
+        let Some(e) = self.calls.get_mut(&r.call) else {
+            return;
+        };
         if e.call.on_redirect(r.branch, targets, now).is_some() {
             e.branches.extend(hops.into_iter().map(BranchIo::new));
             let p = &e.parties;
@@ -1729,7 +1744,7 @@ impl Calls {
             return fail(&self.c2c_status, "the number does not make a SIP URI");
         };
         let config = self.call_config(local, *caller_id);
-        let (targets, peers): (Vec<Target>, Vec<Hop>) = targets.into_iter().unzip();
+        let (targets, peers): (Vec<Target>, Vec<Hop>) = self.with_contacts(targets);
         let seed = self.next_random();
         let tag = format!("c2c{c2c_id}");
         let call = match Call::new(invite, &tag, targets, config, seed, now) {
@@ -1906,7 +1921,7 @@ impl Calls {
             return;
         };
         let config = self.call_config(local, *caller_id);
-        let (targets, peers): (Vec<Target>, Vec<Hop>) = targets.into_iter().unzip();
+        let (targets, peers): (Vec<Target>, Vec<Hop>) = self.with_contacts(targets);
         let seed = self.next_random();
         let Ok(call) = Call::new(invite, &format!("c2c{c2c_id}b"), targets, config, seed, now)
         else {

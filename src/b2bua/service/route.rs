@@ -479,13 +479,12 @@ fn trunk_target(
         tracing::warn!(trunk = trunk.name(), %number, "b2bua: number cannot be written in the trunk's format (no [numbering] in the dialplan?)");
         return None;
     };
-    let port = if trunk.domain_port == 5060 {
-        String::new()
-    } else {
-        format!(":{}", trunk.domain_port)
-    };
+    let port = trunk.uri_port();
     let uri = Uri::parse(&format!("sip:{formatted}@{}{port}", trunk.domain)).ok()?;
-    let mut from = NameAddr::parse(&format!("<sip:{from_number}@{}>", trunk.domain)).ok()?;
+    let Ok(mut from) = NameAddr::parse(&format!("<sip:{from_number}@{}>", trunk.domain)) else {
+        tracing::warn!(trunk = trunk.name(), caller = %from_number, "b2bua: no caller number for the trunk (set `caller_id`, a DID or `username`); branch skipped");
+        return None;
+    };
     if !name.is_empty() {
         from.display_name = Some(name.to_owned());
     }
@@ -501,6 +500,7 @@ fn trunk_target(
             label: number.to_owned(),
             from: Some(from),
             credentials,
+            contact: None,
             // An ITSP's redirect is not followed: where it points is the ITSP's choice, on
             // our account.
             forwarded_as: None,
@@ -509,7 +509,7 @@ fn trunk_target(
             peer: Peer {
                 addr: hop,
                 transport: trunk.config.transport,
-                flow: 0,
+                flow: trunk.flow(),
             },
             follow_dialog: trunk.dialog_routed(),
             trunk: true,
