@@ -1305,17 +1305,27 @@ mod tests {
         let with_ca = format!("transport = \"tls\"\ntls_ca = {:?}\n", ca.path());
         let c = trunk(both, &with_ca).unwrap();
         assert_eq!(c.trunks[0].transport, Transport::Tls);
-        let e = trunk("\"udp:127.0.0.1:5060\"", &with_ca).unwrap_err().to_string();
-        assert!(e.contains("needs a `tls:` address"), "{e}");
-        let e = trunk(both, "transport = \"tls\"\ntls_ca = \"/nonexistent/ca.pem\"\n")
+        let e = trunk("\"udp:127.0.0.1:5060\"", &with_ca)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("tls_ca") && e.contains("/nonexistent/ca.pem"), "{e}");
+        assert!(e.contains("needs a `tls:` address"), "{e}");
+        let e = trunk(
+            both,
+            "transport = \"tls\"\ntls_ca = \"/nonexistent/ca.pem\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("tls_ca") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
         let e = trunk(both, &format!("tls_ca = {:?}\n", ca.path()))
             .unwrap_err()
             .to_string();
         assert!(e.contains("`tls_ca` is for"), "{e}");
-        let e = trunk(both, "transport = \"sctp\"\n").unwrap_err().to_string();
+        let e = trunk(both, "transport = \"sctp\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("udp, tcp or tls"), "{e}");
     }
 }

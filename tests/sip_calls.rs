@@ -785,6 +785,27 @@ async fn replaces_for_an_unknown_dialog_is_refused(db: Db) {
     server.shutdown().await;
 }
 
+/// Bob's phone sends its early media reliably (RFC 3262): the PBX PRACKs it in the early
+/// dialog, passes the early media on, and its later BYE continues that dialog's CSeq (the
+/// scenario checks both).
+async fn a_reliable_provisional_from_the_callee_is_pracked(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, bob) = server(&tdb, 30).await;
+    let callee = bob_answers(&server, "call_uas_100rel.xml", &[]).await;
+    let caller = alice_calls(&server, "call_uac.xml", &["-d", "200"]);
+    let caller = must_pass("the caller", caller).await;
+    let callee = must_pass("the callee", callee).await;
+    let prack = received(&callee, "PRACK sip:");
+    assert!(prack.contains("RAck: 1 1 INVITE"), "{prack}");
+    assert!(
+        caller.messages.contains("SIP/2.0 183"),
+        "{}",
+        caller.messages
+    );
+    answered_then_ended(&server, &[alice, bob], "caller").await;
+    server.shutdown().await;
+}
+
 async fn unanswered_call_times_out(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 2).await;
@@ -942,6 +963,11 @@ async fn attended_transfer_replaces() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaces_unknown_dialog() {
     replaces_for_an_unknown_dialog_is_refused(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callee_reliable_provisionals() {
+    a_reliable_provisional_from_the_callee_is_pracked(Db::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

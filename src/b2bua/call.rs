@@ -38,7 +38,8 @@
 //!
 //! RFC 3262: to a caller whose INVITE requires `100rel`, provisional answers go reliably (one
 //! unacknowledged at a time, repeated until PRACKed, the 2xx held back behind one with a session
-//! description). We never offer it to a callee, so its provisionals come unreliably.
+//! description). We offer it to ITSPs ([`Target::offers_100rel`]), whose early media may come
+//! only reliably, and PRACK the reliable provisionals of any callee in their early dialog.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -97,6 +98,9 @@ pub struct Target {
     /// Our Contact on this branch when not the call's (a trunk over another transport than
     /// the caller's).
     pub contact: Option<NameAddr>,
+    /// Offer RFC 3262 reliable provisionals (`Supported: 100rel`): to an ITSP, whose early
+    /// media may come only that way. A reliable provisional from any target is PRACKed.
+    pub offers_100rel: bool,
     /// A 3xx from this target is followed, routed as if this user had dialled the number it
     /// redirects to (a phone's own call forwarding). `None` (a trunk, click-to-call): a 3xx
     /// ends the branch.
@@ -112,6 +116,7 @@ impl Target {
             from: None,
             credentials: None,
             contact: None,
+            offers_100rel: false,
             forwarded_as: None,
         }
     }
@@ -286,6 +291,16 @@ struct Branch {
     /// The INVITE has been sent again with credentials (once per branch: a second challenge
     /// means they were refused).
     authorized: bool,
+    /// The early dialog of the last reliable provisional answer we PRACKed (RFC 3262 §4).
+    early: Option<Box<Early>>,
+}
+
+/// An early dialog with a callee that sends provisional answers reliably.
+#[derive(Debug)]
+struct Early {
+    dialog: Dialog,
+    /// The RSeq we PRACKed last: a retransmission repeats it, and only the next one counts.
+    rseq: u32,
 }
 
 impl Branch {
@@ -581,6 +596,7 @@ impl Call {
                 invite,
                 state: BranchState::Calling,
                 authorized: false,
+                early: None,
             });
         }
         Ok(call)
@@ -701,6 +717,11 @@ impl Call {
             100 => {}
             101..=199 => {
                 if b.live() && self.phase == Phase::Ringing {
+                    if requires(response, "100rel") && !self.prack(branch, response) {
+                        // A retransmission, or one out of order (§4): already handled, or
+                        // to be dropped.
+                        return;
+                    }
                     self.branches[branch].state = BranchState::Ringing;
                     self.forward_provisional(status, response, now);
                 }
@@ -751,6 +772,53 @@ impl Call {
                 self.after_branch_failure(now);
             }
         }
+    }
+
+    /// PRACKs a reliable provisional answer on `branch` (RFC 3262 §4): in its early dialog,
+    /// with `RAck` naming its RSeq and the INVITE's CSeq. False for one to drop: a
+    /// retransmission of the last one (our PRACK's own transaction repeats itself), one out of
+    /// order, or one without a usable RSeq or early dialog.
+    fn prack(&mut self, branch: usize, response: &Message) -> bool {
+        let Some(rseq) = response
+            .header(&HeaderName::RSeq)
+            .and_then(|v| crate::sip::header::parse_u32(v).ok())
+        else {
+            return false;
+        };
+        let tag = response.to().and_then(NameAddr::tag).unwrap_or_default();
+        let b = &mut self.branches[branch];
+        let same_dialog = b
+            .early
+            .as_ref()
+            .is_some_and(|e| e.dialog.id().remote_tag == tag);
+        if same_dialog {
+            let last = b.early.as_ref().map_or(0, |e| e.rseq);
+            if rseq != last.wrapping_add(1) {
+                return false;
+            }
+        } else {
+            // The first reliable answer of this early dialog (a fork further on may start
+            // another): its dialog is ours from here.
+            let Ok(dialog) = Dialog::uac(&b.invite, response) else {
+                return false;
+            };
+            b.early = Some(Box::new(Early { dialog, rseq }));
+        }
+        let via = self.via();
+        let random = self.random();
+        let invite_seq = cseq_of(&self.branches[branch].invite);
+        let Some(early) = self.branches[branch].early.as_mut() else {
+            return false;
+        };
+        early.rseq = rseq;
+        let Ok(mut prack) = early.dialog.request(Method::Prack, &via, random) else {
+            return false;
+        };
+        let _ = prack
+            .message
+            .push_header(HeaderName::RAck, &format!("{rseq} {invite_seq} INVITE"));
+        self.send_own(Towards::Branch(branch), prack, false);
+        true
     }
 
     /// Answers a trunk's 401/407 on `branch`: the same INVITE (same Call-ID, From tag and To)
@@ -834,6 +902,7 @@ impl Call {
                 invite,
                 state: BranchState::Calling,
                 authorized: false,
+                early: None,
             });
         }
         self.after_branch_failure(now);
@@ -1345,6 +1414,11 @@ impl Call {
         let contact = target.contact.as_ref().unwrap_or(&self.config.contact);
         let _ = req.push_name_addr(HeaderName::Contact, contact.clone());
         let _ = req.push_header(HeaderName::Allow, ALLOW);
+        // Only with an offer of ours: a reliable provisional's offer would need its answer in
+        // our PRACK, which a late-offer caller has not given us.
+        if target.offers_100rel && !self.caller_invite.body().is_empty() {
+            let _ = req.push_header(HeaderName::Supported, "100rel");
+        }
         copy_body(&self.caller_invite, &mut req);
         req
     }
@@ -1484,7 +1558,17 @@ impl Call {
     fn answer(&mut self, branch: usize, response: &Message, now: Instant) {
         let invite = self.branches[branch].invite.clone();
         let callee = match Dialog::uac(&invite, response) {
-            Ok(d) => d,
+            Ok(mut d) => {
+                // The early dialog's PRACKs used CSeq numbers of this same dialog.
+                if let Some(seq) = self.branches[branch]
+                    .early
+                    .take()
+                    .and_then(|e| e.dialog.local_seq())
+                {
+                    d.advance_local_seq(seq);
+                }
+                d
+            }
             Err(e) => {
                 // A 2xx we cannot build a dialog from (no To tag, say): take it down like a
                 // failed branch.
@@ -1812,6 +1896,7 @@ impl Call {
                     invite: invite.clone(),
                     state: BranchState::Winner,
                     authorized: false,
+                    early: None,
                 });
                 self.winner = Some(index);
                 Towards::Branch(index)

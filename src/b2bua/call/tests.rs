@@ -1109,6 +1109,7 @@ fn a_trunk_branch_answers_one_challenge_with_its_credentials() {
             password: "pw".into(),
         })),
         contact: None,
+        offers_100rel: false,
         forwarded_as: None,
     };
     let mut call = Call::new(caller_invite(), "pbx-tag", vec![trunk], config(), 9, t0).unwrap();
@@ -1186,6 +1187,7 @@ fn a_trunk_challenging_our_bye_gets_it_again_with_credentials() {
             password: "pw".into(),
         })),
         contact: None,
+        offers_100rel: false,
         forwarded_as: None,
     };
     let mut call = Call::new(caller_invite(), "pbx-tag", vec![trunk], config(), 9, t0).unwrap();
@@ -1720,4 +1722,79 @@ fn replaces_is_refused_before_the_answer_for_early_only_and_across_a_pending_off
     assert_eq!(ReplaceError::Pending.status(), 491);
     // Nothing was sent for a refusal.
     assert!(drain(&mut call).is_empty());
+}
+
+/// A reliable provisional answer to `invite` (RFC 3262) with `rseq`.
+fn reliable(invite: &Message, status: u16, rseq: u32) -> Message {
+    let mut r = Message::response_to(invite, status, message::reason_phrase(status));
+    r.set_to_tag("b0").unwrap();
+    r.push_header(HeaderName::Contact, "<sip:bob@10.0.1.9:5062>")
+        .unwrap();
+    r.push_header(HeaderName::Require, "100rel").unwrap();
+    r.push_header(HeaderName::RSeq, &rseq.to_string()).unwrap();
+    parse(&r.to_bytes()).unwrap()
+}
+
+fn pracks(actions: &[Action]) -> Vec<Message> {
+    requests(actions)
+        .into_iter()
+        .filter(|(_, m)| m.method() == Some(&Method::Prack))
+        .map(|(_, m)| m)
+        .collect()
+}
+
+#[test]
+fn reliable_provisionals_from_a_callee_are_pracked_once_each_and_in_order() {
+    let (mut call, inv, t0) = started(1);
+    call.on_invite_response(0, &reliable(&inv[0], 180, 7), t0);
+    let a = drain(&mut call);
+    let p = pracks(&a);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].header(&HeaderName::RAck), Some("7 1 INVITE"));
+    assert_eq!(p[0].cseq().unwrap().seq, 2);
+    assert_eq!(p[0].to().unwrap().tag(), Some("b0"));
+    assert_eq!(p[0].uri().unwrap().to_string(), "sip:bob@10.0.1.9:5062");
+    assert_eq!(caller_answers(&a), vec![180]);
+    // Its retransmission (our PRACK's transaction repeats itself) and one that skips a
+    // number are dropped; the next in order is PRACKed.
+    call.on_invite_response(0, &reliable(&inv[0], 180, 7), t0);
+    call.on_invite_response(0, &reliable(&inv[0], 183, 9), t0);
+    assert!(drain(&mut call).is_empty());
+    call.on_invite_response(0, &reliable(&inv[0], 183, 8), t0);
+    let p = pracks(&drain(&mut call));
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].header(&HeaderName::RAck), Some("8 1 INVITE"));
+    assert_eq!(p[0].cseq().unwrap().seq, 3);
+    // The confirmed dialog goes on from the PRACKs' CSeq.
+    call.on_invite_response(0, &answer(&inv[0], 200, "b0", Some(CALLEE_SDP)), t0);
+    drain(&mut call);
+    call.on_request(Leg::Caller, 9, &from_caller(&call, "BYE", 2, None), t0);
+    let bye = requests(&drain(&mut call))
+        .into_iter()
+        .find(|(t, _)| *t == Towards::Branch(0))
+        .expect("the BYE to the callee")
+        .1;
+    assert_eq!(bye.cseq().unwrap().seq, 4);
+}
+
+#[test]
+fn only_trunk_branches_with_an_offer_are_offered_100rel() {
+    let t0 = Instant::now();
+    let trunk = Target {
+        offers_100rel: true,
+        ..targets(1).remove(0)
+    };
+    let mut call = Call::new(caller_invite(), "t", vec![trunk.clone()], config(), 3, t0).unwrap();
+    let inv = invites(&drain(&mut call)).remove(0);
+    assert_eq!(inv.header(&HeaderName::Supported), Some("100rel"));
+    let (_, phone, _) = started(1);
+    assert_eq!(phone[0].header(&HeaderName::Supported), None);
+    // A late-offer caller: the answer to a reliable offer would have to be in our PRACK.
+    let whole = caller_invite().to_bytes();
+    let text = String::from_utf8_lossy(&whole);
+    let head = text.split("Content-Type").next().unwrap();
+    let late = parse(format!("{head}Content-Length: 0\r\n\r\n").as_bytes()).unwrap();
+    let mut call = Call::new(late, "t", vec![trunk], config(), 3, t0).unwrap();
+    let inv = invites(&drain(&mut call)).remove(0);
+    assert_eq!(inv.header(&HeaderName::Supported), None);
 }

@@ -501,6 +501,7 @@ fn trunk_target(
             from: Some(from),
             credentials,
             contact: None,
+            offers_100rel: true,
             // An ITSP's redirect is not followed: where it points is the ITSP's choice, on
             // our account.
             forwarded_as: None,
