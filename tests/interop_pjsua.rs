@@ -3,6 +3,9 @@
 //! then MD5). The Authorization header PJSIP sent is read back from its own log, the binding is
 //! checked through the API, and the unregister on exit removes it.
 //!
+//! PJSIP's STUN client (its start-up Binding request and its UDP transport's classic one) gets
+//! answers from the SIP UDP port (RFC 5626 keep-alives).
+//!
 //! PJSIP also plays an ITSP reached over TLS: a call out through a TLS trunk reaches it over a
 //! verified connection, and a trunk that does not trust its certificate reaches nothing.
 //!
@@ -310,6 +313,37 @@ async fn a_tls_trunk_with_an_untrusted_certificate_reaches_nothing(db: Db) {
     server.shutdown().await;
 }
 
+/// PJSIP uses our SIP UDP port as its STUN server: both its requests are answered with the
+/// address they came from.
+async fn stun_on_the_sip_port(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data) = common::start_server(&tdb, "listen = [\"udp:127.0.0.1:0\"]", "").await;
+    let sip = common::sip_addr(&server, Transport::Udp).to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pjsua/stun.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .args([script, &sip])
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()))
+    })
+    .await
+    .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    // RFC 5389 (XOR-MAPPED-ADDRESS), at start.
+    assert!(
+        log.contains("STUN mapped address found/changed: 127.0.0.1:"),
+        "{log}"
+    );
+    // RFC 3489 (MAPPED-ADDRESS), from the SIP transport's socket.
+    assert!(
+        log.contains("SIP UDP socket reachable at 127.0.0.1:"),
+        "{log}"
+    );
+    assert!(!log.contains("ESTUN"), "{log}");
+    server.shutdown().await;
+}
+
 async fn sha256_over_udp(db: Db) {
     pjsip_registers_with_sha256(db, Transport::Udp).await
 }
@@ -328,4 +362,9 @@ async fn tls_trunk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_trunk_untrusted() {
     a_tls_trunk_with_an_untrusted_certificate_reaches_nothing(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stun_keepalives() {
+    stun_on_the_sip_port(Db::Sqlite).await
 }

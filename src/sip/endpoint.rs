@@ -239,9 +239,15 @@ impl Core {
                             }
                         };
                         let bytes = &buf[..n];
-                        // Keep-alives (RFC 5626 §4.4.1 uses STUN on UDP; plain CRLF is common
-                        // too): nothing to answer.
+                        // Keep-alives: plain CRLF (common) needs no answer; a STUN Binding
+                        // request (RFC 5626 §4.4.2) gets the address it came from.
                         if bytes.iter().all(|b| *b == b'\r' || *b == b'\n' || *b == 0) {
+                            continue;
+                        }
+                        if super::stun::is_stun(bytes) {
+                            if let Some(r) = super::stun::binding_response(bytes, from) {
+                                let _ = u.socket.try_send_to(&r, from);
+                            }
                             continue;
                         }
                         let peer = Peer { addr: from, transport: Transport::Udp, flow: u.flow };

@@ -16,6 +16,7 @@ pub mod header;
 pub(crate) mod lex;
 pub mod message;
 pub mod multipart;
+pub mod stun;
 pub mod tls;
 pub mod transaction;
 pub mod transport;
