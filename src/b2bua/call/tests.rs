@@ -1798,3 +1798,37 @@ fn only_trunk_branches_with_an_offer_are_offered_100rel() {
     let inv = invites(&drain(&mut call)).remove(0);
     assert_eq!(inv.header(&HeaderName::Supported), None);
 }
+
+#[test]
+fn a_cancelled_replacement_ends_the_call() {
+    let (mut call, _inv, t0) = answered();
+    call.replace(Leg::Caller, 50, &replacing_invite(), "new-tag", false, t0)
+        .unwrap();
+    let a = drain(&mut call);
+    let (key, reinvite) = a
+        .iter()
+        .find_map(|x| match x {
+            Action::Request {
+                key,
+                towards: Towards::Branch(0),
+                request,
+            } => Some((*key, request.message.clone())),
+            _ => None,
+        })
+        .unwrap();
+    let trying = Message::response_to(&reinvite, 180, "Ringing");
+    call.on_response(key, &parse(&trying.to_bytes()).unwrap(), t0);
+    call.on_cancel(50);
+    assert!(drain(&mut call).iter().any(|x| matches!(
+        x,
+        Action::Request { towards: Towards::Branch(0), request, .. }
+            if request.message.method() == Some(&Method::Cancel)
+    )));
+    let terminated = Message::response_to(&reinvite, 487, "Request Terminated");
+    call.on_response(key, &parse(&terminated.to_bytes()).unwrap(), t0);
+    let a = drain(&mut call);
+    assert!(a.iter().any(
+        |x| matches!(x, Action::Respond { tx: 50, response } if response.status() == Some(487))
+    ));
+    assert!(matches!(a.last(), Some(Action::Ended)));
+}

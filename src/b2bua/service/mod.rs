@@ -568,11 +568,38 @@ impl Calls {
                 e.call.on_cancel(key);
                 self.apply(id, layer, now);
             }
+        } else if let Some((id, key)) = self.replacing(cancel, invite) {
+            // An INVITE with Replaces (see `replace`): its re-INVITE to the other party is
+            // cancelled, and the call ends with it (the replaced phone is gone already).
+            if let Some(e) = self.calls.get_mut(&id) {
+                e.call.on_cancel(key);
+            }
+            self.apply(id, layer, now);
         } else {
             // Still being authenticated or routed: nobody rings yet. The INVITE gets its 487
             // when the route comes back (only then do we hold it to answer from).
             self.cancelled.insert(invite);
         }
+    }
+
+    /// The call and key of `invite` when it is an INVITE with Replaces a call took: its dialog
+    /// is the one `replace` made, whose tag ours derives from the Call-ID and From tag the
+    /// CANCEL shares.
+    fn replacing(&self, cancel: &Message, invite: ServerTxId) -> Option<(u64, Key)> {
+        let tag = self.caller_tag(cancel);
+        let dialog = DialogRef {
+            call_id: cancel.call_id()?,
+            local_tag: &tag,
+            remote_tag: cancel.from()?.tag()?,
+        };
+        let id = *self.dialogs.get(&dialog as &dyn DialogKey)?;
+        let e = self.calls.get(&id)?;
+        let key = e
+            .waiting
+            .iter()
+            .find(|(_, (server_tx, _))| *server_tx == invite)
+            .map(|(key, _)| *key)?;
+        Some((id, key))
     }
 
     /// A response on one of our client transactions.
