@@ -1528,6 +1528,21 @@ fn replacing_invite() -> Message {
     )
 }
 
+/// The first request of `actions` towards `to`, with its key.
+fn request_to(actions: &[Action], to: Towards) -> (Key, Message) {
+    actions
+        .iter()
+        .find_map(|x| match x {
+            Action::Request {
+                key,
+                towards,
+                request,
+            } if *towards == to => Some((*key, request.message.clone())),
+            _ => None,
+        })
+        .expect("a request there")
+}
+
 fn requests(actions: &[Action]) -> Vec<(Towards, Message)> {
     actions
         .iter()
@@ -1597,17 +1612,7 @@ fn a_phone_replacing_the_caller_takes_its_place() {
     assert_eq!(call.leg_of(alices), None);
 
     // Bob's 200 answers carol's INVITE: our tag, our Contact, bob's session.
-    let key = a
-        .iter()
-        .find_map(|x| match x {
-            Action::Request {
-                key,
-                towards: Towards::Branch(0),
-                ..
-            } => Some(*key),
-            _ => None,
-        })
-        .unwrap();
+    let key = request_to(&a, Towards::Branch(0)).0;
     let mut ok = Message::response_to(reinvite, 200, "OK");
     ok.set_body(CALLEE_SDP.as_bytes().to_vec(), Some("application/sdp"))
         .unwrap();
@@ -1673,17 +1678,7 @@ fn the_other_party_refusing_the_replacement_ends_the_call() {
     call.replace(Leg::Caller, 50, &replacing_invite(), "new-tag", false, t0)
         .unwrap();
     let a = drain(&mut call);
-    let (key, reinvite) = a
-        .iter()
-        .find_map(|x| match x {
-            Action::Request {
-                key,
-                towards: Towards::Branch(0),
-                request,
-            } => Some((*key, request.message.clone())),
-            _ => None,
-        })
-        .unwrap();
+    let (key, reinvite) = request_to(&a, Towards::Branch(0));
     let refused = Message::response_to(&reinvite, 488, "Not Acceptable Here");
     call.on_response(key, &parse(&refused.to_bytes()).unwrap(), t0);
     let a = drain(&mut call);
@@ -1805,17 +1800,7 @@ fn a_cancelled_replacement_ends_the_call() {
     call.replace(Leg::Caller, 50, &replacing_invite(), "new-tag", false, t0)
         .unwrap();
     let a = drain(&mut call);
-    let (key, reinvite) = a
-        .iter()
-        .find_map(|x| match x {
-            Action::Request {
-                key,
-                towards: Towards::Branch(0),
-                request,
-            } => Some((*key, request.message.clone())),
-            _ => None,
-        })
-        .unwrap();
+    let (key, reinvite) = request_to(&a, Towards::Branch(0));
     let trying = Message::response_to(&reinvite, 180, "Ringing");
     call.on_response(key, &parse(&trying.to_bytes()).unwrap(), t0);
     call.on_cancel(50);

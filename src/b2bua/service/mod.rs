@@ -1556,57 +1556,45 @@ impl Calls {
         layer: &mut TransactionLayer,
         now: Instant,
     ) {
-        let Some(number) = contacts.iter().find_map(redirect_number) else {
-            tracing::debug!(call, "b2bua: redirect without a number to dial");
-            let decision = Decision::Reject(480);
-            self.redirected(
-                layer,
-                Redirected {
-                    call,
-                    branch,
-                    decision,
-                },
-                now,
-            );
-            return;
+        let decision = match contacts.iter().find_map(redirect_number) {
+            None => {
+                tracing::debug!(call, "b2bua: redirect without a number to dial");
+                Some(Decision::Reject(480))
+            }
+            Some(number) => {
+                tracing::debug!(call, %number, user, "b2bua: following a redirect");
+                let ready = futures_util::FutureExt::now_or_never(forwarded(
+                    &self.lookup,
+                    user,
+                    number.clone(),
+                ));
+                let reserved = || self.routed_tx.clone().try_reserve_owned();
+                match ready.ok_or_else(reserved) {
+                    Ok(decision) => Some(decision),
+                    Err(Ok(permit)) => {
+                        let lookup = self.lookup.clone();
+                        self.rt.spawn(async move {
+                            let decision = forwarded(&lookup, user, number).await;
+                            permit.send(Routed::Redirect(Redirected {
+                                call,
+                                branch,
+                                decision,
+                            }));
+                        });
+                        None
+                    }
+                    Err(Err(_)) => Some(Decision::Reject(503)),
+                }
+            }
         };
-        tracing::debug!(call, %number, user, "b2bua: following a redirect");
-        let ready =
-            futures_util::FutureExt::now_or_never(forwarded(&self.lookup, user, number.clone()));
-        if let Some(decision) = ready {
-            self.redirected(
-                layer,
-                Redirected {
-                    call,
-                    branch,
-                    decision,
-                },
-                now,
-            );
-            return;
-        }
-        let Ok(permit) = self.routed_tx.clone().try_reserve_owned() else {
-            let decision = Decision::Reject(503);
-            self.redirected(
-                layer,
-                Redirected {
-                    call,
-                    branch,
-                    decision,
-                },
-                now,
-            );
-            return;
-        };
-        let lookup = self.lookup.clone();
-        self.rt.spawn(async move {
-            let decision = forwarded(&lookup, user, number).await;
-            permit.send(Routed::Redirect(Redirected {
+        if let Some(decision) = decision {
+            let r = Redirected {
                 call,
                 branch,
                 decision,
-            }));
-        });
+            };
+            self.redirected(layer, r, now);
+        }
     }
 
     /// Splits routed targets from their hops, giving a branch to a TLS trunk our TLS Contact:

@@ -35,28 +35,19 @@ pub(super) fn call_record(e: &Entry, s: &super::super::call::Summary) -> NewCall
             answered_by: None,
         });
     }
+    let incoming = |user_id| CallParty {
+        user_id,
+        direction: CallDirection::Incoming,
+        other_number: p.caller.number.to_string(),
+        other_name: p.caller.name.to_string(),
+        answered_by: s.answered_by.clone(),
+    };
     // A user calling their own extension has one history entry, the outgoing one.
     if let Some(user_id) = p.callee.user_id.filter(|&u| Some(u) != p.caller.user_id) {
-        parties.push(CallParty {
-            user_id,
-            direction: CallDirection::Incoming,
-            other_number: p.caller.number.to_string(),
-            other_name: p.caller.name.to_string(),
-            answered_by: s.answered_by.clone(),
-        });
+        parties.push(incoming(user_id));
     }
     // Users the call was forwarded to (a phone's redirect) see it as incoming too.
-    for f in &e.forwarded {
-        if let Some(user_id) = f.user_id {
-            parties.push(CallParty {
-                user_id,
-                direction: CallDirection::Incoming,
-                other_number: p.caller.number.to_string(),
-                other_name: p.caller.name.to_string(),
-                answered_by: s.answered_by.clone(),
-            });
-        }
-    }
+    parties.extend(e.forwarded.iter().filter_map(|f| f.user_id).map(incoming));
     NewCallRecord {
         call_ref: e.call.caller_dialog().to_string(),
         started_at: e.started_ms,
