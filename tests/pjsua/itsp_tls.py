@@ -12,6 +12,8 @@ import time
 
 import pjsua2 as pj
 
+from pjcommon import endpoint
+
 ip, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 
 
@@ -39,15 +41,7 @@ class Account(pj.Account):
         self.calls.append(call)
 
 
-ep = pj.Endpoint()
-ep.libCreate()
-cfg = pj.EpConfig()
-cfg.logConfig.level = 5
-cfg.logConfig.consoleLevel = 5
-cfg.uaConfig.threadCnt = 0
-cfg.uaConfig.mainThreadOnly = True
-cfg.uaConfig.userAgent = "pjsua2-itsp"
-ep.libInit(cfg)
+ep = endpoint(user_agent="pjsua2-itsp")
 tcfg = pj.TransportConfig()
 tcfg.boundAddress = ip
 tcfg.port = port

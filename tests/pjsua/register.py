@@ -11,18 +11,12 @@ import sys
 
 import pjsua2 as pj
 
+from pjcommon import endpoint
+
 user, password, hostport, transport = sys.argv[1:5]
 
-ep = pj.Endpoint()
-ep.libCreate()
-cfg = pj.EpConfig()
-cfg.logConfig.level = 5
-cfg.logConfig.consoleLevel = 5
-cfg.uaConfig.threadCnt = 0
-cfg.uaConfig.mainThreadOnly = True
-# pjsua2 sends no User-Agent unless told; name it so the binding shows who registered.
-cfg.uaConfig.userAgent = "pjsua2/" + ep.libVersion().full
-ep.libInit(cfg)
+# Named with its version, so the binding shows who registered.
+ep = endpoint(user_agent="pjsua2/{version}")
 kind = pj.PJSIP_TRANSPORT_TCP if transport == "tcp" else pj.PJSIP_TRANSPORT_UDP
 tcfg = pj.TransportConfig()
 tcfg.boundAddress = "127.0.0.1"

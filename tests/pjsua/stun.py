@@ -10,15 +10,9 @@ import sys
 
 import pjsua2 as pj
 
-ep = pj.Endpoint()
-ep.libCreate()
-cfg = pj.EpConfig()
-cfg.logConfig.level = 4
-cfg.logConfig.consoleLevel = 4
-cfg.uaConfig.threadCnt = 0
-cfg.uaConfig.mainThreadOnly = True
-cfg.uaConfig.stunServer.append(sys.argv[1])
-ep.libInit(cfg)
+from pjcommon import endpoint
+
+ep = endpoint(level=4, stun_server=sys.argv[1])
 tcfg = pj.TransportConfig()
 tcfg.boundAddress = "127.0.0.1"
 ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
