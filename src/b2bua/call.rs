@@ -1856,6 +1856,12 @@ impl Call {
         }
         let dialog = Dialog::uas(invite, tag, self.config.contact.clone())
             .map_err(|_| ReplaceError::Dialog)?;
+        // Where the new phone is reached, standing for the callee: checked before anything
+        // changes (a dialog needs a Contact, so it is there).
+        let contact = invite.contacts().first().map(|c| c.uri.clone());
+        let Some(contact) = contact else {
+            return Err(ReplaceError::Dialog);
+        };
         // The BYE goes first, while `towards(leg)` still means the replaced phone.
         self.hang_up(leg);
         let old = match leg {
@@ -1884,15 +1890,12 @@ impl Call {
                     .and_then(|w| self.branches.get(w))
                     .map(|b| b.target.label.clone())
                     .unwrap_or_default();
-                let Some(uri) = invite.contacts().first().map(|c| c.uri.clone()) else {
-                    return Err(ReplaceError::Dialog);
-                };
                 if let Some(old) = self.winner.and_then(|w| self.branches.get_mut(w)) {
                     old.state = BranchState::Done(200);
                 }
                 let index = self.branches.len();
                 self.branches.push(Branch {
-                    target: Target::phone(uri, label),
+                    target: Target::phone(contact, label),
                     invite: invite.clone(),
                     state: BranchState::Winner,
                     authorized: false,

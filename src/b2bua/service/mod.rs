@@ -1082,10 +1082,12 @@ impl Calls {
             }
             _ => None,
         };
-        if let Some(value) = msg.header(&HeaderName::Replaces) {
+        let replaces = msg
+            .header(&HeaderName::Replaces)
+            .map(crate::sip::header::Replaces::parse);
+        if let Some(replaces) = replaces {
             // Not routed: the INVITE names the call it joins (RFC 3891).
-            let replaces = crate::sip::header::Replaces::parse(value);
-            self.replace(layer, tx, msg.clone(), replaces, from, stream_caller, now);
+            self.replace(layer, tx, msg, replaces, from, stream_caller, now);
             return;
         }
         let ready = futures_util::FutureExt::now_or_never(resolve(&self.lookup, &caller, &msg));
