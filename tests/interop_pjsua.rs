@@ -291,8 +291,8 @@ async fn call_out_through_a_tls_trunk(db: Db) {
 }
 
 /// The trunk trusts another certificate than the one the ITSP shows: no connection, no call
-/// reaches it, and the caller hears that the number is unavailable once the call has rung
-/// out (the branch's INVITE is lost with the connection, as a datagram would be).
+/// reaches it, and the caller is told at once (503: the failed connection ends the branch's
+/// transaction with a transport error, long before the 30 s no-answer time).
 async fn a_tls_trunk_with_an_untrusted_certificate_reaches_nothing(db: Db) {
     let tdb = TestDb::new(db).await;
     let certs = tempfile::tempdir().unwrap();
@@ -300,14 +300,20 @@ async fn a_tls_trunk_with_an_untrusted_certificate_reaches_nothing(db: Db) {
     let (other, _) = self_signed(certs.path(), "other");
     let port = common::free_tcp_port();
     let (itsp, log) = itsp_over_tls(port, &cert, &key).await;
-    let (server, _data) = server_with_tls_trunk(&tdb, port, &other, 3).await;
+    let (server, _data) = server_with_tls_trunk(&tdb, port, &other, 30).await;
     let scenarios = tempfile::tempdir().unwrap();
     let caller = alice_dials_out(
         &server,
-        &common::sipp::rejected_scenario(&scenarios, 480),
+        &common::sipp::rejected_scenario(&scenarios, 503),
         &[],
     );
+    let started = Instant::now();
     common::sipp::must_pass("alice, refused", caller).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     let log = itsp_log(itsp, log, true).await;
     assert!(!log.contains("INVITE sip:"), "{log}");
     server.shutdown().await;

@@ -911,9 +911,19 @@ impl Call {
 
     /// A branch's INVITE got no final answer in time (Timer B).
     pub fn on_invite_timeout(&mut self, branch: usize, now: Instant) {
+        self.branch_failed(branch, 408, now);
+    }
+
+    /// A branch's INVITE could not be sent (its connection could not be made): for the
+    /// caller, as a 503 from there (RFC 3261 §8.1.3.1).
+    pub fn on_invite_unreachable(&mut self, branch: usize, now: Instant) {
+        self.branch_failed(branch, 503, now);
+    }
+
+    fn branch_failed(&mut self, branch: usize, status: u16, now: Instant) {
         if let Some(b) = self.branches.get_mut(branch) {
             if !matches!(b.state, BranchState::Done(_) | BranchState::Winner) {
-                b.state = BranchState::Done(408);
+                b.state = BranchState::Done(status);
                 self.after_branch_failure(now);
             }
         }

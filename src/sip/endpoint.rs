@@ -257,10 +257,10 @@ impl Core {
                 }
                 msg = incoming.recv() => {
                     let Some(msg) = msg else { return };
-                    on_incoming(&mut layer, &transports, &msg.bytes, msg.from);
+                    on_stream(&mut layer, &transports, msg);
                     // Drain what is already queued before looking at timers again: cheaper under load.
                     while let Ok(msg) = incoming.try_recv() {
-                        on_incoming(&mut layer, &transports, &msg.bytes, msg.from);
+                        on_stream(&mut layer, &transports, msg);
                         drain(&mut layer, &transports, &mut services, &mut tags);
                     }
                 }
@@ -305,6 +305,15 @@ fn respond(layer: &mut TransactionLayer, tx: ServerTxId, response: Message, now:
     if let Err(e) = layer.send_response(tx, response, now) {
         // The transaction ended meanwhile (e.g. Timer H); nothing to answer any more.
         tracing::debug!(error = ?e, "sip: response for a finished transaction dropped");
+    }
+}
+
+/// What the stream side handed over: a message, or a connection of ours that failed (its
+/// transactions end with a transport error, RFC 3261 §17.1.4, instead of waiting for Timer B/F).
+fn on_stream(layer: &mut TransactionLayer, transports: &Transports, incoming: Incoming) {
+    match incoming {
+        Incoming::Message { bytes, from } => on_incoming(layer, transports, &bytes, from),
+        Incoming::Unreachable { to } => layer.peer_unreachable(to, Instant::now()),
     }
 }
 
@@ -408,8 +417,11 @@ fn drain(
             }
             Output::Timeout { tx } | Output::TransportError { tx } => {
                 let now = Instant::now();
+                let unreachable = matches!(out, Output::TransportError { .. });
                 if !services.trunks.on_client_failure(tx, now) {
-                    services.calls.on_client_failure(layer, tx, now);
+                    services
+                        .calls
+                        .on_client_failure(layer, tx, unreachable, now);
                 }
             }
             Output::Terminated { tx } => {

@@ -992,6 +992,25 @@ impl TransactionLayer {
         }
     }
 
+    /// A connection of ours to `addr` could not be made: every client transaction that sent
+    /// over a stream to it and heard nothing yet fails with a transport error (§17.1.4), as
+    /// if the send itself had failed.
+    pub fn peer_unreachable(&mut self, addr: SocketAddr, now: Instant) {
+        let failed: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.to.addr == addr
+                    && c.to.reliable
+                    && matches!(c.state, ClientState::Calling | ClientState::Trying)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            self.transport_error(TxId::Client(ClientTxId(id)), now);
+        }
+    }
+
     // ---- client side -------------------------------------------------
 
     fn find_client(&self, branch: &str, method: &Method) -> Option<u64> {
@@ -2635,6 +2654,36 @@ mod tests {
         );
         run(&mut l, c.at(40.0));
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn an_unreachable_peer_fails_what_was_sent_to_it_and_nothing_else() {
+        let c = clock();
+        let mut l = layer();
+        let waiting = l
+            .send_request(request("INVITE", "z9hG4bKu1"), tcp(), c.at(0.0))
+            .expect("send");
+        let answered_req = request("OPTIONS", "z9hG4bKu2");
+        l.send_request(answered_req.clone(), tcp(), c.at(0.0))
+            .expect("send");
+        let elsewhere = Peer {
+            addr: "192.0.2.99:5060".parse().unwrap(),
+            ..tcp()
+        };
+        l.send_request(request("OPTIONS", "z9hG4bKu3"), elsewhere, c.at(0.0))
+            .expect("send");
+        l.handle_incoming(response(&answered_req, 100, None), tcp(), c.at(0.05));
+        drain(&mut l);
+        l.peer_unreachable(tcp().addr, c.at(0.1));
+        let failed: Vec<TxId> = drain(&mut l)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::TransportError { tx } => Some(tx),
+                _ => None,
+            })
+            .collect();
+        // Only the one that heard nothing yet: an answer proves the connection was made.
+        assert_eq!(failed, vec![TxId::Client(waiting)]);
     }
 
     #[test]

@@ -65,15 +65,20 @@ impl Peer {
     }
 }
 
-/// A complete message off the wire (not parsed yet: parsing happens on the core's side so a
-/// flood of garbage costs the sender's flow, not the reader's).
+/// What the stream side hands the SIP core.
 #[derive(Debug)]
-pub struct Incoming {
-    pub bytes: Vec<u8>,
-    pub from: Peer,
-    /// The local address it arrived at (for Via and Contact of what we send back).
-    pub local: SocketAddr,
+pub enum Incoming {
+    /// A complete message off the wire (not parsed yet: parsing happens on the core's side so
+    /// a flood of garbage costs the sender's flow, not the reader's).
+    Message { bytes: Vec<u8>, from: Peer },
+    /// A connection of ours to `to` could not be made (refused, timed out, or its TLS
+    /// certificate did not verify): what was queued for it is lost, and for
+    /// [`UNREACHABLE_FOR`] sends to it fail at once (RFC 3261 §18.4: a transport error).
+    Unreachable { to: SocketAddr },
 }
+
+/// How long sends to a peer we could not connect to fail at once instead of dialling again.
+pub const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -130,6 +135,8 @@ pub struct Transports {
     /// Where TLS connections of ours may go, as whoever resolved the names said
     /// ([`Transports::expect_tls`]): no TLS connection is opened to an address without one.
     tls_targets: DashMap<SocketAddr, TlsTarget>,
+    /// Peers we could not connect to, until when sends to them fail at once.
+    unreachable: DashMap<(SocketAddr, Transport), std::time::Instant>,
     /// Where incoming messages go (outbound connections read into it too).
     sink: mpsc::Sender<Incoming>,
     me: std::sync::OnceLock<std::sync::Weak<Transports>>,
@@ -188,7 +195,7 @@ impl Transports {
                         transport: l.transport,
                         addr,
                     });
-                    streams.push((l.transport, addr, listener));
+                    streams.push((l.transport, listener));
                 }
             }
         }
@@ -205,6 +212,7 @@ impl Transports {
             flows,
             outbound: DashMap::new(),
             tls_targets: DashMap::new(),
+            unreachable: DashMap::new(),
             sink: sink.clone(),
             me: std::sync::OnceLock::new(),
             next_flow: AtomicU64::new(udp_default.len() as u64 + 1),
@@ -216,12 +224,11 @@ impl Transports {
             per_ip_limit: AtomicUsize::new(MAX_STREAMS_PER_IP),
         });
         let _ = this.me.set(Arc::downgrade(&this));
-        for (transport, local, listener) in streams {
+        for (transport, listener) in streams {
             tasks.spawn(accept_loop(
                 this.clone(),
                 listener,
                 transport,
-                local,
                 acceptor.clone(),
                 sink.clone(),
             ));
@@ -315,6 +322,12 @@ impl Transports {
             _ => None,
         };
         let key = (to, transport);
+        if let Some(until) = self.unreachable.get(&key).map(|u| *u) {
+            if std::time::Instant::now() < until {
+                return false;
+            }
+            self.unreachable.remove(&key);
+        }
         let bytes = match self.outbound.get(&key) {
             Some(tx) => match tx.try_send(bytes) {
                 Ok(()) => return true,
@@ -329,7 +342,6 @@ impl Transports {
         let Some(this) = self.me.get().and_then(std::sync::Weak::upgrade) else {
             return false;
         };
-        let local = self.local(transport).unwrap_or(to);
         let (tx, rx) = mpsc::channel::<Payload>(256);
         let _ = tx.try_send(bytes);
         self.outbound.insert(key, tx.clone());
@@ -338,30 +350,51 @@ impl Transports {
         self.rt.spawn(async move {
             let sink = this.sink.clone();
             let queue = Some((tx, rx));
-            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(to)).await {
+            let connected =
+                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(to));
+            let failed = match connected.await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     let t = this.clone();
                     match tls {
-                        None => run_stream(t, stream, to, local, transport, sink, queue).await,
+                        None => {
+                            run_stream(t, stream, to, transport, sink.clone(), queue).await;
+                            false
+                        }
                         Some(target) => {
                             let connector = tokio_rustls::TlsConnector::from(target.config);
                             let handshake = connector.connect(target.name, stream);
                             match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
                                 Ok(Ok(s)) => {
-                                    run_stream(t, s, to, local, transport, sink, queue).await
+                                    run_stream(t, s, to, transport, sink.clone(), queue).await;
+                                    false
                                 }
                                 // An operator needs to see this one: a wrong CA or name.
                                 Ok(Err(e)) => {
-                                    tracing::warn!(%to, error = %e, "sip/tls: handshake failed")
+                                    tracing::warn!(%to, error = %e, "sip/tls: handshake failed");
+                                    true
                                 }
-                                Err(_) => tracing::debug!(%to, "sip/tls: handshake timed out"),
+                                Err(_) => {
+                                    tracing::debug!(%to, "sip/tls: handshake timed out");
+                                    true
+                                }
                             }
                         }
                     }
                 }
-                Ok(Err(e)) => tracing::debug!(%to, error = %e, "sip: cannot connect"),
-                Err(_) => tracing::debug!(%to, "sip: connecting timed out"),
+                Ok(Err(e)) => {
+                    tracing::debug!(%to, error = %e, "sip: cannot connect");
+                    true
+                }
+                Err(_) => {
+                    tracing::debug!(%to, "sip: connecting timed out");
+                    true
+                }
+            };
+            if failed {
+                this.unreachable
+                    .insert(key, std::time::Instant::now() + UNREACHABLE_FOR);
+                let _ = sink.try_send(Incoming::Unreachable { to });
             }
             // Unless a newer connection took the place already.
             this.outbound.remove_if(&key, |_, queued| {
@@ -475,7 +508,6 @@ async fn accept_loop(
     transports: Arc<Transports>,
     listener: TcpListener,
     transport: Transport,
-    local: SocketAddr,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     sink: mpsc::Sender<Incoming>,
 ) {
@@ -504,16 +536,14 @@ async fn accept_loop(
                     let tls =
                         tokio::time::timeout(Duration::from_secs(10), acc.accept(stream)).await;
                     match tls {
-                        Ok(Ok(s)) => {
-                            run_stream(transports, s, from, local, transport, sink, None).await
-                        }
+                        Ok(Ok(s)) => run_stream(transports, s, from, transport, sink, None).await,
                         Ok(Err(e)) => {
                             tracing::debug!(%from, error = %e, "sip/tls handshake failed")
                         }
                         Err(_) => tracing::debug!(%from, "sip/tls handshake timed out"),
                     }
                 }
-                _ => run_stream(transports, stream, from, local, transport, sink, None).await,
+                _ => run_stream(transports, stream, from, transport, sink, None).await,
             }
         });
     }
@@ -527,7 +557,6 @@ async fn run_stream<S>(
     transports: Arc<Transports>,
     stream: S,
     from: SocketAddr,
-    local: SocketAddr,
     transport: Transport,
     sink: mpsc::Sender<Incoming>,
     queue: Option<Queue>,
@@ -598,11 +627,7 @@ async fn run_stream<S>(
                     let bytes: Vec<u8> = buf.drain(..len).collect();
                     deadline = None;
                     if sink
-                        .send(Incoming {
-                            bytes,
-                            from: peer,
-                            local,
-                        })
+                        .send(Incoming::Message { bytes, from: peer })
                         .await
                         .is_err()
                     {
@@ -773,7 +798,10 @@ mod tests {
                 .await
                 .expect("a message in time")
                 .expect("a message");
-            assert_eq!(String::from_utf8_lossy(&got.bytes), want);
+            let Incoming::Message { bytes, .. } = got else {
+                panic!("not a message: {got:?}");
+            };
+            assert_eq!(String::from_utf8_lossy(&bytes), want);
         }
     }
 

@@ -663,7 +663,15 @@ impl Calls {
     }
 
     /// A client transaction timed out or could not be sent.
-    pub fn on_client_failure(&mut self, layer: &mut TransactionLayer, tx: TxId, now: Instant) {
+    /// A client transaction of ours ended without an answer: timed out, or `unreachable` (its
+    /// request could not be sent).
+    pub fn on_client_failure(
+        &mut self,
+        layer: &mut TransactionLayer,
+        tx: TxId,
+        unreachable: bool,
+        now: Instant,
+    ) {
         let TxId::Client(tx) = tx else {
             return;
         };
@@ -680,7 +688,11 @@ impl Calls {
                 if let Some(io) = e.branches.get(b).filter(|io| io.trunk) {
                     self.lookup.trunks.next_hop_failed(io.peer.addr);
                 }
-                e.call.on_invite_timeout(b, now)
+                if unreachable {
+                    e.call.on_invite_unreachable(b, now)
+                } else {
+                    e.call.on_invite_timeout(b, now)
+                }
             }
             Purpose::Request(key) => e.call.on_request_timeout(key, now),
             Purpose::Cancel => return,
