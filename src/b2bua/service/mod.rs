@@ -40,7 +40,7 @@ mod route;
 
 use self::records::{call_outcome, call_record, record_writer, write_record};
 use self::route::{
-    caller_id, forwarded, resolve, Caller, DirectoryCache, Hop, Parties, StreamPhone,
+    caller_id, forwarded, resolve, uri_number, Caller, DirectoryCache, Hop, Parties, StreamPhone,
 };
 pub(in crate::b2bua) use self::route::{from_user, ring_user, Decision, Lookup, Party};
 use super::call::{cancel_for, Action, Call, CallConfig, Key, Outcome, Target, Towards};
@@ -1570,7 +1570,7 @@ impl Calls {
         layer: &mut TransactionLayer,
         now: Instant,
     ) {
-        let decision = match contacts.iter().find_map(redirect_number) {
+        let decision = match contacts.iter().find_map(uri_number) {
             None => {
                 tracing::debug!(call, "b2bua: redirect without a number to dial");
                 Some(Decision::Reject(480))
@@ -2046,15 +2046,6 @@ impl Calls {
 }
 
 /// The peer of a click-to-call leg's caller: ourselves, never sent to.
-/// The number a redirect's Contact asks for: a SIP URI's user part or a tel: URI's number.
-fn redirect_number(uri: &Uri) -> Option<String> {
-    match uri {
-        Uri::Sip(s) => s.user().map(|u| u.into_owned()).filter(|u| !u.is_empty()),
-        Uri::Tel(t) => Some(t.to_string().trim_start_matches("tel:").to_owned()),
-        Uri::Other { .. } => None,
-    }
-}
-
 fn virtual_peer() -> Peer {
     Peer {
         addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9)),

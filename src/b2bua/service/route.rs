@@ -519,10 +519,16 @@ fn trunk_target(
     ))
 }
 
-/// The number dialled: the Request-URI's user part (or a tel: URI's number).
+/// The number dialled: the Request-URI's.
 pub(super) fn dialled_number(invite: &Message) -> Option<String> {
-    match invite.uri()? {
-        Uri::Sip(s) => s.user().map(|u| u.into_owned()),
+    uri_number(invite.uri()?)
+}
+
+/// The number a URI names: a SIP URI's user part or a tel: URI's number (a Request-URI, or a
+/// redirect's Contact).
+pub(super) fn uri_number(uri: &Uri) -> Option<String> {
+    match uri {
+        Uri::Sip(s) => s.user().map(|u| u.into_owned()).filter(|u| !u.is_empty()),
         Uri::Tel(t) => Some(t.to_string().trim_start_matches("tel:").to_owned()),
         Uri::Other { .. } => None,
     }
