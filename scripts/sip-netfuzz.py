@@ -168,18 +168,24 @@ def authorization(challenge, user, password, method, uri, name):
                   f'uri="{uri}", response="{resp}", algorithm={algo}{extra}')
 
 
-def register(phone):
+def register(phone, mutate=False):
+    """Registers `phone`; with `mutate`, the authenticated REGISTER is mutated (its Contact may
+    then be a binding the B2BUA later tries to call)."""
     call_id, uri = f"reg-{rng.getrandbits(64):x}", f"sip:{HOST}:{PORT}"
     base = lambda cseq: [("Via", phone.via()), ("From", f"<sip:{phone.user}@{HOST}>;tag=r{phone.port}"),
                          ("To", f"<sip:{phone.user}@{HOST}>"), ("Call-ID", call_id),
-                         ("CSeq", f"{cseq} REGISTER"), ("Contact", phone.contact()), ("Expires", "3600"),
-                         ("Max-Forwards", "70")]
+                         ("CSeq", f"{cseq} REGISTER"), ("Contact", phone.contact()),
+                         ("Expires", "60" if mutate else "3600"), ("Max-Forwards", "70")]
     phone.send(Message(f"REGISTER {uri} SIP/2.0", base(1)))
     for r in phone.recv_all(1):
         if status(r) == 401:
             auth = authorization(header(r, "WWW-Authenticate"), phone.user, phone.password, "REGISTER", uri,
                                  "Authorization")
-            phone.send(Message(f"REGISTER {uri} SIP/2.0", base(2) + [auth]))
+            msg = Message(f"REGISTER {uri} SIP/2.0", base(2))
+            if mutate:
+                msg.mutate(rng.randrange(1, 3))
+            msg.headers.append(auth)
+            phone.send(msg)
             return any(status(x) == 200 for x in phone.recv_all(1))
     return False
 
@@ -286,6 +292,9 @@ def main():
     while time.time() < end:
         one_call(caller, callee)
         calls += 1
+        if rng.random() < 0.1:
+            STATS["mutated REGISTER accepted" if register(Phone(CALLEE, CALLEE_PW), True)
+                  else "mutated REGISTER refused"] += 1
         if calls % 10 == 0 and not register(callee) and not alive(probe):
             sys.exit(f"server stopped answering after {calls} fuzzed calls")
     if not alive(probe):
