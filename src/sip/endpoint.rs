@@ -12,6 +12,7 @@
 //! its own beyond the RFC 3261 §8.2 checks a UAS applies before any service sees a request
 //! (OPTIONS, unsupported methods).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 use super::header::HeaderName;
 use super::message::{self, Message, Method};
 use super::transaction::{self, Output, ServerTxId, TransactionLayer};
-use super::transport::{Incoming, Peer, Transports, UdpReader};
+use super::transport::{Incoming, Payload, Peer, Transports, UdpReader, UdpSocketRef};
 use crate::b2bua::service::{Calls, Routed};
 use crate::config::Transport;
 
@@ -209,6 +210,7 @@ impl Core {
             register: register.as_ref(),
             calls: &mut calls,
             trunks: &mut trunks,
+            outbox: Vec::with_capacity(UDP_BUDGET * 2),
         };
         loop {
             let deadline = [
@@ -286,6 +288,7 @@ impl Core {
                 _ = &mut stopped => return,
             }
             drain(&mut layer, &transports, &mut services, &mut tags);
+            flush(&mut services.outbox);
         }
     }
 }
@@ -343,6 +346,18 @@ struct Handlers<'a> {
     register: &'a dyn RequestHandler,
     calls: &'a mut Calls,
     trunks: &'a mut crate::trunks::service::Registrations,
+    /// Datagrams to send once the burst of received ones is handled ([`flush`]).
+    outbox: Vec<(UdpSocketRef, SocketAddr, Payload)>,
+}
+
+/// Sends the datagrams [`drain`] put aside, in the order they were made. Why they wait: a
+/// `sendto` to a peer whose process sleeps wakes it from inside the call (on loopback the
+/// whole delivery runs in the sender's thread), and those wake-ups were a quarter of the SIP
+/// core's time under call load. Sent back to back after a burst, they wake each peer once.
+fn flush(outbox: &mut Vec<(UdpSocketRef, SocketAddr, Payload)>) {
+    for (socket, to, bytes) in outbox.drain(..) {
+        socket.send(to, &bytes);
+    }
 }
 
 /// Carries out everything the layer has to say.
@@ -356,7 +371,11 @@ fn drain(
         match out {
             Output::Transmit { to, bytes, tx } => {
                 let peer = transports.peer(to.addr, to.flow, to.reliable);
-                if !transports.send(&peer, bytes) {
+                // Once a socket is found for it, a datagram cannot fail in a way the layer
+                // would hear of, so it may wait for the end of the burst.
+                if let Some(socket) = transports.udp_socket(&peer) {
+                    services.outbox.push((socket, peer.addr, bytes));
+                } else if !transports.send(&peer, bytes) {
                     if let Some(tx) = tx {
                         layer.transport_error(tx, Instant::now());
                     }

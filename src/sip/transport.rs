@@ -269,6 +269,25 @@ impl Transports {
         self.flows.contains_key(&flow)
     }
 
+    /// The UDP socket a datagram to `to` leaves from: its flow's, or a default one of its
+    /// address family. `None` for a stream peer, or when no socket can reach `to`.
+    pub fn udp_socket(&self, to: &Peer) -> Option<UdpSocketRef> {
+        if to.transport != Transport::Udp {
+            return None;
+        }
+        if let Some(flow) = self.flows.get(&to.flow) {
+            return match &flow.0 {
+                Sender::Udp(sock) => Some(UdpSocketRef(sock.clone())),
+                Sender::Stream(_) => None,
+            };
+        }
+        let v4 = to.addr.is_ipv4();
+        self.udp_default
+            .iter()
+            .find(|(_, is_v4, _)| *is_v4 == v4)
+            .map(|(_, _, sock)| UdpSocketRef(sock.clone()))
+    }
+
     /// Sends `bytes` to `to`. UDP goes out of the flow's socket (or a default one); a stream
     /// goes through the peer's connection. Returns false when the flow is gone (a closed TCP
     /// connection): the caller treats that as a transport error.
@@ -492,6 +511,16 @@ impl Drop for Admitted {
             *n = n.saturating_sub(1);
             *n == 0
         });
+    }
+}
+
+/// A UDP socket of the transports, held to send on later ([`Transports::udp_socket`]).
+pub struct UdpSocketRef(Udp);
+
+impl UdpSocketRef {
+    /// Sends one datagram; a failure is lost like the datagram would be on the path.
+    pub fn send(&self, to: SocketAddr, bytes: &[u8]) {
+        send_udp(&self.0, to, bytes);
     }
 }
 
