@@ -9,7 +9,10 @@ descriptions changed; requests of every method sent inside the dialog), so that 
 parses and reaches the transaction layer, the dialogs and the B2BUA. After every call it checks
 that the server still answers OPTIONS; at the end the caller scans the server log for panics.
 
-    scripts/sip-netfuzz.py HOST:PORT CALLER:SECRET CALLEE:SECRET EXTENSION [SECONDS] [SEED]
+    scripts/sip-netfuzz.py HOST:PORT CALLER:SECRET CALLEE:SECRET EXTENSION [SECONDS] [SEED] [TCP_PORT]
+
+With TCP_PORT, half the calls are followed by a TCP connection carrying mutated messages cut at
+random places, pipelined, with lying Content-Lengths and junk between them.
 
 Exit status 1 when the server stopped answering. Not a test of outcomes: the server may answer
 a mutated message with any error; it must only keep working.
@@ -31,6 +34,8 @@ CALLEE, CALLEE_PW = sys.argv[3].split(":", 1)
 EXTENSION = sys.argv[4]
 SECONDS = float(sys.argv[5]) if len(sys.argv) > 5 else 30
 rng = random.Random(int(sys.argv[6]) if len(sys.argv) > 6 else 1)
+# The server's TCP port, when it listens on TCP too (same address).
+TCP_PORT = int(sys.argv[7]) if len(sys.argv) > 7 else None
 
 HOSTILE = [
     "", " ", ";", ",", "<>", "<sip:>", "\"", "sip:", "tel:", "*", "0", "-1", "4294967296",
@@ -284,6 +289,51 @@ def one_call(caller, callee):
     caller.recv_all(0.1)
 
 
+def tcp_round(tcp_port):
+    """One TCP connection carrying mutated messages cut at random places, pipelined, with
+    Content-Length too small or too large, junk between them, and an abrupt end."""
+    try:
+        conn = socket.create_connection((HOST, tcp_port), timeout=1)
+    except OSError:
+        STATS["tcp connect failed"] += 1
+        return
+    conn.settimeout(0.2)
+    me = conn.getsockname()[1]
+    stream = b""
+    for _ in range(rng.randrange(1, 5)):
+        m = rng.choice(["OPTIONS", "INVITE", "REGISTER", "BYE", "MESSAGE"])
+        msg = Message(f"{m} sip:{EXTENSION}@{HOST}:{tcp_port};transport=tcp SIP/2.0",
+                      [("Via", f"SIP/2.0/TCP 127.0.0.1:{me};branch=z9hG4bK{rng.getrandbits(48):x}"),
+                       ("From", f"<sip:fuzz@{HOST}>;tag=t{me}"), ("To", f"<sip:{EXTENSION}@{HOST}>"),
+                       ("Call-ID", f"tcp-{rng.getrandbits(64):x}"), ("CSeq", f"1 {m}"),
+                       ("Contact", f"<sip:fuzz@127.0.0.1:{me};transport=tcp>"), ("Max-Forwards", "70")],
+                      sdp(40000) if m == "INVITE" else "")
+        data = maybe(msg, 0.5).render()
+        r = rng.random()
+        if r < 0.15:
+            # A Content-Length that lies: the next message's bytes become this one's body, or
+            # the stream waits for bytes that never come.
+            data = re.sub(rb"Content-Length: \d+", f"Content-Length: {rng.choice([0, 1, 5, 99999, 2**31])}".encode(),
+                          data)
+        elif r < 0.25:
+            data = bytes(rng.choice(b"\r\n:; \x00\xffA") for _ in range(rng.randrange(1, 200))) + data
+        elif r < 0.3:
+            data += b"\r\n\r\n" * rng.randrange(1, 4)
+        stream += data
+    try:
+        at = 0
+        while at < len(stream):
+            step = rng.choice([1, 7, 64, 1500, len(stream)])
+            conn.sendall(stream[at:at + step])
+            at += step
+        conn.recv(65536)
+        STATS["tcp answered"] += 1
+    except OSError:
+        STATS["tcp unanswered"] += 1
+    finally:
+        conn.close()
+
+
 def main():
     caller, callee, probe = Phone(CALLER, CALLER_PW), Phone(CALLEE, CALLEE_PW), Phone("probe", "")
     if not register(callee):
@@ -292,6 +342,8 @@ def main():
     while time.time() < end:
         one_call(caller, callee)
         calls += 1
+        if TCP_PORT and rng.random() < 0.5:
+            tcp_round(TCP_PORT)
         if rng.random() < 0.1:
             STATS["mutated REGISTER accepted" if register(Phone(CALLEE, CALLEE_PW), True)
                   else "mutated REGISTER refused"] += 1

@@ -26,13 +26,14 @@ cleanup() {
 trap cleanup EXIT
 HTTP_PORT="$(free_port SOCK_STREAM)"
 SIP_PORT="$(free_port SOCK_DGRAM)"
+TCP_PORT="$(free_port SOCK_STREAM)"
 # Bans off in effect: the fuzzer's mutated credentials would otherwise ban it within seconds.
 cat >"$WORK/switchboard.toml" <<TOML
 data_dir = "$WORK/data"
 [http]
 listen = "127.0.0.1:$HTTP_PORT"
 [sip]
-listen = ["udp:127.0.0.1:$SIP_PORT"]
+listen = ["udp:127.0.0.1:$SIP_PORT", "tcp:127.0.0.1:$TCP_PORT"]
 realm = "fuzz.example"
 [calls]
 no_answer_secs = 2
@@ -56,7 +57,7 @@ for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$HTTP_PORT/he
 pids=()
 for i in $(seq 0 $(( ${JOBS:-1} - 1 ))); do
   python3 "$ROOT/scripts/sip-netfuzz.py" "127.0.0.1:$SIP_PORT" caller:caller-secret callee:callee-secret 200 \
-    "$SECS" "$(( SEED + i ))" &
+    "$SECS" "$(( SEED + i ))" "$TCP_PORT" &
   pids+=($!)
 done
 failed=0

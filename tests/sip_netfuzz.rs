@@ -2,7 +2,9 @@
 //! and mutates what it sends at the header level (headers dropped, duplicated or given hostile
 //! values; CSeq, tags, branches, status codes and session descriptions changed; requests of every
 //! method inside the dialogs), so that its messages parse and reach the transaction layer, the
-//! dialogs and the B2BUA, where `tests/sip_torture.rs` stops at the parser. Afterwards the server
+//! dialogs and the B2BUA, where `tests/sip_torture.rs` stops at the parser; TCP connections carry
+//! such messages cut at random places, pipelined, with lying Content-Lengths and junk between
+//! them. Afterwards the server
 //! must still work: no thread of it panicked, and a clean SIPp call goes through and is recorded.
 
 mod common;
@@ -32,7 +34,7 @@ async fn mutated_calls_leave_the_server_working() {
     // Bans off in effect: the fuzzer's mutated credentials would ban 127.0.0.1 within seconds.
     let (server, _data) = common::start_server(
         &tdb,
-        "listen = [\"udp:127.0.0.1:0\"]\nrealm = \"test.example\"\ndigest_algorithms = [\"MD5\", \"SHA-256\"]",
+        "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\nrealm = \"test.example\"\ndigest_algorithms = [\"MD5\", \"SHA-256\"]",
         "[calls]\nno_answer_secs = 2\n[security]\nban_failures = 1000000\nban_window_secs = 1\n",
     )
     .await;
@@ -40,6 +42,7 @@ async fn mutated_calls_leave_the_server_working() {
     common::user_with_phone(&server, "200", "bob", "bob-secret").await;
     let carol = common::user_with_phone(&server, "300", "carol", "carol-secret").await;
     let to = common::sip_addr(&server, Transport::Udp);
+    let tcp = common::sip_addr(&server, Transport::Tcp).port().to_string();
 
     let secs = std::env::var("NETFUZZ_SECS").unwrap_or_else(|_| "20".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/sip-netfuzz.py");
