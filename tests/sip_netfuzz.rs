@@ -48,7 +48,7 @@ async fn mutated_calls_leave_the_server_working() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/sip-netfuzz.py");
     let fuzzers: Vec<_> = (1..=2)
         .map(|seed: u32| {
-            let secs = secs.clone();
+            let (secs, tcp) = (secs.clone(), tcp.clone());
             tokio::task::spawn_blocking(move || {
                 Command::new("python3")
                     .args([
@@ -57,7 +57,7 @@ async fn mutated_calls_leave_the_server_working() {
                         "alice:alice-secret",
                         "bob:bob-secret",
                     ])
-                    .args(["200", &secs, &seed.to_string()])
+                    .args(["200", &secs, &seed.to_string(), &tcp])
                     .output()
                     .expect("python3 runs")
             })
@@ -75,6 +75,7 @@ async fn mutated_calls_leave_the_server_working() {
         // to the callee, or the mutations never reached the B2BUA.
         eprintln!("{stdout}");
         assert!(stdout.contains("'callee rang'"), "{stdout}");
+        assert!(stdout.contains("'tcp answered'"), "{stdout}");
     }
 
     // A clean call, after all that: carol answers, alice calls, and the record is written.
