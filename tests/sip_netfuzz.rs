@@ -4,8 +4,8 @@
 //! method inside the dialogs), so that its messages parse and reach the transaction layer, the
 //! dialogs and the B2BUA, where `tests/sip_torture.rs` stops at the parser; TCP connections carry
 //! such messages cut at random places, pipelined, with lying Content-Lengths and junk between
-//! them. Afterwards the server
-//! must still work: no thread of it panicked, and a clean SIPp call goes through and is recorded.
+//! them. Afterwards the server must still work: no thread of it panicked, and a clean SIPp call
+//! goes through and is recorded.
 
 mod common;
 
