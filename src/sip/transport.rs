@@ -292,30 +292,25 @@ impl Transports {
     /// goes through the peer's connection. Returns false when the flow is gone (a closed TCP
     /// connection): the caller treats that as a transport error.
     pub fn send(&self, to: &Peer, bytes: Payload) -> bool {
-        // Sent under the map's read guard: both sends are non-blocking, and it spares cloning
-        // the socket or the queue for every message.
-        if let Some(flow) = self.flows.get(&to.flow) {
-            return match &flow.0 {
-                Sender::Udp(sock) => {
-                    send_udp(sock, to.addr, &bytes);
+        if to.transport == Transport::Udp {
+            return match self.udp_socket(to) {
+                Some(socket) => {
+                    socket.send(to.addr, &bytes);
                     true
                 }
-                Sender::Stream(tx) => tx.try_send(bytes).is_ok(),
+                None => false,
             };
+        }
+        // Sent under the map's read guard: the send is non-blocking, and it spares cloning the
+        // queue for every message.
+        if let Some(flow) = self.flows.get(&to.flow) {
+            if let Sender::Stream(tx) = &flow.0 {
+                return tx.try_send(bytes).is_ok();
+            }
         }
         match to.transport {
             Transport::Tcp | Transport::Tls if to.flow & INBOUND_FLOW != 0 => false,
-            Transport::Tcp | Transport::Tls => self.send_outbound(to.addr, to.transport, bytes),
-            Transport::Udp => {
-                let v4 = to.addr.is_ipv4();
-                match self.udp_default.iter().find(|(_, is_v4, _)| *is_v4 == v4) {
-                    Some((_, _, sock)) => {
-                        send_udp(sock, to.addr, &bytes);
-                        true
-                    }
-                    None => false,
-                }
-            }
+            _ => self.send_outbound(to.addr, to.transport, bytes),
         }
     }
 
