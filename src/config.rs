@@ -499,7 +499,8 @@ pub struct SipConfig {
     /// Default `udp:0.0.0.0:5060, tcp:0.0.0.0:5060`.
     pub listen: Vec<SipListen>,
     /// TLS certificate (PEM) for `tls:` listeners; with `tls_key`. When neither is set, a
-    /// self-signed pair is generated into `<data_dir>/tls/`.
+    /// self-signed pair is generated into `<data_dir>/tls/`. TLS trunks present the same
+    /// certificate to an ITSP that asks for a client certificate (mutual TLS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -963,7 +964,7 @@ fn resolve_trunks(raw: Vec<RawTrunk>, tls_listener: bool) -> Result<Vec<TrunkCon
                 let roots = ca
                     .clone()
                     .unwrap_or_else(|| PathBuf::from(crate::sip::tls::SYSTEM_ROOTS));
-                if let Err(e) = crate::sip::tls::connector(&roots) {
+                if let Err(e) = crate::sip::tls::connector(&roots, None) {
                     return Err(format!("{what}: tls_ca: {e}"));
                 }
                 if !tls_listener {

@@ -87,7 +87,23 @@ impl Server {
         // Our SIP addresses as peers should see them: a wildcard listener (0.0.0.0) is written
         // into Via and Contact as the address of the interface with the default route.
         let advertised = advertised_sip(&config, transports.bound());
-        let trunks = Arc::new(trunks::Trunks::new(&config.trunks));
+        // What a TLS trunk presents when the ITSP asks for our certificate: the listeners' one
+        // (a TLS trunk needs a TLS listener, so the files were read already; this cannot fail
+        // where binding did not).
+        let identity = config
+            .trunks
+            .iter()
+            .any(|t| t.transport == config::Transport::Tls)
+            .then(|| {
+                sip::tls::Identity::load(
+                    config.sip.tls_cert.as_deref(),
+                    config.sip.tls_key.as_deref(),
+                    &config.data_dir,
+                )
+            })
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("SIP TLS certificate: {e}"))?;
+        let trunks = Arc::new(trunks::Trunks::new(&config.trunks, identity.as_ref()));
         trunks.set_transports(&transports);
         if !trunks.is_empty() {
             let dns = trunks::dns::Dns::new(&config.dns.servers);

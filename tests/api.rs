@@ -74,7 +74,7 @@ impl Api {
             )
             .unwrap(),
         );
-        let trunks = Arc::new(switchboard::trunks::Trunks::new(&config.trunks));
+        let trunks = Arc::new(switchboard::trunks::Trunks::new(&config.trunks, None));
         // The B2BUA without SIP sockets: the API's history and event routes need its handles.
         let (calls, _work) = switchboard::b2bua::service::Calls::new(
             switchboard::b2bua::service::CallsConfig {

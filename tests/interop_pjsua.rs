@@ -165,10 +165,12 @@ async fn itsp_over_tls(
     port: u16,
     cert: &str,
     key: &str,
+    client_ca: Option<&str>,
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pjsua/itsp_tls.py");
     let mut child = Command::new(python())
         .args([script, ITSP_IP, &port.to_string(), cert, key])
+        .args(client_ca)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -212,11 +214,17 @@ async fn server_with_tls_trunk(
     port: u16,
     ca: &str,
     no_answer_secs: u32,
+    identity: Option<(&str, &str)>,
 ) -> (switchboard::Server, tempfile::TempDir) {
+    let identity = identity
+        .map(|(cert, key)| format!("\ntls_cert = {cert:?}\ntls_key = {key:?}"))
+        .unwrap_or_default();
     let (server, data) = common::start_server(
         db,
-        "listen = [\"udp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
-         digest_algorithms = [\"MD5\"]",
+        &format!(
+            "listen = [\"udp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\nrealm = \"test.example\"\n\
+             digest_algorithms = [\"MD5\"]{identity}"
+        ),
         &format!(
             "[calls]\nno_answer_secs = {no_answer_secs}\n[[trunks]]\nname = \"default\"\n\
              host = \"{ITSP_IP}:{port}\"\ntransport = \"tls\"\ntls_ca = {ca:?}\n\
@@ -266,8 +274,8 @@ async fn call_out_through_a_tls_trunk(db: Db) {
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(certs.path(), "itsp");
     let port = common::free_tcp_port();
-    let (itsp, log) = itsp_over_tls(port, &cert, &key).await;
-    let (server, _data) = server_with_tls_trunk(&tdb, port, &cert, 10).await;
+    let (itsp, log) = itsp_over_tls(port, &cert, &key, None).await;
+    let (server, _data) = server_with_tls_trunk(&tdb, port, &cert, 10, None).await;
     let caller = alice_dials_out(&server, "call_uac.xml", &["-d", "300"]);
     common::sipp::must_pass("alice", caller).await;
     let log = itsp_log(itsp, log, false).await;
@@ -299,8 +307,57 @@ async fn a_tls_trunk_with_an_untrusted_certificate_reaches_nothing(db: Db) {
     let (cert, key) = self_signed(certs.path(), "itsp");
     let (other, _) = self_signed(certs.path(), "other");
     let port = common::free_tcp_port();
-    let (itsp, log) = itsp_over_tls(port, &cert, &key).await;
-    let (server, _data) = server_with_tls_trunk(&tdb, port, &other, 30).await;
+    let (itsp, log) = itsp_over_tls(port, &cert, &key, None).await;
+    let (server, _data) = server_with_tls_trunk(&tdb, port, &other, 30, None).await;
+    let scenarios = tempfile::tempdir().unwrap();
+    let caller = alice_dials_out(
+        &server,
+        &common::sipp::rejected_scenario(&scenarios, 503),
+        &[],
+    );
+    let started = Instant::now();
+    common::sipp::must_pass("alice, refused", caller).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let log = itsp_log(itsp, log, true).await;
+    assert!(!log.contains("INVITE sip:"), "{log}");
+    server.shutdown().await;
+}
+
+/// The ITSP requires a client certificate (mutual TLS) that chains to the PBX's: the trunk
+/// presents the certificate its TLS listener shows, and the call goes through.
+async fn call_out_through_a_mutual_tls_trunk(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path(), "itsp");
+    let (pbx_cert, pbx_key) = self_signed(certs.path(), "pbx");
+    let port = common::free_tcp_port();
+    let (itsp, log) = itsp_over_tls(port, &cert, &key, Some(&pbx_cert)).await;
+    let identity = Some((pbx_cert.as_str(), pbx_key.as_str()));
+    let (server, _data) = server_with_tls_trunk(&tdb, port, &cert, 10, identity).await;
+    let caller = alice_dials_out(&server, "call_uac.xml", &["-d", "300"]);
+    common::sipp::must_pass("alice", caller).await;
+    let log = itsp_log(itsp, log, false).await;
+    assert!(log.contains("ANSWERED") && log.contains("ENDED"), "{log}");
+    assert!(log.contains("INVITE sip:0301234567@127.0.0.2"), "{log}");
+    server.shutdown().await;
+}
+
+/// The ITSP requires a client certificate from another authority than the PBX's: the handshake
+/// fails, no INVITE reaches it, and the caller gets 503 at once.
+async fn a_mutual_tls_trunk_refusing_our_certificate_reaches_nothing(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path(), "itsp");
+    let (pbx_cert, pbx_key) = self_signed(certs.path(), "pbx");
+    let (other, _) = self_signed(certs.path(), "other");
+    let port = common::free_tcp_port();
+    let (itsp, log) = itsp_over_tls(port, &cert, &key, Some(&other)).await;
+    let identity = Some((pbx_cert.as_str(), pbx_key.as_str()));
+    let (server, _data) = server_with_tls_trunk(&tdb, port, &cert, 30, identity).await;
     let scenarios = tempfile::tempdir().unwrap();
     let caller = alice_dials_out(
         &server,
@@ -368,6 +425,16 @@ async fn tls_trunk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_trunk_untrusted() {
     a_tls_trunk_with_an_untrusted_certificate_reaches_nothing(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_trunk_mutual() {
+    call_out_through_a_mutual_tls_trunk(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_trunk_mutual_refused() {
+    a_mutual_tls_trunk_refusing_our_certificate_reaches_nothing(Db::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,8 @@
 //! The certificate and key come from the config; when none is configured, a self-signed pair is
 //! generated once into `<data_dir>/tls/` and reused on every start, so phones that pinned it keep
 //! working across restarts. An ITSP's certificate is verified against the roots of a PEM file
-//! (the system's bundle unless the trunk names one) and the name of its host. Owns certificate
+//! (the system's bundle unless the trunk names one) and the name of its host; an ITSP that asks
+//! for our certificate (mutual TLS) gets the same one the listeners show. Owns certificate
 //! loading only; connections live in `transport`.
 
 use std::path::{Path, PathBuf};
@@ -14,25 +15,45 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
+/// Our certificate chain and key: the configured files or the generated self-signed pair. The
+/// TLS listeners show it, and connections of ours to trunks present it when the ITSP asks for
+/// a client certificate (mutual TLS, as Microsoft Teams Direct Routing and some carriers
+/// require): one identity, as an SBC has.
+pub struct Identity {
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    pub fn load(
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        data_dir: &Path,
+    ) -> Result<Identity, String> {
+        let (cert_path, key_path) = match (cert, key) {
+            (Some(c), Some(k)) => (c.to_owned(), k.to_owned()),
+            (None, None) => self_signed(data_dir)?,
+            _ => return Err("sip.tls_cert and sip.tls_key must be set together".into()),
+        };
+        let certs = CertificateDer::pem_file_iter(&cert_path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("reading certificate {}: {e}", cert_path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("no certificate in {}", cert_path.display()));
+        }
+        let key = PrivateKeyDer::from_pem_file(&key_path)
+            .map_err(|e| format!("reading key {}: {e}", key_path.display()))?;
+        Ok(Identity { certs, key })
+    }
+}
+
 /// Builds the acceptor from configured files or the generated self-signed pair.
 pub fn acceptor(
     cert: Option<&Path>,
     key: Option<&Path>,
     data_dir: &Path,
 ) -> Result<TlsAcceptor, String> {
-    let (cert_path, key_path) = match (cert, key) {
-        (Some(c), Some(k)) => (c.to_owned(), k.to_owned()),
-        (None, None) => self_signed(data_dir)?,
-        _ => return Err("sip.tls_cert and sip.tls_key must be set together".into()),
-    };
-    let certs = CertificateDer::pem_file_iter(&cert_path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("reading certificate {}: {e}", cert_path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("no certificate in {}", cert_path.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .map_err(|e| format!("reading key {}: {e}", key_path.display()))?;
+    let Identity { certs, key } = Identity::load(cert, key, data_dir)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -47,8 +68,11 @@ pub fn acceptor(
 pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The client configuration for connections of ours whose peers must chain to a root in the
-/// PEM file `roots`.
-pub fn connector(roots: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+/// PEM file `roots`, presenting `identity` to a peer that asks for a client certificate.
+pub fn connector(
+    roots: &Path,
+    identity: Option<&Identity>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut store = rustls::RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(roots)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -59,11 +83,16 @@ pub fn connector(roots: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
         return Err(format!("no usable certificate in {}", roots.display()));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(store)
-        .with_no_client_auth();
+        .with_root_certificates(store);
+    let config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.certs.clone(), id.key.clone_key())
+            .map_err(|e| format!("certificate and key do not match: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
     Ok(Arc::new(config))
 }
 

@@ -631,6 +631,8 @@ async fn run_stream<S>(
     // header end before it).
     let mut wait_for = 0usize;
     let mut scanned: Option<usize> = None;
+    // Whether the peer has sent anything framed on this connection.
+    let mut heard = false;
     'conn: loop {
         // Frame everything already buffered.
         loop {
@@ -650,6 +652,7 @@ async fn run_stream<S>(
                 Frame::Message(len) => {
                     let bytes: Vec<u8> = buf.drain(..len).collect();
                     deadline = None;
+                    heard = true;
                     if sink
                         .send(Incoming::Message { bytes, from: peer })
                         .await
@@ -660,6 +663,7 @@ async fn run_stream<S>(
                 }
                 Frame::KeepAlive(len) => {
                     buf.drain(..len);
+                    heard = true;
                     // A double-CRLF ping gets a single-CRLF pong (RFC 5626 §3.5.1).
                     if len >= 4 {
                         let _ = tx.try_send(Payload::from(&b"\r\n"[..]));
@@ -717,6 +721,17 @@ async fn run_stream<S>(
         }
     }
     transports.flows.remove(&flow);
+    if outbound && !heard {
+        // The peer ended a connection of ours without answering anything: as good as one that
+        // could not be made. A TLS 1.3 server that refuses our client certificate does exactly
+        // this, since it checks the certificate only after our side of the handshake is done;
+        // the INVITE sent meanwhile would otherwise wait for the no-answer time.
+        transports.unreachable.insert(
+            (from, transport),
+            std::time::Instant::now() + UNREACHABLE_FOR,
+        );
+        let _ = sink.try_send(Incoming::Unreachable { to: from });
+    }
     if outbound {
         // Later messages for this peer open a new connection instead of queueing here.
         transports

@@ -81,7 +81,7 @@ struct Resolved {
 }
 
 impl Trunk {
-    fn new(config: TrunkConfig) -> Option<Trunk> {
+    fn new(config: TrunkConfig, identity: Option<&crate::sip::tls::Identity>) -> Option<Trunk> {
         let (host, port) = parse_host_and_port(&config.host)?;
         let domain = host.to_string();
         let next_hop = match &config.outbound_proxy {
@@ -95,7 +95,7 @@ impl Trunk {
                     .tls_ca
                     .clone()
                     .unwrap_or_else(|| crate::sip::tls::SYSTEM_ROOTS.into());
-                match crate::sip::tls::connector(&roots) {
+                match crate::sip::tls::connector(&roots, identity) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         // Checked when the configuration was read; the file changed since.
@@ -319,11 +319,12 @@ pub struct Trunks {
 }
 
 impl Trunks {
-    /// The trunks of the configuration (validated there: every host parses).
-    pub fn new(configs: &[TrunkConfig]) -> Trunks {
+    /// The trunks of the configuration (validated there: every host parses). `identity` is what
+    /// TLS trunks present when the ITSP asks for a client certificate.
+    pub fn new(configs: &[TrunkConfig], identity: Option<&crate::sip::tls::Identity>) -> Trunks {
         let trunks: Vec<Arc<Trunk>> = configs
             .iter()
-            .filter_map(|c| Trunk::new(c.clone()).map(Arc::new))
+            .filter_map(|c| Trunk::new(c.clone(), identity).map(Arc::new))
             .collect();
         let status = trunks
             .iter()
@@ -469,7 +470,7 @@ mod tests {
         .unwrap();
         let mut t = c.trunks[0].clone();
         t.number_format = format;
-        Trunk::new(t).unwrap()
+        Trunk::new(t, None).unwrap()
     }
 
     fn de() -> Numbering {
@@ -562,7 +563,7 @@ mod tests {
 
     #[test]
     fn a_next_hop_that_does_not_answer_gives_way_to_the_next() {
-        let trunks = Trunks::new(&[trunk(NumberFormat::E164).config]);
+        let trunks = Trunks::new(&[trunk(NumberFormat::E164).config], None);
         let t = trunks.all()[0].clone();
         let (a, b): (SocketAddr, SocketAddr) = (
             "192.0.2.9:5060".parse().unwrap(),

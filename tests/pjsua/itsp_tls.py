@@ -1,7 +1,10 @@
 """An ITSP reached over TLS, played by PJSIP (pjsua2): it listens for TLS on IP:PORT with CERT
 and KEY, answers every incoming call with 200, and hangs up when the caller does.
 
-Usage: python itsp_tls.py IP PORT CERT KEY
+Usage: python itsp_tls.py IP PORT CERT KEY [CLIENT_CA]
+
+With CLIENT_CA, it requires a client certificate that chains to CLIENT_CA (mutual TLS) and drops
+connections without one.
 
 Prints PJSIP's log (level 5: every SIP message, with the transport it came over) on stdout,
 "LISTENING" once the TLS listener is up, "ANSWERED" when it answered a call and "ENDED" when the
@@ -15,6 +18,7 @@ import pjsua2 as pj
 from pjcommon import endpoint
 
 ip, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+client_ca = sys.argv[5] if len(sys.argv) > 5 else None
 
 
 class Call(pj.Call):
@@ -47,6 +51,10 @@ tcfg.boundAddress = ip
 tcfg.port = port
 tcfg.tlsConfig.certFile = cert
 tcfg.tlsConfig.privKeyFile = key
+if client_ca:
+    tcfg.tlsConfig.CaListFile = client_ca
+    tcfg.tlsConfig.verifyClient = True
+    tcfg.tlsConfig.requireClientCert = True
 ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg)
 ep.audDevManager().setNullDev()
 ep.libStart()
