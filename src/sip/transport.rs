@@ -803,6 +803,36 @@ mod tests {
         }
     }
 
+    /// A connection of ours that the peer closes before sending anything is reported like one
+    /// that could not be made; one that brought an answer first is not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_closed_unanswered_is_unreachable() {
+        use tokio::io::AsyncWriteExt;
+        let (t, _tasks, mut rx) = bound("tcp:127.0.0.1:0").await;
+        for answers in [false, true] {
+            let peer = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let to = peer.local_addr().expect("addr");
+            let accepted = tokio::spawn(async move {
+                let (mut s, _) = peer.accept().await.expect("accept");
+                let mut b = [0u8; 64];
+                let _ = s.read(&mut b).await;
+                if answers {
+                    let _ = s.write_all(b"\r\n\r\n").await;
+                }
+            });
+            assert!(t.send(&t.peer(to, 0, true), Payload::from(&b"OPTIONS"[..])));
+            accepted.await.expect("the peer ran");
+            let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+            match (answers, got) {
+                (false, Ok(Some(Incoming::Unreachable { to: u }))) => assert_eq!(u, to),
+                (true, Err(_)) => {}
+                (answers, got) => panic!("answers {answers}: {got:?}"),
+            }
+        }
+    }
+
     /// A message dribbled a few bytes at a time, and one whose body comes after its header, are
     /// each handed on once, whole (framing waits for a header end, then for the length).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
