@@ -293,6 +293,13 @@ pub enum Transport {
 
 impl Transport {
     pub fn parse(s: &str) -> Transport {
+        // As written by nearly every peer: no case folding needed.
+        match s {
+            "UDP" => return Transport::Udp,
+            "TCP" => return Transport::Tcp,
+            "TLS" => return Transport::Tls,
+            _ => {}
+        }
         const KNOWN: [(&str, Transport); 7] = [
             ("UDP", Transport::Udp),
             ("TCP", Transport::Tcp),
@@ -432,30 +439,38 @@ impl Via {
     /// Enforces the value grammar of the parameters the stack acts on, so a
     /// message that parses never yields a surprise later.
     fn check_params(&self) -> Result<(), HeaderError> {
-        if let Some(p) = self.params.get("branch") {
-            if !p.value().is_some_and(lex::is_token_str) {
+        // Only the first parameter of each name counts, as `Params::get` finds it: a later
+        // duplicate is never read.
+        let mut seen = [false; 5];
+        for p in self.params.iter() {
+            let name = p.name();
+            let k = match name.len() {
+                6 if name.eq_ignore_ascii_case("branch") => 0,
+                8 if name.eq_ignore_ascii_case("received") => 1,
+                5 if name.eq_ignore_ascii_case("rport") => 2,
+                3 if name.eq_ignore_ascii_case("ttl") => 3,
+                5 if name.eq_ignore_ascii_case("maddr") => 4,
+                _ => continue,
+            };
+            if std::mem::replace(&mut seen[k], true) {
+                continue;
+            }
+            let v = p.value();
+            let ok = match (k, v) {
+                (0, v) => v.is_some_and(lex::is_token_str),
+                (1, v) => v.and_then(parse_ip).is_some(),
+                (2, None) => true,
+                (2, Some(v)) => v.parse::<u16>().is_ok(),
+                (3, v) => v.is_some_and(|v| v.parse::<u8>().is_ok()),
+                (_, None) => false,
+                (_, Some(v)) => {
+                    Host::parse(v)?;
+                    true
+                }
+            };
+            if !ok {
                 return Err(HeaderError::Param);
             }
-        }
-        if let Some(p) = self.params.get("received") {
-            if p.value().and_then(parse_ip).is_none() {
-                return Err(HeaderError::Param);
-            }
-        }
-        if let Some(p) = self.params.get("rport") {
-            if let Some(v) = p.value() {
-                v.parse::<u16>().map_err(|_| HeaderError::Param)?;
-            }
-        }
-        if let Some(p) = self.params.get("ttl") {
-            p.value()
-                .and_then(|v| v.parse::<u8>().ok())
-                .ok_or(HeaderError::Param)?;
-        }
-        if let Some(p) = self.params.get("maddr") {
-            p.value()
-                .ok_or(HeaderError::Param)
-                .and_then(|v| Host::parse(v).map_err(HeaderError::from))?;
         }
         Ok(())
     }

@@ -579,8 +579,8 @@ fn parse_inner(data: &[u8]) -> Result<Message, ErrorKind> {
     let after_head = rest.get(4..).unwrap_or_default();
     let head = std::str::from_utf8(head_bytes).map_err(|_| ErrorKind::NotUtf8)?;
 
-    let mut lines = head.split("\r\n");
-    let start = parse_start_line(lines.next().unwrap_or(""))?;
+    let start_line = find(head_bytes, b"\r\n").map_or(head, |end| head.get(..end).unwrap_or(""));
+    let start = parse_start_line(start_line)?;
     let fields = locate_fields(head)?;
 
     let mut content_length = None;
@@ -759,7 +759,7 @@ impl Message {
     pub fn response(status: u16, reason: &str) -> Message {
         Message::with_start(StartLine::Response {
             status,
-            reason: if reason.contains(['\r', '\n']) {
+            reason: if lex::has_line_break(reason) {
                 Cow::Owned(reason.replace(['\r', '\n'], " "))
             } else {
                 reason_of(status, reason)
@@ -1029,7 +1029,7 @@ impl Message {
     /// [`Message::commit`], which rolls the edit back when that fails:
     /// checking them here as well would parse each one twice.
     fn validate_new(value: &str) -> Result<(), HeaderError> {
-        if value.contains(['\r', '\n']) {
+        if lex::has_line_break(value) {
             return Err(HeaderError::LineBreak);
         }
         Ok(())
@@ -1138,7 +1138,7 @@ impl Message {
         if value
             .display_name
             .as_deref()
-            .is_some_and(|d| d.contains(['\r', '\n']))
+            .is_some_and(lex::has_line_break)
         {
             // Rendered with spaces instead: the typed value would not be what the text says.
             return self.push_header(name, &text);
@@ -1278,7 +1278,7 @@ impl Message {
     /// render as exactly one valid Via value.
     pub fn set_top_via(&mut self, via: &Via) -> Result<&mut Message, HeaderError> {
         let text = via.to_string();
-        if text.contains(['\r', '\n']) {
+        if lex::has_line_break(&text) {
             return Err(HeaderError::LineBreak);
         }
         // Re-typed from its own wire form, so that `core` agrees with what

@@ -138,12 +138,28 @@ impl Host {
 pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
     match ip {
         IpAddr::V4(a) => {
+            // Written into a buffer and appended once: a message carries a dozen of these,
+            // and appending digit by digit was 2 % of the SIP core's instructions.
+            let mut text = [0u8; 15];
+            let mut len = 0;
             for (i, octet) in a.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    text[len] = b'.';
+                    len += 1;
                 }
-                lex::push_decimal(out, u64::from(octet));
+                if octet >= 100 {
+                    text[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    text[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                text[len] = b'0' + octet % 10;
+                len += 1;
             }
+            // Digits and dots only, so always UTF-8.
+            out.push_str(std::str::from_utf8(&text[..len]).unwrap_or_default());
         }
         IpAddr::V6(a) => {
             use std::fmt::Write;
@@ -900,6 +916,25 @@ mod tests {
         match Uri::parse(s) {
             Ok(Uri::Sip(u)) => Arc::unwrap_or_clone(u),
             other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ipv4_is_written_as_std_writes_it() {
+        let mut seed = 0x9e37_79b9_u32;
+        let mut cases = vec![
+            Ipv4Addr::new(0, 0, 0, 0),
+            Ipv4Addr::new(255, 255, 255, 255),
+            Ipv4Addr::new(10, 100, 9, 199),
+        ];
+        for _ in 0..2000 {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            cases.push(Ipv4Addr::from(seed));
+        }
+        for a in cases {
+            let mut out = String::from("x=");
+            push_ip(&mut out, IpAddr::V4(a));
+            assert_eq!(out, format!("x={a}"));
         }
     }
 
