@@ -19,7 +19,8 @@
 #
 # Knobs: RATES="250 500 1000 ...", STEP_SECS=20, HOLD_MS=100, SWITCHBOARD_BIN (default: build
 # into CARGO_TARGET_DIR=/work/bench-target), KEEP=1 keeps the work directory, THREADS=1 prints
-# each step's CPU per call by thread name.
+# each step's CPU per call by thread name, STEADY_SECS=N also prints the CPU per call from N s into
+# each step to its end (the steady state, once the first calls' transactions end: N >= 35).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,8 +44,10 @@ fi
 WORK="$(mktemp -d /tmp/switchboard-bench-calls.XXXXXX)"
 SERVER_PID=""
 UAS_PID=""
+UAC_PID=""
 cleanup() {
   local rc=$?
+  [ -n "$UAC_PID" ] && kill "$UAC_PID" 2>/dev/null || true
   [ -n "$UAS_PID" ] && kill "$UAS_PID" 2>/dev/null || true
   if [ -n "$SERVER_PID" ]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
   if [ "${KEEP:-0}" = 1 ] || [ $rc -ne 0 ]; then echo "bench: work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
@@ -103,7 +106,19 @@ for r in $RATES; do
      -s 200 -au caller -ap caller-secret -d "$HOLD_MS" -r "$r" -m "$count" -l $(( r * 3 + 100 )) \
      -recv_timeout 8000 -timeout "$(( STEP_SECS + 15 ))s" -nostdin -max_recv_loops 10000 -max_sched_loops 10000 \
      -trace_stat -stf "$WORK/stat_$r.csv" -fd 1 -trace_err -error_file "$WORK/uac_errors_$r.log" \
-     >"$WORK/uac_$r.out" 2>&1) || true
+     >"$WORK/uac_$r.out" 2>&1) &
+  UAC_PID=$!
+  steady=""
+  if [ -n "${STEADY_SECS:-}" ] && [ "$STEADY_SECS" -lt $(( STEP_SECS - 5 )) ]; then
+    # CPU per call in the step's later part alone (STEADY_SECS=35): once the transactions of
+    # the first calls end (Timers J, L, M: 32 s), freeing them costs too, which a short step
+    # never sees. Calls in the window: the rate times its length (the step must hold).
+    sleep "$STEADY_SECS"; s0="$(cpu_ticks "$SERVER_PID")"; w0="$(date +%s.%N)"
+    sleep $(( STEP_SECS - STEADY_SECS - 2 )); s1="$(cpu_ticks "$SERVER_PID")"; w1="$(date +%s.%N)"
+    steady="$(awk -v t="$(( s1 - s0 ))" -v k="$CLK_TCK" -v r="$r" -v a="$w0" -v b="$w1" \
+      'BEGIN {printf "%.1f", t * 1e6 / k / (r * (b - a))}')"
+  fi
+  wait "$UAC_PID" || true
   c1="$(cpu_ticks "$SERVER_PID")"; thread_ticks "$SERVER_PID" >"$WORK/threads1_$r"
   read -r ok failed placed <<<"$(python3 - "$WORK/stat_$r.csv" "$count" <<'PY'
 import csv, sys
@@ -120,6 +135,7 @@ PY
   held="$(awk -v ok="$ok" -v f="$failed" -v n="$count" -v p="$placed" -v s="$STEP_SECS" -v m="$MAX_FAILED_PCT" \
     'BEGIN {print (f * 100 < m * n && ok + f >= n && p <= s + 1.5) ? "yes" : "no"}')"
   printf '   %-6s %8s %8s %8s %10s %14s %10s\n' "$r" "$ok" "$failed" "$pct" "$placed" "$us" "$held"
+  [ -n "$steady" ] && echo "     from ${STEADY_SECS} s to $(( STEP_SECS - 2 )) s of the step: $steady µs/call"
   if [ -n "${THREADS:-}" ]; then
     # Where the step's CPU went, per thread name (THREADS=1): µs per successful call.
     join -a2 "$WORK/threads0_$r" "$WORK/threads1_$r" | awk -v k="$CLK_TCK" -v n="$ok" \
