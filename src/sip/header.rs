@@ -1172,6 +1172,12 @@ mod tests {
             "SIP/2.0/UDP host;branch=",
             "SIP/2.0/UDP host;received=example.com",
             "SIP/2.0/UDP host;ttl=300",
+            "SIP/2.0/UDP host;ttl",
+            "SIP/2.0/UDP host;rport=65536",
+            "SIP/2.0/UDP host;maddr",
+            "SIP/2.0/UDP host;MADDR=[::1",
+            "SIP/2.0/UDP host;Branch=a b",
+            "SIP/2.0/UDP host;RECEIVED=x;branch=z9hG4bK1",
             "SIP/2.0/UDP host:99999",
             "SIP/2.0/UDP 2001:db8::1",
             "SIP/2.0/UDP host junk",
@@ -1182,6 +1188,11 @@ mod tests {
             parse_vias("SIP/2.0/UDP 192.0.2.15;;,;,,"),
             Err(HeaderError::Param)
         );
+        // The first of a repeated parameter is the one read, and so the one checked.
+        let v =
+            Via::parse(r#"SIP/2.0/udp host;branch=z9hG4bK1;branch="a b";rport;rport=x"#).unwrap();
+        assert_eq!(v.branch(), Some("z9hG4bK1"));
+        assert_eq!(v.transport, Transport::Udp);
         assert_eq!(
             parse_vias("SIP/2.0/UDP a, SIP/2.0/TCP b").map(|v| v.len()),
             Ok(2)
