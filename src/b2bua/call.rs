@@ -1406,7 +1406,9 @@ impl Call {
             .clone()
             .unwrap_or_else(|| self.config.caller_id.clone());
         from.set_tag(&message::new_tag(self.random()));
-        let call_id = format!("{:016x}{:016x}", self.random(), self.random());
+        let mut call_id = String::with_capacity(32);
+        crate::sip::lex::push_hex16(&mut call_id, self.random());
+        crate::sip::lex::push_hex16(&mut call_id, self.random());
         // A B2BUA starts new requests, but passing the hop count down keeps two PBXs routing to
         // each other from looping for ever.
         let hops = self

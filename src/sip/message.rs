@@ -1460,13 +1460,16 @@ impl fmt::Display for Message {
 /// A branch parameter for a new client transaction: the magic cookie and
 /// 64 bits from the caller's random source (RFC 3261 §8.1.1.7).
 pub fn new_branch(random: u64) -> String {
-    format!("{MAGIC_COOKIE}{random:016x}")
+    let mut b = String::with_capacity(MAGIC_COOKIE.len() + 16);
+    b.push_str(MAGIC_COOKIE);
+    lex::push_hex16(&mut b, random);
+    b
 }
 
 /// A From/To tag from 64 caller-supplied random bits (RFC 3261 §19.3
 /// asks for at least 32).
 pub fn new_tag(random: u64) -> String {
-    format!("{random:016x}")
+    lex::hex16(random)
 }
 
 /// The result of looking for a message at the front of a stream buffer.

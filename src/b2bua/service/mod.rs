@@ -791,7 +791,7 @@ impl Calls {
             }
         };
         let branches = peers.into_iter().map(BranchIo::new).collect();
-        let api_id = format!("{:016x}", self.next_random());
+        let api_id = crate::sip::lex::hex16(self.next_random());
         let id = self.add(Entry {
             invite_tx: Some(tx),
             caller_follows_dialog,
@@ -919,7 +919,7 @@ impl Calls {
         let call_id = req.call_id().unwrap_or_default();
         let from_tag = req.from().and_then(|f| f.tag()).unwrap_or_default();
         self.digest
-            .token("to-tag", format!("{call_id}\0{from_tag}").as_bytes())
+            .token("to-tag", [call_id, "\0", from_tag].concat().as_bytes())
     }
 
     fn reply(&mut self, req: &Message, status: u16) -> Message {
@@ -1706,7 +1706,7 @@ impl Calls {
                     return;
                 }
             };
-        let api_id = format!("{:016x}", self.next_random());
+        let api_id = crate::sip::lex::hex16(self.next_random());
         let id = self.add(Entry {
             invite_tx: Some(tx),
             api_id: api_id.into(),
