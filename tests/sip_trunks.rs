@@ -1,7 +1,7 @@
 //! SIP trunks against SIPp playing the ITSP (Debian package `sip-tester`): the trunk registers
-//! with digest auth, outgoing calls go out through it answering its 407, calls to a DID ring
-//! the user's phones, and a location's external number rings through the trunk next to the
-//! user's phones.
+//! with digest auth, outgoing calls go out through it answering its 407 (and its challenges to
+//! our BYE and to a phone's hold we relay), calls to a DID ring the user's phones, and a
+//! location's external number rings through the trunk next to the user's phones.
 //!
 //! The ITSP listens on 127.0.0.2 and the phones on 127.0.0.1: an INVITE from the trunk's
 //! address is a trunk call, so the two must differ.
@@ -320,6 +320,47 @@ async fn challenged_bye_is_sent_again_with_credentials(db: Db) {
         .find(|m| m.contains("BYE sip:") && m.contains("Authorization: Digest"))
         .unwrap_or_else(|| panic!("no BYE with credentials in {}", trunk.messages));
     assert!(bye.contains("username=\"acct\""), "{bye}");
+    server.shutdown().await;
+}
+
+/// An ITSP that authenticates every request challenges alice's hold too (a re-INVITE we relay
+/// to it): it gets the re-INVITE again with the trunk's account, and alice gets its 200, never
+/// the ITSP's 407.
+async fn challenged_hold_is_sent_again_with_credentials(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let port = common::free_udp_port();
+    let trunk = itsp_answers_with("trunk_uas_reinvite_auth.xml", port, "0301234567").await;
+    let (server, _data, alice, _) = server(&tdb, port, "register = false").await;
+    let caller = spawn_sipp(
+        "call_uac_hold.xml",
+        common::sip_addr(&server, Transport::Udp),
+        common::free_udp_port(),
+        &[
+            "-s",
+            "0301234567",
+            "-au",
+            "alice",
+            "-ap",
+            "alice-secret",
+            "-d",
+            "300",
+        ],
+    );
+    must_pass("the caller", caller).await;
+    let trunk = must_pass("the ITSP", trunk).await;
+    let hold = trunk
+        .messages
+        .split("message received")
+        .find(|m| {
+            m.contains("INVITE sip:")
+                && m.contains("a=sendonly")
+                && m.contains("Proxy-Authorization: Digest")
+        })
+        .unwrap_or_else(|| panic!("no re-INVITE with credentials in {}", trunk.messages));
+    assert!(hold.contains("username=\"acct\""), "{hold}");
+    assert!(hold.contains("realm=\"itsp.test\""), "{hold}");
+    let out = common::only_entry(&server, alice).await;
+    assert_eq!(out.outcome, PartyOutcome::Answered);
     server.shutdown().await;
 }
 
@@ -673,4 +714,9 @@ async fn multipart_offer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn challenged_bye() {
     challenged_bye_is_sent_again_with_credentials(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenged_hold() {
+    challenged_hold_is_sent_again_with_credentials(Db::Sqlite).await;
 }

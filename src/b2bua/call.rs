@@ -40,6 +40,10 @@
 //! unacknowledged at a time, repeated until PRACKed, the 2xx held back behind one with a session
 //! description). We offer it to ITSPs ([`Target::offers_100rel`]), whose early media may come
 //! only reliably, and PRACK the reliable provisionals of any callee in their early dialog.
+//!
+//! A trunk's 401/407 is answered with its credentials, once per request: to our INVITE, to our
+//! own BYE, and to an in-dialog request we relay to it (hold, resume, INFO...). A challenge
+//! that cannot be answered never reaches the other party: it gets 503 instead.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -316,7 +320,6 @@ enum Phase {
     Ended,
 }
 
-/// A request received on one leg and sent on the other, waiting for the answer.
 /// A request of our own (a BYE), kept until its final answer.
 #[derive(Debug)]
 struct Own {
@@ -327,8 +330,11 @@ struct Own {
     authorized: bool,
 }
 
+/// A request received on one leg and sent on the other, waiting for the answer.
 #[derive(Debug)]
 struct Relay {
+    /// Sent again with a trunk's credentials already: a second challenge is a refusal.
+    authorized: bool,
     from: Leg,
     tx: Key,
     /// As received from `from`: what the answer there is built from.
@@ -1250,6 +1256,25 @@ impl Call {
         let Some(relay) = self.relays.remove(&key) else {
             return;
         };
+        if matches!(status, 401 | 407) && !relay.authorized {
+            if let Some((key, sent)) = self.reauthorize_relay(&relay, response) {
+                let again = Relay {
+                    authorized: true,
+                    sent,
+                    provisional: false,
+                    ..relay
+                };
+                self.relays.insert(key, again);
+                return;
+            }
+        }
+        // A challenge nobody here can answer is not the other party's either: passing it on
+        // would have a phone answer a foreign realm with its own credentials, and a 401/407
+        // without the challenge (which is not ours to pass) is malformed (§21.4.2, §21.4.8).
+        let (status, reason) = match status {
+            401 | 407 => (503, message::reason_phrase(503)),
+            s => (s, response.reason().unwrap_or("")),
+        };
         let to = relay.from.other();
         if let Some(d) = self.dialog_mut(to) {
             // Keeps the target and state of the leg we sent on in step (target refresh,
@@ -1258,7 +1283,7 @@ impl Call {
         }
         let method = relay.request.method().cloned();
         let mut answer = match self.dialog_mut(relay.from) {
-            Some(d) => match d.response(&relay.request, status, response.reason().unwrap_or("")) {
+            Some(d) => match d.response(&relay.request, status, reason) {
                 Ok(m) => m,
                 Err(_) => return,
             },
@@ -1694,6 +1719,37 @@ impl Call {
         self.send_own(own.towards, request, true);
     }
 
+    /// A trunk challenged a request we relayed to it (some ITSPs authenticate every request,
+    /// hold and resume included): sends the same request again with the branch's credentials,
+    /// next CSeq, new Via branch, and returns its key and what was sent, for its answer to be
+    /// relayed as the first one's would have been. `None` when the other leg has no
+    /// credentials or the challenge cannot be answered.
+    fn reauthorize_relay(&mut self, relay: &Relay, response: &Message) -> Option<(Key, Message)> {
+        let towards = self.towards(relay.from.other());
+        let creds = match towards {
+            Towards::Branch(b) => self
+                .branches
+                .get(b)
+                .and_then(|b| b.target.credentials.clone()),
+            Towards::Caller => None,
+        }?;
+        let msg = self.with_credentials(&creds, response, relay.sent.clone())?;
+        if let (Some(d), Some(seq)) = (self.dialog_mut(relay.from.other()), msg.cseq()) {
+            // Later requests on this dialog must go on from the new CSeq.
+            d.advance_local_seq(seq.seq);
+        }
+        let key = self.key();
+        self.actions.push_back(Action::Request {
+            key,
+            towards,
+            request: OutgoingRequest {
+                message: msg.clone(),
+                next_hop: relay.next_hop.clone(),
+            },
+        });
+        Some((key, msg))
+    }
+
     /// `msg` again with credentials answering the challenge in `response` (401 or 407): the
     /// next CSeq, a new Via branch, the answer in place of any earlier one (RFC 3261 §22.2).
     /// `None` when nothing offered can be answered.
@@ -1976,6 +2032,7 @@ impl Call {
         self.relays.insert(
             key,
             Relay {
+                authorized: false,
                 from,
                 tx,
                 request: request.clone(),

@@ -1817,3 +1817,128 @@ fn a_cancelled_replacement_ends_the_call() {
     ));
     assert!(matches!(a.last(), Some(Action::Ended)));
 }
+
+/// An ITSP that authenticates every request challenges the caller's hold (a re-INVITE we
+/// relay): it goes again with the trunk's credentials and the next CSeq, and the ITSP's 200
+/// reaches the caller as the answer to its re-INVITE, whose ACK goes on with the new CSeq. A
+/// second challenge is a refusal: the caller gets 503, never the challenge.
+#[test]
+fn a_trunk_challenging_a_relayed_re_invite_gets_it_again_with_credentials() {
+    use crate::sip::auth::{self, DigestServer, Verdict};
+    let t0 = Instant::now();
+    let trunk = Target {
+        uri: Uri::parse("sip:0301234567@itsp.test").unwrap(),
+        label: "+49301234567".into(),
+        from: None,
+        credentials: Some(std::sync::Arc::new(BranchCredentials {
+            username: "acct".into(),
+            password: "pw".into(),
+        })),
+        contact: None,
+        offers_100rel: false,
+        forwarded_as: None,
+    };
+    let mut call = Call::new(caller_invite(), "pbx-tag", vec![trunk], config(), 9, t0).unwrap();
+    let inv = invites(&drain(&mut call)).remove(0);
+    call.on_invite_response(0, &answer(&inv, 200, "itsp", Some(CALLEE_SDP)), t0);
+    drain(&mut call);
+    call.on_request(Leg::Caller, 0, &from_caller(&call, "ACK", 1, None), t0);
+    drain(&mut call);
+
+    let hold = CALLER_SDP.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
+    call.on_request(
+        Leg::Caller,
+        11,
+        &from_caller(&call, "INVITE", 2, Some(&hold)),
+        t0,
+    );
+    let relayed = |a: &[Action]| match a {
+        [Action::Request {
+            key,
+            towards: Towards::Branch(0),
+            request,
+        }] => (*key, request.message.clone()),
+        other => panic!("expected one request to the trunk, got {other:?}"),
+    };
+    let (key, first) = relayed(&drain(&mut call));
+    let mut itsp = DigestServer::new(b"0123456789abcdef0123456789abcdef");
+    let mut challenge = Message::response_to(&first, 407, "Proxy Authentication Required");
+    for v in itsp.challenge("itsp.test", false, 1_000) {
+        challenge
+            .push_header(HeaderName::ProxyAuthenticate, &v)
+            .unwrap();
+    }
+    call.on_response(key, &parse(&challenge.to_bytes()).unwrap(), t0);
+    let (key, second) = relayed(&drain(&mut call));
+    assert_eq!(second.method(), Some(&Method::Invite));
+    assert_eq!(second.call_id(), first.call_id());
+    assert_eq!(second.cseq().unwrap().seq, first.cseq().unwrap().seq + 1);
+    assert_ne!(
+        second.top_via().unwrap().branch(),
+        first.top_via().unwrap().branch()
+    );
+    assert_eq!(second.body(), hold.as_bytes());
+    let creds = second
+        .credentials(&HeaderName::ProxyAuthorization)
+        .find_map(Result::ok)
+        .unwrap();
+    let v = itsp.verify(
+        &creds,
+        "INVITE",
+        |alg| Some(auth::ha1(alg, "acct", "itsp.test", "pw")),
+        "itsp.test",
+        1_001,
+    );
+    assert_eq!(v, Verdict::Ok);
+
+    call.on_response(key, &answer(&second, 200, "itsp", Some(CALLEE_SDP)), t0);
+    match &drain(&mut call)[..] {
+        [Action::Respond { tx: 11, response }] => {
+            assert_eq!(response.status(), Some(200));
+            assert_eq!(response.cseq().unwrap().seq, 2);
+        }
+        other => panic!("expected the 200 back to the caller, got {other:?}"),
+    }
+    call.on_request(Leg::Caller, 0, &from_caller(&call, "ACK", 2, None), t0);
+    match &drain(&mut call)[..] {
+        [Action::Ack { request, .. }] => {
+            assert_eq!(
+                request.message.cseq().unwrap().seq,
+                second.cseq().unwrap().seq
+            );
+        }
+        other => panic!("expected the ACK relayed, got {other:?}"),
+    }
+
+    // Resuming: challenged, answered, challenged again. The caller gets 503, not a 407.
+    call.on_request(
+        Leg::Caller,
+        12,
+        &from_caller(&call, "INVITE", 3, Some(CALLER_SDP)),
+        t0,
+    );
+    let (key, third) = relayed(&drain(&mut call));
+    assert!(third.cseq().unwrap().seq > second.cseq().unwrap().seq);
+    let mut challenge = Message::response_to(&third, 407, "Proxy Authentication Required");
+    for v in itsp.challenge("itsp.test", false, 1_002) {
+        challenge
+            .push_header(HeaderName::ProxyAuthenticate, &v)
+            .unwrap();
+    }
+    call.on_response(key, &parse(&challenge.to_bytes()).unwrap(), t0);
+    let (key, fourth) = relayed(&drain(&mut call));
+    let mut again = Message::response_to(&fourth, 407, "Proxy Authentication Required");
+    for v in itsp.challenge("itsp.test", false, 1_003) {
+        again
+            .push_header(HeaderName::ProxyAuthenticate, &v)
+            .unwrap();
+    }
+    call.on_response(key, &parse(&again.to_bytes()).unwrap(), t0);
+    match &drain(&mut call)[..] {
+        [Action::Respond { tx: 12, response }] => {
+            assert_eq!(response.status(), Some(503));
+            assert!(response.header(&HeaderName::ProxyAuthenticate).is_none());
+        }
+        other => panic!("expected 503 to the caller, got {other:?}"),
+    }
+}
