@@ -183,7 +183,8 @@ def register(phone, mutate=False):
                          ("Expires", "60" if mutate else "3600"), ("Max-Forwards", "70")]
     phone.send(Message(f"REGISTER {uri} SIP/2.0", base(1)))
     for r in phone.recv_all(1):
-        if status(r) == 401:
+        # This REGISTER's own challenge: a late answer to an earlier request may be waiting too.
+        if status(r) == 401 and header(r, "Call-ID") == call_id and header(r, "WWW-Authenticate"):
             auth = authorization(header(r, "WWW-Authenticate"), phone.user, phone.password, "REGISTER", uri,
                                  "Authorization")
             msg = Message(f"REGISTER {uri} SIP/2.0", base(2))
@@ -236,7 +237,9 @@ def one_call(caller, callee):
         return Message(f"{method} {ruri} SIP/2.0", hs, body)
 
     caller.send(req("INVITE", cseq, body=sdp(40000)))
-    challenge = next((r for r in caller.recv_all(0.5) if status(r) == 407), None)
+    # This INVITE's own challenge: a late answer from the previous call may be waiting too.
+    challenge = next((r for r in caller.recv_all(0.5) if status(r) == 407 and header(r, "Call-ID") == call_id
+                      and header(r, "Proxy-Authenticate")), None)
     if challenge is None:
         STATS["no challenge"] += 1
         return
