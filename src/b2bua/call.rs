@@ -43,7 +43,8 @@
 //!
 //! A trunk's 401/407 is answered with its credentials, once per request: to our INVITE, to our
 //! own BYE, and to an in-dialog request we relay to it (hold, resume, INFO...). A challenge
-//! that cannot be answered never reaches the other party: it gets 503 instead.
+//! that cannot be answered never reaches the other party: it gets 503 instead, and 480 for a
+//! redirect of a relayed request.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -1268,11 +1269,15 @@ impl Call {
                 return;
             }
         }
-        // A challenge nobody here can answer is not the other party's either: passing it on
-        // would have a phone answer a foreign realm with its own credentials, and a 401/407
-        // without the challenge (which is not ours to pass) is malformed (§21.4.2, §21.4.8).
+        // Answers that are not the other party's to act on are mapped as a call's failures are
+        // (`final_for_caller`). A challenge nobody here can answer: passing it on would have a
+        // phone answer a foreign realm with its own credentials, and a 401/407 without the
+        // challenge (which is not ours to pass) is malformed (§21.4.2, §21.4.8). A redirect:
+        // where it points is not the phone's to reach around us, and a 3xx without its Contact
+        // is malformed too (§21.3).
         let (status, reason) = match status {
             401 | 407 => (503, message::reason_phrase(503)),
+            300..=399 => (480, message::reason_phrase(480)),
             s => (s, response.reason().unwrap_or("")),
         };
         let to = relay.from.other();

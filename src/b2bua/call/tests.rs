@@ -598,6 +598,24 @@ fn a_released_call_still_takes_the_answer_to_its_bye() {
     );
 }
 
+/// The callee answers the caller's re-INVITE with a redirect: the caller gets 480, not a 3xx
+/// (which would come without its Contact, and point around us).
+#[test]
+fn a_redirect_of_a_relayed_request_reaches_the_caller_as_480() {
+    let (mut call, _inv, t0) = answered();
+    let reinvite = from_caller(&call, "INVITE", 2, Some(CALLER_SDP));
+    call.on_request(Leg::Caller, 11, &reinvite, t0);
+    let (key, out) = match &drain(&mut call)[..] {
+        [Action::Request { key, request, .. }] => (*key, request.message.clone()),
+        other => panic!("expected one relayed request, got {other:?}"),
+    };
+    call.on_response(key, &answer(&out, 302, "b0", None), t0);
+    match &drain(&mut call)[..] {
+        [Action::Respond { tx: 11, response }] => assert_eq!(response.status(), Some(480)),
+        other => panic!("expected 480 to the caller, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_re_invite_is_relayed_and_its_ack_follows() {
     let (mut call, inv, t0) = answered();
