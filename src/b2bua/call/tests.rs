@@ -598,6 +598,18 @@ fn a_released_call_still_takes_the_answer_to_its_bye() {
     );
 }
 
+/// The one request `actions` send to the callee's leg: its key and message.
+fn relayed(actions: &[Action]) -> (Key, Message) {
+    match actions {
+        [Action::Request {
+            key,
+            towards: Towards::Branch(0),
+            request,
+        }] => (*key, request.message.clone()),
+        other => panic!("expected one request to the callee, got {other:?}"),
+    }
+}
+
 /// The callee answers the caller's re-INVITE with a redirect: the caller gets 480, not a 3xx
 /// (which would come without its Contact, and point around us).
 #[test]
@@ -605,10 +617,7 @@ fn a_redirect_of_a_relayed_request_reaches_the_caller_as_480() {
     let (mut call, _inv, t0) = answered();
     let reinvite = from_caller(&call, "INVITE", 2, Some(CALLER_SDP));
     call.on_request(Leg::Caller, 11, &reinvite, t0);
-    let (key, out) = match &drain(&mut call)[..] {
-        [Action::Request { key, request, .. }] => (*key, request.message.clone()),
-        other => panic!("expected one relayed request, got {other:?}"),
-    };
+    let (key, out) = relayed(&drain(&mut call));
     call.on_response(key, &answer(&out, 302, "b0", None), t0);
     match &drain(&mut call)[..] {
         [Action::Respond { tx: 11, response }] => assert_eq!(response.status(), Some(480)),
@@ -622,11 +631,7 @@ fn a_re_invite_is_relayed_and_its_ack_follows() {
     let hold = CALLER_SDP.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
     let reinvite = from_caller(&call, "INVITE", 2, Some(&hold));
     call.on_request(Leg::Caller, 11, &reinvite, t0);
-    let a = drain(&mut call);
-    let (key, out) = match &a[..] {
-        [Action::Request { key, request, .. }] => (*key, request.message.clone()),
-        other => panic!("expected one relayed request, got {other:?}"),
-    };
+    let (key, out) = relayed(&drain(&mut call));
     assert_eq!(out.method(), Some(&Method::Invite));
     assert_eq!(out.call_id(), inv[0].call_id());
     assert_eq!(out.cseq().unwrap().seq, 2);
@@ -662,10 +667,7 @@ fn a_cancelled_re_invite_is_cancelled_on_the_other_leg() {
     let (mut call, _inv, t0) = answered();
     let reinvite = from_caller(&call, "INVITE", 2, Some(CALLER_SDP));
     call.on_request(Leg::Caller, 11, &reinvite, t0);
-    let (key, out) = match &drain(&mut call)[..] {
-        [Action::Request { key, request, .. }] => (*key, request.message.clone()),
-        other => panic!("expected one relayed request, got {other:?}"),
-    };
+    let (key, out) = relayed(&drain(&mut call));
     call.on_cancel(11);
     assert!(
         drain(&mut call).is_empty(),
@@ -1116,20 +1118,11 @@ fn no_session_timer_unless_the_caller_supports_it() {
 /// A trunk branch: its own From, and a 407 answered once with the trunk's credentials.
 #[test]
 fn a_trunk_branch_answers_one_challenge_with_its_credentials() {
-    use crate::sip::auth::{self, DigestServer, Verdict};
+    use crate::sip::auth::DigestServer;
     let t0 = Instant::now();
-    let trunk = Target {
-        uri: Uri::parse("sip:0301234567@itsp.test").unwrap(),
-        label: "+49301234567".into(),
-        from: Some(NameAddr::parse("\"Alice Smith\" <sip:+4930555100@itsp.test>").unwrap()),
-        credentials: Some(std::sync::Arc::new(BranchCredentials {
-            username: "acct".into(),
-            password: "pw".into(),
-        })),
-        contact: None,
-        offers_100rel: false,
-        forwarded_as: None,
-    };
+    let trunk = trunk_target(Some(
+        NameAddr::parse("\"Alice Smith\" <sip:+4930555100@itsp.test>").unwrap(),
+    ));
     let mut call = Call::new(caller_invite(), "pbx-tag", vec![trunk], config(), 9, t0).unwrap();
     let first = invites(&drain(&mut call)).remove(0);
     assert_eq!(
@@ -1163,18 +1156,7 @@ fn a_trunk_branch_answers_one_challenge_with_its_credentials() {
         first.top_via().unwrap().branch()
     );
     assert_eq!(second.body(), first.body());
-    let creds = second
-        .credentials(&HeaderName::ProxyAuthorization)
-        .find_map(Result::ok)
-        .unwrap();
-    let v = itsp.verify(
-        &creds,
-        "INVITE",
-        |alg| Some(auth::ha1(alg, "acct", "itsp.test", "pw")),
-        "itsp.test",
-        1_001,
-    );
-    assert_eq!(v, Verdict::Ok);
+    assert_itsp_accepts(&mut itsp, &second, HeaderName::ProxyAuthorization, 1_001);
 
     // A second challenge means the credentials were refused: the call fails, no third INVITE.
     let mut again = answer(&second, 407, "itsp", None);
@@ -1190,16 +1172,12 @@ fn a_trunk_branch_answers_one_challenge_with_its_credentials() {
     assert_eq!(call.summary().outcome, Outcome::Failed);
 }
 
-/// An ITSP that authenticates our BYE too: the BYE goes again with the trunk's credentials,
-/// once; a second challenge is not answered.
-#[test]
-fn a_trunk_challenging_our_bye_gets_it_again_with_credentials() {
-    use crate::sip::auth::{self, DigestServer, Verdict};
-    let t0 = Instant::now();
-    let trunk = Target {
+/// A branch to an ITSP whose account is acct / pw.
+fn trunk_target(from: Option<NameAddr>) -> Target {
+    Target {
         uri: Uri::parse("sip:0301234567@itsp.test").unwrap(),
         label: "+49301234567".into(),
-        from: None,
+        from,
         credentials: Some(std::sync::Arc::new(BranchCredentials {
             username: "acct".into(),
             password: "pw".into(),
@@ -1207,11 +1185,69 @@ fn a_trunk_challenging_our_bye_gets_it_again_with_credentials() {
         contact: None,
         offers_100rel: false,
         forwarded_as: None,
-    };
+    }
+}
+
+/// A call answered by the ITSP of [`trunk_target`].
+fn answered_by_trunk(t0: Instant) -> Call {
+    let trunk = trunk_target(None);
     let mut call = Call::new(caller_invite(), "pbx-tag", vec![trunk], config(), 9, t0).unwrap();
     let inv = invites(&drain(&mut call)).remove(0);
     call.on_invite_response(0, &answer(&inv, 200, "itsp", Some(CALLEE_SDP)), t0);
     drain(&mut call);
+    call
+}
+
+/// `itsp`'s challenge to `request`: a 401 (`WWW-Authenticate`) or 407 (`Proxy-Authenticate`)
+/// for realm itsp.test, as parsed off the wire.
+fn itsp_challenge(
+    itsp: &mut crate::sip::auth::DigestServer,
+    request: &Message,
+    status: u16,
+    now: u64,
+) -> Message {
+    let header = if status == 401 {
+        HeaderName::WwwAuthenticate
+    } else {
+        HeaderName::ProxyAuthenticate
+    };
+    let mut rsp = Message::response_to(request, status, message::reason_phrase(status));
+    for v in itsp.challenge("itsp.test", false, now) {
+        rsp.push_header(header.clone(), &v).unwrap();
+    }
+    parse(&rsp.to_bytes()).unwrap()
+}
+
+/// `request` carries credentials in `header` that `itsp` accepts for the account acct / pw.
+fn assert_itsp_accepts(
+    itsp: &mut crate::sip::auth::DigestServer,
+    request: &Message,
+    header: HeaderName,
+    now: u64,
+) {
+    use crate::sip::auth::{self, Verdict};
+    let creds = request
+        .credentials(&header)
+        .find_map(Result::ok)
+        .unwrap_or_else(|| panic!("no {header} in {request}"));
+    let method = request.method().expect("a request").as_str();
+    let v = itsp.verify(
+        &creds,
+        method,
+        |alg| Some(auth::ha1(alg, "acct", "itsp.test", "pw")),
+        "itsp.test",
+        now,
+    );
+    assert_eq!(v, Verdict::Ok, "{request}");
+}
+
+/// An ITSP that authenticates our BYE too: the BYE goes again with the trunk's credentials,
+/// once; a second challenge is not answered.
+#[test]
+fn a_trunk_challenging_our_bye_gets_it_again_with_credentials() {
+    use crate::sip::auth::DigestServer;
+    let t0 = Instant::now();
+    let mut call = answered_by_trunk(t0);
     // The caller hangs up: we BYE the trunk's leg.
     call.on_request(Leg::Caller, 1, &from_caller(&call, "BYE", 2, None), t0);
     let bye = |a: &[Action]| {
@@ -1228,13 +1264,8 @@ fn a_trunk_challenging_our_bye_gets_it_again_with_credentials() {
     };
     let (key, first) = bye(&drain(&mut call)).expect("a BYE to the trunk");
     let mut itsp = DigestServer::new(b"0123456789abcdef0123456789abcdef");
-    let mut challenge = Message::response_to(&first, 401, "Unauthorized");
-    for v in itsp.challenge("itsp.test", false, 1_000) {
-        challenge
-            .push_header(HeaderName::WwwAuthenticate, &v)
-            .unwrap();
-    }
-    call.on_response(key, &parse(&challenge.to_bytes()).unwrap(), t0);
+    let challenge = itsp_challenge(&mut itsp, &first, 401, 1_000);
+    call.on_response(key, &challenge, t0);
     let (key, second) = bye(&drain(&mut call)).expect("the BYE again");
     assert_eq!(second.call_id(), first.call_id());
     assert_eq!(second.cseq().unwrap().seq, first.cseq().unwrap().seq + 1);
@@ -1242,24 +1273,10 @@ fn a_trunk_challenging_our_bye_gets_it_again_with_credentials() {
         second.top_via().unwrap().branch(),
         first.top_via().unwrap().branch()
     );
-    let creds = second
-        .credentials(&HeaderName::Authorization)
-        .find_map(Result::ok)
-        .unwrap();
-    let v = itsp.verify(
-        &creds,
-        "BYE",
-        |alg| Some(auth::ha1(alg, "acct", "itsp.test", "pw")),
-        "itsp.test",
-        1_001,
-    );
-    assert_eq!(v, Verdict::Ok);
+    assert_itsp_accepts(&mut itsp, &second, HeaderName::Authorization, 1_001);
     // Refused again: no third BYE.
-    let mut again = Message::response_to(&second, 401, "Unauthorized");
-    for v in itsp.challenge("itsp.test", false, 1_002) {
-        again.push_header(HeaderName::WwwAuthenticate, &v).unwrap();
-    }
-    call.on_response(key, &parse(&again.to_bytes()).unwrap(), t0);
+    let again = itsp_challenge(&mut itsp, &second, 401, 1_002);
+    call.on_response(key, &again, t0);
     assert!(bye(&drain(&mut call)).is_none());
 }
 
@@ -1842,24 +1859,9 @@ fn a_cancelled_replacement_ends_the_call() {
 /// second challenge is a refusal: the caller gets 503, never the challenge.
 #[test]
 fn a_trunk_challenging_a_relayed_re_invite_gets_it_again_with_credentials() {
-    use crate::sip::auth::{self, DigestServer, Verdict};
+    use crate::sip::auth::DigestServer;
     let t0 = Instant::now();
-    let trunk = Target {
-        uri: Uri::parse("sip:0301234567@itsp.test").unwrap(),
-        label: "+49301234567".into(),
-        from: None,
-        credentials: Some(std::sync::Arc::new(BranchCredentials {
-            username: "acct".into(),
-            password: "pw".into(),
-        })),
-        contact: None,
-        offers_100rel: false,
-        forwarded_as: None,
-    };
-    let mut call = Call::new(caller_invite(), "pbx-tag", vec![trunk], config(), 9, t0).unwrap();
-    let inv = invites(&drain(&mut call)).remove(0);
-    call.on_invite_response(0, &answer(&inv, 200, "itsp", Some(CALLEE_SDP)), t0);
-    drain(&mut call);
+    let mut call = answered_by_trunk(t0);
     call.on_request(Leg::Caller, 0, &from_caller(&call, "ACK", 1, None), t0);
     drain(&mut call);
 
@@ -1870,23 +1872,10 @@ fn a_trunk_challenging_a_relayed_re_invite_gets_it_again_with_credentials() {
         &from_caller(&call, "INVITE", 2, Some(&hold)),
         t0,
     );
-    let relayed = |a: &[Action]| match a {
-        [Action::Request {
-            key,
-            towards: Towards::Branch(0),
-            request,
-        }] => (*key, request.message.clone()),
-        other => panic!("expected one request to the trunk, got {other:?}"),
-    };
     let (key, first) = relayed(&drain(&mut call));
     let mut itsp = DigestServer::new(b"0123456789abcdef0123456789abcdef");
-    let mut challenge = Message::response_to(&first, 407, "Proxy Authentication Required");
-    for v in itsp.challenge("itsp.test", false, 1_000) {
-        challenge
-            .push_header(HeaderName::ProxyAuthenticate, &v)
-            .unwrap();
-    }
-    call.on_response(key, &parse(&challenge.to_bytes()).unwrap(), t0);
+    let challenge = itsp_challenge(&mut itsp, &first, 407, 1_000);
+    call.on_response(key, &challenge, t0);
     let (key, second) = relayed(&drain(&mut call));
     assert_eq!(second.method(), Some(&Method::Invite));
     assert_eq!(second.call_id(), first.call_id());
@@ -1896,18 +1885,7 @@ fn a_trunk_challenging_a_relayed_re_invite_gets_it_again_with_credentials() {
         first.top_via().unwrap().branch()
     );
     assert_eq!(second.body(), hold.as_bytes());
-    let creds = second
-        .credentials(&HeaderName::ProxyAuthorization)
-        .find_map(Result::ok)
-        .unwrap();
-    let v = itsp.verify(
-        &creds,
-        "INVITE",
-        |alg| Some(auth::ha1(alg, "acct", "itsp.test", "pw")),
-        "itsp.test",
-        1_001,
-    );
-    assert_eq!(v, Verdict::Ok);
+    assert_itsp_accepts(&mut itsp, &second, HeaderName::ProxyAuthorization, 1_001);
 
     call.on_response(key, &answer(&second, 200, "itsp", Some(CALLEE_SDP)), t0);
     match &drain(&mut call)[..] {
@@ -1937,21 +1915,11 @@ fn a_trunk_challenging_a_relayed_re_invite_gets_it_again_with_credentials() {
     );
     let (key, third) = relayed(&drain(&mut call));
     assert!(third.cseq().unwrap().seq > second.cseq().unwrap().seq);
-    let mut challenge = Message::response_to(&third, 407, "Proxy Authentication Required");
-    for v in itsp.challenge("itsp.test", false, 1_002) {
-        challenge
-            .push_header(HeaderName::ProxyAuthenticate, &v)
-            .unwrap();
-    }
-    call.on_response(key, &parse(&challenge.to_bytes()).unwrap(), t0);
+    let challenge = itsp_challenge(&mut itsp, &third, 407, 1_002);
+    call.on_response(key, &challenge, t0);
     let (key, fourth) = relayed(&drain(&mut call));
-    let mut again = Message::response_to(&fourth, 407, "Proxy Authentication Required");
-    for v in itsp.challenge("itsp.test", false, 1_003) {
-        again
-            .push_header(HeaderName::ProxyAuthenticate, &v)
-            .unwrap();
-    }
-    call.on_response(key, &parse(&again.to_bytes()).unwrap(), t0);
+    let again = itsp_challenge(&mut itsp, &fourth, 407, 1_003);
+    call.on_response(key, &again, t0);
     match &drain(&mut call)[..] {
         [Action::Respond { tx: 12, response }] => {
             assert_eq!(response.status(), Some(503));
