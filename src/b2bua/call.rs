@@ -1700,26 +1700,12 @@ impl Call {
     /// an unanswered challenge would leave the trunk's leg up, and billed): the same request
     /// again with the branch's credentials, next CSeq, new Via branch (RFC 3261 §22.2).
     fn reauthorize_own(&mut self, own: Own, response: &Message) {
-        let Towards::Branch(b) = own.towards else {
-            return;
-        };
-        let Some(creds) = self
-            .branches
-            .get(b)
-            .and_then(|b| b.target.credentials.clone())
-        else {
-            return;
-        };
         let Some(mut request) = own.request else {
             return;
         };
-        let Some(msg) = self.with_credentials(&creds, response, request.message) else {
+        let Some(msg) = self.resend_with_credentials(own.towards, response, request.message) else {
             return;
         };
-        if let (Some(d), Some(seq)) = (self.dialog_mut(own_leg(own.towards)), msg.cseq()) {
-            // Later requests on this dialog must go on from the new CSeq.
-            d.advance_local_seq(seq.seq);
-        }
         request.message = msg;
         self.send_own(own.towards, request, true);
     }
@@ -1731,18 +1717,7 @@ impl Call {
     /// credentials or the challenge cannot be answered.
     fn reauthorize_relay(&mut self, relay: &Relay, response: &Message) -> Option<(Key, Message)> {
         let towards = self.towards(relay.from.other());
-        let creds = match towards {
-            Towards::Branch(b) => self
-                .branches
-                .get(b)
-                .and_then(|b| b.target.credentials.clone()),
-            Towards::Caller => None,
-        }?;
-        let msg = self.with_credentials(&creds, response, relay.sent.clone())?;
-        if let (Some(d), Some(seq)) = (self.dialog_mut(relay.from.other()), msg.cseq()) {
-            // Later requests on this dialog must go on from the new CSeq.
-            d.advance_local_seq(seq.seq);
-        }
+        let msg = self.resend_with_credentials(towards, response, relay.sent.clone())?;
         let key = self.key();
         self.actions.push_back(Action::Request {
             key,
@@ -1753,6 +1728,28 @@ impl Call {
             },
         });
         Some((key, msg))
+    }
+
+    /// `sent`, an in-dialog request towards a branch, again with that branch's credentials
+    /// answering `response`'s challenge ([`Call::with_credentials`]); the dialog's CSeq moves
+    /// on to it. `None` towards the caller, a branch without credentials, or a challenge that
+    /// cannot be answered.
+    fn resend_with_credentials(
+        &mut self,
+        towards: Towards,
+        response: &Message,
+        sent: Message,
+    ) -> Option<Message> {
+        let Towards::Branch(b) = towards else {
+            return None;
+        };
+        let creds = self.branches.get(b)?.target.credentials.clone()?;
+        let msg = self.with_credentials(&creds, response, sent)?;
+        if let (Some(d), Some(seq)) = (self.dialog_mut(own_leg(towards)), msg.cseq()) {
+            // Later requests on this dialog must go on from the new CSeq.
+            d.advance_local_seq(seq.seq);
+        }
+        Some(msg)
     }
 
     /// `msg` again with credentials answering the challenge in `response` (401 or 407): the
