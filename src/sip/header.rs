@@ -11,6 +11,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use smol_str::SmolStr;
+
 use super::lex;
 use super::message::Method;
 use super::uri::{self, Host, Param, Params, Uri, UriError};
@@ -240,13 +242,13 @@ pub(crate) fn parse_params<'a>(mut s: &'a str, out: &mut Params) -> Result<&'a s
                     let (_, tail) = lex::parse_quoted(v).ok_or(HeaderError::UnterminatedQuote)?;
                     let len = v.len() - tail.len();
                     let (quoted, tail) = v.split_at(len);
-                    (Some(quoted.to_owned()), tail)
+                    (Some(SmolStr::new(quoted)), tail)
                 } else {
                     let (tok, tail) = lex::take_while(v, is_gen_value);
                     if tok.is_empty() {
                         return Err(HeaderError::Param);
                     }
-                    (Some(tok.to_owned()), tail)
+                    (Some(SmolStr::new(tok)), tail)
                 }
             }
             None => (None, t),
@@ -360,7 +362,7 @@ impl Via {
     /// [`new_branch`].
     pub fn new(transport: Transport, host: Host, port: Option<u16>, branch: &str) -> Via {
         let mut params = Params::new();
-        params.set("branch", Some(branch.to_owned()));
+        params.set("branch", Some(SmolStr::new(branch)));
         Via {
             protocol: "SIP/2.0".into(),
             transport,
@@ -639,7 +641,7 @@ impl NameAddr {
     }
 
     pub fn set_tag(&mut self, tag: &str) {
-        self.params.set("tag", Some(tag.to_owned()));
+        self.params.set("tag", Some(SmolStr::new(tag)));
     }
 
     /// The `expires` contact parameter; `None` when absent or not a valid

@@ -9,6 +9,8 @@
 
 use std::borrow::Cow;
 
+use smol_str::SmolStr;
+
 /// `token` characters (RFC 3261 §25.1).
 const fn token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric()
@@ -196,10 +198,8 @@ pub(crate) fn percent_decode(s: &str) -> Option<Cow<'_, [u8]>> {
     Some(Cow::Owned(out))
 }
 
-/// Appends `n` in decimal: the hot paths write ports, expiry times and sequence numbers into
-/// every message, and `fmt` machinery costs several times this loop.
-pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
+/// `n` in decimal, in a buffer: the digits are `buf[start..]` for the returned `start`.
+fn decimal_digits(mut n: u64, digits: &mut [u8; 20]) -> usize {
     let mut i = digits.len();
     loop {
         i -= 1;
@@ -207,26 +207,43 @@ pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
         digits[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return i;
         }
-    }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
     }
 }
 
-/// Appends `n` as 16 lowercase hex digits, zero-padded: what `format!("{n:016x}")` writes, for
-/// the branches, tags and Call-IDs every call makes (through `fmt` that was 2 % of the SIP
-/// core's instructions).
-pub(crate) fn push_hex16(out: &mut String, n: u64) {
+/// Appends `n` in decimal: the hot paths write ports, expiry times and sequence numbers into
+/// every message, and `fmt` machinery costs several times this loop.
+pub(crate) fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let start = decimal_digits(n, &mut digits);
+    // Digits only, so always UTF-8.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+}
+
+/// `n` in decimal, held inline ([`push_decimal`]).
+pub(crate) fn decimal(n: u64) -> SmolStr {
+    let mut digits = [0u8; 20];
+    let start = decimal_digits(n, &mut digits);
+    SmolStr::new(std::str::from_utf8(&digits[start..]).unwrap_or_default())
+}
+
+/// `n` as 16 lowercase hex digits, zero-padded: what `format!("{n:016x}")` writes.
+fn hex16_digits(n: u64) -> [u8; 16] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = [0u8; 16];
     for (i, d) in text.iter_mut().enumerate() {
         // A nibble is below 16.
         *d = DIGITS[((n >> (60 - 4 * i)) & 0xf) as usize];
     }
+    text
+}
+
+/// Appends `n` as 16 lowercase hex digits ([`hex16_digits`]): for the branches, tags and
+/// Call-IDs every call makes (through `fmt` that was 2 % of the SIP core's instructions).
+pub(crate) fn push_hex16(out: &mut String, n: u64) {
     // Hex digits only, so always UTF-8.
-    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
+    out.push_str(std::str::from_utf8(&hex16_digits(n)).unwrap_or_default());
 }
 
 /// `n` as 16 lowercase hex digits ([`push_hex16`]).
@@ -234,6 +251,24 @@ pub(crate) fn hex16(n: u64) -> String {
     let mut s = String::with_capacity(16);
     push_hex16(&mut s, n);
     s
+}
+
+/// `prefix` followed by `n` as 16 lowercase hex digits, held inline when it fits (a prefix of
+/// up to 7 bytes, such as the branch's magic cookie).
+pub(crate) fn prefixed_hex16(prefix: &str, n: u64) -> SmolStr {
+    const INLINE: usize = 23;
+    let len = prefix.len() + 16;
+    if len > INLINE {
+        let mut s = String::with_capacity(len);
+        s.push_str(prefix);
+        push_hex16(&mut s, n);
+        return SmolStr::from(s);
+    }
+    let mut text = [0u8; INLINE];
+    text[..prefix.len()].copy_from_slice(prefix.as_bytes());
+    text[prefix.len()..len].copy_from_slice(&hex16_digits(n));
+    // A string followed by hex digits: UTF-8.
+    SmolStr::new(std::str::from_utf8(&text[..len]).unwrap_or_default())
 }
 
 /// Percent-encodes every byte for which `keep` is false.
@@ -376,6 +411,22 @@ impl<'a> Iterator for ListIter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_texts_are_what_fmt_writes() {
+        // The branch's cookie fits inline; a longer prefix takes the heap, with the same text.
+        for (prefix, n) in [
+            ("z9hG4bK", 0xfeed_u64),
+            ("", u64::MAX),
+            ("x".repeat(8).as_str(), 1),
+        ] {
+            assert_eq!(prefixed_hex16(prefix, n), format!("{prefix}{n:016x}"));
+        }
+        assert!(!prefixed_hex16("z9hG4bK", 7).is_heap_allocated());
+        for n in [0, 9, 10, 5060, 65535, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string());
+        }
+    }
 
     #[test]
     fn hex16_is_what_fmt_writes() {

@@ -21,6 +21,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use smol_str::SmolStr;
+
 use super::header::{
     self, CSeq, Challenge, Contacts, Credentials, HeaderError, HeaderName, NameAddr, Via,
     MAGIC_COOKIE,
@@ -1302,13 +1304,9 @@ impl Message {
     ) -> Result<&mut Message, HeaderError> {
         let mut via = self.core.vias.first().cloned().ok_or(HeaderError::Empty)?;
         // `received` takes an IPv6 address without brackets (RFC 3261 §20.42).
-        let mut text = String::with_capacity(15);
-        uri::push_ip(&mut text, received);
-        via.params.set("received", Some(text));
+        via.params.set("received", Some(uri::ip_text(received)));
         if let Some(port) = rport {
-            let mut text = String::with_capacity(5);
-            lex::push_decimal(&mut text, u64::from(port));
-            via.params.set("rport", Some(text));
+            via.params.set("rport", Some(lex::decimal(u64::from(port))));
         }
         let mut text = String::with_capacity(128);
         via.push_to(&mut text);
@@ -1459,17 +1457,14 @@ impl fmt::Display for Message {
 
 /// A branch parameter for a new client transaction: the magic cookie and
 /// 64 bits from the caller's random source (RFC 3261 §8.1.1.7).
-pub fn new_branch(random: u64) -> String {
-    let mut b = String::with_capacity(MAGIC_COOKIE.len() + 16);
-    b.push_str(MAGIC_COOKIE);
-    lex::push_hex16(&mut b, random);
-    b
+pub fn new_branch(random: u64) -> SmolStr {
+    lex::prefixed_hex16(MAGIC_COOKIE, random)
 }
 
 /// A From/To tag from 64 caller-supplied random bits (RFC 3261 §19.3
 /// asks for at least 32).
-pub fn new_tag(random: u64) -> String {
-    lex::hex16(random)
+pub fn new_tag(random: u64) -> SmolStr {
+    lex::prefixed_hex16("", random)
 }
 
 /// The result of looking for a message at the front of a stream buffer.
@@ -1897,7 +1892,7 @@ mod tests {
         let mut stamped = req.clone();
         stamped.stamp_top_via(src, Some(5062)).unwrap();
         let mut via = req.top_via().unwrap().clone();
-        via.params.set("received", Some(src.to_string()));
+        via.params.set("received", Some(src.to_string().into()));
         via.params.set("rport", Some("5062".into()));
         let mut set = req.clone();
         set.set_top_via(&via).unwrap();

@@ -15,6 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use smol_str::SmolStr;
+
 use super::lex;
 
 /// Why a URI was rejected.
@@ -42,7 +44,7 @@ pub enum UriError {
 /// The host part of a SIP URI or Via sent-by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
-    Domain(String),
+    Domain(SmolStr),
     V4(Ipv4Addr),
     /// Written as `[...]` on the wire; the brackets are not part of the value.
     V6(Ipv6Addr),
@@ -84,7 +86,7 @@ impl Host {
             return s.parse().map(Host::V4).map_err(|_| UriError::Host);
         }
         if labels_ok {
-            Ok(Host::Domain(s.to_owned()))
+            Ok(Host::Domain(SmolStr::new(s)))
         } else {
             Err(UriError::Host)
         }
@@ -133,6 +135,28 @@ impl Host {
     }
 }
 
+/// `a` as dotted-quad text in a buffer: the text is `buf[..len]` for the returned `len`.
+fn ipv4_digits(a: Ipv4Addr, text: &mut [u8; 15]) -> usize {
+    let mut len = 0;
+    for (i, octet) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    len
+}
+
 /// Appends an address as text, IPv6 without brackets (a Via's `received`, an SDP `c=` line).
 /// IPv4 without `fmt`: it is written into most messages the server sends.
 pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
@@ -141,23 +165,7 @@ pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
             // Written into a buffer and appended once: a message carries a dozen of these,
             // and appending digit by digit was 2 % of the SIP core's instructions.
             let mut text = [0u8; 15];
-            let mut len = 0;
-            for (i, octet) in a.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text[len] = b'.';
-                    len += 1;
-                }
-                if octet >= 100 {
-                    text[len] = b'0' + octet / 100;
-                    len += 1;
-                }
-                if octet >= 10 {
-                    text[len] = b'0' + octet / 10 % 10;
-                    len += 1;
-                }
-                text[len] = b'0' + octet % 10;
-                len += 1;
-            }
+            let len = ipv4_digits(a, &mut text);
             // Digits and dots only, so always UTF-8.
             out.push_str(std::str::from_utf8(&text[..len]).unwrap_or_default());
         }
@@ -165,6 +173,23 @@ pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
             use std::fmt::Write;
             // Writing to a String cannot fail.
             let _ = write!(out, "{a}");
+        }
+    }
+}
+
+/// An address as text ([`push_ip`]), held inline for IPv4: a Via's `received` on every
+/// request the server receives.
+pub(crate) fn ip_text(ip: IpAddr) -> SmolStr {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut text = [0u8; 15];
+            let len = ipv4_digits(a, &mut text);
+            SmolStr::new(std::str::from_utf8(&text[..len]).unwrap_or_default())
+        }
+        IpAddr::V6(_) => {
+            let mut text = String::with_capacity(39);
+            push_ip(&mut text, ip);
+            SmolStr::from(text)
         }
     }
 }
@@ -232,7 +257,9 @@ pub struct Param {
     /// Borrowed for the names every message carries (`tag`, `branch`, `rport`...), so that
     /// parsing them allocates only for their values.
     name: Cow<'static, str>,
-    value: Option<String>,
+    /// Inline up to 23 bytes (every branch, tag, `rport` and `received` we see): the values
+    /// were a tenth of the SIP core's allocations, each a block the allocator had to find.
+    value: Option<SmolStr>,
 }
 
 /// Parameter names common enough on the hot path to be worth not copying. Matched exactly as
@@ -255,7 +282,7 @@ const WELL_KNOWN_PARAMS: [&str; 14] = [
 ];
 
 impl Param {
-    pub fn new(name: &str, value: Option<String>) -> Param {
+    pub fn new(name: &str, value: Option<SmolStr>) -> Param {
         Param {
             name: lex::known_or_owned(name, &WELL_KNOWN_PARAMS),
             value,
@@ -297,7 +324,7 @@ impl Params {
     }
 
     /// Sets `name`, replacing an existing value in place so order is kept.
-    pub fn set(&mut self, name: &str, value: Option<String>) {
+    pub fn set(&mut self, name: &str, value: Option<SmolStr>) {
         match self
             .0
             .iter_mut()
@@ -391,7 +418,7 @@ fn parse_uri_params(s: &str, out: &mut Params) -> Result<(), UriError> {
         }
         let name = decode(name)?;
         let value = value.map(decode).transpose()?;
-        out.push(Param::new(&name, value.map(Cow::into_owned)));
+        out.push(Param::new(&name, value.as_deref().map(SmolStr::new)));
     }
     Ok(())
 }
@@ -412,13 +439,14 @@ fn write_uri_params(out: &mut String, params: &Params) {
 pub struct SipUri {
     secure: bool,
     /// As written (escapes intact); decoded on access so `%00` survives.
-    user: Option<String>,
-    password: Option<String>,
+    /// Inline when short, as user parts and host names nearly always are ([`Param`]'s value).
+    user: Option<SmolStr>,
+    password: Option<SmolStr>,
     host: Host,
     port: Option<u16>,
     params: Params,
     /// The `?h=v&...` part as written, without the `?`.
-    headers: Option<String>,
+    headers: Option<SmolStr>,
 }
 
 impl SipUri {
@@ -443,7 +471,7 @@ impl SipUri {
     pub fn with_user(mut self, user: &[u8]) -> SipUri {
         let mut s = String::with_capacity(user.len());
         lex::percent_encode(&mut s, user, is_user_char);
-        self.user = if s.is_empty() { None } else { Some(s) };
+        self.user = if s.is_empty() { None } else { Some(s.into()) };
         self
     }
 
@@ -453,7 +481,7 @@ impl SipUri {
     }
 
     pub fn with_param(mut self, name: &str, value: Option<&str>) -> SipUri {
-        self.params.set(name, value.map(str::to_owned));
+        self.params.set(name, value.map(SmolStr::new));
         self
     }
 
@@ -480,7 +508,7 @@ impl SipUri {
                         return Err(UriError::User);
                     }
                 }
-                (Some(user.to_owned()), pw.map(str::to_owned))
+                (Some(SmolStr::new(user)), pw.map(SmolStr::new))
             }
         };
 
@@ -535,7 +563,7 @@ impl SipUri {
             host,
             port,
             params,
-            headers: headers.map(str::to_owned),
+            headers: headers.map(SmolStr::new),
         })
     }
 
@@ -593,7 +621,7 @@ impl SipUri {
     }
 
     pub fn set_headers_raw(&mut self, headers: Option<String>) {
-        self.headers = headers;
+        self.headers = headers.map(SmolStr::from);
     }
 
     /// The `?headers` part decoded into name/value pairs.

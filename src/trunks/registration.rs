@@ -80,7 +80,7 @@ impl Registration {
             crate::b2bua::call::splitmix(&mut random),
             crate::b2bua::call::splitmix(&mut random)
         );
-        let from_tag = message::new_tag(crate::b2bua::call::splitmix(&mut random));
+        let from_tag = message::new_tag(crate::b2bua::call::splitmix(&mut random)).to_string();
         Registration {
             expiry: account.expiry,
             account,
