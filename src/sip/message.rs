@@ -324,9 +324,11 @@ enum FieldValue {
     /// Byte range of the (trimmed) value inside `Message::head`.
     Raw(usize, usize),
     /// Values added by builders, and folded values, unfolded once at parse
-    /// time so accessors can hand out `&str` (folding is rare on the wire). Shared, so that
-    /// copying a built message (the B2BUA keeps the requests it sends) copies no text.
-    Owned(Arc<str>),
+    /// time so accessors can hand out `&str` (folding is rare on the wire). Inline when short
+    /// (CSeq, Max-Forwards, Call-ID, Content-Type: most of a built message's fields), else
+    /// shared, so that copying a built message (the B2BUA keeps the requests it sends) copies
+    /// no text and costs no allocation.
+    Owned(SmolStr),
 }
 
 #[derive(Debug, Clone)]
@@ -1442,6 +1444,34 @@ impl Message {
         bytes.extend_from_slice(&self.body);
         bytes
     }
+
+    /// The wire form, to be kept and sent (a transaction's transmissions): written into a
+    /// buffer this thread reuses and copied once into its shared block, where
+    /// `Arc::from(to_bytes())` made two blocks of every message sent.
+    pub fn to_shared_bytes(&self) -> Arc<[u8]> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        // A body that is not text (rare: SDP is) cannot join the text buffer.
+        let Ok(body) = std::str::from_utf8(&self.body) else {
+            return Arc::from(self.to_bytes());
+        };
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut out) => {
+                out.clear();
+                self.write_head(&mut out);
+                out.push_str(body);
+                let bytes = Arc::from(out.as_bytes());
+                // A rare large message (over TCP) should not pin its buffer for good.
+                if out.capacity() > 16 * 1024 {
+                    *out = String::new();
+                }
+                bytes
+            }
+            // Only if writing a message ever wrote another: correct, just not as cheap.
+            Err(_) => Arc::from(self.to_bytes()),
+        })
+    }
 }
 
 /// For logs: the wire form, with a non-UTF-8 body rendered lossily. Use
@@ -1754,6 +1784,20 @@ mod tests {
         let again = parse(&m.to_bytes()).unwrap();
         assert_eq!(again.to_bytes(), m.to_bytes());
         assert_eq!(again.body(), m.body());
+    }
+
+    #[test]
+    fn shared_bytes_are_the_wire_form() {
+        let mut m = ok(INVITE);
+        assert_eq!(&m.to_shared_bytes()[..], &m.to_bytes()[..]);
+        // Twice in a row: the reused buffer starts empty each time.
+        assert_eq!(&m.to_shared_bytes()[..], &m.to_bytes()[..]);
+        // A body that is not UTF-8 goes out as it is.
+        m.set_body(vec![0xff, 0x00, 0xfe], Some("application/octet-stream"))
+            .unwrap();
+        let wire = m.to_shared_bytes();
+        assert_eq!(&wire[..], &m.to_bytes()[..]);
+        assert!(wire.ends_with(&[0xff, 0x00, 0xfe]));
     }
 
     #[test]

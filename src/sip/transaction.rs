@@ -756,7 +756,7 @@ impl TransactionLayer {
         let id = self.next_id;
         self.next_id += 1;
         let invite = method == Method::Invite;
-        let bytes: Arc<[u8]> = Arc::from(req.to_bytes());
+        let bytes: Arc<[u8]> = req.to_shared_bytes();
         let mut tx = ClientTx {
             invite,
             method,
@@ -877,7 +877,7 @@ impl TransactionLayer {
                 _ => return Err(TxError::WrongState),
             }
         }
-        let bytes: Arc<[u8]> = Arc::from(resp.to_bytes());
+        let bytes: Arc<[u8]> = resp.to_shared_bytes();
         // Accepted never sends it again (RFC 6026 §8.5: the TU retransmits a 2xx): keeping the
         // 2xx, its session description and all, for Timer L's 32 s was a kilobyte per call.
         s.last_response = (s.state != ServerState::Accepted).then(|| bytes.clone());
@@ -937,7 +937,7 @@ impl TransactionLayer {
         }
         self.outputs.push_back(Output::Transmit {
             to: s.reply_to,
-            bytes: Arc::from(resp.to_bytes()),
+            bytes: resp.to_shared_bytes(),
             tx: None,
         });
         self.remove_server(tx.0);
@@ -967,7 +967,7 @@ impl TransactionLayer {
     pub fn send_stateless(&mut self, msg: &Message, to: Peer) {
         self.outputs.push_back(Output::Transmit {
             to,
-            bytes: Arc::from(msg.to_bytes()),
+            bytes: msg.to_shared_bytes(),
             tx: None,
         });
     }
@@ -1075,7 +1075,7 @@ impl TransactionLayer {
                     c.slots.timeout = None;
                     c.request = None;
                     let ack = c.original.take().and_then(|inv| build_ack(&inv, &msg));
-                    c.ack = ack.map(|a| Arc::from(a.to_bytes()));
+                    c.ack = ack.map(|a| a.to_shared_bytes());
                     if let Some(bytes) = c.ack.clone() {
                         self.outputs.push_back(Output::Transmit {
                             to: c.to,
@@ -1258,8 +1258,7 @@ impl TransactionLayer {
         let txid = ServerTxId(id);
         if invite {
             if let Some(delay) = self.config.trying_delay {
-                let trying: Arc<[u8]> =
-                    Arc::from(Message::response_to(&msg, 100, "Trying").to_bytes());
+                let trying: Arc<[u8]> = Message::response_to(&msg, 100, "Trying").to_shared_bytes();
                 if delay.is_zero() {
                     self.outputs.push_back(Output::Transmit {
                         to: reply_to,
