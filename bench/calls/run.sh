@@ -20,7 +20,8 @@
 # Knobs: RATES="250 500 1000 ...", STEP_SECS=20, HOLD_MS=100, SWITCHBOARD_BIN (default: build
 # into CARGO_TARGET_DIR=/work/bench-target), KEEP=1 keeps the work directory, THREADS=1 prints
 # each step's CPU per call by thread name, STEADY_SECS=N also prints the CPU per call from N s into
-# each step to its end (the steady state, once the first calls' transactions end: N >= 35).
+# each step to its end (the steady state, once the first calls' transactions end: N >= 35),
+# SIPP_BUFFER=bytes for SIPp's socket buffers (default 4 MiB).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,6 +32,11 @@ RATES="${RATES:-250 500 1000 1500 2000 2500 3000}"
 STEP_SECS="${STEP_SECS:-20}"
 HOLD_MS="${HOLD_MS:-100}"
 MAX_FAILED_PCT="0.1"
+# SIPp's socket buffers (its -buff_size; its default is 64 KiB). With the default, SIPp's own
+# sockets drop datagrams on loopback from about 3,500 calls/s on a two-core machine, and the
+# benchmark then measures SIPp's losses and the retransmissions they cause (the kernel caps
+# this at net.core.rmem_max / wmem_max).
+SIPP_BUFFER="${SIPP_BUFFER:-4194304}"
 SCENARIOS="$ROOT/tests/sipp"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/bench-target}"
 BIN="${SWITCHBOARD_BIN:-$CARGO_TARGET_DIR/release/switchboard}"
@@ -92,7 +98,7 @@ kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; die "server e
 (cd "$WORK" && sipp "127.0.0.1:$SIP_PORT" -sf "$SCENARIOS/register.xml" -m 1 -i 127.0.0.1 -p "$UAS_PORT" \
   -s callee -au callee -ap callee-secret -set expires 3600 -timeout 10s -timeout_error -nostdin \
   >"$WORK/register.out" 2>&1) || die "the callee could not register ($WORK/register.out)"
-(cd "$WORK" && exec sipp -sf "$SCENARIOS/call_uas.xml" -i 127.0.0.1 -p "$UAS_PORT" -nostdin \
+(cd "$WORK" && exec sipp -sf "$SCENARIOS/call_uas.xml" -i 127.0.0.1 -p "$UAS_PORT" -nostdin -buff_size "$SIPP_BUFFER" \
   -max_recv_loops 10000 -trace_err -error_file "$WORK/uas_errors.log" >"$WORK/uas.out" 2>&1) &
 UAS_PID=$!
 sleep 0.5
@@ -102,7 +108,7 @@ BEST=0; BEST_US=""
 for r in $RATES; do
   count=$(( r * STEP_SECS ))
   c0="$(cpu_ticks "$SERVER_PID")"; thread_ticks "$SERVER_PID" >"$WORK/threads0_$r"
-  (cd "$WORK" && sipp "127.0.0.1:$SIP_PORT" -sf "$SCENARIOS/call_uac.xml" -i 127.0.0.1 -p "$UAC_PORT" \
+  (cd "$WORK" && sipp "127.0.0.1:$SIP_PORT" -sf "$SCENARIOS/call_uac.xml" -i 127.0.0.1 -p "$UAC_PORT" -buff_size "$SIPP_BUFFER" \
      -s 200 -au caller -ap caller-secret -d "$HOLD_MS" -r "$r" -m "$count" -l $(( r * 3 + 100 )) \
      -recv_timeout 8000 -timeout "$(( STEP_SECS + 15 ))s" -nostdin -max_recv_loops 10000 -max_sched_loops 10000 \
      -trace_stat -stf "$WORK/stat_$r.csv" -fd 1 -trace_err -error_file "$WORK/uac_errors_$r.log" \
