@@ -108,7 +108,7 @@ fn exchange(sock: &UdpSocket, to: SocketAddr, bytes: &[u8]) -> Option<u16> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Want {
     Status(u16),
-    /// Any answer but 400: the message is accepted and processed (today: 200, 401, 405, 501).
+    /// Any answer but 400: the message is accepted and processed (today: 200, 401, 405, 481, 501).
     Processed,
     Silence,
     /// EXPECT allows a 400 or a silent drop.

@@ -465,6 +465,16 @@ fn screen(msg: &Message, tags: &mut u64) -> Option<Message> {
             let _ = r.push_header(HeaderName::Supported, SUPPORTED);
             r
         }
+        // Methods we take only inside a call's dialog (so `Allow` lists them): one that reaches
+        // here has no To tag, so no dialog to belong to. RFC 3261 §15.1.2 (BYE) and §12.2.2
+        // answer that with 481, not 405. A caller that gives up on a call nobody answered may
+        // well send such a BYE.
+        Method::Bye
+        | Method::Update
+        | Method::Info
+        | Method::Prack
+        | Method::Notify
+        | Method::Refer => Message::response_to(msg, 481, "Call/Transaction Does Not Exist"),
         Method::Extension(_) => {
             let mut r = Message::response_to(msg, 501, "Not Implemented");
             let _ = r.push_header(HeaderName::Allow, ALLOW);
@@ -545,6 +555,26 @@ mod tests {
              CSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
         );
         message::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn in_dialog_methods_outside_a_dialog_get_481() {
+        let mut tags = 0;
+        for method in ["BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER"] {
+            let r = screen(&request(method, ""), &mut tags).expect(method);
+            assert_eq!(r.status(), Some(481), "{method}");
+            assert!(r.to().and_then(|t| t.tag()).is_some(), "{method}");
+        }
+        // Methods we do not take at all are still 405 (listed in `Allow`) or 501.
+        for (method, status) in [("SUBSCRIBE", 405), ("MESSAGE", 405), ("FOO", 501)] {
+            let r = screen(&request(method, ""), &mut tags).expect(method);
+            assert_eq!(r.status(), Some(status), "{method}");
+            assert_eq!(r.header(&HeaderName::Allow), Some(ALLOW), "{method}");
+        }
+        assert_eq!(
+            screen(&request("OPTIONS", ""), &mut tags).and_then(|r| r.status()),
+            Some(200)
+        );
     }
 
     #[test]
