@@ -16,12 +16,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::io::Interest;
 use tokio::sync::mpsc;
 
 use super::header::HeaderName;
 use super::message::{self, Message, Method};
 use super::transaction::{self, Output, ServerTxId, TransactionLayer};
 use super::transport::{Incoming, Payload, Peer, Transports, UdpReader, UdpSocketRef};
+use super::udp_batch::RecvBatch;
 use crate::b2bua::service::{Calls, Routed};
 use crate::config::Transport;
 
@@ -150,7 +152,8 @@ pub fn start(
 
 /// Responses waiting for the endpoint task.
 const COMMAND_QUEUE: usize = 8192;
-/// Datagrams taken from one socket per wake-up before timers and channels get a turn.
+/// Datagrams taken from one socket per wake-up before timers and channels get a turn (read
+/// in batches of [`super::udp_batch::BATCH`]).
 const UDP_BUDGET: usize = 64;
 
 /// What the core's loop owns.
@@ -201,7 +204,7 @@ impl Core {
                 }
             }
         }
-        let mut buf = vec![0u8; 65536];
+        let mut batch = RecvBatch::new();
         let mut tags = seed;
         let register = services.register;
         let (mut calls, mut routed) = services.calls;
@@ -230,31 +233,37 @@ impl Core {
             tokio::select! {
                 i = udp_ready(&udp) => {
                     let u = &udp[i];
-                    for _ in 0..UDP_BUDGET {
-                        let (n, from) = match u.socket.try_recv_from(&mut buf) {
-                            Ok(x) => x,
+                    let mut taken = 0;
+                    while taken < UDP_BUDGET {
+                        let read = u.socket.try_io(Interest::READABLE, || batch.recv(&u.socket));
+                        let n = match read {
+                            Ok(n) => n,
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             // ICMP errors from earlier sends surface here on some systems.
                             Err(e) => {
                                 tracing::trace!(error = %e, "sip/udp receive error");
+                                taken += 1;
                                 continue;
                             }
                         };
-                        let bytes = &buf[..n];
-                        // Keep-alives: plain CRLF (common) needs no answer; a STUN Binding
-                        // request (RFC 5626 §4.4.2) gets the address it came from.
-                        if bytes.iter().all(|b| *b == b'\r' || *b == b'\n' || *b == 0) {
-                            continue;
-                        }
-                        if super::stun::is_stun(bytes) {
-                            if let Some(r) = super::stun::binding_response(bytes, from) {
-                                let _ = u.socket.try_send_to(&r, from);
+                        taken += n;
+                        for k in 0..n {
+                            let (bytes, from) = batch.get(k);
+                            // Keep-alives: plain CRLF (common) needs no answer; a STUN Binding
+                            // request (RFC 5626 §4.4.2) gets the address it came from.
+                            if bytes.iter().all(|b| *b == b'\r' || *b == b'\n' || *b == 0) {
+                                continue;
                             }
-                            continue;
+                            if super::stun::is_stun(bytes) {
+                                if let Some(r) = super::stun::binding_response(bytes, from) {
+                                    let _ = u.socket.try_send_to(&r, from);
+                                }
+                                continue;
+                            }
+                            let peer = Peer { addr: from, transport: Transport::Udp, flow: u.flow };
+                            on_incoming(&mut layer, &transports, bytes, peer);
+                            drain(&mut layer, &transports, &mut services, &mut tags);
                         }
-                        let peer = Peer { addr: from, transport: Transport::Udp, flow: u.flow };
-                        on_incoming(&mut layer, &transports, bytes, peer);
-                        drain(&mut layer, &transports, &mut services, &mut tags);
                     }
                 }
                 msg = incoming.recv() => {
@@ -354,10 +363,15 @@ struct Handlers<'a> {
 /// `sendto` to a peer whose process sleeps wakes it from inside the call (on loopback the
 /// whole delivery runs in the sender's thread), and those wake-ups were a quarter of the SIP
 /// core's time under call load. Sent back to back after a burst, they wake each peer once.
+/// Each run of datagrams for the same socket goes out in batches ([`UdpSocketRef::send_batch`]).
 fn flush(outbox: &mut Vec<(UdpSocketRef, SocketAddr, Payload)>) {
-    for (socket, to, bytes) in outbox.drain(..) {
-        socket.send(to, &bytes);
+    let mut rest = &outbox[..];
+    while let Some((socket, _, _)) = rest.first() {
+        let run = rest.iter().take_while(|(s, _, _)| s.same(socket)).count();
+        socket.send_batch(rest[..run].iter().map(|(_, to, bytes)| (*to, &bytes[..])));
+        rest = &rest[run..];
     }
+    outbox.clear();
 }
 
 /// Carries out everything the layer has to say.

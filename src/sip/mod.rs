@@ -20,4 +20,5 @@ pub mod stun;
 pub mod tls;
 pub mod transaction;
 pub mod transport;
+pub mod udp_batch;
 pub mod uri;

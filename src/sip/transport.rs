@@ -550,6 +550,16 @@ impl UdpSocketRef {
     pub fn send(&self, to: SocketAddr, bytes: &[u8]) {
         send_udp(&self.0, to, bytes);
     }
+
+    /// Sends datagrams in order, several per system call ([`super::udp_batch::send`]).
+    pub fn send_batch<'a>(&self, datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>) {
+        super::udp_batch::send(&self.0, datagrams);
+    }
+
+    /// Whether both are the same socket.
+    pub fn same(&self, other: &UdpSocketRef) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 fn send_udp(sock: &std::net::UdpSocket, to: SocketAddr, bytes: &[u8]) {
