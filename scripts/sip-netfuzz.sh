@@ -49,7 +49,9 @@ sb user add 100 --name Caller --email caller@example.com >>"$WORK/setup.log" 2>&
 sb user add 200 --name Callee --email callee@example.com >>"$WORK/setup.log" 2>&1
 sb phone add --user 100 --username caller --password caller-secret >>"$WORK/setup.log" 2>&1
 sb phone add --user 200 --username callee --password callee-secret >>"$WORK/setup.log" 2>&1
-sb serve >"$WORK/server.log" 2>&1 &
+# Not through `sb`: a function run in the background is a subshell of its own, and the TERM of
+# the clean-up would stop that shell and leave the server running.
+"$BIN" --config "$WORK/switchboard.toml" serve >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$HTTP_PORT/healthz" 2>/dev/null && break; sleep 0.1; done
 # JOBS fuzzers at once (seeds SEED, SEED+1, ...): each registers its own callee contact, so a
