@@ -117,11 +117,10 @@ pub fn send<'a>(
 ) {
     let mut datagrams = datagrams.into_iter().peekable();
     while datagrams.peek().is_some() {
-        let chunk: [Option<(socket2::SockAddr, &[u8])>; BATCH] = std::array::from_fn(|_| {
-            datagrams
-                .next()
-                .map(|(to, bytes)| (socket2::SockAddr::from(to), bytes))
-        });
+        let mut chunk: [Option<(socket2::SockAddr, &[u8])>; BATCH] = Default::default();
+        for (slot, (to, bytes)) in chunk.iter_mut().zip(&mut datagrams) {
+            *slot = Some((socket2::SockAddr::from(to), bytes));
+        }
         send_chunk(socket, &chunk);
     }
 }
