@@ -261,6 +261,27 @@ async fn answered_and_bridged(db: Db) {
         .map(|(k, _)| k.as_str())
         .collect();
     assert_eq!(kinds, ["answered", "ended"], "{again:?}");
+    // Resuming after an id this server does not keep (one from before a restart, say): a
+    // `reset` first, then all it has.
+    let stale = sse_from(
+        s.server.http_addr(),
+        "/api/v1/me/events",
+        s.token.clone(),
+        Some(1),
+    )
+    .join()
+    .unwrap();
+    assert_eq!(
+        stale.first().map(|(k, _)| k.as_str()),
+        Some("reset"),
+        "{stale:?}"
+    );
+    let kinds: Vec<&str> = stale
+        .iter()
+        .filter(|(_, v)| v["call_id"] == id.as_str())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(kinds, ["ringing", "answered", "ended"], "{stale:?}");
     // The admin stream sees every user: alice's outgoing call and bob's incoming one.
     let all = everyone.join().unwrap();
     let seen = |user: i64, kind: &str, dir: &str| {

@@ -174,7 +174,9 @@ async fn user_hang_up(
 
 /// My calls as they happen (Server-Sent Events): `ringing`, `answered`, `ended` (with the
 /// outcome), each with the call's id, direction and the other party. Reconnect with
-/// `Last-Event-ID` to get what was missed (events are kept for ten minutes).
+/// `Last-Event-ID` to get what was missed (events are kept for ten minutes, at most the last
+/// 100,000 of all users'). When some of it is no longer kept (older, or from before a restart
+/// of the server), the stream starts with a `reset` event: re-read the history.
 #[utoipa::path(get, path = "/api/v1/me/events", tag = "me",
     responses((status = 200, content_type = "text/event-stream", body = CallEvent),
               (status = 401, body = Problem)))]
@@ -209,8 +211,17 @@ fn stream_events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let (replay, rx) = state.events.subscribe(after, &wanted);
-    let last = replay.last().map(|e| e.id).or(after).unwrap_or(0);
-    let replayed = stream::iter(replay.into_iter().map(|e| Ok(sse_event(&e))));
+    let last = replay.events.last().map(|e| e.id).or(after).unwrap_or(0);
+    // Said first, and without an id (the client's Last-Event-ID stays as it was): some of what
+    // followed its Last-Event-ID is no longer kept, so the replay may lack some of its events.
+    let reset = replay
+        .incomplete
+        .then(|| Ok(Event::default().event("reset").data(r#"{"event":"reset"}"#)));
+    let replayed = stream::iter(
+        reset
+            .into_iter()
+            .chain(replay.events.into_iter().map(|e| Ok(sse_event(&e)))),
+    );
     let live = stream::unfold(
         (rx, last, wanted),
         |(mut rx, mut last, wanted)| async move {
