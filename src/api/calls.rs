@@ -189,7 +189,8 @@ async fn me_events(
     Ok(stream_events(&state, &headers, move |e| e.user_id == uid))
 }
 
-/// Every user's calls as they happen (admin), as `/me/events` shows one user's.
+/// Every user's calls as they happen (admin), as `/me/events` shows one user's (with the same
+/// replay after `Last-Event-ID`, and the same `reset` when some of it is no longer kept).
 #[utoipa::path(get, path = "/api/v1/events", tag = "calls",
     responses((status = 200, content_type = "text/event-stream", body = CallEvent),
               (status = 403, body = Problem)))]
