@@ -121,6 +121,32 @@ async fn a_caller_requiring_100rel_gets_reliable_ringing(db: Db) {
     server.shutdown().await;
 }
 
+/// The callee sends its 200 again after the call ended (its copy of our ACK was lost, as far
+/// as it knows): the ended call, already reduced to its ACKs, sends the same ACK again.
+async fn a_2xx_after_the_call_ended_gets_its_ack_again(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let (server, _data, alice, _) = server(&tdb, 30).await;
+    let callee = bob_answers(&server, "call_uas_2xx_again.xml", &[]).await;
+    let caller = alice_calls(&server, "call_uac.xml", &["-d", "200"]);
+    must_pass("the caller", caller).await;
+    let callee = must_pass("the callee", callee).await;
+    let acks: Vec<&str> = callee
+        .messages
+        .split("message received")
+        .filter(|m| m.contains("ACK sip:"))
+        .collect();
+    assert_eq!(acks.len(), 2, "{}", callee.messages);
+    fn cseq(m: &str) -> Option<&str> {
+        m.lines().map(str::trim).find(|l| l.starts_with("CSeq:"))
+    }
+    assert_eq!(cseq(acks[0]), cseq(acks[1]), "{}", callee.messages);
+    assert_eq!(
+        common::only_entry(&server, alice).await.outcome,
+        PartyOutcome::Answered
+    );
+    server.shutdown().await;
+}
+
 async fn answered_call_hung_up_by_the_caller(db: Db) {
     let tdb = TestDb::new(db).await;
     let (server, _data, alice, bob) = server(&tdb, 30).await;
@@ -914,6 +940,11 @@ async fn both_phones_ring_and_the_loser_is_told(db: Db) {
 }
 
 on_both_databases!(answered_call_hung_up_by_the_caller);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_after_the_end_is_acked_again() {
+    a_2xx_after_the_call_ended_gets_its_ack_again(Db::Sqlite).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reliable_provisionals() {

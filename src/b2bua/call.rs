@@ -667,6 +667,21 @@ impl Call {
                 .all(|b| matches!(b.state, BranchState::Done(_) | BranchState::Winner))
     }
 
+    /// True once the call is finished and waits for nothing more: no request of its own (a
+    /// BYE) or relayed one without its final answer, no refresh, no reliable provisional that
+    /// a late PRACK could still acknowledge, no timer, nothing for the driver to do. Such a
+    /// call can only see retransmissions again, which its driver answers from the ACKs it kept.
+    pub fn is_settled(&self) -> bool {
+        self.is_finished()
+            && self.relays.is_empty()
+            && self.own.is_empty()
+            && self.refreshing.is_none()
+            && self.reliable.is_none()
+            && self.pending_ack.is_none()
+            && self.actions.is_empty()
+            && self.poll_timeout().is_none()
+    }
+
     /// Gives back what only a call in progress uses, once [`Self::is_finished`]: the driver
     /// keeps a finished call a few seconds for the responses still in flight, and thousands
     /// of calls a second keep that much more memory cold for nothing.

@@ -301,19 +301,40 @@ struct BranchIo {
 /// How many ACKs a branch keeps for 2xx retransmissions.
 const KEPT_ACKS: usize = 4;
 
+/// What a settled call keeps for the rest of its [`LINGER`] (see [`Call::is_settled`]): the
+/// ACKs of the 2xx responses that may still come again, nothing else. A finished call used to
+/// keep its whole entry (its messages, dialogs and parties: dozens of blocks) those 5 s, and
+/// by then all of it had left the CPU's caches: dropping it cost 5–7 % of the SIP core's time
+/// under load (bench/RESULTS.md, twenty-second session). The entry is dropped when the call
+/// settles instead, still warm from the request that ended it.
+struct Settled {
+    acks: Vec<KeptAck>,
+    until: Instant,
+}
+
+/// An ACK of a 2xx, with where it went and, for a phone on a stream, how to find it again.
+struct KeptAck {
+    ack: Message,
+    to: Peer,
+    phone: Option<StreamPhone>,
+}
+
 /// The ACK among `acks` that answers `response` (a 2xx): same dialog, same CSeq number; with
 /// where it went.
 fn ack_of<'a>(
     acks: impl IntoIterator<Item = &'a (Message, Peer)>,
     response: &Message,
 ) -> Option<&'a (Message, Peer)> {
+    acks.into_iter().find(|(a, _)| acknowledges(a, response))
+}
+
+/// Whether `ack` is the ACK of `response` (a 2xx): same dialog, same CSeq number.
+fn acknowledges(ack: &Message, response: &Message) -> bool {
     fn tag(m: &Message) -> Option<&str> {
         m.to().and_then(|t| t.tag())
     }
     let seq = |m: &Message| m.cseq().map(|c| c.seq);
-    acks.into_iter().find(|(a, _)| {
-        a.call_id() == response.call_id() && seq(a) == seq(response) && tag(a) == tag(response)
-    })
+    ack.call_id() == response.call_id() && seq(ack) == seq(response) && tag(ack) == tag(response)
 }
 
 /// The calls in progress. Lives on the endpoint's task.
@@ -330,6 +351,8 @@ pub struct Calls {
     /// Boxed: an entry is about 4 KiB, and a table of them that grows with the load would
     /// move every entry on each resize.
     calls: IdMap<u64, Box<Entry>>,
+    /// Calls that ended and wait for nothing, reduced to what their last seconds need.
+    settled: IdMap<u64, Settled>,
     next_call: u64,
     invites: IdMap<ServerTxId, u64>,
     clients: IdMap<ClientTxId, (u64, Purpose)>,
@@ -408,6 +431,7 @@ impl Calls {
             media_timeout: config.media_timeout,
             routed_tx,
             calls: idmap::new(),
+            settled: idmap::new(),
             next_call: 1,
             invites: idmap::new(),
             clients: idmap::new(),
@@ -618,6 +642,15 @@ impl Calls {
             transports: self.transports.as_deref(),
         };
         let Some(e) = self.calls.get_mut(&id) else {
+            if let Some(s) = self.settled.get(&id) {
+                // A 2xx again (the callee's, or a re-INVITE's): our ACK got lost.
+                let is_2xx = msg.status().is_some_and(|s| (200..300).contains(&s));
+                let kept = s.acks.iter().find(|k| is_2xx && acknowledges(&k.ack, msg));
+                if let Some(k) = kept {
+                    let to = reach.again(k.phone.as_ref(), &k.ack, k.to);
+                    layer.send_stateless(&k.ack, tx_peer(&to));
+                }
+            }
             return;
         };
         match purpose {
@@ -816,6 +849,9 @@ impl Calls {
             }
             self.timers.pop();
             let Some(e) = self.calls.get_mut(&id) else {
+                if self.settled.get(&id).is_some_and(|s| s.until <= now) {
+                    self.settled.remove(&id);
+                }
                 continue;
             };
             if e.linger_until.is_some_and(|t| t <= now) {
@@ -1445,6 +1481,10 @@ impl Calls {
             e.linger_until = Some(now + LINGER);
             self.timers.push(Reverse((now + LINGER, id)));
         }
+        if e.linger_until.is_some() && is_settled(e) {
+            self.settle(id);
+            return;
+        }
         if let (true, None, Some(limit), Some(_)) = (
             e.call.is_answered(),
             e.media_check,
@@ -2024,25 +2064,78 @@ impl Calls {
         });
     }
 
-    fn forget(&mut self, id: u64) {
-        if let Some(e) = self.calls.remove(&id) {
-            for d in e.call.dialog_ids() {
-                self.dialogs.remove(d);
-            }
-            if let Some(tx) = e.invite_tx {
-                self.invites.remove(&tx);
-            }
-            if let Some(c) = &e.c2c {
-                if c.side == Side::Caller {
-                    self.c2c_calls.remove(&c.id);
-                }
-            }
-            // `clients` is left alone: each of its entries goes when its transaction terminates
-            // (`on_terminated`), and until then a response for a forgotten call finds no call
-            // and is dropped. Sweeping the table here cost a scan of every client transaction
-            // per call.
-        }
+    /// Reduces a settled call (see [`is_settled`]) to its [`Settled`] ACKs for the rest of its
+    /// linger. Its dialogs leave the index now: a new request in one gets 481 (§12.2.2), as
+    /// it would a moment later; a retransmitted one is absorbed by its transaction.
+    fn settle(&mut self, id: u64) {
+        let Some(e) = self.unindex(id) else {
+            return;
+        };
+        let Some(until) = e.linger_until else {
+            return;
+        };
+        let Entry {
+            branches,
+            caller_ack,
+            stream_caller,
+            ..
+        } = *e;
+        let caller = caller_ack.map(|(ack, to)| KeptAck {
+            ack,
+            to,
+            phone: stream_caller,
+        });
+        let acks = branches
+            .into_iter()
+            .flat_map(|io| {
+                let phone = io.stream_phone;
+                io.acks.into_iter().map(move |(ack, to)| KeptAck {
+                    ack,
+                    to,
+                    phone: phone.clone(),
+                })
+            })
+            .chain(caller)
+            .collect();
+        self.settled.insert(id, Settled { acks, until });
     }
+
+    fn forget(&mut self, id: u64) {
+        self.unindex(id);
+    }
+
+    /// Takes a call out of the table and out of every index that leads to it.
+    fn unindex(&mut self, id: u64) -> Option<Box<Entry>> {
+        let e = self.calls.remove(&id)?;
+        for d in e.call.dialog_ids() {
+            self.dialogs.remove(d);
+        }
+        if let Some(tx) = e.invite_tx {
+            self.invites.remove(&tx);
+        }
+        if let Some(c) = &e.c2c {
+            if c.side == Side::Caller {
+                self.c2c_calls.remove(&c.id);
+            }
+        }
+        // `clients` is left alone: each of its entries goes when its transaction terminates
+        // (`on_terminated`), and until then a response for a forgotten call finds no call
+        // and is dropped. Sweeping the table here cost a scan of every client transaction
+        // per call.
+        Some(e)
+    }
+}
+
+/// Whether a finished call can be reduced to its ACKs ([`Calls::settle`]): the call waits for
+/// nothing ([`Call::is_settled`]) and neither does its entry. A click-to-call leg keeps its
+/// entry: the other leg may still look at it.
+fn is_settled(e: &Entry) -> bool {
+    e.call.is_settled()
+        && e.c2c.is_none()
+        && e.replacement.is_none()
+        && e.waiting.is_empty()
+        && e.ok_retransmit.is_none()
+        && e.reinvite_ok.is_none()
 }
 
 /// The peer of a click-to-call leg's caller: ourselves, never sent to.
