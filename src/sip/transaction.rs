@@ -969,9 +969,14 @@ impl TransactionLayer {
     /// Sends a message outside any transaction: the ACK for a 2xx and 2xx
     /// retransmissions after Timer L, both the dialog layer's business.
     pub fn send_stateless(&mut self, msg: &Message, to: Peer) {
+        self.send_stateless_bytes(msg.to_shared_bytes(), to);
+    }
+
+    /// [`Self::send_stateless`] for a message already in its wire form.
+    pub fn send_stateless_bytes(&mut self, bytes: Arc<[u8]>, to: Peer) {
         self.outputs.push_back(Output::Transmit {
             to,
-            bytes: msg.to_shared_bytes(),
+            bytes,
             tx: None,
         });
     }

@@ -312,11 +312,38 @@ struct Settled {
     until: Instant,
 }
 
-/// An ACK of a 2xx, with where it went and, for a phone on a stream, how to find it again.
+/// An ACK of a 2xx in its wire form, with where it went.
 struct KeptAck {
-    ack: Message,
+    /// [`ack_key`] of the ACK: a 2xx it answers has the same.
+    key: u64,
+    bytes: Arc<[u8]>,
     to: Peer,
-    phone: Option<StreamPhone>,
+    /// A phone on a stream, and the ACK's request URI: what finds the phone again when it
+    /// moved to a new connection ([`Reach::again`]).
+    phone: Option<(StreamPhone, Option<Uri>)>,
+}
+
+impl KeptAck {
+    fn new(ack: Message, to: Peer, phone: Option<StreamPhone>) -> KeptAck {
+        KeptAck {
+            key: ack_key(&ack),
+            bytes: ack.to_shared_bytes(),
+            to,
+            phone: phone.map(|p| (p, ack.uri().cloned())),
+        }
+    }
+}
+
+/// What an ACK of a 2xx shares with the 2xx (see [`acknowledges`]), as one number: Call-ID,
+/// To tag and CSeq number. Two ACKs of one call with the same key, one in 2^64, would only
+/// mean the wrong one of the two is sent again.
+fn ack_key(m: &Message) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.call_id().hash(&mut h);
+    m.to().and_then(|t| t.tag()).hash(&mut h);
+    m.cseq().map(|c| c.seq).hash(&mut h);
+    h.finish()
 }
 
 /// The ACK among `acks` that answers `response` (a 2xx): same dialog, same CSeq number; with
@@ -645,10 +672,13 @@ impl Calls {
             if let Some(s) = self.settled.get(&id) {
                 // A 2xx again (the callee's, or a re-INVITE's): our ACK got lost.
                 let is_2xx = msg.status().is_some_and(|s| (200..300).contains(&s));
-                let kept = s.acks.iter().find(|k| is_2xx && acknowledges(&k.ack, msg));
-                if let Some(k) = kept {
-                    let to = reach.again(k.phone.as_ref(), &k.ack, k.to);
-                    layer.send_stateless(&k.ack, tx_peer(&to));
+                let key = ack_key(msg);
+                if let Some(k) = s.acks.iter().find(|k| is_2xx && k.key == key) {
+                    let to = match &k.phone {
+                        Some((phone, uri)) => reach.current_flow(phone, k.to, uri.as_ref()),
+                        None => k.to,
+                    };
+                    layer.send_stateless_bytes(k.bytes.clone(), tx_peer(&to));
                 }
             }
             return;
@@ -2080,20 +2110,14 @@ impl Calls {
             stream_caller,
             ..
         } = *e;
-        let caller = caller_ack.map(|(ack, to)| KeptAck {
-            ack,
-            to,
-            phone: stream_caller,
-        });
+        let caller = caller_ack.map(|(ack, to)| KeptAck::new(ack, to, stream_caller));
         let acks = branches
             .into_iter()
             .flat_map(|io| {
                 let phone = io.stream_phone;
-                io.acks.into_iter().map(move |(ack, to)| KeptAck {
-                    ack,
-                    to,
-                    phone: phone.clone(),
-                })
+                io.acks
+                    .into_iter()
+                    .map(move |(ack, to)| KeptAck::new(ack, to, phone.clone()))
             })
             .chain(caller)
             .collect();
