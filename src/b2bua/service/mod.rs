@@ -671,9 +671,11 @@ impl Calls {
         let Some(e) = self.calls.get_mut(&id) else {
             if let Some(s) = self.settled.get(&id) {
                 // A 2xx again (the callee's, or a re-INVITE's): our ACK got lost.
-                let is_2xx = msg.status().is_some_and(|s| (200..300).contains(&s));
+                // (A 200 to a CANCEL shares the INVITE's CSeq number, and perhaps its tag.)
+                let invite_2xx = msg.status().is_some_and(|s| (200..300).contains(&s))
+                    && msg.cseq().is_some_and(|c| c.method == Method::Invite);
                 let key = ack_key(msg);
-                if let Some(k) = s.acks.iter().find(|k| is_2xx && k.key == key) {
+                if let Some(k) = s.acks.iter().find(|k| invite_2xx && k.key == key) {
                     let to = match &k.phone {
                         Some((phone, uri)) => reach.current_flow(phone, k.to, uri.as_ref()),
                         None => k.to,
