@@ -67,9 +67,11 @@ const T2: Duration = Duration::from_secs(4);
 /// A finished call is kept this long (T4, the longest a message stays in the network): every
 /// branch is resolved by then (`Call::is_finished`), and retransmissions — a BYE, an INVITE
 /// after our 2xx, a 487 — are absorbed by the transaction layer, which keeps its own state for
-/// Timer J/K and RFC 6026's Accepted state. What still finds the entry are responses in flight
-/// (the 200 to our BYE). Kept for 64*T1 instead, a finished call held ~30 KiB for 32 s: at 1,000
-/// calls/s, a gigabyte, and page faults for all of it were a fifth of the SIP core's CPU.
+/// Timer J/K and RFC 6026's Accepted state. What still finds the call are responses in flight
+/// (the 200 to our BYE) and 2xx responses sent again; once nothing is in flight any more the
+/// call keeps only its ACKs for the rest of the time ([`Settled`]). Kept whole for 64*T1
+/// instead, a finished call held ~30 KiB for 32 s: at 1,000 calls/s, a gigabyte, and page
+/// faults for all of it were a fifth of the SIP core's CPU.
 const LINGER: Duration = Duration::from_secs(5);
 /// Routes being resolved at once; past this a new call gets 503.
 const ROUTE_QUEUE: usize = 1024;
