@@ -1515,8 +1515,8 @@ impl Calls {
             e.linger_until = Some(now + LINGER);
             self.timers.push(Reverse((now + LINGER, id)));
         }
-        if e.linger_until.is_some() && is_settled(e) {
-            self.settle(id);
+        if let Some(until) = e.linger_until.filter(|_| is_settled(e)) {
+            self.settle(id, until);
             return;
         }
         if let (true, None, Some(limit), Some(_)) = (
@@ -2099,13 +2099,11 @@ impl Calls {
     }
 
     /// Reduces a settled call (see [`is_settled`]) to its [`Settled`] ACKs for the rest of its
-    /// linger. Its dialogs leave the index now: a new request in one gets 481 (§12.2.2), as
-    /// it would a moment later; a retransmitted one is absorbed by its transaction.
-    fn settle(&mut self, id: u64) {
+    /// linger, which ends at `until`. Its dialogs leave the index now: a new request in one
+    /// gets 481 (§12.2.2), as it would a moment later; a retransmitted one is absorbed by its
+    /// transaction.
+    fn settle(&mut self, id: u64, until: Instant) {
         let Some(e) = self.unindex(id) else {
-            return;
-        };
-        let Some(until) = e.linger_until else {
             return;
         };
         let Entry {
