@@ -598,6 +598,30 @@ fn a_released_call_still_takes_the_answer_to_its_bye() {
     );
 }
 
+#[test]
+fn a_finished_call_is_settled_only_once_its_bye_is_answered() {
+    let (mut call, inv, t0) = answered();
+    assert!(!call.is_settled(), "answered");
+    let bye = from_caller(&call, "BYE", 2, None);
+    call.on_request(Leg::Caller, 3, &bye, t0);
+    let a = drain(&mut call);
+    let Some((key, sent)) = a.iter().find_map(|x| match x {
+        Action::Request { key, request, .. } => Some((*key, request.message.clone())),
+        _ => None,
+    }) else {
+        panic!("no BYE to the callee: {a:?}");
+    };
+    call.on_invite_response(1, &answer(&inv[1], 487, "b1", None), t0);
+    assert!(call.is_finished());
+    // Our BYE may still be challenged (a trunk) and need sending again: not settled yet.
+    assert!(!call.is_settled(), "the BYE to the callee is unanswered");
+    let mut ok = Message::response_to(&sent, 200, "OK");
+    ok.set_to_tag("b0").unwrap();
+    call.on_response(key, &ok, t0);
+    drain(&mut call);
+    assert!(call.is_settled());
+}
+
 /// The one request `actions` send to the callee's leg: its key and message.
 fn relayed(actions: &[Action]) -> (Key, Message) {
     match actions {
