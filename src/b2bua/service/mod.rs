@@ -1515,7 +1515,10 @@ impl Calls {
             e.linger_until = Some(now + LINGER);
             self.timers.push(Reverse((now + LINGER, id)));
         }
-        if let Some(until) = e.linger_until.filter(|_| is_settled(e)) {
+        // Settled only with nothing left from this round either (a redirect to route, a
+        // click-to-call leg to tell), which the rest of this function would carry out.
+        let nothing_left = linked.is_empty() && redirects.is_empty();
+        if let Some(until) = e.linger_until.filter(|_| nothing_left && is_settled(e)) {
             self.settle(id, until);
             return;
         }
