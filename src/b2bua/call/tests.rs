@@ -564,18 +564,23 @@ fn bye_from_the_caller_hangs_up_the_callee() {
     assert!(call.is_finished());
 }
 
+/// The request among `actions` (a call's BYE to the callee): its key and message.
+fn request_sent(actions: &[Action]) -> (Key, Message) {
+    actions
+        .iter()
+        .find_map(|x| match x {
+            Action::Request { key, request, .. } => Some((*key, request.message.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no request among {actions:?}"))
+}
+
 #[test]
 fn a_released_call_still_takes_the_answer_to_its_bye() {
     let (mut call, inv, t0) = answered();
     let bye = from_caller(&call, "BYE", 2, None);
     call.on_request(Leg::Caller, 3, &bye, t0);
-    let a = drain(&mut call);
-    let Some((key, sent)) = a.iter().find_map(|x| match x {
-        Action::Request { key, request, .. } => Some((*key, request.message.clone())),
-        _ => None,
-    }) else {
-        panic!("no BYE to the callee: {a:?}");
-    };
+    let (key, sent) = request_sent(&drain(&mut call));
     // Released too early, nothing is let go.
     call.release();
     call.on_invite_response(1, &answer(&inv[1], 487, "b1", None), t0);
@@ -604,13 +609,7 @@ fn a_finished_call_is_settled_only_once_its_bye_is_answered() {
     assert!(!call.is_settled(), "answered");
     let bye = from_caller(&call, "BYE", 2, None);
     call.on_request(Leg::Caller, 3, &bye, t0);
-    let a = drain(&mut call);
-    let Some((key, sent)) = a.iter().find_map(|x| match x {
-        Action::Request { key, request, .. } => Some((*key, request.message.clone())),
-        _ => None,
-    }) else {
-        panic!("no BYE to the callee: {a:?}");
-    };
+    let (key, sent) = request_sent(&drain(&mut call));
     call.on_invite_response(1, &answer(&inv[1], 487, "b1", None), t0);
     assert!(call.is_finished());
     // Our BYE may still be challenged (a trunk) and need sending again: not settled yet.
