@@ -239,44 +239,66 @@ pub fn sip_addr(
         .addr
 }
 
-/// A TCP port nobody listens on (a SIPp phone's `-p` over TCP).
+/// A port free for both TCP and UDP, for a peer a test starts (a SIPp phone's `-p`).
 pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+    peer_ports(1)
 }
 
-/// A loopback UDP port free right now.
+/// A loopback UDP port free right now (and for TCP too), for a peer a test starts.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+    peer_ports(1)
 }
 
 /// A port for a baresip phone's `sip_listen`: baresip binds UDP and TCP on it and TLS on the
-/// next one, so all of those must be free (tests running side by side picked colliding ports
-/// otherwise, and the phone never started).
+/// next one, so all of those must be free.
 pub fn free_baresip_port() -> u16 {
-    // Tests run in parallel, and a port found free is free for anyone until a phone binds it:
-    // never hand the same one out twice in a process.
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let p = free_udp_port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if given.iter().any(|&g| g.abs_diff(p) <= 1) {
+    peer_ports(2)
+}
+
+/// The first of `width` consecutive ports free for both UDP and TCP on loopback, never handed
+/// out before in this process.
+///
+/// They come from just below the kernel's ephemeral range (`ip_local_port_range`, 32768 and
+/// up on Linux), above the relay's default RTP range (20000-30000). Every server the tests
+/// start listens on port 0, and so takes a port from the ephemeral range: a port found free
+/// there could be taken by a test running beside this one before the peer bound it, and
+/// SIPp then failed with "Address already in use". Nothing takes ports below that range
+/// unless asked for them by number.
+fn peer_ports(width: u16) -> u16 {
+    const LOW: u16 = 30000;
+    static STATE: std::sync::Mutex<(u16, Vec<u16>)> = std::sync::Mutex::new((0, Vec::new()));
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let free = |p: u16| {
+        std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+    };
+    if high < LOW + 100 {
+        // An unusual range: fall back to what the kernel hands out.
+        return std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+    }
+    let span = high - LOW - width;
+    let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    if state.0 == 0 {
+        // Each test binary starts elsewhere, away from what the last one may still hold.
+        state.0 = (std::process::id() % u32::from(span)) as u16;
+    }
+    for _ in 0..span {
+        let p = LOW + state.0;
+        state.0 = (state.0 + width) % span;
+        let ports = p..p + width;
+        if ports.clone().any(|q| state.1.contains(&q)) || !ports.clone().all(free) {
             continue;
         }
-        let ok = p < u16::MAX
-            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-            && std::net::UdpSocket::bind(("127.0.0.1", p + 1)).is_ok();
-        if ok {
-            given.push(p);
-            return p;
-        }
+        state.1.extend(ports);
+        return p;
     }
+    panic!("no free port left in {LOW}..{high}");
 }
 
 /// Adds user `ext` with one phone `username`/`password` (realm `test.example`); returns the
